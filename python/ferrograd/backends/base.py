@@ -1,0 +1,262 @@
+"""The kernel contract shared by every backend.
+
+Every backend (numpy, rust, cuda) implements this class with the same method names,
+arguments and semantics. The autograd engine (``ferrograd.autograd``) only ever calls
+these methods, so an op can be followed from ``functional.py`` through the contract into
+``numpy_backend.py`` (the readable reference), ``rust_core/src/ops/<family>.rs`` and
+``cuda/<family>.cu``.
+
+Conventions, for every method below:
+
+* ``Array`` is the backend's native array: ``numpy.ndarray`` for numpy and rust, a PyCUDA
+  ``GPUArray`` for cuda. Kernels never receive a ``ferrograd.Tensor``.
+* Floating arrays are float32 or float64; the two operands of a kernel share one dtype
+  (the Python layer converts scalars and checks dtypes before calling). Outputs have the
+  inputs' dtype. Class indices (cross-entropy targets) are int64.
+* Inputs may be non-contiguous (numpy views); a kernel must give the right answer for
+  them (copying to a contiguous array first is fine). Outputs are new C-contiguous arrays
+  unless a method says it works in place.
+* Semantics follow PyTorch's documented behaviour for the op of the same name.
+* Bad input raises ``ValueError`` (shapes, values) or ``TypeError`` (dtypes) whose
+  message names the argument, what was expected and what was received. The Python layer
+  validates first, but kernels are callable directly and validate too.
+* Elementwise ``*_backward`` kernels receive the forward *input* ``x`` (not the output):
+  recomputing is cheaper than saving a second full-size tensor for these
+  bandwidth-bound ops, and it keeps one signature for every activation.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Optional, Sequence, Tuple
+
+Array = Any  # the backend's native array type
+Shape = Tuple[int, ...]
+
+#: Binary elementwise ops (numpy broadcasting rules).
+BINARY_OPS = ("add", "sub", "mul", "div", "pow")
+#: Unary elementwise math ops.
+UNARY_OPS = ("neg", "exp", "log")
+#: GELU variants, as PyTorch's ``approximate`` argument.
+GELU_APPROXIMATIONS = ("none", "tanh")
+#: Loss reductions, as PyTorch's ``reduction`` argument.
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class Backend(abc.ABC):
+    """The kernel contract. Subclasses implement every abstract method."""
+
+    #: the backend's name as users pass it: "numpy", "rust" or "cuda"
+    name: str = ""
+
+    # ------------------------------------------------------------------ arrays
+    @abc.abstractmethod
+    def from_numpy(self, a: "numpy.ndarray") -> Array:  # noqa: F821
+        """Return ``a`` as this backend's array (a copy on cuda; may share memory on CPU)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, x: Array) -> "numpy.ndarray":  # noqa: F821
+        """Return ``x`` as a numpy array (a copy from the GPU; may share memory on CPU)."""
+
+    @abc.abstractmethod
+    def full(self, shape: Shape, value: float, dtype: Any) -> Array:
+        """A new array of ``shape`` filled with ``value`` (dtype: numpy dtype)."""
+
+    @abc.abstractmethod
+    def copy(self, x: Array) -> Array:
+        """A new C-contiguous array with the values of ``x``."""
+
+    @abc.abstractmethod
+    def reshape(self, x: Array, shape: Shape) -> Array:
+        """``x`` with a new shape of the same size (a view where possible)."""
+
+    @abc.abstractmethod
+    def permute(self, x: Array, axes: Sequence[int]) -> Array:
+        """``x`` with its axes reordered: result axis i is input axis ``axes[i]``."""
+
+    @abc.abstractmethod
+    def expand(self, x: Array, shape: Shape) -> Array:
+        """``x`` broadcast to ``shape`` (numpy rules); values may be shared, read-only."""
+
+    @abc.abstractmethod
+    def sum_to_shape(self, g: Array, shape: Shape) -> Array:
+        """Sum ``g`` over the axes that broadcasting added or stretched so it has ``shape``.
+
+        The adjoint of ``expand``: used by every backward whose forward broadcast.
+        """
+
+    # ------------------------------------------------- elementwise arithmetic
+    @abc.abstractmethod
+    def binary_forward(self, op: str, a: Array, b: Array) -> Array:
+        """``op`` in BINARY_OPS applied to ``a`` and ``b`` broadcast together.
+
+        pow is ``a ** b`` (for a < 0 and non-integer b the result is NaN, as in PyTorch).
+        """
+
+    @abc.abstractmethod
+    def binary_backward(self, op: str, a: Array, b: Array, gy: Array) -> Tuple[Array, Array]:
+        """Gradients ``(ga, gb)`` of ``op`` given the output gradient ``gy``.
+
+        ``gy`` has the broadcast shape; ``ga`` has ``a.shape`` and ``gb`` has ``b.shape``
+        (summed over broadcast axes). For pow, ``gb = gy * a**b * log(a)``, taken as 0
+        where ``a == 0`` (PyTorch's convention).
+        """
+
+    @abc.abstractmethod
+    def unary_forward(self, op: str, x: Array) -> Array:
+        """``op`` in UNARY_OPS elementwise (log of a negative is NaN, log(0) is -inf)."""
+
+    @abc.abstractmethod
+    def unary_backward(self, op: str, x: Array, gy: Array) -> Array:
+        """Gradient of ``op`` at ``x`` times ``gy`` (same shape as x)."""
+
+    # -------------------------------------------------------------- activations
+    @abc.abstractmethod
+    def relu_forward(self, x: Array) -> Array:
+        """max(x, 0). NaN propagates."""
+
+    @abc.abstractmethod
+    def relu_backward(self, x: Array, gy: Array) -> Array:
+        """gy where x > 0 else 0 (the subgradient at 0 is 0, as in PyTorch)."""
+
+    @abc.abstractmethod
+    def leaky_relu_forward(self, x: Array, negative_slope: float) -> Array:
+        """x where x > 0 else negative_slope * x."""
+
+    @abc.abstractmethod
+    def leaky_relu_backward(self, x: Array, gy: Array, negative_slope: float) -> Array:
+        """gy where x > 0 else negative_slope * gy."""
+
+    @abc.abstractmethod
+    def prelu_forward(self, x: Array, weight: Array) -> Array:
+        """x where x > 0 else weight * x.
+
+        ``weight`` has shape (1,) (one alpha) or (C,) where C = x.shape[1] (one alpha per
+        channel, x.ndim >= 2), as torch.nn.PReLU.
+        """
+
+    @abc.abstractmethod
+    def prelu_backward(self, x: Array, weight: Array, gy: Array) -> Tuple[Array, Array]:
+        """``(gx, gweight)``; gweight has weight's shape (summed over the other axes)."""
+
+    @abc.abstractmethod
+    def sigmoid_forward(self, x: Array) -> Array:
+        """1 / (1 + exp(-x)), computed without overflow for large |x|."""
+
+    @abc.abstractmethod
+    def sigmoid_backward(self, x: Array, gy: Array) -> Array:
+        """gy * s * (1 - s) with s = sigmoid(x)."""
+
+    @abc.abstractmethod
+    def tanh_forward(self, x: Array) -> Array:
+        """tanh(x); saturates to ±1 for large |x| without NaN."""
+
+    @abc.abstractmethod
+    def tanh_backward(self, x: Array, gy: Array) -> Array:
+        """gy * (1 - tanh(x)^2)."""
+
+    @abc.abstractmethod
+    def gelu_forward(self, x: Array, approximate: str) -> Array:
+        """GELU. approximate="none": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2));
+        approximate="tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    @abc.abstractmethod
+    def gelu_backward(self, x: Array, gy: Array, approximate: str) -> Array:
+        """gy times the derivative of the chosen GELU at x."""
+
+    @abc.abstractmethod
+    def swish_forward(self, x: Array, beta: float) -> Array:
+        """x * sigmoid(beta * x). SiLU is swish with beta = 1."""
+
+    @abc.abstractmethod
+    def swish_backward(self, x: Array, gy: Array, beta: float) -> Array:
+        """gy * (s + beta * x * s * (1 - s)) with s = sigmoid(beta * x)."""
+
+    # ------------------------------------------------------ reductions, softmax
+    @abc.abstractmethod
+    def sum_forward(self, x: Array, axes: Tuple[int, ...], keepdims: bool) -> Array:
+        """Sum over ``axes`` (non-negative, sorted, unique; empty tuple = no reduction).
+
+        Accumulates in at least the input precision with pairwise or blocked sums so
+        that float32 sums of millions of elements stay within ~1e-5 relative.
+        """
+
+    @abc.abstractmethod
+    def softmax_forward(self, x: Array) -> Array:
+        """Softmax over the last axis, max-subtracted (stable for |x| up to float max)."""
+
+    @abc.abstractmethod
+    def softmax_backward(self, y: Array, gy: Array) -> Array:
+        """Given y = softmax(x): gx = y * (gy - sum(gy * y, last axis, keepdims))."""
+
+    @abc.abstractmethod
+    def log_softmax_forward(self, x: Array) -> Array:
+        """x - max - log(sum(exp(x - max))) over the last axis."""
+
+    @abc.abstractmethod
+    def log_softmax_backward(self, y: Array, gy: Array) -> Array:
+        """Given y = log_softmax(x): gx = gy - exp(y) * sum(gy, last axis, keepdims)."""
+
+    # ----------------------------------------------------------- linear algebra
+    @abc.abstractmethod
+    def matmul(self, a: Array, b: Array, transpose_a: bool = False,
+               transpose_b: bool = False) -> Array:
+        """op(a) @ op(b), op = transpose of the last two axes when asked.
+
+        Both 2-D, or both 3-D with the same batch size (the Python layer reshapes and
+        broadcasts batch dimensions before calling).
+        """
+
+    @abc.abstractmethod
+    def linear_forward(self, x: Array, weight: Array, bias: Optional[Array]) -> Array:
+        """x @ weight.T + bias. x: (N, in), weight: (out, in), bias: (out,) or None."""
+
+    @abc.abstractmethod
+    def linear_backward(self, x: Array, weight: Array, gy: Array, has_bias: bool
+                        ) -> Tuple[Array, Array, Optional[Array]]:
+        """``(gx, gweight, gbias)``: gy @ weight, gy.T @ x, gy summed over rows (or None)."""
+
+    # ------------------------------------------------------------------ losses
+    @abc.abstractmethod
+    def mse_loss_forward(self, x: Array, target: Array, reduction: str) -> Array:
+        """(x - target)^2, reduced by ``reduction`` in REDUCTIONS (0-d array unless 'none')."""
+
+    @abc.abstractmethod
+    def mse_loss_backward(self, x: Array, target: Array, gy: Array, reduction: str) -> Array:
+        """Gradient w.r.t. x (the gradient w.r.t. target is its negation)."""
+
+    @abc.abstractmethod
+    def cross_entropy_forward(self, logits: Array, target: Array, reduction: str) -> Array:
+        """Cross-entropy of (N, C) logits and (N,) int64 class indices in [0, C).
+
+        -log_softmax(logits)[i, target[i]], reduced; computed with the log-sum-exp trick
+        so logits of any magnitude give a finite loss.
+        """
+
+    @abc.abstractmethod
+    def cross_entropy_backward(self, logits: Array, target: Array, gy: Array,
+                               reduction: str) -> Array:
+        """(softmax(logits) - onehot(target)) scaled by gy (and 1/N for 'mean')."""
+
+    # -------------------------------------------------------- optimizer steps
+    @abc.abstractmethod
+    def sgd_step(self, param: Array, grad: Array, momentum_buffer: Optional[Array],
+                 lr: float, momentum: float, dampening: float, weight_decay: float,
+                 nesterov: bool, first_step: bool) -> None:
+        """One torch.optim.SGD step, in place on ``param`` and ``momentum_buffer``.
+
+        g = grad + weight_decay * param; if momentum: buf = g on the first step else
+        momentum * buf + (1 - dampening) * g; g = g + momentum * buf if nesterov else buf;
+        param -= lr * g. ``momentum_buffer`` is None when momentum == 0.
+        """
+
+    @abc.abstractmethod
+    def adam_step(self, param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+                  step: int, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, decoupled: bool) -> None:
+        """One torch.optim.Adam (decoupled=False) or AdamW (decoupled=True) step, in place.
+
+        Adam: g = grad + wd * param. AdamW: param *= 1 - lr * wd. Then
+        m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+        param -= lr / (1 - b1^step) * m / (sqrt(v / (1 - b2^step)) + eps).
+        """

@@ -1,0 +1,346 @@
+"""The numpy backend: every kernel of the contract written to be read.
+
+This is the reference the other backends are tested against, so clarity wins over speed
+here; numerically delicate spots (sigmoid, softmax, cross-entropy) still use the stable
+formulations, since the reference must be right for large |x| too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import base
+from ._validate import (
+    check_binary_op,
+    check_float,
+    check_gelu_approximate,
+    check_linear,
+    check_matmul,
+    check_prelu_weight,
+    check_reduction,
+    check_same_shape,
+    check_targets,
+    check_unary_op,
+)
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+try:  # scipy is a dependency; the fallback keeps the reference importable without it
+    from scipy.special import erf as _erf  # type: ignore
+except Exception:  # pragma: no cover - depends on the environment
+    _erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _erf_like(x: np.ndarray) -> np.ndarray:
+    return np.asarray(_erf(x), dtype=np.float64).astype(x.dtype, copy=False)
+
+
+def sum_to_shape(g: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Undo broadcasting: sum the leading axes broadcasting added and the size-1 axes it stretched."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    out = g.sum(axis=axes, keepdims=True) if axes else g
+    return out.reshape(shape)
+
+
+class NumpyBackend(base.Backend):
+    name = "numpy"
+
+    # ------------------------------------------------------------------ arrays
+    def from_numpy(self, a):
+        return np.asarray(a)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def full(self, shape, value, dtype):
+        return np.full(tuple(shape), value, dtype=dtype)
+
+    def copy(self, x):
+        return np.ascontiguousarray(x).copy()
+
+    def reshape(self, x, shape):
+        return np.reshape(x, tuple(shape))
+
+    def permute(self, x, axes: Sequence[int]):
+        return np.transpose(x, tuple(axes))
+
+    def expand(self, x, shape):
+        return np.broadcast_to(x, tuple(shape))
+
+    def sum_to_shape(self, g, shape):
+        return sum_to_shape(g, shape)
+
+    # ------------------------------------------------- elementwise arithmetic
+    def binary_forward(self, op, a, b):
+        check_binary_op(op)
+        check_float(a, "a")
+        check_float(b, "b")
+        with np.errstate(all="ignore"):
+            if op == "add":
+                return a + b
+            if op == "sub":
+                return a - b
+            if op == "mul":
+                return a * b
+            if op == "div":
+                return a / b
+            return np.power(a, b)
+
+    def binary_backward(self, op, a, b, gy):
+        check_binary_op(op)
+        with np.errstate(all="ignore"):
+            if op == "add":
+                ga, gb = gy, gy
+            elif op == "sub":
+                ga, gb = gy, -gy
+            elif op == "mul":
+                ga, gb = gy * b, gy * a
+            elif op == "div":
+                ga = gy / b
+                gb = -gy * a / (b * b)
+            else:  # pow: d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a == 0
+                ga = gy * b * np.power(a, b - 1)
+                ga = np.where(b == 0, np.zeros_like(ga), ga)
+                log_a = np.where(a == 0, np.zeros_like(a), np.log(np.where(a == 0, 1, a)))
+                gb = gy * np.power(a, b) * log_a
+        return (np.ascontiguousarray(sum_to_shape(ga, a.shape)),
+                np.ascontiguousarray(sum_to_shape(gb, b.shape)))
+
+    def unary_forward(self, op, x):
+        check_unary_op(op)
+        check_float(x, "x")
+        with np.errstate(all="ignore"):
+            if op == "neg":
+                return -x
+            if op == "exp":
+                return np.exp(x)
+            return np.log(x)
+
+    def unary_backward(self, op, x, gy):
+        check_unary_op(op)
+        with np.errstate(all="ignore"):
+            if op == "neg":
+                return -gy
+            if op == "exp":
+                return gy * np.exp(x)
+            return gy / x
+
+    # -------------------------------------------------------------- activations
+    def relu_forward(self, x):
+        check_float(x, "x")
+        # np.where keeps NaN (NaN > 0 is False, but we want NaN out): use maximum
+        return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+    def relu_backward(self, x, gy):
+        check_same_shape(x, gy, "x", "gy")
+        return np.where(x > 0, gy, 0).astype(x.dtype, copy=False)
+
+    def leaky_relu_forward(self, x, negative_slope):
+        check_float(x, "x")
+        return np.where(x > 0, x, x * x.dtype.type(negative_slope)).astype(x.dtype, copy=False)
+
+    def leaky_relu_backward(self, x, gy, negative_slope):
+        check_same_shape(x, gy, "x", "gy")
+        return np.where(x > 0, gy, gy * x.dtype.type(negative_slope)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def _prelu_alpha(x, weight):
+        """weight reshaped to broadcast along axis 1 of x (or a scalar alpha)."""
+        if weight.shape[0] == 1:
+            return weight.reshape(())
+        return weight.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def prelu_forward(self, x, weight):
+        check_float(x, "x")
+        check_prelu_weight(x, weight)
+        alpha = self._prelu_alpha(x, weight)
+        return np.where(x > 0, x, alpha * x).astype(x.dtype, copy=False)
+
+    def prelu_backward(self, x, weight, gy):
+        check_prelu_weight(x, weight)
+        check_same_shape(x, gy, "x", "gy")
+        alpha = self._prelu_alpha(x, weight)
+        gx = np.where(x > 0, gy, alpha * gy).astype(x.dtype, copy=False)
+        contrib = np.where(x > 0, 0, x * gy)
+        if weight.shape[0] == 1:
+            gw = np.asarray(contrib.sum(), dtype=x.dtype).reshape(1)
+        else:
+            axes = (0,) + tuple(range(2, x.ndim))
+            gw = contrib.sum(axis=axes).astype(x.dtype, copy=False)
+        return gx, gw
+
+    def sigmoid_forward(self, x):
+        check_float(x, "x")
+        # exp of a non-positive number never overflows: split on the sign of x
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+    def sigmoid_backward(self, x, gy):
+        check_same_shape(x, gy, "x", "gy")
+        s = self.sigmoid_forward(x)
+        return gy * s * (1 - s)
+
+    def tanh_forward(self, x):
+        check_float(x, "x")
+        return np.tanh(x)
+
+    def tanh_backward(self, x, gy):
+        check_same_shape(x, gy, "x", "gy")
+        t = np.tanh(x)
+        return gy * (1 - t * t)
+
+    def gelu_forward(self, x, approximate):
+        check_float(x, "x")
+        check_gelu_approximate(approximate)
+        if approximate == "tanh":
+            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+            return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype, copy=False)
+        return (0.5 * x * (1 + _erf_like(x * _INV_SQRT_2))).astype(x.dtype, copy=False)
+
+    def gelu_backward(self, x, gy, approximate):
+        check_same_shape(x, gy, "x", "gy")
+        check_gelu_approximate(approximate)
+        if approximate == "tanh":
+            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+            t = np.tanh(inner)
+            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner
+        else:
+            cdf = 0.5 * (1 + _erf_like(x * _INV_SQRT_2))
+            pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+            d = cdf + x * pdf
+        return (gy * d).astype(x.dtype, copy=False)
+
+    def swish_forward(self, x, beta):
+        check_float(x, "x")
+        return (x * self.sigmoid_forward(x * x.dtype.type(beta))).astype(x.dtype, copy=False)
+
+    def swish_backward(self, x, gy, beta):
+        check_same_shape(x, gy, "x", "gy")
+        beta = x.dtype.type(beta)
+        s = self.sigmoid_forward(x * beta)
+        return (gy * (s + beta * x * s * (1 - s))).astype(x.dtype, copy=False)
+
+    # ------------------------------------------------------ reductions, softmax
+    def sum_forward(self, x, axes, keepdims):
+        check_float(x, "x")
+        return np.asarray(np.sum(x, axis=tuple(axes), keepdims=keepdims), dtype=x.dtype)
+
+    def softmax_forward(self, x):
+        check_float(x, "x")
+        z = x - np.max(x, axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / np.sum(e, axis=-1, keepdims=True)
+
+    def softmax_backward(self, y, gy):
+        check_same_shape(y, gy, "y", "gy")
+        return y * (gy - np.sum(gy * y, axis=-1, keepdims=True))
+
+    def log_softmax_forward(self, x):
+        check_float(x, "x")
+        z = x - np.max(x, axis=-1, keepdims=True)
+        return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+    def log_softmax_backward(self, y, gy):
+        check_same_shape(y, gy, "y", "gy")
+        return gy - np.exp(y) * np.sum(gy, axis=-1, keepdims=True)
+
+    # ----------------------------------------------------------- linear algebra
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        check_matmul(a, b, transpose_a, transpose_b)
+        if transpose_a:
+            a = np.swapaxes(a, -1, -2)
+        if transpose_b:
+            b = np.swapaxes(b, -1, -2)
+        return np.matmul(a, b)
+
+    def linear_forward(self, x, weight, bias):
+        check_linear(x, weight, bias)
+        y = x @ weight.T
+        if bias is not None:
+            y = y + bias
+        return y
+
+    def linear_backward(self, x, weight, gy, has_bias):
+        gx = gy @ weight
+        gw = gy.T @ x
+        gb = gy.sum(axis=0) if has_bias else None
+        return gx, gw, gb
+
+    # ------------------------------------------------------------------ losses
+    @staticmethod
+    def _reduce(v, reduction):
+        if reduction == "mean":
+            return np.asarray(v.mean(), dtype=v.dtype)
+        if reduction == "sum":
+            return np.asarray(v.sum(), dtype=v.dtype)
+        return v
+
+    def mse_loss_forward(self, x, target, reduction):
+        check_reduction(reduction)
+        check_same_shape(x, target, "input", "target")
+        d = x - target
+        return self._reduce(d * d, reduction)
+
+    def mse_loss_backward(self, x, target, gy, reduction):
+        check_reduction(reduction)
+        scale = 2.0 / x.size if reduction == "mean" else 2.0
+        return (x.dtype.type(scale) * (x - target) * gy).astype(x.dtype, copy=False)
+
+    def cross_entropy_forward(self, logits, target, reduction):
+        check_reduction(reduction)
+        check_targets(logits, target)
+        logp = self.log_softmax_forward(logits)
+        nll = -logp[np.arange(logits.shape[0]), target]
+        return self._reduce(nll, reduction)
+
+    def cross_entropy_backward(self, logits, target, gy, reduction):
+        check_reduction(reduction)
+        check_targets(logits, target)
+        n = logits.shape[0]
+        g = self.softmax_forward(logits)
+        g[np.arange(n), target] -= 1
+        if reduction == "none":
+            return g * gy.reshape(n, 1)
+        scale = gy / n if reduction == "mean" else gy
+        return (g * scale).astype(logits.dtype, copy=False)
+
+    # -------------------------------------------------------- optimizer steps
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum, dampening,
+                 weight_decay, nesterov, first_step):
+        g = grad + weight_decay * param if weight_decay else grad
+        if momentum:
+            if first_step:
+                momentum_buffer[...] = g
+            else:
+                momentum_buffer *= momentum
+                momentum_buffer += (1 - dampening) * g
+            g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+        param -= lr * g
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                  weight_decay, decoupled):
+        if decoupled:
+            param *= 1 - lr * weight_decay
+            g = grad
+        else:
+            g = grad + weight_decay * param if weight_decay else grad
+        exp_avg *= beta1
+        exp_avg += (1 - beta1) * g
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * g * g
+        bias1 = 1 - beta1 ** step
+        bias2 = 1 - beta2 ** step
+        denom = np.sqrt(exp_avg_sq / bias2) + eps
+        param -= (lr / bias1) * exp_avg / denom
