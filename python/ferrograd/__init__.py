@@ -1,0 +1,21 @@
+"""ferrograd: deep-learning layers on numpy, Rust and CUDA backends with tape autograd.
+
+    import ferrograd as fg
+    x = fg.tensor(np.random.rand(4, 3), backend="rust", requires_grad=True)
+    loss = fg.functional.relu(x).sum()
+    loss.backward()
+    x.grad
+"""
+
+from . import autograd, functional, nn, optim
+from .autograd import enable_grad, gradcheck, no_grad
+from .backends import available_backends, get_backend, set_default_backend
+from .tensor import Tensor, full, manual_seed, ones, rand, randn, tensor, zeros
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "zeros", "ones", "full", "rand", "randn", "manual_seed",
+    "no_grad", "enable_grad", "gradcheck", "autograd", "functional", "nn", "optim",
+    "get_backend", "available_backends", "set_default_backend",
+]

@@ -1,0 +1,239 @@
+"""The tape engine: define-by-run reverse-mode autograd shared by every backend.
+
+Each differentiable op is a ``Function`` subclass with ``forward(ctx, *arrays)`` and
+``backward(ctx, *grad_arrays)`` that call the backend's kernels on native arrays.
+``Function.apply`` runs forward and, when grad mode is on and an input requires grad,
+records a ``Node`` on the output tensors. ``backward`` walks the nodes reachable from the
+root in reverse topological order, calls each node's backward once with the summed
+gradients of its outputs, accumulates leaf gradients into ``.grad`` and frees what the
+node saved unless ``retain_graph`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, List, Optional, Sequence, Tuple
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+def _set_grad_enabled(flag: bool) -> None:
+    _state.enabled = flag
+
+
+class _GradMode(contextlib.ContextDecorator):
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        _set_grad_enabled(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        _set_grad_enabled(self.prev)
+        return False
+
+
+def no_grad() -> _GradMode:
+    """Context manager / decorator under which ops record nothing."""
+    return _GradMode(False)
+
+
+def enable_grad() -> _GradMode:
+    return _GradMode(True)
+
+
+class Context:
+    """What a Function's forward leaves for its backward."""
+
+    def __init__(self, backend, needs_input_grad: Tuple[bool, ...]):
+        self.backend = backend
+        self.needs_input_grad = needs_input_grad
+        self.saved: Optional[Tuple[Any, ...]] = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self.saved = arrays
+
+    @property
+    def saved_arrays(self) -> Tuple[Any, ...]:
+        if self.saved is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or to use saved "
+                "arrays after they were freed): call backward(retain_graph=True) the first "
+                "time if you need to backward twice")
+        return self.saved
+
+
+class Node:
+    """One recorded op: its Function, context and the input tensors that need grad."""
+
+    __slots__ = ("function", "ctx", "inputs", "n_outputs", "freed", "__weakref__")
+
+    def __init__(self, function, ctx: Context, inputs: List[Any], n_outputs: int):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs  # per forward Tensor argument: the Tensor if it needs grad, else None
+        self.n_outputs = n_outputs
+        self.freed = False
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__ + "Backward"
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+class Function:
+    """Base class of differentiable ops. Subclasses define forward and backward as staticmethods.
+
+    forward(ctx, *args) receives backend arrays in place of Tensor arguments (other
+    arguments pass through) and returns an array or a tuple of arrays. backward(ctx,
+    *grad_outputs) returns one gradient array (or None) per Tensor argument of forward,
+    in order.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grad_outputs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any):
+        from ..tensor import Tensor
+
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if not tensors:
+            raise TypeError(f"{cls.__name__}: expected at least one Tensor argument")
+        backend = tensors[0].backend
+        for t in tensors[1:]:
+            if t.backend is not backend:
+                raise ValueError(
+                    f"{cls.__name__}: expected all tensors on backend {backend.name!r}, "
+                    f"got one on {t.backend.name!r} (move it with .to({backend.name!r}))")
+        needs = tuple(t.requires_grad for t in tensors)
+        record = is_grad_enabled() and any(needs)
+        ctx = Context(backend, needs)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        out = cls.forward(ctx, *raw)
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+        node = None
+        if record:
+            node = Node(cls, ctx, [t if t.requires_grad else None for t in tensors], len(outs))
+        out_backend = getattr(ctx, "output_backend", backend)  # set by ops that move data
+        results = tuple(
+            Tensor._wrap(o, out_backend, requires_grad=record, node=node, index=i)
+            for i, o in enumerate(outs))
+        return results if multi else results[0]
+
+
+def _topological_order(roots: Sequence[Node]) -> List[Node]:
+    """Nodes reachable from roots, each after every node that consumes its outputs."""
+    order: List[Node] = []
+    visited = set()
+    for root in roots:
+        if id(root) in visited:
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for t in node.inputs:
+                if t is not None and t._node is not None and id(t._node) not in visited:
+                    stack.append((t._node, False))
+    order.reverse()  # post-order reversed: consumers before producers
+    return order
+
+
+def _accumulate(backend, current, new):
+    if current is None:
+        return new
+    return backend.binary_forward("add", current, new)
+
+
+def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
+    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``."""
+    from ..tensor import Tensor
+
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    if grad_tensors is None or isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors] * len(tensors)
+    if len(grad_tensors) != len(tensors):
+        raise ValueError(
+            f"grad_tensors: expected {len(tensors)} gradients, got {len(grad_tensors)}")
+
+    grads = {}  # id(node) -> list of summed output gradients
+    roots = []
+    for t, g in zip(tensors, grad_tensors):
+        if not t.requires_grad:
+            raise RuntimeError(
+                "element 0 of tensors does not require grad and does not have a grad_fn: "
+                "call backward on a result of ops on tensors with requires_grad=True")
+        if g is None:
+            if t.size != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; got shape "
+                    f"{t.shape}: pass gradient= with that shape")
+            garr = t.backend.full(t.shape, 1.0, t.dtype)
+        else:
+            if not isinstance(g, Tensor):
+                raise TypeError(f"gradient: expected a Tensor, got {type(g).__name__}")
+            if tuple(g.shape) != tuple(t.shape):
+                raise ValueError(f"gradient: expected shape {t.shape}, got {g.shape}")
+            garr = g.data
+        if t._node is None:  # a leaf: its gradient is the seed itself
+            t._accumulate_grad(garr)
+            continue
+        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+        slots[t._index] = _accumulate(t.backend, slots[t._index], garr)
+        roots.append(t._node)
+
+    for node in _topological_order(roots):
+        if node.freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time ({node.name} was "
+                "freed by an earlier backward): pass retain_graph=True to the first backward "
+                "if you need to backward twice")
+        slots = grads.pop(id(node), None)
+        if slots is None:
+            continue  # no gradient flows into this node
+        ctx = node.ctx
+        backend = ctx.backend
+        # an output that received no gradient passes None; Functions with several
+        # outputs treat None as zero
+        in_grads = node.function.backward(ctx, *slots)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        if len(in_grads) != len(node.inputs):
+            raise RuntimeError(
+                f"{node.name} returned {len(in_grads)} gradients, expected {len(node.inputs)}")
+        for t, g in zip(node.inputs, in_grads):
+            if t is None or g is None:
+                continue
+            if t._node is None:
+                t._accumulate_grad(g)
+            else:
+                slots_in = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+                slots_in[t._index] = _accumulate(backend, slots_in[t._index], g)
+                if t._retains_grad:
+                    t._accumulate_grad(g)
+        if not retain_graph:
+            ctx.saved = None
+            node.freed = True

@@ -1,0 +1,17 @@
+"""The functional API: every differentiable op by name, as torch.nn.functional."""
+
+from .ops.activation import gelu, leaky_relu, prelu, relu, sigmoid, silu, swish, tanh
+from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
+from .ops.layout import expand, flatten, permute, reshape, transpose
+from .ops.linear import linear, matmul
+from .ops.loss import cross_entropy, mse_loss
+from .ops.reduce import mean, sum
+from .ops.softmax import log_softmax, softmax
+
+__all__ = [
+    "add", "sub", "mul", "div", "pow", "neg", "exp", "log",
+    "relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "swish",
+    "sum", "mean", "softmax", "log_softmax",
+    "matmul", "linear", "reshape", "permute", "transpose", "flatten", "expand",
+    "mse_loss", "cross_entropy",
+]

@@ -1,0 +1,109 @@
+"""Shape and placement ops: reshape, permute/transpose, flatten, and moving between backends."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from ..autograd.engine import Function
+from ._checks import normalize_dim
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.in_shape = tuple(x.shape)
+        return ctx.backend.reshape(x, shape)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return ctx.backend.reshape(gy, ctx.in_shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, x, axes):
+        ctx.inverse = tuple(int(i) for i in np.argsort(axes))
+        return ctx.backend.permute(x, axes)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return ctx.backend.permute(gy, ctx.inverse)
+
+
+class ToBackend(Function):
+    @staticmethod
+    def forward(ctx, x, target):
+        ctx.output_backend = target  # the engine wraps the output on this backend
+        return target.from_numpy(np.ascontiguousarray(ctx.backend.to_numpy(x)))
+
+    @staticmethod
+    def backward(ctx, gy):
+        # gy lives on the target backend; bring it back to the source
+        return ctx.backend.from_numpy(np.ascontiguousarray(ctx.output_backend.to_numpy(gy)))
+
+
+def _resolve_shape(shape: Sequence[int], size: int) -> Tuple[int, ...]:
+    shape = tuple(int(d) for d in shape)
+    unknown = [i for i, d in enumerate(shape) if d == -1]
+    if len(unknown) > 1 or any(d < -1 for d in shape):
+        raise ValueError(f"shape: expected non-negative sizes and at most one -1, got {shape}")
+    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+    if unknown:
+        if known == 0 or size % known:
+            raise ValueError(f"shape: {shape} is invalid for a tensor of {size} elements")
+        shape = shape[:unknown[0]] + (size // known,) + shape[unknown[0] + 1:]
+    elif known != size:
+        raise ValueError(f"shape: {shape} is invalid for a tensor of {size} elements")
+    return shape
+
+
+def reshape(x, shape):
+    return Reshape.apply(x, _resolve_shape(shape, x.size))
+
+
+def permute(x, dims):
+    axes = tuple(normalize_dim(d, x.ndim, "dims") for d in dims)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"dims: expected a permutation of {x.ndim} dimensions, got {tuple(dims)}")
+    return Permute.apply(x, axes)
+
+
+def transpose(x, dim0: int, dim1: int):
+    axes = list(range(x.ndim))
+    a, b = normalize_dim(dim0, x.ndim, "dim0"), normalize_dim(dim1, x.ndim, "dim1")
+    axes[a], axes[b] = axes[b], axes[a]
+    return Permute.apply(x, tuple(axes))
+
+
+def flatten(x, start_dim: int = 0, end_dim: int = -1):
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = normalize_dim(start_dim, x.ndim, "start_dim"), normalize_dim(end_dim, x.ndim, "end_dim")
+    if s > e:
+        raise ValueError(f"start_dim: expected <= end_dim, got {start_dim} > {end_dim}")
+    n = int(np.prod(x.shape[s:e + 1], dtype=np.int64))
+    return reshape(x, x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.in_shape = tuple(x.shape)
+        return ctx.backend.expand(x, shape)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return ctx.backend.sum_to_shape(gy, ctx.in_shape)
+
+
+def expand(x, shape):
+    """x broadcast to ``shape`` (numpy rules); backward sums over the broadcast axes."""
+    shape = tuple(int(d) for d in shape)
+    try:
+        if tuple(np.broadcast_shapes(x.shape, shape)) != shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"shape: cannot expand a tensor of shape {x.shape} to {shape}") from None
+    return x if x.shape == shape else Expand.apply(x, shape)

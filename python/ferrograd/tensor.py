@@ -1,0 +1,344 @@
+"""Tensor: a backend array, its gradient and the node that made it."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .autograd import engine
+from .backends import get_backend
+from .backends.base import Backend
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind fg.randn, fg.rand and layer initialisation."""
+    global _rng
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    _rng = np.random.default_rng(int(seed))
+
+
+def _generator() -> np.random.Generator:
+    return _rng
+
+
+def _normalize_dtype(dtype) -> Optional[np.dtype]:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in ("float", "float32"):
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype: expected a numpy dtype such as float32, got {dtype!r}") from exc
+    if dt not in _FLOAT_DTYPES and dt != np.dtype(np.int64):
+        raise TypeError(f"dtype: expected float32, float64 or int64, got {dt}")
+    return dt
+
+
+class Tensor:
+    """An n-dimensional array on one backend that can record the ops applied to it.
+
+    ``data`` is the backend's native array (numpy.ndarray for numpy and rust, a PyCUDA
+    GPUArray for cuda). ``grad`` is a Tensor on the same backend once backward has run.
+    """
+
+    __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected ops
+
+    def __init__(self, data: Any, backend: Backend, requires_grad: bool = False):
+        self.data = data
+        self.backend = backend
+        self.grad: Optional[Tensor] = None
+        self._node: Optional[engine.Node] = None
+        self._index = 0
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, data, backend, requires_grad=False, node=None, index=0) -> "Tensor":
+        t = Tensor.__new__(Tensor)
+        t.data = data
+        t.backend = backend
+        t.grad = None
+        t._node = node
+        t._index = index
+        t._retains_grad = False
+        t.requires_grad = requires_grad
+        return t
+
+    # ------------------------------------------------------------ properties
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.data.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.data.shape:
+            n *= d
+        return n
+
+    def numel(self) -> int:
+        return self.size
+
+    def dim(self) -> int:
+        return self.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self) -> Optional[engine.Node]:
+        return self._node
+
+    @property
+    def device(self) -> str:
+        return self.backend.name
+
+    def __len__(self) -> int:
+        if not self.data.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
+        return f"tensor({body}, backend={self.backend.name!r}, dtype={self.dtype}{grad})"
+
+    # --------------------------------------------------------- conversions
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array (a copy from the GPU; a read-only view on CPU)."""
+        return np.asarray(self.backend.to_numpy(self.data))
+
+    def item(self) -> float:
+        if self.size != 1:
+            raise ValueError(f"item(): expected a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, backend) -> "Tensor":
+        """This tensor on another backend (differentiable: gradients flow back)."""
+        target = get_backend(backend)
+        if target is self.backend:
+            return self
+        from .ops.layout import ToBackend
+        return ToBackend.apply(self, target)
+
+    def detach(self) -> "Tensor":
+        return Tensor._wrap(self.data, self.backend)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"requires_grad: only float tensors can require grad, got dtype {self.dtype}")
+        if not flag and self._node is not None:
+            raise RuntimeError("requires_grad_(False) is only allowed on leaf tensors; use detach()")
+        self.requires_grad = bool(flag)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep .grad on this non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        self._retains_grad = True
+
+    # --------------------------------------------------------------- autograd
+    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: bool = False) -> None:
+        """Accumulate the gradient of this tensor into the .grad of every leaf it depends on."""
+        engine.backward([self], [gradient], retain_graph=retain_graph)
+
+    def _accumulate_grad(self, g) -> None:
+        if tuple(g.shape) != self.shape:  # defensive: an op returned a wrongly shaped grad
+            raise RuntimeError(f"internal: gradient of shape {tuple(g.shape)} for a tensor of shape {self.shape}")
+        if self.grad is None:
+            self.grad = Tensor._wrap(g, self.backend)
+        else:
+            self.grad = Tensor._wrap(self.backend.binary_forward("add", self.grad.data, g), self.backend)
+
+    # ---------------------------------------------------------- arithmetic
+    def _operand(self, other, name="other") -> "Tensor":
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, numbers.Number) and not isinstance(other, bool):
+            return Tensor._wrap(self.backend.full((), float(other), self.dtype), self.backend)
+        if isinstance(other, np.ndarray):
+            return Tensor._wrap(self.backend.from_numpy(np.asarray(other, dtype=self.dtype)), self.backend)
+        raise TypeError(f"{name}: expected a Tensor, a number or a numpy array, got {type(other).__name__}")
+
+    def _binary(self, op, other, reflected=False):
+        from .ops.elementwise import binary
+        other = self._operand(other)
+        return binary(op, other, self) if reflected else binary(op, self, other)
+
+    def __add__(self, o): return self._binary("add", o)
+    def __radd__(self, o): return self._binary("add", o, True)
+    def __sub__(self, o): return self._binary("sub", o)
+    def __rsub__(self, o): return self._binary("sub", o, True)
+    def __mul__(self, o): return self._binary("mul", o)
+    def __rmul__(self, o): return self._binary("mul", o, True)
+    def __truediv__(self, o): return self._binary("div", o)
+    def __rtruediv__(self, o): return self._binary("div", o, True)
+    def __pow__(self, o): return self._binary("pow", o)
+    def __rpow__(self, o): return self._binary("pow", o, True)
+
+    def __neg__(self):
+        from .ops.elementwise import unary
+        return unary("neg", self)
+
+    def __matmul__(self, other):
+        from .ops.linear import matmul
+        return matmul(self, self._operand(other))
+
+    def __rmatmul__(self, other):
+        from .ops.linear import matmul
+        return matmul(self._operand(other), self)
+
+    def add(self, o): return self + o
+    def sub(self, o): return self - o
+    def mul(self, o): return self * o
+    def div(self, o): return self / o
+    def pow(self, o): return self ** o
+    def neg(self): return -self
+    def matmul(self, o): return self @ o
+
+    def exp(self):
+        from .ops.elementwise import unary
+        return unary("exp", self)
+
+    def log(self):
+        from .ops.elementwise import unary
+        return unary("log", self)
+
+    # --------------------------------------------------------- activations
+    def relu(self):
+        from . import functional as F
+        return F.relu(self)
+
+    def sigmoid(self):
+        from . import functional as F
+        return F.sigmoid(self)
+
+    def tanh(self):
+        from . import functional as F
+        return F.tanh(self)
+
+    def softmax(self, dim: int = -1):
+        from . import functional as F
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1):
+        from . import functional as F
+        return F.log_softmax(self, dim)
+
+    # ----------------------------------------------------- reductions, layout
+    def sum(self, dim=None, keepdim: bool = False):
+        from .ops.reduce import sum as _sum
+        return _sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim: bool = False):
+        from .ops.reduce import mean
+        return mean(self, dim, keepdim)
+
+    def reshape(self, *shape):
+        from .ops.layout import reshape
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return reshape(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        from .ops.layout import flatten
+        return flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims):
+        from .ops.layout import permute
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return permute(self, dims)
+
+    def transpose(self, dim0: int, dim1: int):
+        from .ops.layout import transpose
+        return transpose(self, dim0, dim1)
+
+    @property
+    def T(self):
+        if self.ndim != 2:
+            raise ValueError(f"T: expected a 2-D tensor, got {self.ndim}-D (use permute)")
+        return self.transpose(0, 1)
+
+
+# ------------------------------------------------------------------ creation
+def _as_array(data, dtype) -> np.ndarray:
+    if isinstance(data, Tensor):
+        arr = data.numpy()
+    else:
+        arr = np.asarray(data)
+    if dtype is not None:
+        return np.array(arr, dtype=dtype, copy=True)
+    if arr.dtype.kind == "f":
+        return np.array(arr, dtype=arr.dtype if arr.dtype in _FLOAT_DTYPES else np.float32, copy=True)
+    if arr.dtype.kind in "iub":
+        return np.array(arr, dtype=np.int64, copy=True)
+    raise TypeError(f"data: expected numbers, got an array of dtype {arr.dtype}")
+
+
+def tensor(data, backend=None, dtype=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (a numpy array, nested lists or a number).
+
+    Floats keep float32/float64 (other float widths become float32), integers become int64.
+    """
+    be = get_backend(backend)
+    arr = _as_array(data, _normalize_dtype(dtype))
+    return Tensor(be.from_numpy(np.ascontiguousarray(arr)), be, requires_grad=requires_grad)
+
+
+def _shape_arg(shape) -> Tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(shape)
+    for d in shape:
+        if not isinstance(d, numbers.Integral) or d < 0:
+            raise ValueError(f"shape: expected non-negative integers, got {shape}")
+    return tuple(int(d) for d in shape)
+
+
+def full(shape, value: float, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
+    be = get_backend(backend)
+    return Tensor(be.full(_shape_arg((shape,)), value, _normalize_dtype(dtype)), be, requires_grad)
+
+
+def zeros(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
+    return full(_shape_arg(shape), 0.0, backend, dtype, requires_grad)
+
+
+def ones(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
+    return full(_shape_arg(shape), 1.0, backend, dtype, requires_grad)
+
+
+def randn(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
+    arr = _generator().standard_normal(_shape_arg(shape)).astype(_normalize_dtype(dtype))
+    return tensor(arr, backend=backend, requires_grad=requires_grad)
+
+
+def rand(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
+    arr = _generator().random(_shape_arg(shape)).astype(_normalize_dtype(dtype))
+    return tensor(arr, backend=backend, requires_grad=requires_grad)
