@@ -124,7 +124,7 @@ class Tensor:
 
     # --------------------------------------------------------- conversions
     def numpy(self) -> np.ndarray:
-        """The values as a numpy array (a copy from the GPU; a read-only view on CPU)."""
+        """The values as a numpy array (a copy from the GPU; shares memory on the CPU backends, as torch does)."""
         return np.asarray(self.backend.to_numpy(self.data))
 
     def item(self) -> float:
