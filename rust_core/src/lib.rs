@@ -1,0 +1,17 @@
+//! rust_core: ferrograd's Rust backend.
+//!
+//! The kernels live in `ops/<family>.rs`, one file per op family with the same names as
+//! the kernel contract (`python/ferrograd/backends/base.py`). They work on contiguous
+//! slices in row-major order, are generic over f32/f64 through [`real::Real`], run in
+//! parallel with rayon, and validate their arguments (returning [`error::FerroError`]).
+//! The PyO3 bindings (feature `python`, module `ferrograd._core`) are in `python/`.
+
+pub mod error;
+pub mod ops;
+pub mod real;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{FerroError, Result};
+pub use real::Real;

@@ -1,0 +1,292 @@
+//! Activations, forward and backward. Backward kernels take the forward *input* `x` and
+//! recompute what they need (the kernel contract): these ops are bandwidth-bound, so one
+//! more pass of arithmetic is cheaper than storing and re-reading the output.
+
+use super::map::{map1, map2};
+use crate::error::Result;
+use crate::real::Real;
+use crate::{shape_err, value_err};
+use rayon::prelude::*;
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const INV_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+const GELU_TANH_C: f64 = 0.044_715;
+
+pub(crate) fn check_same_len<T>(x: &[T], gy: &[T]) -> Result<()> {
+    if x.len() != gy.len() {
+        return shape_err!("gy: expected {} elements like x, got {}", x.len(), gy.len());
+    }
+    Ok(())
+}
+
+/// sigmoid(x) = 1 / (1 + exp(-x)): exp(-x) may overflow to +inf, which gives the right
+/// limit 0, and never produces NaN for finite x.
+#[inline(always)]
+pub fn sigmoid<T: Real>(x: T) -> T {
+    T::ONE / (T::ONE + (-x).exp_())
+}
+
+pub fn relu_forward<T: Real>(x: &[T]) -> Vec<T> {
+    // `x < 0 ? 0 : x` keeps NaN (a max() would drop it)
+    map1(x, |v| if v < T::ZERO { T::ZERO } else { v })
+}
+
+pub fn relu_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    Ok(map2(x, gy, |v, g| if v > T::ZERO { g } else { T::ZERO }))
+}
+
+pub fn leaky_relu_forward<T: Real>(x: &[T], negative_slope: f64) -> Vec<T> {
+    let a = T::c(negative_slope);
+    map1(x, move |v| if v > T::ZERO { v } else { a * v })
+}
+
+pub fn leaky_relu_backward<T: Real>(x: &[T], gy: &[T], negative_slope: f64) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    let a = T::c(negative_slope);
+    Ok(map2(x, gy, move |v, g| if v > T::ZERO { g } else { a * g }))
+}
+
+/// The (outer, channels, inner) blocking of x for PReLU's alpha along axis 1.
+fn prelu_layout<T>(shape: &[usize], weight: &[T]) -> Result<(usize, usize, usize)> {
+    let n: usize = shape.iter().product();
+    if weight.len() == 1 {
+        return Ok((1, 1, n));
+    }
+    if shape.len() < 2 || shape[1] != weight.len() {
+        let got = shape.get(1).map(|c| c.to_string()).unwrap_or("no channel axis".into());
+        return shape_err!(
+            "weight: expected 1 alpha or one per channel (x.shape[1] = {got}), got {}",
+            weight.len()
+        );
+    }
+    let c = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    Ok((shape[0], c, inner))
+}
+
+pub fn prelu_forward<T: Real>(x: &[T], shape: &[usize], weight: &[T]) -> Result<Vec<T>> {
+    let (_, c, inner) = prelu_layout(shape, weight)?;
+    if weight.len() == 1 {
+        let a = weight[0];
+        return Ok(map1(x, move |v| if v > T::ZERO { v } else { a * v }));
+    }
+    let mut out = vec![T::ZERO; x.len()];
+    if inner == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(row, (o, xr))| {
+        let a = weight[row % c];
+        for (o, &v) in o.iter_mut().zip(xr) {
+            *o = if v > T::ZERO { v } else { a * v };
+        }
+    });
+    Ok(out)
+}
+
+/// `(gx, gweight)`; gweight sums x * gy over the non-positive entries of each channel.
+pub fn prelu_backward<T: Real>(
+    x: &[T],
+    shape: &[usize],
+    weight: &[T],
+    gy: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    check_same_len(x, gy)?;
+    let (_, c, inner) = prelu_layout(shape, weight)?;
+    let mut gx = vec![T::ZERO; x.len()];
+    let mut gw = vec![T::ZERO; weight.len()];
+    if x.is_empty() || inner == 0 {
+        return Ok((gx, gw));
+    }
+    // one partial sum per (row of `inner` elements), summed per channel afterwards
+    let partial: Vec<T> = gx
+        .par_chunks_mut(inner)
+        .zip(x.par_chunks(inner).zip(gy.par_chunks(inner)))
+        .enumerate()
+        .map(|(row, (o, (xr, gr)))| {
+            let a = weight[if weight.len() == 1 { 0 } else { row % c }];
+            let mut s = Vec::with_capacity(xr.len());
+            for ((o, &v), &g) in o.iter_mut().zip(xr).zip(gr) {
+                let pos = v > T::ZERO;
+                *o = if pos { g } else { a * g };
+                s.push(if pos { T::ZERO } else { v * g });
+            }
+            super::reduce::pairwise_sum(&s)
+        })
+        .collect();
+    for (row, p) in partial.iter().enumerate() {
+        let ch = if weight.len() == 1 { 0 } else { row % c };
+        gw[ch] += *p;
+    }
+    Ok((gx, gw))
+}
+
+pub fn sigmoid_forward<T: Real>(x: &[T]) -> Vec<T> {
+    map1(x, sigmoid)
+}
+
+pub fn sigmoid_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    Ok(map2(x, gy, |v, g| {
+        let s = sigmoid(v);
+        g * s * (T::ONE - s)
+    }))
+}
+
+pub fn tanh_forward<T: Real>(x: &[T]) -> Vec<T> {
+    map1(x, |v| v.tanh_())
+}
+
+pub fn tanh_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    Ok(map2(x, gy, |v, g| {
+        let t = v.tanh_();
+        g * (T::ONE - t * t)
+    }))
+}
+
+/// GELU's `approximate` argument, as in PyTorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gelu {
+    None,
+    Tanh,
+}
+
+impl Gelu {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Gelu::None),
+            "tanh" => Ok(Gelu::Tanh),
+            _ => value_err!("approximate: expected 'none' or 'tanh', got {s:?}"),
+        }
+    }
+}
+
+/// Phi(x), the standard normal CDF, as erfc(-x / sqrt 2) / 2: accurate in the left tail
+/// where 1 + erf would cancel.
+#[inline(always)]
+fn normal_cdf<T: Real>(v: T) -> T {
+    T::c(0.5) * (-(v * T::c(INV_SQRT_2))).erfc_()
+}
+
+/// For the tanh GELU: with u = sqrt(2/pi) (x + 0.044715 x^3), 0.5 (1 + tanh u) is
+/// sigmoid(2u) and its derivative part (1 - tanh^2 u) / 4 is sigmoid(2u) sigmoid(-2u).
+/// Both are computed from e = exp(-2|u|) <= 1, which avoids the cancellation of 1 + tanh u
+/// and 1 - tanh^2 u in float32 tails. Returns (sigmoid(2u), sigmoid(2u) sigmoid(-2u)).
+#[inline(always)]
+fn tanh_gelu_parts<T: Real>(v: T) -> (T, T) {
+    let u = T::c(SQRT_2_OVER_PI) * (v + T::c(GELU_TANH_C) * v * v * v);
+    let e = (T::c(-2.0) * u.abs_()).exp_();
+    let r = T::ONE / (T::ONE + e);
+    let s = if u < T::ZERO { e * r } else { r };
+    (s, e * r * r)
+}
+
+pub fn gelu_forward<T: Real>(x: &[T], approximate: Gelu) -> Vec<T> {
+    match approximate {
+        Gelu::None => map1(x, |v| v * normal_cdf(v)),
+        Gelu::Tanh => map1(x, |v| v * tanh_gelu_parts(v).0),
+    }
+}
+
+pub fn gelu_backward<T: Real>(x: &[T], gy: &[T], approximate: Gelu) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    Ok(match approximate {
+        Gelu::None => map2(x, gy, |v, g| {
+            let pdf = T::c(INV_SQRT_2PI) * (T::c(-0.5) * v * v).exp_();
+            g * (normal_cdf(v) + v * pdf)
+        }),
+        Gelu::Tanh => map2(x, gy, |v, g| {
+            let (s, s1ms) = tanh_gelu_parts(v);
+            let dinner = T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * GELU_TANH_C) * v * v);
+            g * (s + T::c(2.0) * v * s1ms * dinner)
+        }),
+    })
+}
+
+/// swish(x) = x * sigmoid(beta x); SiLU is beta = 1.
+pub fn swish_forward<T: Real>(x: &[T], beta: f64) -> Vec<T> {
+    let b = T::c(beta);
+    map1(x, move |v| v * sigmoid(b * v))
+}
+
+pub fn swish_backward<T: Real>(x: &[T], gy: &[T], beta: f64) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    let b = T::c(beta);
+    Ok(map2(x, gy, move |v, g| {
+        let s = sigmoid(b * v);
+        g * (s + b * v * s * (T::ONE - s))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmoid_and_tanh_are_finite_and_saturate_for_large_inputs() {
+        let x = [-1e4f32, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4];
+        let s = sigmoid_forward(&x);
+        assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0 && *v <= 1.0));
+        assert_eq!(s[0], 0.0);
+        assert_eq!(s[6], 1.0);
+        assert_eq!(s[3], 0.5);
+        let t = tanh_forward(&x);
+        assert_eq!((t[0], t[6]), (-1.0, 1.0));
+        let g = sigmoid_backward(&x, &[1.0; 7]).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn nan_propagates_through_every_forward() {
+        let x = [f32::NAN, 1.0];
+        for y in [
+            relu_forward(&x),
+            leaky_relu_forward(&x, 0.1),
+            sigmoid_forward(&x),
+            tanh_forward(&x),
+            gelu_forward(&x, Gelu::None),
+            gelu_forward(&x, Gelu::Tanh),
+            swish_forward(&x, 1.0),
+        ] {
+            assert!(y[0].is_nan());
+            assert!(y[1].is_finite());
+        }
+    }
+
+    #[test]
+    fn gelu_f32_matches_f64_within_float32_tolerance() {
+        let xs: Vec<f64> = (0..20001).map(|i| -12.0 + 24.0 * i as f64 / 20000.0).collect();
+        let x32: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
+        for approx in [Gelu::None, Gelu::Tanh] {
+            let y64 = gelu_forward(&xs, approx);
+            let y32 = gelu_forward(&x32, approx);
+            let g64 = gelu_backward(&xs, &vec![1.0; xs.len()], approx).unwrap();
+            let g32 = gelu_backward(&x32, &vec![1.0; xs.len()], approx).unwrap();
+            for i in 0..xs.len() {
+                assert!((y32[i] as f64 - y64[i]).abs() <= 1e-6 + 1e-5 * y64[i].abs(), "{approx:?} y({})", xs[i]);
+                assert!((g32[i] as f64 - g64[i]).abs() <= 1e-6 + 1e-5 * g64[i].abs(), "{approx:?} g({})", xs[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn prelu_per_channel_gradient_sums_each_channel() {
+        // x: (2, 2, 1); channel 0 values -1, -3; channel 1 values 2, -4
+        let x = [-1.0f64, 2.0, -3.0, -4.0];
+        let w = [0.5, 0.25];
+        let y = prelu_forward(&x, &[2, 2, 1], &w).unwrap();
+        assert_eq!(y, vec![-0.5, 2.0, -1.5, -1.0]);
+        let (gx, gw) = prelu_backward(&x, &[2, 2, 1], &w, &[1.0; 4]).unwrap();
+        assert_eq!(gx, vec![0.5, 1.0, 0.5, 0.25]);
+        assert_eq!(gw, vec![-4.0, -4.0]);
+        assert!(prelu_forward(&x, &[2, 2, 1], &[1.0, 2.0, 3.0]).is_err());
+    }
+
+    #[test]
+    fn backward_rejects_mismatched_lengths() {
+        assert!(relu_backward(&[1.0f32, 2.0], &[1.0]).is_err());
+        assert!(Gelu::parse("erf").is_err());
+    }
+}

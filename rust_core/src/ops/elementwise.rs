@@ -1,0 +1,257 @@
+//! Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, pow; neg, exp, log.
+
+use super::activation::check_same_len;
+use super::map::{map1, map2};
+use super::reduce::sum_to_shape;
+use crate::error::Result;
+use crate::real::Real;
+use crate::{shape_err, value_err};
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+}
+
+impl BinaryOp {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "add" => BinaryOp::Add,
+            "sub" => BinaryOp::Sub,
+            "mul" => BinaryOp::Mul,
+            "div" => BinaryOp::Div,
+            "pow" => BinaryOp::Pow,
+            _ => return value_err!("op: expected one of add, sub, mul, div, pow, got {s:?}"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+}
+
+impl UnaryOp {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "neg" => UnaryOp::Neg,
+            "exp" => UnaryOp::Exp,
+            "log" => UnaryOp::Log,
+            _ => return value_err!("op: expected one of neg, exp, log, got {s:?}"),
+        })
+    }
+}
+
+/// numpy's broadcast of two shapes.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let nd = a.len().max(b.len());
+    let mut out = vec![0; nd];
+    for i in 0..nd {
+        let da = if i + a.len() >= nd { a[i + a.len() - nd] } else { 1 };
+        let db = if i + b.len() >= nd { b[i + b.len() - nd] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return shape_err!("b: shape {b:?} does not broadcast with a's shape {a:?}");
+        };
+    }
+    Ok(out)
+}
+
+/// Element strides of a contiguous array of `shape` read as `out` (0 on broadcast axes).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let nd = out.len();
+    let lead = nd - shape.len();
+    let mut strides = vec![0; nd];
+    let mut s = 1;
+    for i in (0..shape.len()).rev() {
+        strides[lead + i] = if shape[i] == 1 { 0 } else { s };
+        s *= shape[i];
+    }
+    strides
+}
+
+/// out[idx] = f(a[idx_a], b[idx_b], c[idx_c]) over the broadcast shape `out_shape`,
+/// rows of the last axis in parallel.
+fn broadcast_map3<T: Real, F: Fn(T, T, T) -> T + Sync>(
+    out_shape: &[usize],
+    (a, sa): (&[T], &[usize]),
+    (b, sb): (&[T], &[usize]),
+    (c, sc): (&[T], &[usize]),
+    f: F,
+) -> Vec<T> {
+    let n: usize = out_shape.iter().product();
+    let mut out = vec![T::ZERO; n];
+    if n == 0 {
+        return out;
+    }
+    let nd = out_shape.len();
+    if nd == 0 {
+        out[0] = f(a[0], b[0], c[0]);
+        return out;
+    }
+    let inner = out_shape[nd - 1];
+    let (ia, ib, ic) = (sa[nd - 1], sb[nd - 1], sc[nd - 1]);
+    let rows_per_task = (1 << 14) / inner.max(1) + 1;
+    out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(task, block)| {
+        for (r, row) in block.chunks_mut(inner).enumerate() {
+            // unravel the row index into offsets of a, b and c
+            let mut rem = task * rows_per_task + r;
+            let (mut oa, mut ob, mut oc) = (0, 0, 0);
+            for ax in (0..nd - 1).rev() {
+                let i = rem % out_shape[ax];
+                rem /= out_shape[ax];
+                oa += i * sa[ax];
+                ob += i * sb[ax];
+                oc += i * sc[ax];
+            }
+            for (k, o) in row.iter_mut().enumerate() {
+                *o = f(a[oa + k * ia], b[ob + k * ib], c[oc + k * ic]);
+            }
+        }
+    });
+    out
+}
+
+fn check_len<T>(x: &[T], shape: &[usize], name: &str) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if x.len() != n {
+        return shape_err!("{name}: {} elements do not fill shape {shape:?}", x.len());
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn apply<T: Real>(op: BinaryOp, x: T, y: T) -> T {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Pow => x.powf_(y),
+    }
+}
+
+/// `op(a, b)` broadcast; returns the values and the broadcast shape.
+pub fn binary_forward<T: Real>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+) -> Result<(Vec<T>, Vec<usize>)> {
+    check_len(a, a_shape, "a")?;
+    check_len(b, b_shape, "b")?;
+    let out_shape = broadcast_shape(a_shape, b_shape)?;
+    if a_shape == b_shape {
+        let v = match op {
+            BinaryOp::Add => map2(a, b, |x, y| x + y),
+            BinaryOp::Sub => map2(a, b, |x, y| x - y),
+            BinaryOp::Mul => map2(a, b, |x, y| x * y),
+            BinaryOp::Div => map2(a, b, |x, y| x / y),
+            BinaryOp::Pow => map2(a, b, |x, y| x.powf_(y)),
+        };
+        return Ok((v, out_shape));
+    }
+    let sa = broadcast_strides(a_shape, &out_shape);
+    let sb = broadcast_strides(b_shape, &out_shape);
+    let v = broadcast_map3(&out_shape, (a, &sa), (b, &sb), (a, &sa), |x, y, _| apply(op, x, y));
+    Ok((v, out_shape))
+}
+
+/// `(ga, gb)` of `op` for the output gradient `gy` (of the broadcast shape), each summed
+/// back to its operand's shape.
+pub fn binary_backward<T: Real>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    gy: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    check_len(a, a_shape, "a")?;
+    check_len(b, b_shape, "b")?;
+    let out_shape = broadcast_shape(a_shape, b_shape)?;
+    check_len(gy, &out_shape, "gy")?;
+    let sa = broadcast_strides(a_shape, &out_shape);
+    let sb = broadcast_strides(b_shape, &out_shape);
+    let sg = broadcast_strides(&out_shape, &out_shape);
+    let grad = |f: &(dyn Fn(T, T, T) -> T + Sync)| {
+        broadcast_map3(&out_shape, (a, &sa), (b, &sb), (gy, &sg), f)
+    };
+    let (ga_full, gb_full) = match op {
+        BinaryOp::Add => (gy.to_vec(), gy.to_vec()),
+        BinaryOp::Sub => (gy.to_vec(), map1(gy, |g| -g)),
+        BinaryOp::Mul => (grad(&|_, y, g| g * y), grad(&|x, _, g| g * x)),
+        BinaryOp::Div => (grad(&|_, y, g| g / y), grad(&|x, y, g| -g * x / (y * y))),
+        BinaryOp::Pow => (
+            // d/da = b a^(b-1), 0 where b == 0 (so 0^0 has gradient 0, not NaN)
+            grad(&|x, y, g| if y == T::ZERO { T::ZERO } else { g * y * x.powf_(y - T::ONE) }),
+            // d/db = a^b log a, taken as 0 where a == 0 (PyTorch's convention)
+            grad(&|x, y, g| if x == T::ZERO { T::ZERO } else { g * x.powf_(y) * x.ln_() }),
+        ),
+    };
+    Ok((
+        sum_to_shape(&ga_full, &out_shape, a_shape)?,
+        sum_to_shape(&gb_full, &out_shape, b_shape)?,
+    ))
+}
+
+pub fn unary_forward<T: Real>(op: UnaryOp, x: &[T]) -> Vec<T> {
+    match op {
+        UnaryOp::Neg => map1(x, |v| -v),
+        UnaryOp::Exp => map1(x, |v| v.exp_()),
+        UnaryOp::Log => map1(x, |v| v.ln_()),
+    }
+}
+
+pub fn unary_backward<T: Real>(op: UnaryOp, x: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(x, gy)?;
+    Ok(match op {
+        UnaryOp::Neg => map1(gy, |g| -g),
+        UnaryOp::Exp => map2(x, gy, |v, g| g * v.exp_()),
+        UnaryOp::Log => map2(x, gy, |v, g| g / v),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_forward_and_backward() {
+        // a: (2, 1, 3), b: (4, 1) -> (2, 4, 3)
+        let a: Vec<f64> = (0..6).map(|i| i as f64).collect();
+        let b: Vec<f64> = (0..4).map(|i| 10.0 * i as f64).collect();
+        let (y, shape) = binary_forward(BinaryOp::Add, &a, &[2, 1, 3], &b, &[4, 1]).unwrap();
+        assert_eq!(shape, vec![2, 4, 3]);
+        for i in 0..2 {
+            for j in 0..4 {
+                for k in 0..3 {
+                    assert_eq!(y[i * 12 + j * 3 + k], a[i * 3 + k] + b[j]);
+                }
+            }
+        }
+        let gy = vec![1.0; 24];
+        let (ga, gb) = binary_backward(BinaryOp::Mul, &a, &[2, 1, 3], &b, &[4, 1], &gy).unwrap();
+        assert_eq!(ga, vec![60.0; 6]); // sum of b
+        assert_eq!(gb, vec![15.0; 4]); // sum of a
+        assert!(binary_forward(BinaryOp::Add, &a, &[2, 3], &b, &[4]).is_err());
+    }
+
+    #[test]
+    fn pow_gradient_conventions_at_zero() {
+        let (ga, gb) = binary_backward(BinaryOp::Pow, &[0.0f64, 2.0], &[2], &[0.0, 3.0], &[2], &[1.0, 1.0]).unwrap();
+        assert_eq!(ga, vec![0.0, 12.0]);
+        assert_eq!(gb[0], 0.0);
+        assert!((gb[1] - 8.0 * 2f64.ln()).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,241 @@
+//! Matrix products on the `gemm` crate (a tuned, multithreaded GEMM): matmul (2-D or
+//! batched 3-D, with optional transposes read through strides, never copied) and the
+//! Linear layer's forward (bias pre-filled, GEMM accumulates onto it) and backward.
+
+use super::reduce::column_sums;
+use crate::error::Result;
+use crate::real::Real;
+use crate::shape_err;
+use gemm::Parallelism;
+
+/// A row-major matrix, possibly read transposed.
+#[derive(Clone, Copy)]
+pub struct Mat<'a, T> {
+    pub data: &'a [T],
+    /// rows and cols as stored
+    pub rows: usize,
+    pub cols: usize,
+    /// read as its transpose
+    pub trans: bool,
+}
+
+impl<'a, T> Mat<'a, T> {
+    pub fn new(data: &'a [T], rows: usize, cols: usize, trans: bool) -> Self {
+        Mat { data, rows, cols, trans }
+    }
+    /// (rows, cols) of the matrix as read
+    fn dims(&self) -> (usize, usize) {
+        if self.trans {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+    /// (column stride, row stride) of the matrix as read
+    fn strides(&self) -> (isize, isize) {
+        if self.trans {
+            (self.cols as isize, 1)
+        } else {
+            (1, self.cols as isize)
+        }
+    }
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    // below ~64^3 multiply-adds the threads cost more than they save
+    if (m as u128) * (n as u128) * (k as u128) < 1 << 18 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(rayon::current_num_threads())
+    }
+}
+
+/// dst (m x n, row-major) := (accumulate ? dst : 0) + a @ b
+fn gemm_into<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    let (m, k) = a.dims();
+    let (_, n) = b.dims();
+    debug_assert_eq!(dst.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+        return;
+    }
+    let (a_cs, a_rs) = a.strides();
+    let (b_cs, b_rs) = b.strides();
+    // SAFETY: the pointers cover m*k, k*n and m*n elements with the strides given (checked
+    // by the callers), and dst does not alias a or b (it is a fresh Vec).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        )
+    }
+}
+
+/// op(a) @ op(b) for `batch` pairs of matrices stored one after the other
+/// (a: batch x rows_a x cols_a, b likewise). Returns (values, m, n).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<T: Real>(
+    a: &[T],
+    a_dims: (usize, usize),
+    b: &[T],
+    b_dims: (usize, usize),
+    batch: usize,
+    transpose_a: bool,
+    transpose_b: bool,
+) -> Result<(Vec<T>, usize, usize)> {
+    let (ra, ca) = a_dims;
+    let (rb, cb) = b_dims;
+    if a.len() != batch * ra * ca || b.len() != batch * rb * cb {
+        return shape_err!("a, b: element counts do not match the given dimensions");
+    }
+    let (m, ka) = if transpose_a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if transpose_b { (cb, rb) } else { (rb, cb) };
+    if ka != kb {
+        return shape_err!("b: inner dimensions differ: a gives {ka}, b gives {kb}");
+    }
+    let mut out = vec![T::ZERO; batch * m * n];
+    for i in 0..batch {
+        let am = Mat::new(&a[i * ra * ca..(i + 1) * ra * ca], ra, ca, transpose_a);
+        let bm = Mat::new(&b[i * rb * cb..(i + 1) * rb * cb], rb, cb, transpose_b);
+        gemm_into(&mut out[i * m * n..(i + 1) * m * n], am, bm, false);
+    }
+    Ok((out, m, n))
+}
+
+fn check_linear<T>(x: &[T], n: usize, fin: usize, w: &[T], fout: usize) -> Result<()> {
+    if x.len() != n * fin {
+        return shape_err!("input: {} elements do not fill ({n}, {fin})", x.len());
+    }
+    if w.len() != fout * fin {
+        return shape_err!("weight: expected shape ({fout}, {fin}), got {} elements", w.len());
+    }
+    Ok(())
+}
+
+/// y = x @ w.T + bias; x: (n, fin), w: (fout, fin), bias: (fout,).
+pub fn linear_forward<T: Real>(
+    x: &[T],
+    n: usize,
+    fin: usize,
+    w: &[T],
+    fout: usize,
+    bias: Option<&[T]>,
+) -> Result<Vec<T>> {
+    check_linear(x, n, fin, w, fout)?;
+    let mut y = vec![T::ZERO; n * fout];
+    if let Some(b) = bias {
+        if b.len() != fout {
+            return shape_err!("bias: expected shape ({fout},), got {} elements", b.len());
+        }
+        // pre-fill each row with the bias and let GEMM accumulate onto it: no extra pass
+        for row in y.chunks_mut(fout.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    gemm_into(&mut y, Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true), bias.is_some());
+    Ok(y)
+}
+
+/// (gx, gw, gb): gy @ w, gy.T @ x, column sums of gy.
+#[allow(clippy::type_complexity)]
+pub fn linear_backward<T: Real>(
+    x: &[T],
+    n: usize,
+    fin: usize,
+    w: &[T],
+    fout: usize,
+    gy: &[T],
+    has_bias: bool,
+) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+    check_linear(x, n, fin, w, fout)?;
+    if gy.len() != n * fout {
+        return shape_err!("gy: expected shape ({n}, {fout}), got {} elements", gy.len());
+    }
+    let mut gx = vec![T::ZERO; n * fin];
+    gemm_into(&mut gx, Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false), false);
+    let mut gw = vec![T::ZERO; fout * fin];
+    gemm_into(&mut gw, Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false), false);
+    let gb = if has_bias { Some(column_sums(gy, n, fout)) } else { None };
+    Ok((gx, gw, gb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+        let mut t = vec![0.0; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                t[j * r + i] = a[i * c + j];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn matmul_with_transposes_matches_naive() {
+        let (m, k, n) = (37, 65, 29);
+        let a: Vec<f64> = (0..m * k).map(|i| ((i * 13 % 7) as f64) - 3.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64) - 5.0).collect();
+        let e = naive(&a, &b, m, k, n);
+        let (c, _, _) = matmul(&a, (m, k), &b, (k, n), 1, false, false).unwrap();
+        assert_eq!(c, e);
+        let at = transpose(&a, m, k);
+        let bt = transpose(&b, k, n);
+        let (c2, mm, nn) = matmul(&at, (k, m), &bt, (n, k), 1, true, true).unwrap();
+        assert_eq!((mm, nn), (m, n));
+        assert_eq!(c2, e);
+        assert!(matmul(&a, (m, k), &a, (m, k), 1, false, false).is_err());
+    }
+
+    #[test]
+    fn linear_backward_matches_its_definition() {
+        let (n, fin, fout) = (5, 4, 3);
+        let x: Vec<f64> = (0..n * fin).map(|i| i as f64 * 0.5).collect();
+        let w: Vec<f64> = (0..fout * fin).map(|i| 1.0 - i as f64 * 0.25).collect();
+        let b = [1.0, 2.0, 3.0];
+        let y = linear_forward(&x, n, fin, &w, fout, Some(&b)).unwrap();
+        let e = naive(&x, &transpose(&w, fout, fin), n, fin, fout);
+        for i in 0..n * fout {
+            assert_eq!(y[i], e[i] + b[i % fout]);
+        }
+        let gy: Vec<f64> = (0..n * fout).map(|i| (i % 4) as f64).collect();
+        let (gx, gw, gb) = linear_backward(&x, n, fin, &w, fout, &gy, true).unwrap();
+        assert_eq!(gx, naive(&gy, &w, n, fout, fin));
+        assert_eq!(gw, naive(&transpose(&gy, n, fout), &x, fout, n, fin));
+        assert_eq!(gb.unwrap(), column_sums(&gy, n, fout));
+    }
+}

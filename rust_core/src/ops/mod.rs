@@ -1,0 +1,10 @@
+//! Op families, one file each, named as in the kernel contract.
+
+pub mod activation;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod map;
+pub mod optim;
+pub mod reduce;
+pub mod softmax;

@@ -1,0 +1,131 @@
+//! softmax and log_softmax over the last axis (rows of length `cols`), max-subtracted so
+//! any finite input gives a finite result; rows run in parallel.
+
+use super::activation::check_same_len;
+use crate::error::Result;
+use crate::real::Real;
+use crate::shape_err;
+use rayon::prelude::*;
+
+fn check_rows<T>(x: &[T], cols: usize) -> Result<()> {
+    if cols == 0 && !x.is_empty() || cols != 0 && x.len() % cols != 0 {
+        return shape_err!("x: {} elements are not whole rows of {cols}", x.len());
+    }
+    Ok(())
+}
+
+fn row_max<T: Real>(row: &[T]) -> T {
+    // NaN anywhere makes the max NaN, so the row's result is NaN as in PyTorch
+    row.iter().fold(T::c(f64::NEG_INFINITY), |m, &v| if v > m || v.is_nan_() { v } else { m })
+}
+
+/// Rows processed per rayon task: at least ~8K elements.
+fn rows_per_task(cols: usize) -> usize {
+    (8192 / cols.max(1)).max(1)
+}
+
+pub fn softmax_forward<T: Real>(x: &[T], cols: usize) -> Result<Vec<T>> {
+    check_rows(x, cols)?;
+    let mut out = vec![T::ZERO; x.len()];
+    if x.is_empty() {
+        return Ok(out);
+    }
+    let rpt = rows_per_task(cols);
+    out.par_chunks_mut(cols * rpt).zip(x.par_chunks(cols * rpt)).for_each(|(ob, xb)| {
+        for (o, r) in ob.chunks_mut(cols).zip(xb.chunks(cols)) {
+            let m = row_max(r);
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = (v - m).exp_();
+            }
+            let inv = T::ONE / super::reduce::pairwise_sum(o);
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
+    });
+    Ok(out)
+}
+
+/// gx = y * (gy - sum(gy * y)) per row, given y = softmax(x).
+pub fn softmax_backward<T: Real>(y: &[T], gy: &[T], cols: usize) -> Result<Vec<T>> {
+    check_rows(y, cols)?;
+    check_same_len(y, gy)?;
+    let mut out = vec![T::ZERO; y.len()];
+    if y.is_empty() {
+        return Ok(out);
+    }
+    let rpt = rows_per_task(cols);
+    out.par_chunks_mut(cols * rpt)
+        .zip(y.par_chunks(cols * rpt).zip(gy.par_chunks(cols * rpt)))
+        .for_each(|(ob, (yb, gb))| {
+            for ((o, yr), gr) in ob.chunks_mut(cols).zip(yb.chunks(cols)).zip(gb.chunks(cols)) {
+                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = g * yv;
+                }
+                let dot = super::reduce::pairwise_sum(o);
+                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = yv * (g - dot);
+                }
+            }
+        });
+    Ok(out)
+}
+
+pub fn log_softmax_forward<T: Real>(x: &[T], cols: usize) -> Result<Vec<T>> {
+    check_rows(x, cols)?;
+    let mut out = vec![T::ZERO; x.len()];
+    if x.is_empty() {
+        return Ok(out);
+    }
+    let rpt = rows_per_task(cols);
+    out.par_chunks_mut(cols * rpt).zip(x.par_chunks(cols * rpt)).for_each(|(ob, xb)| {
+        for (o, r) in ob.chunks_mut(cols).zip(xb.chunks(cols)) {
+            let m = row_max(r);
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = (v - m).exp_();
+            }
+            let lse = m + super::reduce::pairwise_sum(o).ln_();
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = v - lse;
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// gx = gy - exp(y) * sum(gy) per row, given y = log_softmax(x).
+pub fn log_softmax_backward<T: Real>(y: &[T], gy: &[T], cols: usize) -> Result<Vec<T>> {
+    check_rows(y, cols)?;
+    check_same_len(y, gy)?;
+    let mut out = vec![T::ZERO; y.len()];
+    if y.is_empty() {
+        return Ok(out);
+    }
+    let rpt = rows_per_task(cols);
+    out.par_chunks_mut(cols * rpt)
+        .zip(y.par_chunks(cols * rpt).zip(gy.par_chunks(cols * rpt)))
+        .for_each(|(ob, (yb, gb))| {
+            for ((o, yr), gr) in ob.chunks_mut(cols).zip(yb.chunks(cols)).zip(gb.chunks(cols)) {
+                let s = super::reduce::pairwise_sum(gr);
+                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = g - yv.exp_() * s;
+                }
+            }
+        });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_sum_to_one_even_for_huge_logits() {
+        let x = [1000.0f32, 0.0, -1000.0, 1e30, 1e30, -1e30];
+        let y = softmax_forward(&x, 3).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()));
+        assert!((y[0] - 1.0).abs() < 1e-7 && (y[3] - 0.5).abs() < 1e-7);
+        let l = log_softmax_forward(&x, 3).unwrap();
+        assert_eq!(l[0], 0.0);
+        assert_eq!(l[1], -1000.0);
+        assert!(softmax_forward(&x, 4).is_err());
+    }
+}
