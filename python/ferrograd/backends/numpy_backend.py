@@ -40,6 +40,18 @@ def _erf_like(x: np.ndarray) -> np.ndarray:
     return np.asarray(_erf(x), dtype=np.float64).astype(x.dtype, copy=False)
 
 
+def _tanh_gelu_parts(x: np.ndarray):
+    """For the tanh GELU, with u = sqrt(2/pi) (x + 0.044715 x^3): 0.5 (1 + tanh u) equals
+    sigmoid(2u) and (1 - tanh(u)^2) / 4 equals sigmoid(2u) sigmoid(-2u). Computed from
+    e = exp(-2|u|) <= 1 they avoid the cancellation of 1 + tanh(u) and 1 - tanh(u)^2 in
+    float32 tails. Returns (sigmoid(2u), sigmoid(2u) * sigmoid(-2u))."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        e = np.exp(-2 * np.abs(u))
+    r = 1 / (1 + e)
+    return np.where(u < 0, e * r, r), e * r * r
+
+
 def sum_to_shape(g: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
     """Undo broadcasting: sum the leading axes broadcasting added and the size-1 axes it stretched."""
     shape = tuple(shape)
@@ -204,18 +216,17 @@ class NumpyBackend(base.Backend):
         check_float(x, "x")
         check_gelu_approximate(approximate)
         if approximate == "tanh":
-            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
-            return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype, copy=False)
+            s, _ = _tanh_gelu_parts(x)
+            return (x * s).astype(x.dtype, copy=False)
         return (0.5 * x * (1 + _erf_like(x * _INV_SQRT_2))).astype(x.dtype, copy=False)
 
     def gelu_backward(self, x, gy, approximate):
         check_same_shape(x, gy, "x", "gy")
         check_gelu_approximate(approximate)
         if approximate == "tanh":
-            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
-            t = np.tanh(inner)
+            s, s_1ms = _tanh_gelu_parts(x)
             dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner
+            d = s + 2 * x * s_1ms * dinner
         else:
             cdf = 0.5 * (1 + _erf_like(x * _INV_SQRT_2))
             pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)

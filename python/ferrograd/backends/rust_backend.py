@@ -1,0 +1,142 @@
+"""The rust backend: every compute kernel of the contract runs in ``ferrograd._core``.
+
+Arrays are numpy arrays, as on the numpy backend, so the array plumbing (from_numpy,
+reshape, permute, expand...) is inherited from :class:`NumpyBackend`; each kernel below
+calls the Rust function of the same name. The extension reads C-contiguous inputs in
+place, releases the GIL while it computes, and raises ValueError/TypeError for bad input
+(RuntimeError if a Rust panic, i.e. a bug, happens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from ._validate import check_linear, check_matmul, check_prelu_weight, check_targets
+from .numpy_backend import NumpyBackend
+
+
+class RustBackend(NumpyBackend):
+    name = "rust"
+
+    def num_threads(self) -> int:
+        return _core.num_threads()
+
+    # sum_to_shape is a reduction: Rust's pairwise sums, in parallel
+    def sum_to_shape(self, g, shape):
+        shape = tuple(shape)
+        if tuple(g.shape) == shape:
+            return g
+        return _core.sum_to_shape(g, list(shape))
+
+    # ------------------------------------------------- elementwise arithmetic
+    def binary_forward(self, op, a, b):
+        return _core.binary_forward(op, a, b)
+
+    def binary_backward(self, op, a, b, gy):
+        return _core.binary_backward(op, a, b, gy)
+
+    def unary_forward(self, op, x):
+        return _core.unary_forward(op, x)
+
+    def unary_backward(self, op, x, gy):
+        return _core.unary_backward(op, x, gy)
+
+    # -------------------------------------------------------------- activations
+    def relu_forward(self, x):
+        return _core.relu_forward(x)
+
+    def relu_backward(self, x, gy):
+        return _core.relu_backward(x, gy)
+
+    def leaky_relu_forward(self, x, negative_slope):
+        return _core.leaky_relu_forward(x, float(negative_slope))
+
+    def leaky_relu_backward(self, x, gy, negative_slope):
+        return _core.leaky_relu_backward(x, gy, float(negative_slope))
+
+    def prelu_forward(self, x, weight):
+        check_prelu_weight(x, weight)
+        return _core.prelu_forward(x, weight)
+
+    def prelu_backward(self, x, weight, gy):
+        check_prelu_weight(x, weight)
+        return _core.prelu_backward(x, weight, gy)
+
+    def sigmoid_forward(self, x):
+        return _core.sigmoid_forward(x)
+
+    def sigmoid_backward(self, x, gy):
+        return _core.sigmoid_backward(x, gy)
+
+    def tanh_forward(self, x):
+        return _core.tanh_forward(x)
+
+    def tanh_backward(self, x, gy):
+        return _core.tanh_backward(x, gy)
+
+    def gelu_forward(self, x, approximate):
+        return _core.gelu_forward(x, approximate)
+
+    def gelu_backward(self, x, gy, approximate):
+        return _core.gelu_backward(x, gy, approximate)
+
+    def swish_forward(self, x, beta):
+        return _core.swish_forward(x, float(beta))
+
+    def swish_backward(self, x, gy, beta):
+        return _core.swish_backward(x, gy, float(beta))
+
+    # ------------------------------------------------------ reductions, softmax
+    def sum_forward(self, x, axes, keepdims):
+        return _core.sum_forward(x, [int(a) for a in axes], bool(keepdims))
+
+    def softmax_forward(self, x):
+        return _core.softmax_forward(x)
+
+    def softmax_backward(self, y, gy):
+        return _core.softmax_backward(y, gy)
+
+    def log_softmax_forward(self, x):
+        return _core.log_softmax_forward(x)
+
+    def log_softmax_backward(self, y, gy):
+        return _core.log_softmax_backward(y, gy)
+
+    # ----------------------------------------------------------- linear algebra
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        check_matmul(a, b, transpose_a, transpose_b)
+        return _core.matmul(a, b, bool(transpose_a), bool(transpose_b))
+
+    def linear_forward(self, x, weight, bias):
+        check_linear(x, weight, bias)
+        return _core.linear_forward(x, weight, bias)
+
+    def linear_backward(self, x, weight, gy, has_bias):
+        return _core.linear_backward(x, weight, gy, bool(has_bias))
+
+    # ------------------------------------------------------------------ losses
+    def mse_loss_forward(self, x, target, reduction):
+        return _core.mse_loss_forward(x, target, reduction)
+
+    def mse_loss_backward(self, x, target, gy, reduction):
+        return _core.mse_loss_backward(x, target, np.asarray(gy, dtype=x.dtype), reduction)
+
+    def cross_entropy_forward(self, logits, target, reduction):
+        check_targets(logits, target)
+        return _core.cross_entropy_forward(logits, target, reduction)
+
+    def cross_entropy_backward(self, logits, target, gy, reduction):
+        return _core.cross_entropy_backward(logits, target, np.asarray(gy, dtype=logits.dtype),
+                                            reduction)
+
+    # -------------------------------------------------------- optimizer steps
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum, dampening,
+                 weight_decay, nesterov, first_step):
+        _core.sgd_step(param, grad, momentum_buffer, float(lr), float(momentum),
+                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step))
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                  weight_decay, decoupled):
+        _core.adam_step(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1),
+                        float(beta2), float(eps), float(weight_decay), bool(decoupled))
