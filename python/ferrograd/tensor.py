@@ -308,7 +308,7 @@ def tensor(data, backend=None, dtype=None, requires_grad: bool = False) -> Tenso
     """
     be = get_backend(backend)
     arr = _as_array(data, _normalize_dtype(dtype))
-    return Tensor(be.from_numpy(np.ascontiguousarray(arr)), be, requires_grad=requires_grad)
+    return Tensor(be.from_numpy(np.array(arr, order="C", copy=True)), be, requires_grad=requires_grad)
 
 
 def _shape_arg(shape) -> Tuple[int, ...]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+
+import numpy as np
 from typing import Any, List, Optional, Sequence, Tuple
 
 _state = threading.local()
@@ -126,7 +128,7 @@ class Function:
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw)
         multi = isinstance(out, tuple)
-        outs = out if multi else (out,)
+        outs = tuple(_native(o) for o in (out if multi else (out,)))
         node = None
         if record:
             node = Node(cls, ctx, [t if t.requires_grad else None for t in tensors], len(outs))
@@ -135,6 +137,13 @@ class Function:
             Tensor._wrap(o, out_backend, requires_grad=record, node=node, index=i)
             for i, o in enumerate(outs))
         return results if multi else results[0]
+
+
+def _native(a):
+    """numpy arithmetic on 0-d arrays returns numpy scalars: keep them arrays."""
+    if isinstance(a, np.generic):
+        return np.asarray(a)
+    return a
 
 
 def _topological_order(roots: Sequence[Node]) -> List[Node]:
@@ -227,6 +236,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
         for t, g in zip(node.inputs, in_grads):
             if t is None or g is None:
                 continue
+            g = _native(g)
+            if tuple(g.shape) != t.shape:
+                raise RuntimeError(
+                    f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input "
+                    f"of shape {t.shape} (a bug in that op's backward)")
             if t._node is None:
                 t._accumulate_grad(g)
             else:

@@ -153,7 +153,7 @@ class Module:
             arr = _host_array(value, key)
             if tuple(arr.shape) != t.shape:
                 raise ValueError(f"state_dict[{key!r}]: expected shape {t.shape}, got {tuple(arr.shape)}")
-            t.data = t.backend.from_numpy(np.ascontiguousarray(arr, dtype=t.dtype))
+            t.data = t.backend.from_numpy(np.require(arr, t.dtype, requirements="C"))
         return missing, unexpected
 
     # ------------------------------------------------------------ modes, moves
@@ -173,9 +173,9 @@ class Module:
                 for t in reg.values():
                     if t is None or t.backend is be:
                         continue
-                    t.data = be.from_numpy(np.ascontiguousarray(t.numpy()))
+                    t.data = be.from_numpy(np.require(t.numpy(), requirements="C"))
                     if t.grad is not None:
-                        t.grad = Tensor(be.from_numpy(np.ascontiguousarray(t.grad.numpy())), be)
+                        t.grad = Tensor(be.from_numpy(np.require(t.grad.numpy(), requirements="C")), be)
                     t.backend = be
         return self
 

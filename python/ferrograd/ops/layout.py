@@ -36,12 +36,12 @@ class ToBackend(Function):
     @staticmethod
     def forward(ctx, x, target):
         ctx.output_backend = target  # the engine wraps the output on this backend
-        return target.from_numpy(np.ascontiguousarray(ctx.backend.to_numpy(x)))
+        return target.from_numpy(np.require(ctx.backend.to_numpy(x), requirements="C"))
 
     @staticmethod
     def backward(ctx, gy):
         # gy lives on the target backend; bring it back to the source
-        return ctx.backend.from_numpy(np.ascontiguousarray(ctx.output_backend.to_numpy(gy)))
+        return ctx.backend.from_numpy(np.require(ctx.output_backend.to_numpy(gy), requirements="C"))
 
 
 def _resolve_shape(shape: Sequence[int], size: int) -> Tuple[int, ...]:

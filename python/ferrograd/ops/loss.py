@@ -74,5 +74,5 @@ def cross_entropy(input, target, reduction: str = "mean"):
         bad = host.min() if host.min() < 0 else host.max()
         raise ValueError(f"target: expected class indices in [0, {input.shape[1]}), got {bad}")
     if not (isinstance(target, Tensor) and target.dtype == np.int64 and target.backend is input.backend):
-        target = Tensor._wrap(input.backend.from_numpy(np.ascontiguousarray(host, dtype=np.int64)), input.backend)
+        target = Tensor._wrap(input.backend.from_numpy(np.require(host, np.int64, requirements="C")), input.backend)
     return CrossEntropy.apply(input, target, reduction)

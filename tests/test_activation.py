@@ -1,0 +1,126 @@
+"""Activations: values and gradients on every backend against the numpy reference,
+float64 gradcheck on numpy and rust, and the behaviour at large |x|, at kinks and for NaN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ferrograd as fg
+import ferrograd.functional as F
+from ferrograd.testing import assert_close, check_against_numpy
+from ferrograd.testing.strategies import float_arrays, shapes
+
+from conftest import dtype_backend_ok
+
+# name -> (function of a Tensor, largest |x| drawn, distance kept from a kink at 0)
+ACTIVATIONS = {
+    "relu": (F.relu, 100.0, 1e-3),
+    "leaky_relu": (lambda t: F.leaky_relu(t, 0.2), 100.0, 1e-3),
+    "sigmoid": (F.sigmoid, 100.0, 0.0),
+    "tanh": (F.tanh, 100.0, 0.0),
+    "gelu": (F.gelu, 100.0, 0.0),
+    "gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"), 100.0, 0.0),
+    "silu": (F.silu, 100.0, 0.0),
+    "swish": (lambda t: F.swish(t, beta=1.7), 100.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(data=st.data())
+def test_activation_matches_numpy(backend, dtype, name, data):
+    dtype_backend_ok(backend, dtype)
+    fn, mag, gap = ACTIVATIONS[name]
+    x = data.draw(float_arrays(shapes(0, 4), dtype, max_magnitude=mag, min_distance=gap), label="x")
+    y, (gx,) = check_against_numpy(fn, [x], backend)
+    assert y.shape == x.shape and gx.shape == x.shape
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(data=st.data())
+def test_activation_gradcheck(cpu_backend, name, data):
+    fn, _, gap = ACTIVATIONS[name]
+    x = data.draw(float_arrays(shapes(1, 3, max_side=4), np.float64, max_magnitude=6.0,
+                               min_distance=max(gap, 1e-3) if gap else 0.0), label="x")
+    t = fg.tensor(x, backend=cpu_backend, requires_grad=True)
+    assert fg.gradcheck(lambda a: fn(a), [t])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturating_activations_are_finite_and_exact_at_the_ends(backend, dtype):
+    dtype_backend_ok(backend, dtype)
+    x = np.array([-1e4, -100.0, -30.0, 0.0, 30.0, 100.0, 1e4], dtype=dtype)
+    t = fg.tensor(x, backend=backend, requires_grad=True)
+    s = F.sigmoid(t)
+    s.sum().backward()
+    sv = s.numpy()
+    assert np.all(np.isfinite(sv)) and np.all(np.isfinite(t.grad.numpy()))
+    assert sv[0] == 0.0 and sv[-1] == 1.0 and sv[3] == 0.5
+    th = F.tanh(fg.tensor(x, backend=backend)).numpy()
+    assert th[0] == -1.0 and th[-1] == 1.0 and th[3] == 0.0
+    g = F.gelu(fg.tensor(x, backend=backend)).numpy()
+    assert g[-1] == x[-1] and abs(g[0]) == 0.0
+
+
+def test_relu_subgradient_at_zero_is_zero(backend):
+    t = fg.tensor(np.zeros(3, dtype=np.float32), backend=backend, requires_grad=True)
+    F.relu(t).sum().backward()
+    assert np.array_equal(t.grad.numpy(), np.zeros(3, dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_nan_propagates(backend, name):
+    fn = ACTIVATIONS[name][0]
+    x = np.array([np.nan, 1.0, -1.0], dtype=np.float32)
+    y = fn(fg.tensor(x, backend=backend)).numpy()
+    assert np.isnan(y[0]) and np.all(np.isfinite(y[1:]))
+
+
+def test_gelu_values_match_the_definitions(backend):
+    x = np.linspace(-5, 5, 41)
+    if backend == "cuda":
+        x = x.astype(np.float32)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    assert_close(F.gelu(fg.tensor(x, backend=backend)).numpy(), exact.astype(x.dtype))
+    assert_close(F.gelu(fg.tensor(x, backend=backend), approximate="tanh").numpy(),
+                 approx.astype(x.dtype))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_prelu_learns_its_alphas(backend, channels):
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    w = np.full(channels, 0.25, dtype=np.float32)
+    y, (gx, gw) = check_against_numpy(F.prelu, [x, w], backend, grad_kind="reduction")
+    assert gw.shape == (channels,)
+
+
+def test_prelu_gradcheck(cpu_backend):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 2))
+    x[np.abs(x) < 1e-3] = 0.5
+    xt = fg.tensor(x, backend=cpu_backend, requires_grad=True)
+    wt = fg.tensor(np.array([0.1, 0.2, 0.3, 0.4]), backend=cpu_backend, requires_grad=True)
+    assert fg.gradcheck(F.prelu, [xt, wt])
+
+
+def test_prelu_module_and_bad_weight(backend):
+    m = fg.nn.PReLU(num_parameters=3, init=0.1).to(backend)
+    x = fg.tensor(-np.ones((2, 3, 4), dtype=np.float32), backend=backend)
+    assert np.allclose(m(x).numpy(), -0.1)
+    with pytest.raises(ValueError, match="weight"):
+        F.prelu(fg.tensor(np.ones((2, 4), dtype=np.float32), backend=backend),
+                fg.tensor(np.ones(3, dtype=np.float32), backend=backend))
+
+
+@pytest.mark.parametrize("cls, fn", [
+    ("ReLU", F.relu), ("Sigmoid", F.sigmoid), ("Tanh", F.tanh), ("GELU", F.gelu), ("SiLU", F.silu),
+])
+def test_modules_call_their_function(backend, cls, fn):
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    m = getattr(fg.nn, cls)()
+    assert_close(m(fg.tensor(x, backend=backend)).numpy(), fn(fg.tensor(x, backend=backend)).numpy())
