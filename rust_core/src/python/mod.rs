@@ -80,9 +80,10 @@ fn arr<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Py
 
 /// The elements in row-major order: borrowed when C-contiguous, else copied once.
 fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+    // as_slice also accepts Fortran-ordered memory, so ask for C order explicitly
     match a.as_slice() {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(a.as_array().iter().copied().collect()),
+        Ok(s) if a.is_c_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(a.as_array().iter().copied().collect()),
     }
 }
 
@@ -474,7 +475,7 @@ fn writable<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResu
     let a = x.extract::<PyReadwriteArrayDyn<'py, T>>().map_err(|e| {
         PyTypeError::new_err(format!("{name}: expected a writable {} numpy array, got {} ({e})", T::NAME, describe(x)))
     })?;
-    if a.as_slice().is_err() {
+    if !a.is_c_contiguous() {
         return Err(PyValueError::new_err(format!("{name}: expected a C-contiguous array (updated in place)")));
     }
     Ok(a)
