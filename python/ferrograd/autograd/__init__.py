@@ -1,6 +1,6 @@
 """Reverse-mode autograd (the tape engine) and the gradient checker."""
 
 from .engine import Function, backward, enable_grad, is_grad_enabled, no_grad
-from .gradcheck import gradcheck
+from .gradcheck import GradcheckError, gradcheck
 
-__all__ = ["Function", "backward", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck"]
+__all__ = ["Function", "backward", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "GradcheckError"]

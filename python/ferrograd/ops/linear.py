@@ -63,15 +63,16 @@ def matmul(a, b):
     if b.ndim == 2:
         # (..., m, k) @ (k, n): fold the batch into the rows, one GEMM
         batch = a.shape[:-2]
-        out = Matmul.apply(a.reshape(-1, k), b).reshape(batch + (m, n))
+        out = Matmul.apply(a.reshape(int(np.prod(batch)) * m, k), b).reshape(batch + (m, n))
     else:
         try:
             batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
         except ValueError:
             raise ValueError(
                 f"other: batch dimensions {b.shape[:-2]} do not broadcast with {a.shape[:-2]}") from None
-        a3 = expand(a, batch + (m, k)).reshape(-1, m, k)
-        b3 = expand(b, batch + (k, n)).reshape(-1, k, n)
+        nb = int(np.prod(batch))  # explicit: reshape(-1, ...) is ambiguous for empty tensors
+        a3 = expand(a, batch + (m, k)).reshape(nb, m, k)
+        b3 = expand(b, batch + (k, n)).reshape(nb, k, n)
         out = Matmul.apply(a3, b3).reshape(batch + (m, n))
     if a_vec:
         out = out.reshape(out.shape[:-2] + (n,))
@@ -94,7 +95,7 @@ def linear(x, weight, bias=None):
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias: expected shape ({weight.shape[0]},), got {bias.shape}")
     lead = x.shape[:-1]
-    x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    x2 = x if x.ndim == 2 else x.reshape(int(np.prod(lead)), x.shape[-1])
     args = (x2, weight) if bias is None else (x2, weight, bias)
     y = Linear.apply(*args)
     return y if x.ndim == 2 else y.reshape(lead + (weight.shape[0],))

@@ -1,0 +1,72 @@
+"""The Rust extension itself: a panic becomes a Python exception, non-contiguous inputs
+give the right answer, bad input to a raw kernel is a clear error, the GIL is released."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("ferrograd._core", reason="the Rust extension is always built by pip install")
+
+
+def test_panic_becomes_runtime_error_not_abort():
+    with pytest.raises(RuntimeError, match="panicked"):
+        _core._debug_panic()
+    # the interpreter and the extension still work afterwards
+    assert _core.relu_forward(np.array([-1.0, 1.0]))[1] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_and_fortran_inputs_are_read_in_logical_order(dtype):
+    a = np.arange(24, dtype=dtype).reshape(4, 6) - 10
+    for view in (a[:, ::2], a.T, np.asfortranarray(a), a[::-1]):
+        assert np.array_equal(_core.relu_forward(view), np.maximum(view, 0))
+        assert np.array_equal(_core.softmax_forward(view), _core.softmax_forward(np.ascontiguousarray(view)))
+
+
+def test_output_dtype_follows_input():
+    for dtype in (np.float32, np.float64):
+        assert _core.sigmoid_forward(np.zeros(3, dtype)).dtype == dtype
+
+
+def test_raw_kernels_validate():
+    with pytest.raises(TypeError, match="gy"):
+        _core.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+    with pytest.raises(ValueError, match="gy"):
+        _core.relu_backward(np.ones(3), np.ones(4))
+    with pytest.raises(TypeError, match="x: expected a float32 or float64"):
+        _core.relu_forward(np.ones(3, np.int32))
+    with pytest.raises(TypeError, match="x"):
+        _core.relu_forward([1.0, 2.0])
+    with pytest.raises(ValueError, match="op"):
+        _core.binary_forward("mod", np.ones(2), np.ones(2))
+    with pytest.raises(ValueError, match="target"):
+        _core.cross_entropy_forward(np.zeros((2, 3)), np.array([0, 7]), "mean")
+    with pytest.raises(ValueError, match="inner dimensions"):
+        _core.matmul(np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        p = np.ones((4, 4)).T
+        _core.sgd_step(p, np.ones((4, 4)), None, 0.1, 0.0, 0.0, 0.0, False, True)
+
+
+def test_kernels_release_the_gil():
+    """While one thread runs a long kernel, another Python thread keeps running."""
+    x = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    ticks = []
+    done = threading.Event()
+
+    def work():
+        for _ in range(20):
+            _core.matmul(x, x)
+        done.set()
+
+    th = threading.Thread(target=work)
+    th.start()
+    while not done.is_set():
+        ticks.append(1)
+        done.wait(0.001)
+    th.join()
+    # with the GIL held through each matmul, the loop above could only tick between calls
+    assert len(ticks) > 20
