@@ -1,0 +1,529 @@
+"""The cuda backend: hand-written kernels (``ferrograd/cuda/<family>.cu``) launched with
+PyCUDA on GPUArrays.
+
+* Sources ship inside the package; each family is compiled once per process (PyCUDA also
+  keeps compiled binaries in its disk cache) for the GPU in use.
+* The backend runs in the device's primary context, the one PyTorch and CuPy use, so a
+  GPUArray can be viewed by torch without a copy (``__cuda_array_interface__``).
+* Outputs come from a memory pool: no cudaMalloc per op.
+* float32 only (float64 raises TypeError); class indices are int64.
+* Without PyCUDA or a GPU, creating the backend raises RuntimeError saying which.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import base
+from ._validate import (
+    check_binary_op,
+    check_gelu_approximate,
+    check_linear,
+    check_matmul,
+    check_prelu_weight,
+    check_reduction,
+    check_same_shape,
+    check_targets,
+    check_unary_op,
+)
+
+CUDA_SOURCES = Path(__file__).resolve().parent.parent / "cuda"
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+
+_BINARY_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "pow": 4}
+# (ga formula, gb formula) codes of elementwise.cu's binary_apply
+_BINARY_GRAD_CODES = {"add": (10, 10), "sub": (10, 11), "mul": (12, 13), "div": (14, 15),
+                      "pow": (16, 17)}
+_UNARY_CODES = {"neg": 0, "exp": 1, "log": 2}
+
+
+def _load_pycuda():
+    """Import PyCUDA and make the primary context current, or say why not."""
+    try:
+        import pycuda.driver as drv
+        import pycuda.gpuarray as gpuarray
+        from pycuda.compiler import SourceModule
+        from pycuda.tools import DeviceMemoryPool
+    except Exception as exc:  # ImportError, or the driver library missing
+        raise RuntimeError(
+            "cuda backend unavailable: PyCUDA could not be imported "
+            f"({type(exc).__name__}: {exc}); it needs an NVIDIA GPU, its driver and "
+            "`pip install pycuda` (the `cuda` extra)") from exc
+    try:
+        drv.init()
+        if drv.Device.count() == 0:
+            raise RuntimeError("the driver reports no CUDA device")
+        import pycuda.autoprimaryctx  # noqa: F401 - makes the primary context current
+    except Exception as exc:
+        raise RuntimeError(f"cuda backend unavailable: no usable NVIDIA GPU ({exc})") from exc
+    return drv, gpuarray, SourceModule, DeviceMemoryPool
+
+
+def _contiguous_strides(shape: Sequence[int]) -> Tuple[int, ...]:
+    strides, s = [], 1
+    for n in reversed(shape):
+        strides.append(s)
+        s *= n
+    return tuple(reversed(strides))
+
+
+def _check_f32(x, name: str) -> None:
+    if np.dtype(x.dtype) != _F32:
+        raise TypeError(f"{name}: the cuda backend computes in float32, got dtype {x.dtype} "
+                        "(use the numpy or rust backend for float64)")
+
+
+class CudaBackend(base.Backend):
+    name = "cuda"
+
+    def __init__(self):
+        self._drv, self._gpuarray, self._SourceModule, Pool = _load_pycuda()
+        self._pool = Pool()
+        self._modules: Dict[str, object] = {}
+        self._functions: Dict[Tuple[str, str], object] = {}
+        self._meta_cache: Dict[Tuple[int, ...], object] = {}
+        dev = self._drv.Context.get_device()
+        self.device_name = dev.name()
+        sms = dev.get_attribute(self._drv.device_attribute.MULTIPROCESSOR_COUNT)
+        self._max_blocks = sms * 32  # enough resident blocks to saturate memory
+
+    # ------------------------------------------------------------ plumbing
+    def _fn(self, family: str, name: str):
+        key = (family, name)
+        f = self._functions.get(key)
+        if f is None:
+            mod = self._modules.get(family)
+            if mod is None:
+                src = (CUDA_SOURCES / f"{family}.cu").read_text()
+                mod = self._SourceModule(src, no_extern_c=True, include_dirs=[str(CUDA_SOURCES)],
+                                         options=["-O3", "-std=c++17"])
+                self._modules[family] = mod
+            f = self._functions[key] = mod.get_function(name)
+        return f
+
+    def _launch(self, family: str, name: str, n: int, *args, per_thread: int = 1, block: int = 256):
+        """Launch a grid-stride kernel over n items (per_thread items per thread-step)."""
+        if n == 0:
+            return
+        work = (n + per_thread - 1) // per_thread
+        grid = max(1, min((work + block - 1) // block, self._max_blocks))
+        self._fn(family, name)(*args, block=(block, 1, 1), grid=(grid, 1))
+
+    def empty(self, shape, dtype=_F32):
+        return self._gpuarray.empty(tuple(int(d) for d in shape), np.dtype(dtype),
+                                    allocator=self._pool.allocate)
+
+    @staticmethod
+    def _ptr(x):
+        return np.intp(0) if x is None or x.size == 0 else x.gpudata
+
+    def _meta(self, values: Sequence[int]):
+        """A small int64 device array of shapes/strides, cached by value."""
+        key = tuple(int(v) for v in values)
+        arr = self._meta_cache.get(key)
+        if arr is None:
+            arr = self._gpuarray.to_gpu(np.array(key, dtype=np.int64))
+            self._meta_cache[key] = arr
+        return arr
+
+    def synchronize(self) -> None:
+        self._drv.Context.synchronize()
+
+    # ------------------------------------------------------------------ arrays
+    def from_numpy(self, a):
+        a = np.asarray(a)
+        if a.dtype not in (_F32, _I64):
+            raise TypeError(f"data: the cuda backend holds float32 (or int64 indices), got dtype "
+                            f"{a.dtype}; use the numpy or rust backend for float64")
+        return self._gpuarray.to_gpu(np.require(a, requirements="C"), allocator=self._pool.allocate)
+
+    def to_numpy(self, x):
+        return x.get()
+
+    def full(self, shape, value, dtype):
+        dtype = np.dtype(dtype)
+        if dtype != _F32:
+            return self.from_numpy(np.full(tuple(shape), value, dtype=dtype))
+        y = self.empty(shape)
+        self._launch("elementwise", "fill", y.size, y.gpudata, np.float32(value), np.int64(y.size))
+        return y
+
+    def copy(self, x):
+        return x.copy()
+
+    def reshape(self, x, shape):
+        return x.reshape(tuple(int(d) for d in shape))
+
+    def _gather(self, x, out_shape, in_strides):
+        y = self.empty(out_shape, x.dtype)
+        if y.size:
+            nd = len(out_shape)
+            meta = self._meta(tuple(out_shape) + tuple(in_strides))
+            self._launch("elementwise", "strided_gather", y.size, y.gpudata, x.gpudata,
+                         np.int64(y.size), np.int32(nd), meta.gpudata)
+        return y
+
+    def permute(self, x, axes):
+        _check_f32(x, "x")
+        axes = tuple(int(a) for a in axes)
+        strides = _contiguous_strides(x.shape)
+        return self._gather(x, tuple(x.shape[a] for a in axes), tuple(strides[a] for a in axes))
+
+    def expand(self, x, shape):
+        _check_f32(x, "x")
+        shape = tuple(int(d) for d in shape)
+        np.broadcast_shapes(tuple(x.shape), shape)  # raises ValueError if incompatible
+        lead = len(shape) - len(x.shape)
+        src = _contiguous_strides(x.shape)
+        strides = (0,) * lead + tuple(0 if n == 1 else s for n, s in zip(x.shape, src))
+        return self._gather(x, shape, strides)
+
+    def _sum_rows(self, x, rows: int, cols: int):
+        """(rows,) sums of a contiguous (rows, cols) float32 array."""
+        out = self.empty((rows,))
+        if rows == 0:
+            return out
+        if cols == 0:
+            self._launch("elementwise", "fill", rows, out.gpudata, np.float32(0), np.int64(rows))
+            return out
+        # split long rows so that about 2 * max_blocks blocks share the work
+        chunks = 1
+        if rows < self._max_blocks and cols > 8192:
+            chunks = min(65535, max(1, (2 * self._max_blocks) // rows), (cols + 4095) // 4096)
+        chunk = (cols + chunks - 1) // chunks
+        chunks = (cols + chunk - 1) // chunk
+        partial = out if chunks == 1 else self.empty((rows, chunks))
+        block = 256 if chunk >= 256 else (128 if chunk >= 128 else 32)
+        self._fn("reduce", "sum_rows")(partial.gpudata, x.gpudata, np.int64(rows), np.int64(cols),
+                                       np.int64(chunk), block=(block, 1, 1), grid=(rows, chunks))
+        return out if chunks == 1 else self._sum_rows(partial, rows, chunks)
+
+    def _sum_axes(self, x, axes: Tuple[int, ...]):
+        """Sum over ``axes``; the result has the kept axes, in order."""
+        shape = tuple(x.shape)
+        nd = len(shape)
+        kept = [a for a in range(nd) if a not in axes]
+        kept_shape = tuple(shape[a] for a in kept)
+        if not axes:
+            return x.copy()
+        trailing = tuple(axes) == tuple(range(nd - len(axes), nd))
+        src = x if trailing else self.permute(x, kept + list(axes))
+        rows = int(np.prod(kept_shape, dtype=np.int64))
+        cols = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+        return self._sum_rows(src, rows, cols).reshape(kept_shape)
+
+    def sum_to_shape(self, g, shape):
+        shape = tuple(int(d) for d in shape)
+        if tuple(g.shape) == shape:
+            return g
+        lead = len(g.shape) - len(shape)
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+        return self._sum_axes(g, axes).reshape(shape)
+
+    # ------------------------------------------------- elementwise arithmetic
+    def _binary(self, code: int, a, b, g, out_shape):
+        """binary_apply(code) over the broadcast shape (g is None or has out_shape)."""
+        y = self.empty(out_shape)
+        n = y.size
+        if n == 0:
+            return y
+        if tuple(a.shape) == tuple(b.shape) == tuple(out_shape):
+            self._launch("elementwise", "binary_same", n, np.int32(code), y.gpudata, a.gpudata,
+                         b.gpudata, self._ptr(g), np.int64(n))
+            return y
+        nd = len(out_shape)
+
+        def strides(shape):
+            src = _contiguous_strides(shape)
+            pad = nd - len(shape)
+            return (0,) * pad + tuple(0 if d == 1 else s for d, s in zip(shape, src))
+
+        meta = self._meta(tuple(out_shape) + strides(a.shape) + strides(b.shape)
+                          + _contiguous_strides(out_shape))
+        self._launch("elementwise", "binary_broadcast", n, np.int32(code), y.gpudata, a.gpudata,
+                     b.gpudata, self._ptr(g), np.int64(n), np.int32(nd), meta.gpudata)
+        return y
+
+    @staticmethod
+    def _broadcast(a, b):
+        try:
+            return tuple(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
+        except ValueError:
+            raise ValueError(f"b: shape {tuple(b.shape)} does not broadcast with a's shape "
+                             f"{tuple(a.shape)}") from None
+
+    def binary_forward(self, op, a, b):
+        check_binary_op(op)
+        _check_f32(a, "a")
+        _check_f32(b, "b")
+        return self._binary(_BINARY_CODES[op], a, b, None, self._broadcast(a, b))
+
+    def binary_backward(self, op, a, b, gy):
+        check_binary_op(op)
+        shape = self._broadcast(a, b)
+        code_a, code_b = _BINARY_GRAD_CODES[op]
+        ga = self._binary(code_a, a, b, gy, shape)
+        gb = self._binary(code_b, a, b, gy, shape)
+        return self.sum_to_shape(ga, a.shape), self.sum_to_shape(gb, b.shape)
+
+    def unary_forward(self, op, x):
+        check_unary_op(op)
+        _check_f32(x, "x")
+        y = self.empty(x.shape)
+        self._launch("elementwise", "unary_forward", x.size, np.int32(_UNARY_CODES[op]),
+                     y.gpudata, x.gpudata, np.int64(x.size))
+        return y
+
+    def unary_backward(self, op, x, gy):
+        check_unary_op(op)
+        check_same_shape(x, gy, "x", "gy")
+        g = self.empty(x.shape)
+        self._launch("elementwise", "unary_backward", x.size, np.int32(_UNARY_CODES[op]),
+                     g.gpudata, x.gpudata, gy.gpudata, np.int64(x.size))
+        return g
+
+    # -------------------------------------------------------------- activations
+    def _act_forward(self, kernel: str, x, p: float = 0.0):
+        _check_f32(x, "x")
+        y = self.empty(x.shape)
+        self._launch("activation", kernel + "_forward", x.size, y.gpudata, x.gpudata,
+                     np.int64(x.size), np.float32(p), per_thread=4)
+        return y
+
+    def _act_backward(self, kernel: str, x, gy, p: float = 0.0):
+        check_same_shape(x, gy, "x", "gy")
+        g = self.empty(x.shape)
+        self._launch("activation", kernel + "_backward", x.size, g.gpudata, x.gpudata,
+                     gy.gpudata, np.int64(x.size), np.float32(p), per_thread=4)
+        return g
+
+    def relu_forward(self, x):
+        return self._act_forward("relu", x)
+
+    def relu_backward(self, x, gy):
+        return self._act_backward("relu", x, gy)
+
+    def leaky_relu_forward(self, x, negative_slope):
+        return self._act_forward("leaky_relu", x, negative_slope)
+
+    def leaky_relu_backward(self, x, gy, negative_slope):
+        return self._act_backward("leaky_relu", x, gy, negative_slope)
+
+    def sigmoid_forward(self, x):
+        return self._act_forward("sigmoid", x)
+
+    def sigmoid_backward(self, x, gy):
+        return self._act_backward("sigmoid", x, gy)
+
+    def tanh_forward(self, x):
+        return self._act_forward("tanh", x)
+
+    def tanh_backward(self, x, gy):
+        return self._act_backward("tanh", x, gy)
+
+    def gelu_forward(self, x, approximate):
+        check_gelu_approximate(approximate)
+        return self._act_forward("gelu_tanh" if approximate == "tanh" else "gelu", x)
+
+    def gelu_backward(self, x, gy, approximate):
+        check_gelu_approximate(approximate)
+        return self._act_backward("gelu_tanh" if approximate == "tanh" else "gelu", x, gy)
+
+    def swish_forward(self, x, beta):
+        return self._act_forward("swish", x, beta)
+
+    def swish_backward(self, x, gy, beta):
+        return self._act_backward("swish", x, gy, beta)
+
+    @staticmethod
+    def _prelu_layout(x, weight):
+        c = int(weight.shape[0])
+        inner = int(np.prod(x.shape[2:], dtype=np.int64)) if len(x.shape) > 2 else 1
+        return c, inner
+
+    def prelu_forward(self, x, weight):
+        _check_f32(x, "x")
+        check_prelu_weight(x, weight)
+        c, inner = self._prelu_layout(x, weight)
+        y = self.empty(x.shape)
+        self._launch("activation", "prelu_forward", x.size, y.gpudata, x.gpudata, weight.gpudata,
+                     np.int64(x.size), np.int64(c), np.int64(inner))
+        return y
+
+    def prelu_backward(self, x, weight, gy):
+        check_prelu_weight(x, weight)
+        check_same_shape(x, gy, "x", "gy")
+        c, inner = self._prelu_layout(x, weight)
+        gx, contrib = self.empty(x.shape), self.empty(x.shape)
+        self._launch("activation", "prelu_backward", x.size, gx.gpudata, contrib.gpudata,
+                     x.gpudata, weight.gpudata, gy.gpudata, np.int64(x.size), np.int64(c),
+                     np.int64(inner))
+        if c == 1:
+            gw = self._sum_rows(contrib.reshape(1, x.size), 1, x.size) if x.size else self.full((1,), 0, _F32)
+        else:
+            gw = self._sum_axes(contrib.reshape(x.shape[0], c, inner), (0, 2))
+        return gx, gw.reshape(weight.shape)
+
+    # ------------------------------------------------------ reductions, softmax
+    def sum_forward(self, x, axes, keepdims):
+        _check_f32(x, "x")
+        axes = tuple(int(a) for a in axes)
+        s = self._sum_axes(x, axes)
+        if keepdims:
+            s = s.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape)))
+        return s
+
+    def _softmax(self, x, log_mode: int):
+        _check_f32(x, "x")
+        y = self.empty(x.shape)
+        cols = int(x.shape[-1]) if len(x.shape) else 1
+        rows = x.size // cols if cols else 0
+        if rows and cols:
+            block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
+            self._fn("softmax", "softmax_forward")(y.gpudata, x.gpudata, np.int64(cols),
+                                                   np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
+        return y
+
+    def _softmax_bwd(self, y, gy, log_mode: int):
+        check_same_shape(y, gy, "y", "gy")
+        g = self.empty(y.shape)
+        cols = int(y.shape[-1]) if len(y.shape) else 1
+        rows = y.size // cols if cols else 0
+        if rows and cols:
+            block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
+            self._fn("softmax", "softmax_backward")(g.gpudata, y.gpudata, gy.gpudata, np.int64(cols),
+                                                    np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
+        return g
+
+    def softmax_forward(self, x):
+        return self._softmax(x, 0)
+
+    def softmax_backward(self, y, gy):
+        return self._softmax_bwd(y, gy, 0)
+
+    def log_softmax_forward(self, x):
+        return self._softmax(x, 1)
+
+    def log_softmax_backward(self, y, gy):
+        return self._softmax_bwd(y, gy, 1)
+
+    # ----------------------------------------------------------- linear algebra
+    def _gemm(self, a, b, trans_a: bool, trans_b: bool, bias=None):
+        batched = len(a.shape) == 3
+        batch = a.shape[0] if batched else 1
+        ra, ca = a.shape[-2:]
+        rb, cb = b.shape[-2:]
+        m, k = (ca, ra) if trans_a else (ra, ca)
+        n = rb if trans_b else cb
+        y = self.empty((batch, m, n) if batched else (m, n))
+        if y.size == 0:
+            return y
+        if k == 0:
+            return self.full(y.shape, 0.0, _F32)
+        grid = ((n + 63) // 64, (m + 63) // 64, batch)
+        self._fn("linear", "gemm")(y.gpudata, a.gpudata, b.gpudata, self._ptr(bias),
+                                   np.int32(m), np.int32(n), np.int32(k), np.int32(trans_a),
+                                   np.int32(trans_b), np.int64(ra * ca), np.int64(rb * cb),
+                                   np.int64(m * n), block=(256, 1, 1), grid=grid)
+        return y
+
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        check_matmul(a, b, transpose_a, transpose_b)
+        _check_f32(a, "a")
+        return self._gemm(a, b, bool(transpose_a), bool(transpose_b))
+
+    def linear_forward(self, x, weight, bias):
+        check_linear(x, weight, bias)
+        _check_f32(x, "input")
+        return self._gemm(x, weight, False, True, bias)
+
+    def linear_backward(self, x, weight, gy, has_bias):
+        gx = self._gemm(gy, weight, False, False)
+        gw = self._gemm(gy, x, True, False)
+        gb = self._sum_axes(gy, (0,)) if has_bias else None
+        return gx, gw, gb
+
+    # ------------------------------------------------------------------ losses
+    def _reduce(self, v, reduction):
+        if reduction == "none":
+            return v
+        s = self._sum_rows(v.reshape(1, v.size), 1, v.size).reshape(()) if v.size else \
+            self.full((), 0.0, _F32)
+        if reduction == "mean":
+            out = self.empty(())
+            self._launch("elementwise", "scale", 1, out.gpudata, s.gpudata,
+                         np.float32(1.0 / v.size if v.size else np.nan), np.int64(1))
+            return out
+        return s
+
+    def mse_loss_forward(self, x, target, reduction):
+        check_reduction(reduction)
+        check_same_shape(x, target, "input", "target")
+        _check_f32(x, "input")
+        d = self.empty(x.shape)
+        self._launch("loss", "mse_elements", x.size, d.gpudata, x.gpudata, target.gpudata,
+                     np.int64(x.size))
+        return self._reduce(d, reduction)
+
+    def mse_loss_backward(self, x, target, gy, reduction):
+        check_reduction(reduction)
+        scale = 2.0 / x.size if (reduction == "mean" and x.size) else 2.0
+        g = self.empty(x.shape)
+        self._launch("loss", "mse_backward", x.size, g.gpudata, x.gpudata, target.gpudata,
+                     gy.gpudata, np.int64(x.size), np.float32(scale), np.int32(reduction == "none"))
+        return g
+
+    def _targets(self, logits, target):
+        host = target if isinstance(target, np.ndarray) else target.get()
+        check_targets(logits, host)
+        return target if not isinstance(target, np.ndarray) else self.from_numpy(host)
+
+    def cross_entropy_forward(self, logits, target, reduction):
+        check_reduction(reduction)
+        _check_f32(logits, "input")
+        target = self._targets(logits, target)
+        n, c = logits.shape
+        logp = self._softmax(logits, 1)
+        nll = self.empty((n,))
+        self._launch("loss", "nll_gather", n, nll.gpudata, logp.gpudata, self._ptr(target),
+                     np.int64(n), np.int64(c))
+        return self._reduce(nll, reduction)
+
+    def cross_entropy_backward(self, logits, target, gy, reduction):
+        check_reduction(reduction)
+        target = self._targets(logits, target)
+        n, c = logits.shape
+        g = self._softmax(logits, 0)
+        mode = {"none": 0, "sum": 1, "mean": 2}[reduction]
+        self._launch("loss", "cross_entropy_backward", n * c, g.gpudata, self._ptr(target),
+                     gy.gpudata, np.int64(n), np.int64(c), np.int32(mode))
+        return g
+
+    # -------------------------------------------------------- optimizer steps
+    def sgd_step(self, param, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
+                 nesterov, first_step):
+        _check_f32(param, "param")
+        buf = momentum_buffer if momentum else None
+        self._launch("optim", "sgd_step", param.size, param.gpudata, grad.gpudata, self._ptr(buf),
+                     np.int64(param.size), np.float32(lr), np.float32(momentum),
+                     np.float32(dampening), np.float32(weight_decay), np.int32(bool(nesterov)),
+                     np.int32(bool(first_step)))
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                  weight_decay, decoupled):
+        _check_f32(param, "param")
+        bias1 = 1 - beta1 ** step
+        bias2 = 1 - beta2 ** step
+        decay_param = 1 - lr * weight_decay if decoupled else 1.0
+        decay_grad = 0.0 if decoupled else weight_decay
+        self._launch("optim", "adam_step", param.size, param.gpudata, grad.gpudata,
+                     exp_avg.gpudata, exp_avg_sq.gpudata, np.int64(param.size),
+                     np.float32(lr / bias1), np.float32(beta1), np.float32(beta2),
+                     np.float32(eps), np.float32(1.0 / bias2), np.float32(decay_param),
+                     np.float32(decay_grad))

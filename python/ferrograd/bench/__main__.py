@@ -1,0 +1,146 @@
+"""ferrograd-bench: time the default suite on every available backend and PyTorch.
+
+    ferrograd-bench                      # everything available, full sizes
+    ferrograd-bench --quick              # smaller sizes, fewer repeats
+    ferrograd-bench --backend rust --backend torch --json out.json --csv out.csv --plot out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from typing import List
+
+from .report import add_ratios, plot, print_table, write_csv, write_json
+from .suite import default_suite
+from .timing import measure, median
+
+ALL = ("numpy", "rust", "cuda", "torch")
+
+
+def available_impls(wanted: List[str]) -> List[str]:
+    """Implementations asked for that can run here (with the reason for the others)."""
+    import ferrograd as fg
+
+    impls = []
+    for name in wanted:
+        if name == "torch":
+            try:
+                import torch
+            except ImportError:
+                print("torch: not installed, no PyTorch rows (pip install torch)", file=sys.stderr)
+                continue
+            impls.append("torch-cpu")
+            if torch.cuda.is_available():
+                impls.append("torch-cuda")
+            continue
+        try:
+            fg.get_backend(name)
+        except Exception as exc:  # noqa: BLE001 - report why and go on
+            print(f"{name}: skipped ({exc})", file=sys.stderr)
+            continue
+        impls.append(name)
+    return impls
+
+
+class _NoProgress:
+    def __init__(self, **_):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *_, **__):
+        return 0
+
+    def update(self, *_, description="", **__):
+        print(description, file=sys.stderr, flush=True)
+
+    def advance(self, *_):
+        pass
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="ferrograd-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    p.add_argument("--backend", action="append", choices=ALL,
+                   help="implementation to time (repeatable; default: all available)")
+    p.add_argument("--filter", default="", help="only rows whose name contains this text")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 15, quick 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3, quick 1)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--csv", metavar="PATH", help="write the results as CSV")
+    p.add_argument("--plot", metavar="PATH", help="write a bar chart (PNG) of speed-ups over PyTorch")
+    args = p.parse_args(argv)
+    for name in ("repeats", "warmup"):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == "repeats" else 0):
+            p.error(f"--{name}: expected a positive count, got {v}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from rich.progress import Progress
+    except ImportError:  # a bare machine: no progress display
+        Progress = _NoProgress
+
+    repeats = args.repeats or (5 if args.quick else 15)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    impls = available_impls(args.backend or list(ALL))
+    cases = [c for c in default_suite(args.quick) if args.filter in c.name]
+    work = [(c, i) for c in cases for i in c.impls if i in impls]
+    if not work:
+        print("nothing to run: no row matches the filter on the available backends", file=sys.stderr)
+        return 2
+    rows = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking", total=len(work))
+        for case, impl in work:
+            progress.update(task, description=f"{case.name} [{impl}]")
+            run = case.make(impl)
+            times = measure(run, impl, warmup, repeats)
+            del run
+            m = median(times)
+            rows.append({
+                "group": case.group, "case": case.name, "impl": impl, "median_s": m,
+                "times_s": times, "repeats": repeats, "params": case.params,
+                "gbps": case.bytes_moved / m / 1e9 if case.bytes_moved else None,
+                "gflops": case.flops / m / 1e9 if case.flops else None,
+            })
+            progress.advance(task)
+    add_ratios(rows)
+    meta = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        from .. import _core
+        meta["rust_threads"] = _core.num_threads()
+    except ImportError:
+        pass
+    try:
+        import torch
+        meta["torch"] = torch.__version__
+        meta["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            meta["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    print_table(rows, meta)
+    if args.json:
+        write_json(args.json, rows, meta)
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.plot:
+        plot(args.plot, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

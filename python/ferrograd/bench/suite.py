@@ -1,0 +1,165 @@
+"""Benchmark rows. A Case builds, for one implementation ("numpy", "rust", "cuda",
+"torch-cpu", "torch-cuda"), a zero-argument function that runs the measured work once.
+
+Rows time the public layer API (ferrograd.functional with autograd, torch.nn.functional),
+as a user calls it: "fwd" runs under no_grad, "fwd+bwd" records the graph and runs
+backward with a given upstream gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+CPU_IMPLS = ("numpy", "rust", "torch-cpu")
+GPU_IMPLS = ("cuda", "torch-cuda")
+
+# activation name -> (ferrograd function name, kwargs, torch function name, torch kwargs)
+ACTIVATIONS: Dict[str, Tuple[str, dict, str, dict]] = {
+    "relu": ("relu", {}, "relu", {}),
+    "leaky_relu": ("leaky_relu", {"negative_slope": 0.01}, "leaky_relu", {"negative_slope": 0.01}),
+    "sigmoid": ("sigmoid", {}, "sigmoid", {}),
+    "tanh": ("tanh", {}, "tanh", {}),
+    "gelu": ("gelu", {}, "gelu", {}),
+    "gelu_tanh": ("gelu", {"approximate": "tanh"}, "gelu", {"approximate": "tanh"}),
+    "silu": ("silu", {}, "silu", {}),
+}
+
+
+@dataclass
+class Case:
+    """One row of the table."""
+
+    name: str
+    group: str
+    impls: Tuple[str, ...]
+    #: impl -> a setup function returning the zero-argument callable that is timed
+    make: Callable[[str], Callable[[], object]]
+    #: bytes moved per call (for GB/s), or None
+    bytes_moved: Optional[float] = None
+    #: floating point operations per call (for GFLOP/s), or None
+    flops: Optional[float] = None
+    params: dict = field(default_factory=dict)
+
+
+def _torch_device(impl: str) -> str:
+    return "cuda" if impl == "torch-cuda" else "cpu"
+
+
+def _activation_case(act: str, n: int, backward: bool, impls, group: str) -> Case:
+    fg_name, fg_kw, t_name, t_kw = ACTIVATIONS[act]
+
+    def make(impl: str):
+        rng = np.random.default_rng(0)
+        x_host = rng.standard_normal(n, dtype=np.float32) * 3
+        g_host = rng.standard_normal(n, dtype=np.float32)
+        if impl.startswith("torch"):
+            import torch
+            import torch.nn.functional as TF
+
+            dev = _torch_device(impl)
+            fn = getattr(TF, t_name)
+            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
+            g = torch.from_numpy(g_host).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return fn(x, **t_kw)
+            else:
+                def run():
+                    x.grad = None
+                    fn(x, **t_kw).backward(g)
+                    return x.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.functional as F
+
+        fn = getattr(F, fg_name)
+        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
+        g = fg.tensor(g_host, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return fn(x, **fg_kw)
+        else:
+            def run():
+                x.grad = None
+                fn(x, **fg_kw).backward(g)
+                return x.grad
+        return run
+
+    # forward reads x and writes y; backward reads x and gy and writes gx
+    moved = 4.0 * n * (2 if not backward else 5)
+    return Case(f"{act} {'fwd+bwd' if backward else 'fwd'}", group, tuple(impls), make,
+                bytes_moved=moved, params={"elements": n})
+
+
+def _linear_case(n: int, fin: int, fout: int, backward: bool, impls, group: str) -> Case:
+    def make(impl: str):
+        rng = np.random.default_rng(0)
+        x_host = rng.standard_normal((n, fin), dtype=np.float32)
+        w_host = (rng.standard_normal((fout, fin), dtype=np.float32) / np.sqrt(fin)).astype(np.float32)
+        b_host = rng.standard_normal(fout, dtype=np.float32)
+        g_host = rng.standard_normal((n, fout), dtype=np.float32)
+        if impl.startswith("torch"):
+            import torch
+            import torch.nn.functional as TF
+
+            dev = _torch_device(impl)
+            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
+            w = torch.from_numpy(w_host).to(dev).requires_grad_(backward)
+            b = torch.from_numpy(b_host).to(dev).requires_grad_(backward)
+            g = torch.from_numpy(g_host).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return TF.linear(x, w, b)
+            else:
+                def run():
+                    x.grad = w.grad = b.grad = None
+                    TF.linear(x, w, b).backward(g)
+                    return w.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.functional as F
+
+        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
+        w = fg.tensor(w_host, backend=impl, requires_grad=backward)
+        b = fg.tensor(b_host, backend=impl, requires_grad=backward)
+        g = fg.tensor(g_host, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return F.linear(x, w, b)
+        else:
+            def run():
+                x.grad = w.grad = b.grad = None
+                F.linear(x, w, b).backward(g)
+                return w.grad
+        return run
+
+    flops = 2.0 * n * fin * fout * (3 if backward else 1)
+    return Case(f"linear {n}x{fin}x{fout} {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), make, flops=flops, params={"n": n, "in": fin, "out": fout})
+
+
+def default_suite(quick: bool = False) -> List[Case]:
+    """The default rows: activations on 4M float32 elements and Linear 4096x1024 by
+    1024x1024 on every implementation; on the GPU also activations on 256M elements
+    (bandwidth rows). ``quick`` shrinks the sizes for a fast look."""
+    n_act = 1 << 20 if quick else 4 << 20
+    n_gpu = 16 << 20 if quick else 256 << 20
+    lin = (1024, 512, 512) if quick else (4096, 1024, 1024)
+    everywhere = CPU_IMPLS + GPU_IMPLS
+    cases: List[Case] = []
+    for act in ACTIVATIONS:
+        for bwd in (False, True):
+            cases.append(_activation_case(act, n_act, bwd, everywhere, f"activations {n_act >> 20}M"))
+    for bwd in (False, True):
+        cases.append(_linear_case(*lin, bwd, everywhere, "linear"))
+    for act in ACTIVATIONS:
+        for bwd in (False, True):
+            cases.append(_activation_case(act, n_gpu, bwd, GPU_IMPLS, f"gpu activations {n_gpu >> 20}M"))
+    return cases

@@ -1,0 +1,130 @@
+// Activations, forward and backward (backward takes the forward input x, as the kernel
+// contract says). Bandwidth-bound: float4 loads and stores when the pointers allow,
+// a grid-stride loop, one scalar parameter p (negative_slope, beta) where needed.
+#include "common.cuh"
+
+__device__ __forceinline__ float relu_f(float x, float) { return x < 0.0f ? 0.0f : x; }
+__device__ __forceinline__ float relu_b(float x, float g, float) { return x > 0.0f ? g : 0.0f; }
+
+__device__ __forceinline__ float leaky_relu_f(float x, float a) { return x > 0.0f ? x : a * x; }
+__device__ __forceinline__ float leaky_relu_b(float x, float g, float a) { return x > 0.0f ? g : a * g; }
+
+__device__ __forceinline__ float sigmoid_f(float x, float) { return fg_sigmoid(x); }
+__device__ __forceinline__ float sigmoid_b(float x, float g, float) {
+    float s = fg_sigmoid(x);
+    return g * s * (1.0f - s);
+}
+
+__device__ __forceinline__ float tanh_f(float x, float) { return tanhf(x); }
+__device__ __forceinline__ float tanh_b(float x, float g, float) {
+    float t = tanhf(x);
+    return g * (1.0f - t * t);
+}
+
+// exact GELU: x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (accurate in the left tail)
+__device__ __forceinline__ float gelu_f(float x, float) { return x * 0.5f * erfcf(-x * 0.70710678118654752f); }
+__device__ __forceinline__ float gelu_b(float x, float g, float) {
+    float cdf = 0.5f * erfcf(-x * 0.70710678118654752f);
+    float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+    return g * (cdf + x * pdf);
+}
+
+// tanh GELU through sigmoid(2u) and sigmoid(2u) sigmoid(-2u), from e = exp(-2|u|) <= 1:
+// no cancellation in 1 + tanh(u) or 1 - tanh(u)^2 (same formulation in numpy and Rust)
+__device__ __forceinline__ void gelu_tanh_parts(float x, float* s, float* s1ms) {
+    float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+    float e = expf(-2.0f * fabsf(u));
+    float r = 1.0f / (1.0f + e);
+    *s = u < 0.0f ? e * r : r;
+    *s1ms = e * r * r;
+}
+__device__ __forceinline__ float gelu_tanh_f(float x, float) {
+    float s, q;
+    gelu_tanh_parts(x, &s, &q);
+    return x * s;
+}
+__device__ __forceinline__ float gelu_tanh_b(float x, float g, float) {
+    float s, q;
+    gelu_tanh_parts(x, &s, &q);
+    float dinner = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
+    return g * (s + 2.0f * x * q * dinner);
+}
+
+__device__ __forceinline__ float swish_f(float x, float beta) { return x * fg_sigmoid(beta * x); }
+__device__ __forceinline__ float swish_b(float x, float g, float beta) {
+    float s = fg_sigmoid(beta * x);
+    return g * (s + beta * x * s * (1.0f - s));
+}
+
+template <float (*F)(float, float)>
+__device__ __forceinline__ void map1(float* __restrict__ y, const float* __restrict__ x, long long n, float p) {
+    bool aligned = ((((unsigned long long)x) | ((unsigned long long)y)) & 15) == 0;
+    long long n4 = aligned ? n / 4 : 0;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* y4 = reinterpret_cast<float4*>(y);
+    FG_GRID_LOOP(i, n4) {
+        float4 v = x4[i];
+        y4[i] = make_float4(F(v.x, p), F(v.y, p), F(v.z, p), F(v.w, p));
+    }
+    for (long long i = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] = F(x[i], p);
+}
+
+template <float (*B)(float, float, float)>
+__device__ __forceinline__ void map2(float* __restrict__ gx, const float* __restrict__ x,
+                                     const float* __restrict__ gy, long long n, float p) {
+    bool aligned = ((((unsigned long long)x) | ((unsigned long long)gy) | ((unsigned long long)gx)) & 15) == 0;
+    long long n4 = aligned ? n / 4 : 0;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const float4* g4 = reinterpret_cast<const float4*>(gy);
+    float4* o4 = reinterpret_cast<float4*>(gx);
+    FG_GRID_LOOP(i, n4) {
+        float4 v = x4[i], g = g4[i];
+        o4[i] = make_float4(B(v.x, g.x, p), B(v.y, g.y, p), B(v.z, g.z, p), B(v.w, g.w, p));
+    }
+    for (long long i = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        gx[i] = B(x[i], gy[i], p);
+}
+
+#define FG_ACTIVATION(name)                                                                        \
+    extern "C" __global__ void name##_forward(float* y, const float* x, long long n, float p) {    \
+        map1<name##_f>(y, x, n, p);                                                                \
+    }                                                                                              \
+    extern "C" __global__ void name##_backward(float* gx, const float* x, const float* gy,         \
+                                               long long n, float p) {                             \
+        map2<name##_b>(gx, x, gy, n, p);                                                           \
+    }
+
+FG_ACTIVATION(relu)
+FG_ACTIVATION(leaky_relu)
+FG_ACTIVATION(sigmoid)
+FG_ACTIVATION(tanh)
+FG_ACTIVATION(gelu)
+FG_ACTIVATION(gelu_tanh)
+FG_ACTIVATION(swish)
+
+// PReLU: alpha per channel (axis 1), channel of element i = (i / inner) % channels;
+// channels == 1 means one alpha for all.
+extern "C" __global__ void prelu_forward(float* y, const float* x, const float* w, long long n,
+                                         long long channels, long long inner) {
+    FG_GRID_LOOP(i, n) {
+        float a = w[channels == 1 ? 0 : (i / inner) % channels];
+        float v = x[i];
+        y[i] = v > 0.0f ? v : a * v;
+    }
+}
+
+// gx, and contrib = x * gy where x <= 0 (summed per channel afterwards for gweight)
+extern "C" __global__ void prelu_backward(float* gx, float* contrib, const float* x, const float* w,
+                                          const float* gy, long long n, long long channels,
+                                          long long inner) {
+    FG_GRID_LOOP(i, n) {
+        float a = w[channels == 1 ? 0 : (i / inner) % channels];
+        float v = x[i], g = gy[i];
+        bool pos = v > 0.0f;
+        gx[i] = pos ? g : a * g;
+        contrib[i] = pos ? 0.0f : v * g;
+    }
+}

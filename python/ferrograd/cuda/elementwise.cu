@@ -1,0 +1,98 @@
+// Elementwise arithmetic with numpy broadcasting. One op code selects the formula (a
+// switch per element costs nothing next to the memory traffic); broadcasting reads each
+// operand through its own strides (0 on broadcast axes), passed in `meta`.
+#include "common.cuh"
+
+#define FG_MAX_DIMS 8
+
+// forward: y = op(a, b); backward formulas take (a, b, g)
+enum {
+    OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_POW = 4,
+    GRAD_COPY = 10, GRAD_NEG = 11, GRAD_MUL_A = 12, GRAD_MUL_B = 13, GRAD_DIV_A = 14,
+    GRAD_DIV_B = 15, GRAD_POW_A = 16, GRAD_POW_B = 17
+};
+
+__device__ __forceinline__ float binary_apply(int op, float a, float b, float g) {
+    switch (op) {
+        case OP_ADD: return a + b;
+        case OP_SUB: return a - b;
+        case OP_MUL: return a * b;
+        case OP_DIV: return a / b;
+        case OP_POW: return powf(a, b);
+        case GRAD_COPY: return g;
+        case GRAD_NEG: return -g;
+        case GRAD_MUL_A: return g * b;
+        case GRAD_MUL_B: return g * a;
+        case GRAD_DIV_A: return g / b;
+        case GRAD_DIV_B: return -g * a / (b * b);
+        // d/da = b a^(b-1), 0 where b == 0; d/db = a^b log a, 0 where a == 0 (PyTorch)
+        case GRAD_POW_A: return b == 0.0f ? 0.0f : g * b * powf(a, b - 1.0f);
+        case GRAD_POW_B: return a == 0.0f ? 0.0f : g * powf(a, b) * logf(a);
+    }
+    return 0.0f;
+}
+
+// same shapes, contiguous
+extern "C" __global__ void binary_same(int op, float* y, const float* a, const float* b,
+                                       const float* g, long long n) {
+    FG_GRID_LOOP(i, n) y[i] = binary_apply(op, a[i], b[i], g ? g[i] : 0.0f);
+}
+
+// meta: shape[ndim], stride_a[ndim], stride_b[ndim], stride_g[ndim] (element strides)
+extern "C" __global__ void binary_broadcast(int op, float* y, const float* a, const float* b,
+                                            const float* g, long long n, int ndim,
+                                            const long long* __restrict__ meta) {
+    FG_GRID_LOOP(i, n) {
+        long long rem = i, oa = 0, ob = 0, og = 0;
+        for (int d = ndim - 1; d >= 0; --d) {
+            long long len = meta[d];
+            long long k = rem % len;
+            rem /= len;
+            oa += k * meta[ndim + d];
+            ob += k * meta[2 * ndim + d];
+            og += k * meta[3 * ndim + d];
+        }
+        y[i] = binary_apply(op, a[oa], b[ob], g ? g[og] : 0.0f);
+    }
+}
+
+enum { U_NEG = 0, U_EXP = 1, U_LOG = 2 };
+
+extern "C" __global__ void unary_forward(int op, float* y, const float* x, long long n) {
+    FG_GRID_LOOP(i, n) {
+        float v = x[i];
+        y[i] = op == U_NEG ? -v : (op == U_EXP ? expf(v) : logf(v));
+    }
+}
+
+extern "C" __global__ void unary_backward(int op, float* gx, const float* x, const float* gy,
+                                          long long n) {
+    FG_GRID_LOOP(i, n) {
+        float v = x[i], g = gy[i];
+        gx[i] = op == U_NEG ? -g : (op == U_EXP ? g * expf(v) : g / v);
+    }
+}
+
+// y[i] = x[offset(i)], offset through per-axis strides of x (0 to broadcast): the copy
+// behind permute (transposed strides) and expand (zero strides).
+// meta: out_shape[ndim], in_stride[ndim]
+extern "C" __global__ void strided_gather(float* y, const float* x, long long n, int ndim,
+                                          const long long* __restrict__ meta) {
+    FG_GRID_LOOP(i, n) {
+        long long rem = i, off = 0;
+        for (int d = ndim - 1; d >= 0; --d) {
+            long long len = meta[d];
+            off += (rem % len) * meta[ndim + d];
+            rem /= len;
+        }
+        y[i] = x[off];
+    }
+}
+
+extern "C" __global__ void fill(float* y, float value, long long n) {
+    FG_GRID_LOOP(i, n) y[i] = value;
+}
+
+extern "C" __global__ void scale(float* y, const float* x, float s, long long n) {
+    FG_GRID_LOOP(i, n) y[i] = x[i] * s;
+}
