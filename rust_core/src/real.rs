@@ -135,13 +135,6 @@ impl Real for f32 {
     }
 }
 
-/// Round to nearest without a libm call (valid for |v| < 2^22): keeps loops vectorizable
-/// on baseline x86-64, which has no packed round instruction.
-#[inline(always)]
-fn round_f32(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    (v + MAGIC) - MAGIC
-}
 
 /// exp for f32: Cephes' range reduction (x = n ln2 + r, |r| <= ln2/2) and degree-6
 /// polynomial; 2^n is built in the exponent bits as 2^h * 2^(n-h) so that the whole range
@@ -151,8 +144,13 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_375;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let xc = if x > 88.8 { 88.8 } else if x < -104.0 { -104.0 } else { x };
-    let n = round_f32(xc * LOG2E);
+    // t's low mantissa bits hold round(xc * log2 e) as an integer: no float->int
+    // conversion (a saturating `as` would keep LLVM from vectorizing the loop)
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -161,7 +159,6 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     p = p * r * r + r + 1.0;
-    let ni = n as i32;
     let h = ni >> 1;
     let s1 = f32::from_bits(((h + 127) as u32) << 23);
     let s2 = f32::from_bits(((ni - h + 127) as u32) << 23);

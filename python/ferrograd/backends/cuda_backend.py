@@ -120,7 +120,9 @@ class CudaBackend(base.Backend):
 
     @staticmethod
     def _ptr(x):
-        return np.intp(0) if x is None or x.size == 0 else x.gpudata
+        """A kernel pointer argument. GPUArray views (reshape) hold their address as a
+        plain int, which PyCUDA does not accept as an argument: always pass np.uintp."""
+        return np.uintp(0) if x is None or x.size == 0 else np.uintp(int(x.gpudata))
 
     def _meta(self, values: Sequence[int]):
         """A small int64 device array of shapes/strides, cached by value."""
@@ -140,21 +142,23 @@ class CudaBackend(base.Backend):
         if a.dtype not in (_F32, _I64):
             raise TypeError(f"data: the cuda backend holds float32 (or int64 indices), got dtype "
                             f"{a.dtype}; use the numpy or rust backend for float64")
+        if a.size == 0:  # PyCUDA cannot copy zero bytes
+            return self.empty(a.shape, a.dtype)
         return self._gpuarray.to_gpu(np.require(a, requirements="C"), allocator=self._pool.allocate)
 
     def to_numpy(self, x):
-        return x.get()
+        return np.empty(x.shape, x.dtype) if x.size == 0 else x.get()
 
     def full(self, shape, value, dtype):
         dtype = np.dtype(dtype)
         if dtype != _F32:
             return self.from_numpy(np.full(tuple(shape), value, dtype=dtype))
         y = self.empty(shape)
-        self._launch("elementwise", "fill", y.size, y.gpudata, np.float32(value), np.int64(y.size))
+        self._launch("elementwise", "fill", y.size, self._ptr(y), np.float32(value), np.int64(y.size))
         return y
 
     def copy(self, x):
-        return x.copy()
+        return self.empty(x.shape, x.dtype) if x.size == 0 else x.copy()
 
     def reshape(self, x, shape):
         return x.reshape(tuple(int(d) for d in shape))
@@ -164,8 +168,8 @@ class CudaBackend(base.Backend):
         if y.size:
             nd = len(out_shape)
             meta = self._meta(tuple(out_shape) + tuple(in_strides))
-            self._launch("elementwise", "strided_gather", y.size, y.gpudata, x.gpudata,
-                         np.int64(y.size), np.int32(nd), meta.gpudata)
+            self._launch("elementwise", "strided_gather", y.size, self._ptr(y), self._ptr(x),
+                         np.int64(y.size), np.int32(nd), self._ptr(meta))
         return y
 
     def permute(self, x, axes):
@@ -189,7 +193,7 @@ class CudaBackend(base.Backend):
         if rows == 0:
             return out
         if cols == 0:
-            self._launch("elementwise", "fill", rows, out.gpudata, np.float32(0), np.int64(rows))
+            self._launch("elementwise", "fill", rows, self._ptr(out), np.float32(0), np.int64(rows))
             return out
         # split long rows so that about 2 * max_blocks blocks share the work
         chunks = 1
@@ -199,7 +203,7 @@ class CudaBackend(base.Backend):
         chunks = (cols + chunk - 1) // chunk
         partial = out if chunks == 1 else self.empty((rows, chunks))
         block = 256 if chunk >= 256 else (128 if chunk >= 128 else 32)
-        self._fn("reduce", "sum_rows")(partial.gpudata, x.gpudata, np.int64(rows), np.int64(cols),
+        self._fn("reduce", "sum_rows")(self._ptr(partial), self._ptr(x), np.int64(rows), np.int64(cols),
                                        np.int64(chunk), block=(block, 1, 1), grid=(rows, chunks))
         return out if chunks == 1 else self._sum_rows(partial, rows, chunks)
 
@@ -210,7 +214,7 @@ class CudaBackend(base.Backend):
         kept = [a for a in range(nd) if a not in axes]
         kept_shape = tuple(shape[a] for a in kept)
         if not axes:
-            return x.copy()
+            return self.copy(x)
         trailing = tuple(axes) == tuple(range(nd - len(axes), nd))
         src = x if trailing else self.permute(x, kept + list(axes))
         rows = int(np.prod(kept_shape, dtype=np.int64))
@@ -234,8 +238,8 @@ class CudaBackend(base.Backend):
         if n == 0:
             return y
         if tuple(a.shape) == tuple(b.shape) == tuple(out_shape):
-            self._launch("elementwise", "binary_same", n, np.int32(code), y.gpudata, a.gpudata,
-                         b.gpudata, self._ptr(g), np.int64(n))
+            self._launch("elementwise", "binary_same", n, np.int32(code), self._ptr(y), self._ptr(a),
+                         self._ptr(b), self._ptr(g), np.int64(n))
             return y
         nd = len(out_shape)
 
@@ -246,8 +250,8 @@ class CudaBackend(base.Backend):
 
         meta = self._meta(tuple(out_shape) + strides(a.shape) + strides(b.shape)
                           + _contiguous_strides(out_shape))
-        self._launch("elementwise", "binary_broadcast", n, np.int32(code), y.gpudata, a.gpudata,
-                     b.gpudata, self._ptr(g), np.int64(n), np.int32(nd), meta.gpudata)
+        self._launch("elementwise", "binary_broadcast", n, np.int32(code), self._ptr(y), self._ptr(a),
+                     self._ptr(b), self._ptr(g), np.int64(n), np.int32(nd), self._ptr(meta))
         return y
 
     @staticmethod
@@ -277,7 +281,7 @@ class CudaBackend(base.Backend):
         _check_f32(x, "x")
         y = self.empty(x.shape)
         self._launch("elementwise", "unary_forward", x.size, np.int32(_UNARY_CODES[op]),
-                     y.gpudata, x.gpudata, np.int64(x.size))
+                     self._ptr(y), self._ptr(x), np.int64(x.size))
         return y
 
     def unary_backward(self, op, x, gy):
@@ -285,22 +289,22 @@ class CudaBackend(base.Backend):
         check_same_shape(x, gy, "x", "gy")
         g = self.empty(x.shape)
         self._launch("elementwise", "unary_backward", x.size, np.int32(_UNARY_CODES[op]),
-                     g.gpudata, x.gpudata, gy.gpudata, np.int64(x.size))
+                     self._ptr(g), self._ptr(x), self._ptr(gy), np.int64(x.size))
         return g
 
     # -------------------------------------------------------------- activations
     def _act_forward(self, kernel: str, x, p: float = 0.0):
         _check_f32(x, "x")
         y = self.empty(x.shape)
-        self._launch("activation", kernel + "_forward", x.size, y.gpudata, x.gpudata,
+        self._launch("activation", kernel + "_forward", x.size, self._ptr(y), self._ptr(x),
                      np.int64(x.size), np.float32(p), per_thread=4)
         return y
 
     def _act_backward(self, kernel: str, x, gy, p: float = 0.0):
         check_same_shape(x, gy, "x", "gy")
         g = self.empty(x.shape)
-        self._launch("activation", kernel + "_backward", x.size, g.gpudata, x.gpudata,
-                     gy.gpudata, np.int64(x.size), np.float32(p), per_thread=4)
+        self._launch("activation", kernel + "_backward", x.size, self._ptr(g), self._ptr(x),
+                     self._ptr(gy), np.int64(x.size), np.float32(p), per_thread=4)
         return g
 
     def relu_forward(self, x):
@@ -352,7 +356,7 @@ class CudaBackend(base.Backend):
         check_prelu_weight(x, weight)
         c, inner = self._prelu_layout(x, weight)
         y = self.empty(x.shape)
-        self._launch("activation", "prelu_forward", x.size, y.gpudata, x.gpudata, weight.gpudata,
+        self._launch("activation", "prelu_forward", x.size, self._ptr(y), self._ptr(x), self._ptr(weight),
                      np.int64(x.size), np.int64(c), np.int64(inner))
         return y
 
@@ -361,8 +365,8 @@ class CudaBackend(base.Backend):
         check_same_shape(x, gy, "x", "gy")
         c, inner = self._prelu_layout(x, weight)
         gx, contrib = self.empty(x.shape), self.empty(x.shape)
-        self._launch("activation", "prelu_backward", x.size, gx.gpudata, contrib.gpudata,
-                     x.gpudata, weight.gpudata, gy.gpudata, np.int64(x.size), np.int64(c),
+        self._launch("activation", "prelu_backward", x.size, self._ptr(gx), self._ptr(contrib),
+                     self._ptr(x), self._ptr(weight), self._ptr(gy), np.int64(x.size), np.int64(c),
                      np.int64(inner))
         if c == 1:
             gw = self._sum_rows(contrib.reshape(1, x.size), 1, x.size) if x.size else self.full((1,), 0, _F32)
@@ -386,7 +390,7 @@ class CudaBackend(base.Backend):
         rows = x.size // cols if cols else 0
         if rows and cols:
             block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
-            self._fn("softmax", "softmax_forward")(y.gpudata, x.gpudata, np.int64(cols),
+            self._fn("softmax", "softmax_forward")(self._ptr(y), self._ptr(x), np.int64(cols),
                                                    np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
         return y
 
@@ -397,7 +401,7 @@ class CudaBackend(base.Backend):
         rows = y.size // cols if cols else 0
         if rows and cols:
             block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
-            self._fn("softmax", "softmax_backward")(g.gpudata, y.gpudata, gy.gpudata, np.int64(cols),
+            self._fn("softmax", "softmax_backward")(self._ptr(g), self._ptr(y), self._ptr(gy), np.int64(cols),
                                                     np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
         return g
 
@@ -427,7 +431,7 @@ class CudaBackend(base.Backend):
         if k == 0:
             return self.full(y.shape, 0.0, _F32)
         grid = ((n + 63) // 64, (m + 63) // 64, batch)
-        self._fn("linear", "gemm")(y.gpudata, a.gpudata, b.gpudata, self._ptr(bias),
+        self._fn("linear", "gemm")(self._ptr(y), self._ptr(a), self._ptr(b), self._ptr(bias),
                                    np.int32(m), np.int32(n), np.int32(k), np.int32(trans_a),
                                    np.int32(trans_b), np.int64(ra * ca), np.int64(rb * cb),
                                    np.int64(m * n), block=(256, 1, 1), grid=grid)
@@ -457,7 +461,7 @@ class CudaBackend(base.Backend):
             self.full((), 0.0, _F32)
         if reduction == "mean":
             out = self.empty(())
-            self._launch("elementwise", "scale", 1, out.gpudata, s.gpudata,
+            self._launch("elementwise", "scale", 1, self._ptr(out), self._ptr(s),
                          np.float32(1.0 / v.size if v.size else np.nan), np.int64(1))
             return out
         return s
@@ -467,7 +471,7 @@ class CudaBackend(base.Backend):
         check_same_shape(x, target, "input", "target")
         _check_f32(x, "input")
         d = self.empty(x.shape)
-        self._launch("loss", "mse_elements", x.size, d.gpudata, x.gpudata, target.gpudata,
+        self._launch("loss", "mse_elements", x.size, self._ptr(d), self._ptr(x), self._ptr(target),
                      np.int64(x.size))
         return self._reduce(d, reduction)
 
@@ -475,8 +479,8 @@ class CudaBackend(base.Backend):
         check_reduction(reduction)
         scale = 2.0 / x.size if (reduction == "mean" and x.size) else 2.0
         g = self.empty(x.shape)
-        self._launch("loss", "mse_backward", x.size, g.gpudata, x.gpudata, target.gpudata,
-                     gy.gpudata, np.int64(x.size), np.float32(scale), np.int32(reduction == "none"))
+        self._launch("loss", "mse_backward", x.size, self._ptr(g), self._ptr(x), self._ptr(target),
+                     self._ptr(gy), np.int64(x.size), np.float32(scale), np.int32(reduction == "none"))
         return g
 
     def _targets(self, logits, target):
@@ -491,7 +495,7 @@ class CudaBackend(base.Backend):
         n, c = logits.shape
         logp = self._softmax(logits, 1)
         nll = self.empty((n,))
-        self._launch("loss", "nll_gather", n, nll.gpudata, logp.gpudata, self._ptr(target),
+        self._launch("loss", "nll_gather", n, self._ptr(nll), self._ptr(logp), self._ptr(target),
                      np.int64(n), np.int64(c))
         return self._reduce(nll, reduction)
 
@@ -501,8 +505,8 @@ class CudaBackend(base.Backend):
         n, c = logits.shape
         g = self._softmax(logits, 0)
         mode = {"none": 0, "sum": 1, "mean": 2}[reduction]
-        self._launch("loss", "cross_entropy_backward", n * c, g.gpudata, self._ptr(target),
-                     gy.gpudata, np.int64(n), np.int64(c), np.int32(mode))
+        self._launch("loss", "cross_entropy_backward", n * c, self._ptr(g), self._ptr(target),
+                     self._ptr(gy), np.int64(n), np.int64(c), np.int32(mode))
         return g
 
     # -------------------------------------------------------- optimizer steps
@@ -510,7 +514,7 @@ class CudaBackend(base.Backend):
                  nesterov, first_step):
         _check_f32(param, "param")
         buf = momentum_buffer if momentum else None
-        self._launch("optim", "sgd_step", param.size, param.gpudata, grad.gpudata, self._ptr(buf),
+        self._launch("optim", "sgd_step", param.size, self._ptr(param), self._ptr(grad), self._ptr(buf),
                      np.int64(param.size), np.float32(lr), np.float32(momentum),
                      np.float32(dampening), np.float32(weight_decay), np.int32(bool(nesterov)),
                      np.int32(bool(first_step)))
@@ -522,8 +526,8 @@ class CudaBackend(base.Backend):
         bias2 = 1 - beta2 ** step
         decay_param = 1 - lr * weight_decay if decoupled else 1.0
         decay_grad = 0.0 if decoupled else weight_decay
-        self._launch("optim", "adam_step", param.size, param.gpudata, grad.gpudata,
-                     exp_avg.gpudata, exp_avg_sq.gpudata, np.int64(param.size),
+        self._launch("optim", "adam_step", param.size, self._ptr(param), self._ptr(grad),
+                     self._ptr(exp_avg), self._ptr(exp_avg_sq), np.int64(param.size),
                      np.float32(lr / bias1), np.float32(beta1), np.float32(beta2),
                      np.float32(eps), np.float32(1.0 / bias2), np.float32(decay_param),
                      np.float32(decay_grad))

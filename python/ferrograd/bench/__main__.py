@@ -116,6 +116,8 @@ def main(argv=None) -> int:
                 "gflops": case.flops / m / 1e9 if case.flops else None,
             })
             progress.advance(task)
+            # one line per row as it finishes, so a run cut short still shows its figures
+            print(f"{case.name} [{impl}]: {m * 1e3:.3f} ms", file=sys.stderr, flush=True)
     add_ratios(rows)
     meta = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}

@@ -2,7 +2,7 @@
 //! recompute what they need (the kernel contract): these ops are bandwidth-bound, so one
 //! more pass of arithmetic is cheaper than storing and re-reading the output.
 
-use super::map::{map1, map2};
+use super::map::{map1, map2, Map1, Map2};
 use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -122,28 +122,102 @@ pub fn prelu_backward<T: Real>(
     Ok((gx, gw))
 }
 
+/// The heavy kernels as structs with `#[inline(always)]` bodies (see `map::Map1`).
+struct SigmoidFwd;
+struct SigmoidBwd;
+struct TanhFwd;
+struct TanhBwd;
+struct GeluExactFwd;
+struct GeluExactBwd;
+struct GeluTanhFwd;
+struct GeluTanhBwd;
+struct SwishFwd<T>(T);
+struct SwishBwd<T>(T);
+
+impl<T: Real> Map1<T> for SigmoidFwd {
+    #[inline(always)]
+    fn f(&self, v: T) -> T {
+        sigmoid(v)
+    }
+}
+impl<T: Real> Map2<T> for SigmoidBwd {
+    #[inline(always)]
+    fn f(&self, v: T, g: T) -> T {
+        let s = sigmoid(v);
+        g * s * (T::ONE - s)
+    }
+}
+impl<T: Real> Map1<T> for TanhFwd {
+    #[inline(always)]
+    fn f(&self, v: T) -> T {
+        v.tanh_()
+    }
+}
+impl<T: Real> Map2<T> for TanhBwd {
+    #[inline(always)]
+    fn f(&self, v: T, g: T) -> T {
+        let t = v.tanh_();
+        g * (T::ONE - t * t)
+    }
+}
+impl<T: Real> Map1<T> for GeluExactFwd {
+    #[inline(always)]
+    fn f(&self, v: T) -> T {
+        v * normal_cdf(v)
+    }
+}
+impl<T: Real> Map2<T> for GeluExactBwd {
+    #[inline(always)]
+    fn f(&self, v: T, g: T) -> T {
+        let pdf = T::c(INV_SQRT_2PI) * (T::c(-0.5) * v * v).exp_();
+        g * (normal_cdf(v) + v * pdf)
+    }
+}
+impl<T: Real> Map1<T> for GeluTanhFwd {
+    #[inline(always)]
+    fn f(&self, v: T) -> T {
+        v * tanh_gelu_parts(v).0
+    }
+}
+impl<T: Real> Map2<T> for GeluTanhBwd {
+    #[inline(always)]
+    fn f(&self, v: T, g: T) -> T {
+        let (s, s1ms) = tanh_gelu_parts(v);
+        let dinner = T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * GELU_TANH_C) * v * v);
+        g * (s + T::c(2.0) * v * s1ms * dinner)
+    }
+}
+impl<T: Real> Map1<T> for SwishFwd<T> {
+    #[inline(always)]
+    fn f(&self, v: T) -> T {
+        v * sigmoid(self.0 * v)
+    }
+}
+impl<T: Real> Map2<T> for SwishBwd<T> {
+    #[inline(always)]
+    fn f(&self, v: T, g: T) -> T {
+        let b = self.0;
+        let s = sigmoid(b * v);
+        g * (s + b * v * s * (T::ONE - s))
+    }
+}
+
 pub fn sigmoid_forward<T: Real>(x: &[T]) -> Vec<T> {
-    map1(x, sigmoid)
+    map1(x, SigmoidFwd)
 }
 
 pub fn sigmoid_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
-    Ok(map2(x, gy, |v, g| {
-        let s = sigmoid(v);
-        g * s * (T::ONE - s)
-    }))
+    Ok(map2(x, gy, SigmoidBwd))
 }
 
 pub fn tanh_forward<T: Real>(x: &[T]) -> Vec<T> {
-    map1(x, |v| v.tanh_())
+    map1(x, TanhFwd)
 }
 
 pub fn tanh_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
-    Ok(map2(x, gy, |v, g| {
-        let t = v.tanh_();
-        g * (T::ONE - t * t)
-    }))
+    Ok(map2(x, gy, TanhBwd))
 }
 
 /// GELU's `approximate` argument, as in PyTorch.
@@ -185,39 +259,27 @@ fn tanh_gelu_parts<T: Real>(v: T) -> (T, T) {
 
 pub fn gelu_forward<T: Real>(x: &[T], approximate: Gelu) -> Vec<T> {
     match approximate {
-        Gelu::None => map1(x, |v| v * normal_cdf(v)),
-        Gelu::Tanh => map1(x, |v| v * tanh_gelu_parts(v).0),
+        Gelu::None => map1(x, GeluExactFwd),
+        Gelu::Tanh => map1(x, GeluTanhFwd),
     }
 }
 
 pub fn gelu_backward<T: Real>(x: &[T], gy: &[T], approximate: Gelu) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
     Ok(match approximate {
-        Gelu::None => map2(x, gy, |v, g| {
-            let pdf = T::c(INV_SQRT_2PI) * (T::c(-0.5) * v * v).exp_();
-            g * (normal_cdf(v) + v * pdf)
-        }),
-        Gelu::Tanh => map2(x, gy, |v, g| {
-            let (s, s1ms) = tanh_gelu_parts(v);
-            let dinner = T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * GELU_TANH_C) * v * v);
-            g * (s + T::c(2.0) * v * s1ms * dinner)
-        }),
+        Gelu::None => map2(x, gy, GeluExactBwd),
+        Gelu::Tanh => map2(x, gy, GeluTanhBwd),
     })
 }
 
 /// swish(x) = x * sigmoid(beta x); SiLU is beta = 1.
 pub fn swish_forward<T: Real>(x: &[T], beta: f64) -> Vec<T> {
-    let b = T::c(beta);
-    map1(x, move |v| v * sigmoid(b * v))
+    map1(x, SwishFwd(T::c(beta)))
 }
 
 pub fn swish_backward<T: Real>(x: &[T], gy: &[T], beta: f64) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
-    let b = T::c(beta);
-    Ok(map2(x, gy, move |v, g| {
-        let s = sigmoid(b * v);
-        g * (s + b * v * s * (T::ONE - s))
-    }))
+    Ok(map2(x, gy, SwishBwd(T::c(beta))))
 }
 
 #[cfg(test)]

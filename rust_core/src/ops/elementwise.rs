@@ -157,7 +157,7 @@ pub fn binary_forward<T: Real>(
             BinaryOp::Sub => map2(a, b, |x, y| x - y),
             BinaryOp::Mul => map2(a, b, |x, y| x * y),
             BinaryOp::Div => map2(a, b, |x, y| x / y),
-            BinaryOp::Pow => map2(a, b, |x, y| x.powf_(y)),
+            BinaryOp::Pow => map2(a, b, |x: T, y: T| x.powf_(y)),
         };
         return Ok((v, out_shape));
     }
@@ -189,7 +189,7 @@ pub fn binary_backward<T: Real>(
     };
     let (ga_full, gb_full) = match op {
         BinaryOp::Add => (gy.to_vec(), gy.to_vec()),
-        BinaryOp::Sub => (gy.to_vec(), map1(gy, |g| -g)),
+        BinaryOp::Sub => (gy.to_vec(), map1(gy, |g: T| -g)),
         BinaryOp::Mul => (grad(&|_, y, g| g * y), grad(&|x, _, g| g * x)),
         BinaryOp::Div => (grad(&|_, y, g| g / y), grad(&|x, y, g| -g * x / (y * y))),
         BinaryOp::Pow => (
@@ -207,18 +207,18 @@ pub fn binary_backward<T: Real>(
 
 pub fn unary_forward<T: Real>(op: UnaryOp, x: &[T]) -> Vec<T> {
     match op {
-        UnaryOp::Neg => map1(x, |v| -v),
-        UnaryOp::Exp => map1(x, |v| v.exp_()),
-        UnaryOp::Log => map1(x, |v| v.ln_()),
+        UnaryOp::Neg => map1(x, |v: T| -v),
+        UnaryOp::Exp => map1(x, |v: T| v.exp_()),
+        UnaryOp::Log => map1(x, |v: T| v.ln_()),
     }
 }
 
 pub fn unary_backward<T: Real>(op: UnaryOp, x: &[T], gy: &[T]) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
     Ok(match op {
-        UnaryOp::Neg => map1(gy, |g| -g),
-        UnaryOp::Exp => map2(x, gy, |v, g| g * v.exp_()),
-        UnaryOp::Log => map2(x, gy, |v, g| g / v),
+        UnaryOp::Neg => map1(gy, |g: T| -g),
+        UnaryOp::Exp => map2(x, gy, |v: T, g: T| g * v.exp_()),
+        UnaryOp::Log => map2(x, gy, |v: T, g: T| g / v),
     })
 }
 
