@@ -166,8 +166,7 @@ class Tensor:
         engine.backward([self], [gradient], retain_graph=retain_graph)
 
     def _accumulate_grad(self, g) -> None:
-        if tuple(g.shape) != self.shape:  # defensive: an op returned a wrongly shaped grad
-            raise RuntimeError(f"internal: gradient of shape {tuple(g.shape)} for a tensor of shape {self.shape}")
+        # shapes are checked once, in autograd.engine.backward, before any accumulation
         if self.grad is None:
             self.grad = Tensor._wrap(g, self.backend)
         else:
