@@ -24,93 +24,94 @@ fn rows_per_task(cols: usize) -> usize {
     (8192 / cols.max(1)).max(1)
 }
 
-pub fn softmax_forward<T: Real>(x: &[T], cols: usize) -> Result<Vec<T>> {
+/// out row = f(x row), rows in parallel blocks.
+fn map_rows<T: Real>(x: &[T], cols: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Result<Vec<T>> {
     check_rows(x, cols)?;
     let mut out = vec![T::ZERO; x.len()];
     if x.is_empty() {
         return Ok(out);
     }
-    let rpt = rows_per_task(cols);
-    out.par_chunks_mut(cols * rpt).zip(x.par_chunks(cols * rpt)).for_each(|(ob, xb)| {
+    let block = cols * rows_per_task(cols);
+    out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(ob, xb)| {
         for (o, r) in ob.chunks_mut(cols).zip(xb.chunks(cols)) {
-            let m = row_max(r);
-            for (o, &v) in o.iter_mut().zip(r) {
-                *o = (v - m).exp_();
-            }
-            let inv = T::ONE / super::reduce::pairwise_sum(o);
-            o.iter_mut().for_each(|v| *v *= inv);
+            f(r, o);
         }
     });
     Ok(out)
+}
+
+/// out row = f(y row, gy row), rows in parallel blocks.
+fn map_rows2<T: Real>(
+    y: &[T],
+    gy: &[T],
+    cols: usize,
+    f: impl Fn(&[T], &[T], &mut [T]) + Sync,
+) -> Result<Vec<T>> {
+    check_same_len(y, gy)?;
+    check_rows(y, cols)?;
+    let mut out = vec![T::ZERO; y.len()];
+    if y.is_empty() {
+        return Ok(out);
+    }
+    let block = cols * rows_per_task(cols);
+    out.par_chunks_mut(block).zip(y.par_chunks(block).zip(gy.par_chunks(block))).for_each(
+        |(ob, (yb, gb))| {
+            for ((o, yr), gr) in ob.chunks_mut(cols).zip(yb.chunks(cols)).zip(gb.chunks(cols)) {
+                f(yr, gr, o);
+            }
+        },
+    );
+    Ok(out)
+}
+
+/// Writes exp(x - max) into `o` and returns (max, sum of o).
+fn shifted_exp<T: Real>(r: &[T], o: &mut [T]) -> (T, T) {
+    let m = row_max(r);
+    for (o, &v) in o.iter_mut().zip(r) {
+        *o = (v - m).exp_();
+    }
+    (m, super::reduce::pairwise_sum(o))
+}
+
+pub fn softmax_forward<T: Real>(x: &[T], cols: usize) -> Result<Vec<T>> {
+    map_rows(x, cols, |r, o| {
+        let (_, s) = shifted_exp(r, o);
+        let inv = T::ONE / s;
+        o.iter_mut().for_each(|v| *v *= inv);
+    })
 }
 
 /// gx = y * (gy - sum(gy * y)) per row, given y = softmax(x).
 pub fn softmax_backward<T: Real>(y: &[T], gy: &[T], cols: usize) -> Result<Vec<T>> {
-    check_rows(y, cols)?;
-    check_same_len(y, gy)?;
-    let mut out = vec![T::ZERO; y.len()];
-    if y.is_empty() {
-        return Ok(out);
-    }
-    let rpt = rows_per_task(cols);
-    out.par_chunks_mut(cols * rpt)
-        .zip(y.par_chunks(cols * rpt).zip(gy.par_chunks(cols * rpt)))
-        .for_each(|(ob, (yb, gb))| {
-            for ((o, yr), gr) in ob.chunks_mut(cols).zip(yb.chunks(cols)).zip(gb.chunks(cols)) {
-                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
-                    *o = g * yv;
-                }
-                let dot = super::reduce::pairwise_sum(o);
-                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
-                    *o = yv * (g - dot);
-                }
-            }
-        });
-    Ok(out)
+    map_rows2(y, gy, cols, |yr, gr, o| {
+        for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+            *o = g * yv;
+        }
+        let dot = super::reduce::pairwise_sum(o);
+        for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+            *o = yv * (g - dot);
+        }
+    })
 }
 
 pub fn log_softmax_forward<T: Real>(x: &[T], cols: usize) -> Result<Vec<T>> {
-    check_rows(x, cols)?;
-    let mut out = vec![T::ZERO; x.len()];
-    if x.is_empty() {
-        return Ok(out);
-    }
-    let rpt = rows_per_task(cols);
-    out.par_chunks_mut(cols * rpt).zip(x.par_chunks(cols * rpt)).for_each(|(ob, xb)| {
-        for (o, r) in ob.chunks_mut(cols).zip(xb.chunks(cols)) {
-            let m = row_max(r);
-            for (o, &v) in o.iter_mut().zip(r) {
-                *o = (v - m).exp_();
-            }
-            let lse = m + super::reduce::pairwise_sum(o).ln_();
-            for (o, &v) in o.iter_mut().zip(r) {
-                *o = v - lse;
-            }
+    map_rows(x, cols, |r, o| {
+        let (m, s) = shifted_exp(r, o);
+        let lse = m + s.ln_();
+        for (o, &v) in o.iter_mut().zip(r) {
+            *o = v - lse;
         }
-    });
-    Ok(out)
+    })
 }
 
 /// gx = gy - exp(y) * sum(gy) per row, given y = log_softmax(x).
 pub fn log_softmax_backward<T: Real>(y: &[T], gy: &[T], cols: usize) -> Result<Vec<T>> {
-    check_rows(y, cols)?;
-    check_same_len(y, gy)?;
-    let mut out = vec![T::ZERO; y.len()];
-    if y.is_empty() {
-        return Ok(out);
-    }
-    let rpt = rows_per_task(cols);
-    out.par_chunks_mut(cols * rpt)
-        .zip(y.par_chunks(cols * rpt).zip(gy.par_chunks(cols * rpt)))
-        .for_each(|(ob, (yb, gb))| {
-            for ((o, yr), gr) in ob.chunks_mut(cols).zip(yb.chunks(cols)).zip(gb.chunks(cols)) {
-                let s = super::reduce::pairwise_sum(gr);
-                for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
-                    *o = g - yv.exp_() * s;
-                }
-            }
-        });
-    Ok(out)
+    map_rows2(y, gy, cols, |yr, gr, o| {
+        let s = super::reduce::pairwise_sum(gr);
+        for ((o, &yv), &g) in o.iter_mut().zip(yr).zip(gr) {
+            *o = g - yv.exp_() * s;
+        }
+    })
 }
 
 #[cfg(test)]
