@@ -383,27 +383,23 @@ class CudaBackend(base.Backend):
             s = s.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape)))
         return s
 
-    def _softmax(self, x, log_mode: int):
-        _check_f32(x, "x")
-        y = self.empty(x.shape)
-        cols = int(x.shape[-1]) if len(x.shape) else 1
-        rows = x.size // cols if cols else 0
+    def _row_kernel(self, name: str, out, args, shape, log_mode: int):
+        """Launch softmax.cu's ``name`` with one block per row of the last axis."""
+        cols = int(shape[-1]) if len(shape) else 1
+        rows = out.size // cols if cols else 0
         if rows and cols:
             block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
-            self._fn("softmax", "softmax_forward")(self._ptr(y), self._ptr(x), np.int64(cols),
-                                                   np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
-        return y
+            self._fn("softmax", name)(self._ptr(out), *[self._ptr(a) for a in args], np.int64(cols),
+                                      np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
+        return out
+
+    def _softmax(self, x, log_mode: int):
+        _check_f32(x, "x")
+        return self._row_kernel("softmax_forward", self.empty(x.shape), [x], x.shape, log_mode)
 
     def _softmax_bwd(self, y, gy, log_mode: int):
         check_same_shape(y, gy, "y", "gy")
-        g = self.empty(y.shape)
-        cols = int(y.shape[-1]) if len(y.shape) else 1
-        rows = y.size // cols if cols else 0
-        if rows and cols:
-            block = 32 if cols <= 32 else (128 if cols <= 1024 else 256)
-            self._fn("softmax", "softmax_backward")(self._ptr(g), self._ptr(y), self._ptr(gy), np.int64(cols),
-                                                    np.int32(log_mode), block=(block, 1, 1), grid=(rows, 1))
-        return g
+        return self._row_kernel("softmax_backward", self.empty(y.shape), [y, gy], y.shape, log_mode)
 
     def softmax_forward(self, x):
         return self._softmax(x, 0)
