@@ -70,3 +70,19 @@ def test_kernels_release_the_gil():
     th.join()
     # with the GIL held through each matmul, the loop above could only tick between calls
     assert len(ticks) > 20
+
+
+def test_cpu_feature_check_names_what_is_missing(monkeypatch, tmp_path):
+    import ferrograd._cpu as cpu
+
+    # this machine runs the extension, so nothing is missing here
+    assert cpu.missing_x86_features() is None
+    # a CPU without FMA gets a message naming it, instead of an illegal instruction
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor : 0\nflags : fpu sse2 avx avx2\n")
+    real_open = open
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        fake if path == "/proc/cpuinfo" else path, *a, **k))
+    msg = cpu.missing_x86_features()
+    assert msg is not None and "fma" in msg and "avx2" not in msg.split("lacks")[1].split(":")[0]

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .._cpu import missing_x86_features
+
+_missing = missing_x86_features()
+if _missing:
+    raise ImportError(_missing)
+
+from .. import _core  # noqa: E402  (after the CPU check: the module needs AVX2 + FMA)
 from ._validate import check_linear, check_matmul, check_prelu_weight, check_targets
 from .numpy_backend import NumpyBackend
 

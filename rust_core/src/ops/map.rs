@@ -2,8 +2,10 @@
 //!
 //! The output is written once into uninitialised memory (no zero-fill pass), in chunks of
 //! `CHUNK` elements spread over rayon's threads. Each chunk runs through a copy of the loop
-//! compiled for AVX2+FMA when the CPU has them (chosen at run time, so one wheel serves
-//! every x86-64 machine) and the baseline SSE2 copy otherwise.
+//! compiled for the widest vector unit the CPU has (chosen once at run time, so one wheel
+//! serves every x86-64 machine): AVX-512 (16 f32 lanes), else AVX2+FMA (8 lanes), else the
+//! baseline SSE2 copy. The transcendental kernels (exp, tanh, erfc) are compute-bound, so
+//! the lane count shows directly in their time.
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -38,16 +40,40 @@ impl<T, F: Fn(T, T) -> T + Sync> Map2<T> for F {
     }
 }
 
+/// Elements per unrolled block of the loops below. The transcendental kernels are long
+/// chains of dependent FMAs; with one vector per iteration the loop runs well below the
+/// FMA units' throughput, as if bound by the chains' latency.
+/// A fixed-size inner block of 64 is vectorized as 4 (f32 AVX-512) to 16 (f64 SSE)
+/// independent chains per iteration, interleaved by LLVM (measured single-threaded on
+/// 4M f32: exact GELU 1.2x faster than one vector per iteration, sigmoid and tanh ~8%).
+const BLOCK: usize = 64;
+
 #[inline(always)]
 fn apply1<T: Copy, F: Map1<T>>(x: &[T], out: &mut [MaybeUninit<T>], f: &F) {
-    for (o, &v) in out.iter_mut().zip(x) {
+    let mut ob = out.chunks_exact_mut(BLOCK);
+    let mut xb = x.chunks_exact(BLOCK);
+    for (o, xs) in (&mut ob).zip(&mut xb) {
+        for i in 0..BLOCK {
+            o[i].write(f.f(xs[i]));
+        }
+    }
+    for (o, &v) in ob.into_remainder().iter_mut().zip(xb.remainder()) {
         o.write(f.f(v));
     }
 }
 
 #[inline(always)]
 fn apply2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F) {
-    for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+    let mut ob = out.chunks_exact_mut(BLOCK);
+    let mut xb = x.chunks_exact(BLOCK);
+    let mut yb = y.chunks_exact(BLOCK);
+    for ((o, xs), ys) in (&mut ob).zip(&mut xb).zip(&mut yb) {
+        for i in 0..BLOCK {
+            o[i].write(f.f(xs[i], ys[i]));
+        }
+    }
+    let tail = ob.into_remainder();
+    for ((o, &a), &b) in tail.iter_mut().zip(xb.remainder()).zip(yb.remainder()) {
         o.write(f.f(a, b));
     }
 }
@@ -69,35 +95,67 @@ unsafe fn apply2_avx2<T: Copy, F: Map2<T>>(
     apply2(x, y, out, f)
 }
 
-#[inline]
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-fn run1<T: Copy, F: Map1<T>>(x: &[T], out: &mut [MaybeUninit<T>], f: &F, avx2: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: only called when the CPU reports AVX2 and FMA.
-        return unsafe { apply1_avx2(x, out, f) };
-    }
-    let _ = avx2;
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn apply1_avx512<T: Copy, F: Map1<T>>(x: &[T], out: &mut [MaybeUninit<T>], f: &F) {
     apply1(x, out, f)
 }
 
-fn run2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F, avx2: bool) {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn apply2_avx512<T: Copy, F: Map2<T>>(
+    x: &[T],
+    y: &[T],
+    out: &mut [MaybeUninit<T>],
+    f: &F,
+) {
+    apply2(x, y, out, f)
+}
+
+/// The instruction set a map's loop runs with, detected once per call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isa {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+#[inline]
+pub fn detect_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: only called when the CPU reports AVX2 and FMA.
-        return unsafe { apply2_avx2(x, y, out, f) };
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw") && has!("fma") {
+            return Isa::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Isa::Avx2;
+        }
     }
-    let _ = avx2;
+    Isa::Baseline
+}
+
+fn run1<T: Copy, F: Map1<T>>(x: &[T], out: &mut [MaybeUninit<T>], f: &F, isa: Isa) {
+    // SAFETY: each accelerated copy is only called when the CPU reports its features.
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => return unsafe { apply1_avx512(x, out, f) },
+        Isa::Avx2 => return unsafe { apply1_avx2(x, out, f) },
+        Isa::Baseline => {}
+    }
+    let _ = isa;
+    apply1(x, out, f)
+}
+
+fn run2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F, isa: Isa) {
+    // SAFETY: each accelerated copy is only called when the CPU reports its features.
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => return unsafe { apply2_avx512(x, y, out, f) },
+        Isa::Avx2 => return unsafe { apply2_avx2(x, y, out, f) },
+        Isa::Baseline => {}
+    }
+    let _ = isa;
     apply2(x, y, out, f)
 }
 
@@ -109,16 +167,16 @@ where
 {
     let n = x.len();
     let mut out: Vec<T> = Vec::with_capacity(n);
-    let avx2 = has_avx2();
+    let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
         if n <= CHUNK {
-            run1(x, spare, &f, avx2);
+            run1(x, spare, &f, isa);
         } else {
             spare
                 .par_chunks_mut(CHUNK)
                 .zip(x.par_chunks(CHUNK))
-                .for_each(|(o, xi)| run1(xi, o, &f, avx2));
+                .for_each(|(o, xi)| run1(xi, o, &f, isa));
         }
     }
     // SAFETY: every one of the n slots was written above.
@@ -135,16 +193,16 @@ where
     assert_eq!(x.len(), y.len(), "map2: operands of different lengths");
     let n = x.len();
     let mut out: Vec<T> = Vec::with_capacity(n);
-    let avx2 = has_avx2();
+    let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
         if n <= CHUNK {
-            run2(x, y, spare, &f, avx2);
+            run2(x, y, spare, &f, isa);
         } else {
             spare
                 .par_chunks_mut(CHUNK)
                 .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                .for_each(|(o, (xi, yi))| run2(xi, yi, o, &f, avx2));
+                .for_each(|(o, (xi, yi))| run2(xi, yi, o, &f, isa));
         }
     }
     // SAFETY: every one of the n slots was written above.
