@@ -9,8 +9,6 @@ use crate::{shape_err, value_err};
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-const INV_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
-const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 const GELU_TANH_C: f64 = 0.044_715;
 
 pub(crate) fn check_same_len<T>(x: &[T], gy: &[T]) -> Result<()> {
@@ -163,14 +161,14 @@ impl<T: Real> Map2<T> for TanhBwd {
 impl<T: Real> Map1<T> for GeluExactFwd {
     #[inline(always)]
     fn f(&self, v: T) -> T {
-        v * normal_cdf(v)
+        v * v.normal_cdf_pdf_().0
     }
 }
 impl<T: Real> Map2<T> for GeluExactBwd {
     #[inline(always)]
     fn f(&self, v: T, g: T) -> T {
-        let pdf = T::c(INV_SQRT_2PI) * (T::c(-0.5) * v * v).exp_();
-        g * (normal_cdf(v) + v * pdf)
+        let (cdf, pdf) = v.normal_cdf_pdf_();
+        g * (cdf + v * pdf)
     }
 }
 impl<T: Real> Map1<T> for GeluTanhFwd {
@@ -235,13 +233,6 @@ impl Gelu {
             _ => value_err!("approximate: expected 'none' or 'tanh', got {s:?}"),
         }
     }
-}
-
-/// Phi(x), the standard normal CDF, as erfc(-x / sqrt 2) / 2: accurate in the left tail
-/// where 1 + erf would cancel.
-#[inline(always)]
-fn normal_cdf<T: Real>(v: T) -> T {
-    T::c(0.5) * (-(v * T::c(INV_SQRT_2))).erfc_()
 }
 
 /// For the tanh GELU: with u = sqrt(2/pi) (x + 0.044715 x^3), 0.5 (1 + tanh u) is
