@@ -28,6 +28,34 @@ const STAT_BLOCK: usize = 4096;
 /// Accumulator lanes: independent chains that LLVM turns into SIMD registers.
 const LANES: usize = 16;
 
+/// A vector of n floats whose every element the caller writes before reading any.
+/// Skips the zero-fill pass (a full extra write of the output).
+fn output<T: Real>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: T is f32 or f64 (Copy, every bit pattern is a valid value) and the kernels
+    // below write each of the n elements before the vector is read or returned.
+    unsafe { v.set_len(n) };
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn call_avx2<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
+}
+
+/// Run `f` compiled for AVX2+FMA when the CPU has them (chosen at run time, as in
+/// map.rs); the helpers it calls are `#[inline(always)]` so they are compiled with it.
+#[inline(always)]
+fn simd<R, F: FnOnce() -> R>(f: F) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU reports AVX2 and FMA.
+        return unsafe { call_avx2(f) };
+    }
+    f()
+}
+
 /// Count, mean and sum of squared deviations of a set of values.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Moments {
@@ -38,7 +66,7 @@ pub struct Moments {
 
 impl Moments {
     /// Chan, Golub and LeVeque's pairwise merge.
-    #[inline]
+    #[inline(always)]
     pub fn merge(self, o: Moments) -> Moments {
         if o.n == 0.0 {
             return self;
@@ -68,7 +96,7 @@ fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
 }
 
 /// Sum of x with LANES independent accumulators (vectorized).
-#[inline]
+#[inline(always)]
 fn sum_lanes<T: Real>(x: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -86,7 +114,7 @@ fn sum_lanes<T: Real>(x: &[T]) -> T {
 }
 
 /// (sum of (x - m), sum of (x - m)^2), vectorized.
-#[inline]
+#[inline(always)]
 fn dev_sums<T: Real>(x: &[T], m: T) -> (T, T) {
     let mut a1 = [T::ZERO; LANES];
     let mut a2 = [T::ZERO; LANES];
@@ -109,7 +137,7 @@ fn dev_sums<T: Real>(x: &[T], m: T) -> (T, T) {
 }
 
 /// Moments of one cached block: exact two-pass, corrected for the rounding of the mean.
-#[inline]
+#[inline(always)]
 fn block_moments<T: Real>(x: &[T]) -> Moments {
     if x.is_empty() {
         return Moments::default();
@@ -122,12 +150,13 @@ fn block_moments<T: Real>(x: &[T]) -> Moments {
 }
 
 /// Moments of any contiguous slice: blocks of STAT_BLOCK merged with Chan's formula.
+#[inline(always)]
 pub fn moments<T: Real>(x: &[T]) -> Moments {
     x.chunks(STAT_BLOCK).map(block_moments).fold(Moments::default(), Moments::merge)
 }
 
 /// (sum of g, sum of g * (x - m)) over a span, vectorized.
-#[inline]
+#[inline(always)]
 fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
     let mut a1 = [T::ZERO; LANES];
     let mut a2 = [T::ZERO; LANES];
@@ -225,18 +254,18 @@ pub fn rows_forward<T: Real>(
     check_param(bias, lay.c, "bias")?;
     check_eps(eps)?;
     let (l, rows, cg, hw, g) = (lay.row_len(), lay.rows(), lay.cg(), lay.hw, lay.groups);
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = output::<T>(x.len());
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
     if x.is_empty() || l == 0 {
-        return Ok((y, mean, rstd));
+        return Ok((vec![T::ZERO; x.len()], mean, rstd));
     }
     let rpt = rows_per_task(l);
     y.par_chunks_mut(l * rpt)
         .zip(x.par_chunks(l * rpt))
         .zip(mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt)))
         .enumerate()
-        .for_each(|(task, ((yb, xb), (mb, sb)))| {
+        .for_each(|(task, ((yb, xb), (mb, sb)))| simd(|| {
             for (i, (yr, xr)) in yb.chunks_mut(l).zip(xb.chunks(l)).enumerate() {
                 let r = task * rpt + i;
                 let mo = moments(xr);
@@ -282,7 +311,7 @@ pub fn rows_forward<T: Real>(
                     }
                 }
             }
-        });
+        }));
     Ok((y, mean, rstd))
 }
 
@@ -328,11 +357,11 @@ pub fn rows_backward<T: Real>(
         return shape_err!("gy: expected {} elements like input, got {}", x.len(), gy.len());
     }
     let (l, rows, cg, hw, g, c) = (lay.row_len(), lay.rows(), lay.cg(), lay.hw, lay.groups, lay.c);
-    let mut gx = vec![T::ZERO; x.len()];
     if x.is_empty() || l == 0 {
         let z = weight.map(|_| vec![T::ZERO; c]);
-        return Ok((gx, z.clone(), z));
+        return Ok((vec![T::ZERO; x.len()], z.clone(), z));
     }
+    let mut gx = output::<T>(x.len());
     // few tasks (each with its own parameter partials), enough to balance the threads
     let tasks = (rayon::current_num_threads() * 4).min(rows).max(1);
     let rpt = rows.div_ceil(tasks);
@@ -341,7 +370,7 @@ pub fn rows_backward<T: Real>(
         .par_chunks_mut(l * rpt)
         .zip(x.par_chunks(l * rpt).zip(gy.par_chunks(l * rpt)))
         .enumerate()
-        .map(|(task, (gxb, (xb, gb)))| {
+        .map(|(task, (gxb, (xb, gb)))| simd(|| {
             let mut pw = vec![T::ZERO; if weight.is_some() { c } else { 0 }];
             let mut pb = vec![T::ZERO; pw.len()];
             for (i, ((gxr, xr), gr)) in gxb.chunks_mut(l).zip(xb.chunks(l)).zip(gb.chunks(l)).enumerate() {
@@ -356,10 +385,22 @@ pub fn rows_backward<T: Real>(
                             let (pwr, pbr) = (&mut pw[c0..c0 + l], &mut pb[c0..c0 + l]);
                             let mut aa = [T::ZERO; LANES];
                             let mut ab = [T::ZERO; LANES];
-                            for (j, ((&xv, &gv), &wv)) in xr.iter().zip(gr).zip(w).enumerate() {
-                                let d = xv - m;
-                                aa[j % LANES] += wv * gv;
-                                ab[j % LANES] += wv * gv * d;
+                            let whole = l / LANES * LANES;
+                            for ((xc, gc), wc) in xr[..whole]
+                                .chunks_exact(LANES)
+                                .zip(gr[..whole].chunks_exact(LANES))
+                                .zip(w[..whole].chunks_exact(LANES))
+                            {
+                                for k in 0..LANES {
+                                    let wg = wc[k] * gc[k];
+                                    aa[k] += wg;
+                                    ab[k] += wg * (xc[k] - m);
+                                }
+                            }
+                            for j in whole..l {
+                                let wg = w[j] * gr[j];
+                                aa[0] += wg;
+                                ab[0] += wg * (xr[j] - m);
                             }
                             for (((pwv, pbv), &xv), &gv) in pwr.iter_mut().zip(pbr.iter_mut()).zip(xr).zip(gr) {
                                 *pwv += gv * (xv - m) * s;
@@ -415,7 +456,7 @@ pub fn rows_backward<T: Real>(
                 }
             }
             (pw, pb)
-        })
+        }))
         .collect();
     if weight.is_none() {
         return Ok((gx, None, None));
@@ -459,24 +500,24 @@ pub struct Running<'a, T> {
 
 /// y[n, c, :] = f(c, x[n, c, :]) for every span, samples in parallel.
 fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut [T]) + Sync) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
     let per_n = lay.c * lay.hw;
     if per_n == 0 {
-        return y;
+        return vec![T::ZERO; x.len()];
     }
+    let mut y = output::<T>(x.len());
     // tasks of whole samples, or of one sample's channels when N is small
     let span_per_task = (32768 / lay.hw.max(1)).clamp(1, lay.c.max(1));
     y.par_chunks_mut(span_per_task * lay.hw)
         .zip(x.par_chunks(span_per_task * lay.hw))
         .enumerate()
-        .for_each(|(t, (yb, xb))| {
+        .for_each(|(t, (yb, xb))| simd(|| {
             // task t covers spans t * span_per_task .. (chunks never straddle a sample only
             // when span_per_task divides C, so compute each span's channel on its own)
             for (i, (ys, xs)) in yb.chunks_mut(lay.hw).zip(xb.chunks(lay.hw)).enumerate() {
                 let span = t * span_per_task + i;
                 f(span % lay.c, xs, ys);
             }
-        });
+        }));
     y
 }
 
@@ -510,11 +551,11 @@ pub fn batch_norm_forward<T: Real>(
         }
         let mom: Vec<Moments> = (0..lay.c)
             .into_par_iter()
-            .map(|c| {
+            .map(|c| simd(|| {
                 (0..lay.n)
                     .map(|n| moments(lay.span(x, n, c)))
                     .fold(Moments::default(), Moments::merge)
-            })
+            }))
             .collect();
         if let Some(r) = running {
             let unbias = count as f64 / (count as f64 - 1.0);
@@ -568,13 +609,13 @@ pub fn batch_norm_backward<T: Real>(
     let sums: Vec<(f64, f64)> = if need_sums {
         (0..lay.c)
             .into_par_iter()
-            .map(|c| {
+            .map(|c| simd(|| {
                 let m = mean[c];
                 (0..lay.n).fold((0f64, 0f64), |(a, b), n| {
                     let (s1, s2) = grad_sums(lay.span(x, n, c), lay.span(gy, n, c), m);
                     (a + s1.to_f64(), b + s2.to_f64())
                 })
-            })
+            }))
             .collect()
     } else {
         Vec::new()
@@ -593,12 +634,16 @@ pub fn batch_norm_backward<T: Real>(
             }
         })
         .collect();
-    let mut gx = vec![T::ZERO; x.len()];
     let per_n = lay.c * lay.hw;
-    if per_n > 0 {
+    if per_n == 0 {
+        let z = weight.map(|_| vec![T::ZERO; lay.c]);
+        return Ok((vec![T::ZERO; x.len()], z.clone(), z));
+    }
+    let mut gx = output::<T>(x.len());
+    {
         gx.par_chunks_mut(lay.hw.max(1) * lay.c.min((32768 / lay.hw.max(1)).max(1)))
             .enumerate()
-            .for_each(|(t, gb)| {
+            .for_each(|(t, gb)| simd(|| {
                 let spt = lay.c.min((32768 / lay.hw.max(1)).max(1));
                 for (i, gs) in gb.chunks_mut(lay.hw).enumerate() {
                     let span = t * spt + i;
@@ -617,7 +662,7 @@ pub fn batch_norm_backward<T: Real>(
                         }
                     }
                 }
-            });
+            }));
     }
     if weight.is_none() {
         return Ok((gx, None, None));
