@@ -646,8 +646,8 @@ class CudaBackend(base.Backend):
         hwv = hw // 4 if vec else hw
         total = n * hwv
         s = max(1, min(65535, -(-2 * self._max_blocks // max(c, 1)), -(-total // 1024)))
-        chunk = -(-total // s)
-        s = -(-total // chunk)
+        chunk = max(1, -(-total // s))
+        s = max(1, -(-total // chunk))
         return vec, hwv, chunk, s
 
     def batch_norm_forward(self, x, weight, bias, running_mean, running_var, training,
