@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// Elements per statistics block: 16 KiB of f32, resident in L1 for the second pass.
 const STAT_BLOCK: usize = 4096;
 /// Accumulator lanes: independent chains that LLVM turns into SIMD registers.
-const LANES: usize = 16;
+const LANES: usize = 32;
 
 /// A vector of n floats whose every element the caller writes before reading any.
 /// Skips the zero-fill pass (a full extra write of the output).
@@ -86,6 +86,16 @@ impl Moments {
     }
 }
 
+/// A chunks_exact(LANES) piece as a fixed-size array, so the lane loops carry no bounds
+/// checks and vectorize.
+#[inline(always)]
+fn lanes<T: Real>(c: &[T]) -> &[T; LANES] {
+    match c.try_into() {
+        Ok(a) => a,
+        Err(_) => unreachable!("chunks_exact yields LANES elements"),
+    }
+}
+
 #[inline(always)]
 fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
     let mut s = T::ZERO;
@@ -113,27 +123,30 @@ fn sum_lanes<T: Real>(x: &[T]) -> T {
     s
 }
 
-/// (sum of (x - m), sum of (x - m)^2), vectorized.
+/// Sum of f(v) over x with LANES accumulators (one accumulator array per loop: the form
+/// LLVM's SLP vectorizer reliably turns into SIMD registers).
 #[inline(always)]
-fn dev_sums<T: Real>(x: &[T], m: T) -> (T, T) {
-    let mut a1 = [T::ZERO; LANES];
-    let mut a2 = [T::ZERO; LANES];
+fn sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
+        let c = lanes(c);
         for k in 0..LANES {
-            let d = c[k] - m;
-            a1[k] += d;
-            a2[k] += d * d;
+            acc[k] += f(c[k]);
         }
     }
-    let (mut s1, mut s2) = (lane_sum(&a1), lane_sum(&a2));
+    let mut s = lane_sum(&acc);
     for &v in rest {
-        let d = v - m;
-        s1 += d;
-        s2 += d * d;
+        s += f(v);
     }
-    (s1, s2)
+    s
+}
+
+/// (sum of (x - m), sum of (x - m)^2), vectorized (two passes over a cached block).
+#[inline(always)]
+fn dev_sums<T: Real>(x: &[T], m: T) -> (T, T) {
+    (sum_map(x, |v| v - m), sum_map(x, |v| (v - m) * (v - m)))
 }
 
 /// Moments of one cached block: exact two-pass, corrected for the rounding of the mean.
@@ -152,7 +165,12 @@ fn block_moments<T: Real>(x: &[T]) -> Moments {
 /// Moments of any contiguous slice: blocks of STAT_BLOCK merged with Chan's formula.
 #[inline(always)]
 pub fn moments<T: Real>(x: &[T]) -> Moments {
-    x.chunks(STAT_BLOCK).map(block_moments).fold(Moments::default(), Moments::merge)
+    // a plain loop, not Iterator::fold: fold is not inlined into the AVX2 copy of the caller
+    let mut acc = Moments::default();
+    for blk in x.chunks(STAT_BLOCK) {
+        acc = acc.merge(block_moments(blk));
+    }
+    acc
 }
 
 /// (sum of g, sum of g * (x - m)) over a span, vectorized.
@@ -164,9 +182,14 @@ fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
     let cg = g.chunks_exact(LANES);
     let (rx, rg) = (cx.remainder(), cg.remainder());
     for (xc, gc) in cx.zip(cg) {
+        let (xc, gc) = (lanes(xc), lanes(gc));
+        let mut d = [T::ZERO; LANES];
+        for k in 0..LANES {
+            d[k] = xc[k] - m;
+        }
         for k in 0..LANES {
             a1[k] += gc[k];
-            a2[k] += gc[k] * (xc[k] - m);
+            a2[k] += gc[k] * d[k];
         }
     }
     let (mut s1, mut s2) = (lane_sum(&a1), lane_sum(&a2));
@@ -265,7 +288,7 @@ pub fn rows_forward<T: Real>(
         .zip(x.par_chunks(l * rpt))
         .zip(mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt)))
         .enumerate()
-        .for_each(|(task, ((yb, xb), (mb, sb)))| simd(|| {
+        .for_each(|(task, ((yb, xb), (mb, sb)))| simd(#[inline(always)] || {
             for (i, (yr, xr)) in yb.chunks_mut(l).zip(xb.chunks(l)).enumerate() {
                 let r = task * rpt + i;
                 let mo = moments(xr);
@@ -370,7 +393,7 @@ pub fn rows_backward<T: Real>(
         .par_chunks_mut(l * rpt)
         .zip(x.par_chunks(l * rpt).zip(gy.par_chunks(l * rpt)))
         .enumerate()
-        .map(|(task, (gxb, (xb, gb)))| simd(|| {
+        .map(|(task, (gxb, (xb, gb)))| simd(#[inline(always)] || {
             let mut pw = vec![T::ZERO; if weight.is_some() { c } else { 0 }];
             let mut pb = vec![T::ZERO; pw.len()];
             for (i, ((gxr, xr), gr)) in gxb.chunks_mut(l).zip(xb.chunks(l)).zip(gb.chunks(l)).enumerate() {
@@ -510,7 +533,7 @@ fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut
     y.par_chunks_mut(span_per_task * lay.hw)
         .zip(x.par_chunks(span_per_task * lay.hw))
         .enumerate()
-        .for_each(|(t, (yb, xb))| simd(|| {
+        .for_each(|(t, (yb, xb))| simd(#[inline(always)] || {
             // task t covers spans t * span_per_task .. (chunks never straddle a sample only
             // when span_per_task divides C, so compute each span's channel on its own)
             for (i, (ys, xs)) in yb.chunks_mut(lay.hw).zip(xb.chunks(lay.hw)).enumerate() {
@@ -551,10 +574,12 @@ pub fn batch_norm_forward<T: Real>(
         }
         let mom: Vec<Moments> = (0..lay.c)
             .into_par_iter()
-            .map(|c| simd(|| {
-                (0..lay.n)
-                    .map(|n| moments(lay.span(x, n, c)))
-                    .fold(Moments::default(), Moments::merge)
+            .map(|c| simd(#[inline(always)] || {
+                let mut acc = Moments::default();
+                for n in 0..lay.n {
+                    acc = acc.merge(moments(lay.span(x, n, c)));
+                }
+                acc
             }))
             .collect();
         if let Some(r) = running {
@@ -609,12 +634,15 @@ pub fn batch_norm_backward<T: Real>(
     let sums: Vec<(f64, f64)> = if need_sums {
         (0..lay.c)
             .into_par_iter()
-            .map(|c| simd(|| {
+            .map(|c| simd(#[inline(always)] || {
                 let m = mean[c];
-                (0..lay.n).fold((0f64, 0f64), |(a, b), n| {
+                let (mut a, mut b) = (0f64, 0f64);
+                for n in 0..lay.n {
                     let (s1, s2) = grad_sums(lay.span(x, n, c), lay.span(gy, n, c), m);
-                    (a + s1.to_f64(), b + s2.to_f64())
-                })
+                    a += s1.to_f64();
+                    b += s2.to_f64();
+                }
+                (a, b)
             }))
             .collect()
     } else {
@@ -643,7 +671,7 @@ pub fn batch_norm_backward<T: Real>(
     {
         gx.par_chunks_mut(lay.hw.max(1) * lay.c.min((32768 / lay.hw.max(1)).max(1)))
             .enumerate()
-            .for_each(|(t, gb)| simd(|| {
+            .for_each(|(t, gb)| simd(#[inline(always)] || {
                 let spt = lay.c.min((32768 / lay.hw.max(1)).max(1));
                 for (i, gs) in gb.chunks_mut(lay.hw).enumerate() {
                     let span = t * spt + i;
@@ -780,5 +808,35 @@ mod tests {
         let one = ChannelsLayout { n: 1, c: 2, hw: 1 };
         assert!(batch_norm_forward(&[1.0, 2.0], one, None, None, None, true, 0.1, 1e-5).is_err());
         assert!(batch_norm_forward(&[1.0, 2.0], one, None, None, None, false, 0.1, 1e-5).is_err());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_rows_forward() {
+        let x: Vec<f32> = (0..4096 * 1024).map(|i| ((i * 7919) % 1000) as f32 * 0.001).collect();
+        let w = vec![1.0f32; 1024];
+        let lay = RowsLayout { n: 4096, c: 1024, hw: 1, groups: 1 };
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let r = rows_forward(&x, lay, Some(&w), Some(&w), 1e-5).unwrap();
+            let e1 = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut s = 0.0;
+            for row in x.chunks(1024) {
+                s += moments(row).mean;
+            }
+            let e2 = t.elapsed();
+            let t = std::time::Instant::now();
+            let s2 = simd(#[inline(always)] || x.chunks(1024).map(|row| moments(row).mean).sum::<f64>());
+            println!("moments simd {:?} {s2}", t.elapsed());
+            let t = std::time::Instant::now();
+            let y = output::<f32>(x.len());
+            let e3 = t.elapsed();
+            println!("fwd {e1:?} moments(1 thread) {e2:?} alloc {e3:?} {} {}", r.0[5], s + y.len() as f64);
+        }
     }
 }
