@@ -105,24 +105,6 @@ fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
     s
 }
 
-/// Sum of x with LANES independent accumulators (vectorized).
-#[inline(always)]
-fn sum_lanes<T: Real>(x: &[T]) -> T {
-    let mut acc = [T::ZERO; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] += c[k];
-        }
-    }
-    let mut s = lane_sum(&acc);
-    for &v in rest {
-        s += v;
-    }
-    s
-}
-
 /// Sum of f(v) over x with LANES accumulators (one accumulator array per loop: the form
 /// LLVM's SLP vectorizer reliably turns into SIMD registers).
 #[inline(always)]
@@ -143,23 +125,42 @@ fn sum_map<T: Real>(x: &[T], f: impl Fn(T) -> T) -> T {
     s
 }
 
-/// (sum of (x - m), sum of (x - m)^2), vectorized (two passes over a cached block).
+/// Sum of x accumulated in f64 lanes (f32 values widen exactly), vectorized.
 #[inline(always)]
-fn dev_sums<T: Real>(x: &[T], m: T) -> (T, T) {
-    (sum_map(x, |v| v - m), sum_map(x, |v| (v - m) * (v - m)))
+fn sum_f64<T: Real>(x: &[T]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let c = lanes(c);
+        for k in 0..LANES {
+            acc[k] += c[k].to_f64();
+        }
+    }
+    let mut s = 0f64;
+    for a in acc {
+        s += a;
+    }
+    for &v in rest {
+        s += v.to_f64();
+    }
+    s
 }
 
-/// Moments of one cached block: exact two-pass, corrected for the rounding of the mean.
+/// Moments of one cached block: the exact two-pass formula. The mean comes from an f64
+/// sum (no rounding drift for large means), the squared deviations from it in T: the
+/// rounding of the mean to T adds n * delta^2 to M2, far below M2's own rounding.
 #[inline(always)]
 fn block_moments<T: Real>(x: &[T]) -> Moments {
     if x.is_empty() {
         return Moments::default();
     }
     let n = x.len() as f64;
-    let m = T::c(sum_lanes(x).to_f64() / n);
-    let (s1, s2) = dev_sums(x, m);
-    let (s1, s2) = (s1.to_f64(), s2.to_f64());
-    Moments { n, mean: m.to_f64() + s1 / n, m2: s2 - s1 * s1 / n }
+    let mean = sum_f64(x) / n;
+    let m = T::c(mean);
+    let d = m.to_f64() - mean;
+    let s2 = sum_map(x, |v| (v - m) * (v - m)).to_f64();
+    Moments { n, mean, m2: (s2 - n * d * d).max(0.0) }
 }
 
 /// Moments of any contiguous slice: blocks of STAT_BLOCK merged with Chan's formula.
