@@ -549,7 +549,7 @@ class CudaBackend(base.Backend):
             name, block = "rows_forward_vec", 512
             for cache in (1, 2, 4, 8):
                 b = max(32, ((-(-n4 // cache)) + 31) // 32 * 32)
-                if b <= 256 or (cache == 8 and b <= 1024):
+                if b <= 256 or (cache == 8 and b <= 512):
                     name, block = f"rows_forward_vec_c{cache}", b
                     break
         else:

@@ -11,10 +11,9 @@
 //!   the elementwise passes.
 //!
 //! Statistics, in one pass over memory and stable for large means: a row or span is cut
-//! into blocks of `STAT_BLOCK` elements that fit in L1; each block's mean and sum of
-//! squared deviations come from the exact two-pass formula on the cached block (with
-//! the usual correction term for the rounding of the mean), and blocks merge with Chan's
-//! parallel formula in f64. No sum of squares is ever formed, so a mean of 1e4 with unit
+//! into blocks of `STAT_BLOCK` elements that fit in L1; each block's mean (an f64-lane
+//! sum) and sum of squared deviations from it come from the exact two-pass formula on the
+//! cached block, and blocks merge with Chan's parallel formula in f64. No sum of squares is ever formed, so a mean of 1e4 with unit
 //! spread loses nothing. The backward sums use deviations from the saved mean
 //! (`sum gy * (x - mean)`), never `sum gy * x - mean * sum gy`, for the same reason.
 
