@@ -545,13 +545,8 @@ class CudaBackend(base.Backend):
                 self._launch("elementwise", "fill", rows, self._ptr(rstd), np.float32(np.nan), np.int64(rows))
             return y, mean, rstd
         if L % 4 == 0:
-            n4 = L // 4
-            name, block = "rows_forward_vec", 512
-            for cache in (1, 2, 4, 8):
-                b = max(32, ((-(-n4 // cache)) + 31) // 32 * 32)
-                if b <= 256 or (cache == 8 and b <= 512):
-                    name, block = f"rows_forward_vec_c{cache}", b
-                    break
+            fit = self._row_cache(L // 4)
+            name, block = (f"rows_forward_vec_c{fit[0]}", fit[1]) if fit else ("rows_forward_vec", 512)
         else:
             name, block = "rows_forward_scalar", min(512, max(32, (L // 4 + 31) // 32 * 32))
         self._fn("norm", name)(self._ptr(y), self._ptr(mean), self._ptr(rstd), self._ptr(x),
@@ -584,18 +579,45 @@ class CudaBackend(base.Backend):
         y, mean, rstd = self._rows_forward(x, weight, bias, rows, m, 1, 1, eps)
         return y, mean.reshape(lead), rstd.reshape(lead)
 
+    @staticmethod
+    def _row_cache(n4: int):
+        """(cache, block) of a register-cached row of n4 float4s, or None if it is too long."""
+        for cache in (1, 2, 4, 8):
+            b = max(32, ((-(-n4 // cache)) + 31) // 32 * 32)
+            if b <= 256 or (cache == 8 and b <= 512):
+                return cache, b
+        return None
+
     def layer_norm_backward(self, x, weight, mean, rstd, gy, normalized_ndim):
         check_layer_norm(x, weight, None, normalized_ndim)
         check_same_shape(x, gy, "input", "gy")
         pshape = tuple(x.shape[len(x.shape) - normalized_ndim:])
         m = int(np.prod(pshape, dtype=np.int64))
         rows = x.size // m if m else 0
+        fit = self._row_cache(m // 4) if m % 4 == 0 else None
+        if weight is not None and rows and fit and fit[0] <= 4:
+            # one fused pass: gx and per-block parameter partials, then a small reduction
+            # (at most 4 cached float4 per thread: x, gy, weight and two partials stay in
+            # registers at 256 threads)
+            cache, block = fit
+            p = min(rows, 2 * (self._max_blocks // 32))
+            gx, gw, gb = self.empty(x.shape), self.empty(pshape), self.empty(pshape)
+            partw, partb = self.empty((p, m)), self.empty((p, m))
+            self._fn("norm", f"ln_backward_fused_c{cache}")(
+                self._ptr(gx), self._ptr(partw), self._ptr(partb), self._ptr(x), self._ptr(weight),
+                self._ptr(mean), self._ptr(rstd), self._ptr(gy), np.int64(rows), np.int64(m),
+                block=(block, 1, 1), grid=(p, 1))
+            self._fn("norm", "ln_param_reduce")(self._ptr(gw), self._ptr(gb), self._ptr(partw),
+                                                self._ptr(partb), np.int64(p), np.int64(m),
+                                                block=(32, 8, 1), grid=((m + 31) // 32, 1))
+            return gx, gw, gb
         gx = self._rows_backward_gx(x, weight, mean, rstd, gy, rows, m, 1, 1)
         if weight is None:
             return gx, None, None
         gw, gb = self.empty(pshape), self.empty(pshape)
         if rows == 0:
             return gx, self.full(pshape, 0.0, _F32), self.full(pshape, 0.0, _F32)
+        # rows too long for registers (or of odd length): column partial sums over row chunks
         chunk = max(64, -(-rows // 128))
         chunks = -(-rows // chunk)
         part = self.empty((chunks, m, 2))

@@ -336,6 +336,133 @@ extern "C" __global__ void ln_param_finish(float* __restrict__ gw, float* __rest
     }
 }
 
+// ------------------------------------------------ layer_norm backward, fused
+// Persistent blocks: block p handles rows p, p + gridDim.x, ...; thread t always owns the
+// same float4 columns i = t + k * blockDim (k < CACHE), so it keeps the weight and its
+// columns' partial gweight / gbias in registers across rows. Per row: x and gy are read
+// once (into registers), A and B are block sums, gx is written. At the end each block
+// writes its partials: partw / partb[p * L + j]; ln_param_reduce sums them over p.
+// Requires weight, L % 4 == 0 and L / 4 <= CACHE * blockDim (CACHE <= 4, blockDim <= 256).
+template <int CACHE>
+__device__ void ln_backward_fused_impl(float* __restrict__ gx, float* __restrict__ partw,
+                                       float* __restrict__ partb, const float* __restrict__ x,
+                                       const float* __restrict__ w,
+                                       const float* __restrict__ mean,
+                                       const float* __restrict__ rstd,
+                                       const float* __restrict__ gy, long long R, long long L) {
+    long long L4 = L >> 2;
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    float4 wv[CACHE], pw[CACHE], pb[CACHE];
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int k = 0; k < CACHE; ++k) {
+        long long i = threadIdx.x + (long long)k * blockDim.x;
+        wv[k] = i < L4 ? w4[i] : zero;
+        pw[k] = zero;
+        pb[k] = zero;
+    }
+    float inv_l = 1.0f / (float)L;
+    for (long long r = blockIdx.x; r < R; r += gridDim.x) {
+        const float4* x4 = reinterpret_cast<const float4*>(x + r * L);
+        const float4* g4 = reinterpret_cast<const float4*>(gy + r * L);
+        float4* o4 = reinterpret_cast<float4*>(gx + r * L);
+        float m = mean[r], rs = rstd[r];
+        float4 xc[CACHE], gc[CACHE];
+        float a = 0.0f, b = 0.0f;
+#pragma unroll
+        for (int k = 0; k < CACHE; ++k) {
+            long long i = threadIdx.x + (long long)k * blockDim.x;
+            xc[k] = zero;
+            gc[k] = zero;
+            if (i < L4) {
+                xc[k] = x4[i];
+                gc[k] = g4[i];
+            }
+            float4 d = make_float4(xc[k].x - m, xc[k].y - m, xc[k].z - m, xc[k].w - m);
+            float4 wg = make_float4(wv[k].x * gc[k].x, wv[k].y * gc[k].y, wv[k].z * gc[k].z,
+                                    wv[k].w * gc[k].w);
+            a += (wg.x + wg.y) + (wg.z + wg.w);
+            b += (wg.x * d.x + wg.y * d.y) + (wg.z * d.z + wg.w * d.w);
+            pw[k].x += gc[k].x * d.x * rs;
+            pw[k].y += gc[k].y * d.y * rs;
+            pw[k].z += gc[k].z * d.z * rs;
+            pw[k].w += gc[k].w * d.w * rs;
+            pb[k].x += gc[k].x;
+            pb[k].y += gc[k].y;
+            pb[k].z += gc[k].z;
+            pb[k].w += gc[k].w;
+        }
+        float2 s = fg_block_sum2(a, b);
+        float c1 = -rs * rs * rs * s.y * inv_l;
+        float c2 = -rs * s.x * inv_l;
+#pragma unroll
+        for (int k = 0; k < CACHE; ++k) {
+            long long i = threadIdx.x + (long long)k * blockDim.x;
+            if (i < L4) {
+                float4 o;
+                o.x = wv[k].x * rs * gc[k].x + c1 * (xc[k].x - m) + c2;
+                o.y = wv[k].y * rs * gc[k].y + c1 * (xc[k].y - m) + c2;
+                o.z = wv[k].z * rs * gc[k].z + c1 * (xc[k].z - m) + c2;
+                o.w = wv[k].w * rs * gc[k].w + c1 * (xc[k].w - m) + c2;
+                o4[i] = o;
+            }
+        }
+    }
+    float4* pw4 = reinterpret_cast<float4*>(partw + (long long)blockIdx.x * L);
+    float4* pb4 = reinterpret_cast<float4*>(partb + (long long)blockIdx.x * L);
+#pragma unroll
+    for (int k = 0; k < CACHE; ++k) {
+        long long i = threadIdx.x + (long long)k * blockDim.x;
+        if (i < L4) {
+            pw4[i] = pw[k];
+            pb4[i] = pb[k];
+        }
+    }
+}
+
+#define FG_LN_BACKWARD_FUSED(NAME, CACHE)                                                     \
+    extern "C" __global__ void NAME(float* __restrict__ gx, float* __restrict__ partw,         \
+                                    float* __restrict__ partb, const float* __restrict__ x,    \
+                                    const float* __restrict__ w, const float* __restrict__ mean, \
+                                    const float* __restrict__ rstd, const float* __restrict__ gy, \
+                                    long long R, long long L) {                                \
+        ln_backward_fused_impl<CACHE>(gx, partw, partb, x, w, mean, rstd, gy, R, L);           \
+    }
+
+FG_LN_BACKWARD_FUSED(ln_backward_fused_c1, 1)
+FG_LN_BACKWARD_FUSED(ln_backward_fused_c2, 2)
+FG_LN_BACKWARD_FUSED(ln_backward_fused_c4, 4)
+
+// gw[j] = sum_p partw[p, j], gb[j] = sum_p partb[p, j]: block (32, 8) per 32 columns,
+// the 8 rows of threads stride over p, then a shared-memory sum.
+extern "C" __global__ void ln_param_reduce(float* __restrict__ gw, float* __restrict__ gb,
+                                           const float* __restrict__ partw,
+                                           const float* __restrict__ partb, long long P,
+                                           long long L) {
+    __shared__ float sw[8][33], sb[8][33];
+    long long j = (long long)blockIdx.x * 32 + threadIdx.x;
+    float aw = 0.0f, ab = 0.0f;
+    if (j < L) {
+        for (long long p = threadIdx.y; p < P; p += 8) {
+            aw += partw[p * L + j];
+            ab += partb[p * L + j];
+        }
+    }
+    sw[threadIdx.y][threadIdx.x] = aw;
+    sb[threadIdx.y][threadIdx.x] = ab;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < L) {
+        float tw = 0.0f, tb = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            tw += sw[k][threadIdx.x];
+            tb += sb[k][threadIdx.x];
+        }
+        gw[j] = tw;
+        gb[j] = tb;
+    }
+}
+
 // --------------------------------------- group_norm backward: parameter gradients
 // One block per (n, c): ds = sum gy (x - mean[n, g]), db = sum gy over the HW span.
 extern "C" __global__ void gn_channel_sums(float* __restrict__ sums, const float* __restrict__ x,
