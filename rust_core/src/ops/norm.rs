@@ -811,32 +811,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_rows_forward() {
-        let x: Vec<f32> = (0..4096 * 1024).map(|i| ((i * 7919) % 1000) as f32 * 0.001).collect();
-        let w = vec![1.0f32; 1024];
-        let lay = RowsLayout { n: 4096, c: 1024, hw: 1, groups: 1 };
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let r = rows_forward(&x, lay, Some(&w), Some(&w), 1e-5).unwrap();
-            let e1 = t.elapsed();
-            let t = std::time::Instant::now();
-            let mut s = 0.0;
-            for row in x.chunks(1024) {
-                s += moments(row).mean;
-            }
-            let e2 = t.elapsed();
-            let t = std::time::Instant::now();
-            let s2 = simd(#[inline(always)] || x.chunks(1024).map(|row| moments(row).mean).sum::<f64>());
-            println!("moments simd {:?} {s2}", t.elapsed());
-            let t = std::time::Instant::now();
-            let y = output::<f32>(x.len());
-            let e3 = t.elapsed();
-            println!("fwd {e1:?} moments(1 thread) {e2:?} alloc {e3:?} {} {}", r.0[5], s + y.len() as f64);
-        }
-    }
-}
