@@ -544,6 +544,129 @@ fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut
     y
 }
 
+/// Spans shorter than this take the matrix path: x as N rows of W = C * HW columns
+/// (BatchNorm1d's (N, C) input has spans of one element).
+const SMALL_SPAN: usize = 16;
+
+/// Columns per parallel block of the matrix path: whole channels, about 256 columns.
+fn col_block(hw: usize) -> usize {
+    hw * (256 / hw).max(1)
+}
+
+/// Per-column sums down the N rows of the matrix view, over column blocks in parallel:
+/// `f(block columns j0..j1, row slice(s)) ` accumulates into the block's f64 vectors.
+/// Returns, per channel, what `finish(channel block sums)` makes of them.
+fn column_blocks<T: Real, R: Send>(
+    lay: ChannelsLayout,
+    per_block: impl Fn(usize, usize) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let w = lay.c * lay.hw;
+    let cb = col_block(lay.hw);
+    let blocks: Vec<Vec<R>> = (0..w.div_ceil(cb))
+        .into_par_iter()
+        .map(|b| per_block(b * cb, (b * cb + cb).min(w)))
+        .collect();
+    blocks.into_iter().flatten().collect()
+}
+
+/// Per-channel moments on the matrix path: pass 1 sums each column in f64 down the rows,
+/// pass 2 sums squared deviations from the channel mean (two reads of x, both streaming).
+fn small_span_moments<T: Real>(x: &[T], lay: ChannelsLayout) -> Vec<Moments> {
+    let (w, hw) = (lay.c * lay.hw, lay.hw);
+    let count = (lay.n * hw) as f64;
+    column_blocks::<T, Moments>(lay, |j0, j1| {
+        simd(#[inline(always)] || {
+            let bw = j1 - j0;
+            let mut s = vec![0f64; bw];
+            for n in 0..lay.n {
+                for (a, &v) in s.iter_mut().zip(&x[n * w + j0..n * w + j1]) {
+                    *a += v.to_f64();
+                }
+            }
+            let chans = bw / hw;
+            let means: Vec<f64> =
+                (0..chans).map(|k| s[k * hw..(k + 1) * hw].iter().sum::<f64>() / count).collect();
+            let colm: Vec<T> = (0..bw).map(|j| T::c(means[j / hw])).collect();
+            let mut q = vec![0f64; bw];
+            for n in 0..lay.n {
+                for ((a, &v), &m) in q.iter_mut().zip(&x[n * w + j0..n * w + j1]).zip(&colm) {
+                    let d = v - m;
+                    *a += (d * d).to_f64();
+                }
+            }
+            (0..chans)
+                .map(|k| {
+                    let m2: f64 = q[k * hw..(k + 1) * hw].iter().sum();
+                    let d = colm[k * hw].to_f64() - means[k];
+                    Moments { n: count, mean: means[k], m2: (m2 - count * d * d).max(0.0) }
+                })
+                .collect()
+        })
+    })
+}
+
+/// Per-channel (sum gy, sum gy (x - mean)) on the matrix path, one streaming pass.
+fn small_span_grad_sums<T: Real>(x: &[T], gy: &[T], mean: &[T], lay: ChannelsLayout) -> Vec<(f64, f64)> {
+    let (w, hw) = (lay.c * lay.hw, lay.hw);
+    column_blocks::<T, (f64, f64)>(lay, |j0, j1| {
+        simd(#[inline(always)] || {
+            let bw = j1 - j0;
+            let colm: Vec<T> = (j0..j1).map(|j| mean[j / hw]).collect();
+            let (mut a, mut b) = (vec![0f64; bw], vec![0f64; bw]);
+            for n in 0..lay.n {
+                let (xr, gr) = (&x[n * w + j0..n * w + j1], &gy[n * w + j0..n * w + j1]);
+                for ((((sa, sb), &xv), &gv), &m) in a.iter_mut().zip(b.iter_mut()).zip(xr).zip(gr).zip(&colm) {
+                    *sa += gv.to_f64();
+                    *sb += (gv * (xv - m)).to_f64();
+                }
+            }
+            (0..bw / hw)
+                .map(|k| {
+                    let r = k * hw..(k + 1) * hw;
+                    (a[r.clone()].iter().sum::<f64>(), b[r].iter().sum::<f64>())
+                })
+                .collect()
+        })
+    })
+}
+
+/// out[n, j] = k0[j] * g[n, j] + k1[j] * (x[n, j] - m[j]) + k2[j] over the matrix view
+/// (per-column coefficients; g = None means g = 0), rows in parallel.
+fn small_span_apply<T: Real>(x: &[T], g: Option<&[T]>, w: usize, m: &[T], k0: &[T], k1: &[T], k2: &[T]) -> Vec<T> {
+    let mut out = output::<T>(x.len());
+    if w == 0 {
+        return vec![T::ZERO; x.len()];
+    }
+    let rows_per = (32768 / w).max(1);
+    out.par_chunks_mut(w * rows_per).enumerate().for_each(|(t, ob)| {
+        simd(#[inline(always)] || {
+            for (i, o) in ob.chunks_mut(w).enumerate() {
+                let base = (t * rows_per + i) * w;
+                let xr = &x[base..base + w];
+                match g {
+                    Some(g) => {
+                        let gr = &g[base..base + w];
+                        for (j, oj) in o.iter_mut().enumerate() {
+                            *oj = k0[j] * gr[j] + k1[j] * (xr[j] - m[j]) + k2[j];
+                        }
+                    }
+                    None => {
+                        for (j, oj) in o.iter_mut().enumerate() {
+                            *oj = k1[j] * (xr[j] - m[j]) + k2[j];
+                        }
+                    }
+                }
+            }
+        })
+    });
+    out
+}
+
+/// A per-channel value repeated over the HW columns of each channel.
+fn per_column<T: Copy>(v: impl Iterator<Item = T>, hw: usize) -> Vec<T> {
+    v.flat_map(|e| std::iter::repeat_n(e, hw)).collect()
+}
+
 /// batch_norm forward. training: batch statistics (and running statistics updated with
 /// `momentum` and the unbiased variance); otherwise the running statistics.
 #[allow(clippy::too_many_arguments)]
@@ -572,7 +695,10 @@ pub fn batch_norm_forward<T: Real>(
                 "input: expected more than 1 value per channel when training, got {count}"
             );
         }
-        let mom: Vec<Moments> = (0..lay.c)
+        let mom: Vec<Moments> = if lay.hw < SMALL_SPAN {
+            small_span_moments(x, lay)
+        } else {
+            (0..lay.c)
             .into_par_iter()
             .map(|c| simd(#[inline(always)] || {
                 let mut acc = Moments::default();
@@ -581,7 +707,8 @@ pub fn batch_norm_forward<T: Real>(
                 }
                 acc
             }))
-            .collect();
+            .collect()
+        };
         if let Some(r) = running {
             let unbias = count as f64 / (count as f64 - 1.0);
             for (c, mo) in mom.iter().enumerate() {
@@ -601,6 +728,15 @@ pub fn batch_norm_forward<T: Real>(
             None => return value_err!("running_mean: expected running statistics when training=False"),
         }
     };
+    if lay.hw < SMALL_SPAN {
+        let hw = lay.hw;
+        let scale: Vec<T> = (0..lay.c).map(|c| weight.map_or(rstd[c], |w| w[c] * rstd[c])).collect();
+        let m = per_column(mean.iter().copied(), hw);
+        let k1 = per_column(scale.into_iter(), hw);
+        let k2 = per_column((0..lay.c).map(|c| bias.map_or(T::ZERO, |b| b[c])), hw);
+        let y = small_span_apply(x, None, lay.c * hw, &m, &k1, &k1, &k2);
+        return Ok((y, mean, rstd));
+    }
     let y = map_spans(x, lay, |c, xs, ys| {
         let (m, s) = (mean[c], rstd[c]);
         let scale = weight.map_or(s, |w| w[c] * s);
@@ -631,7 +767,9 @@ pub fn batch_norm_backward<T: Real>(
         return shape_err!("gy: expected {} elements like input, got {}", x.len(), gy.len());
     }
     let need_sums = training || weight.is_some();
-    let sums: Vec<(f64, f64)> = if need_sums {
+    let sums: Vec<(f64, f64)> = if need_sums && lay.hw < SMALL_SPAN {
+        small_span_grad_sums(x, gy, mean, lay)
+    } else if need_sums {
         (0..lay.c)
             .into_par_iter()
             .map(|c| simd(#[inline(always)] || {
@@ -666,6 +804,20 @@ pub fn batch_norm_backward<T: Real>(
     if per_n == 0 {
         let z = weight.map(|_| vec![T::ZERO; lay.c]);
         return Ok((vec![T::ZERO; x.len()], z.clone(), z));
+    }
+    if lay.hw < SMALL_SPAN {
+        let hw = lay.hw;
+        let m = per_column(mean.iter().copied(), hw);
+        let k0 = per_column(coef.iter().map(|c| c.0), hw);
+        let k1 = per_column(coef.iter().map(|c| c.1), hw);
+        let k2 = per_column(coef.iter().map(|c| c.2), hw);
+        let gx = small_span_apply(x, Some(gy), lay.c * hw, &m, &k0, &k1, &k2);
+        if weight.is_none() {
+            return Ok((gx, None, None));
+        }
+        let gw = sums.iter().zip(rstd).map(|(&(_, ds), &s)| T::c(ds * s.to_f64())).collect();
+        let gb = sums.iter().map(|&(db, _)| T::c(db)).collect();
+        return Ok((gx, Some(gw), Some(gb)));
     }
     let mut gx = output::<T>(x.len());
     {
