@@ -107,3 +107,71 @@ def check_targets(logits, target) -> None:
         if lo < 0 or hi >= logits.shape[1]:
             bad = lo if lo < 0 else hi
             raise ValueError(f"target: expected class indices in [0, {logits.shape[1]}), got {bad}")
+
+
+# ------------------------------------------------------------------ normalization
+def _check_param(p, shape, name: str, like) -> None:
+    if p is None:
+        return
+    if tuple(p.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(p.shape)}")
+    if np.dtype(p.dtype) != np.dtype(like.dtype):
+        raise TypeError(f"{name}: expected dtype {like.dtype} like input, got {p.dtype}")
+
+
+def check_eps(eps) -> None:
+    if not isinstance(eps, (int, float, np.floating)) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
+
+
+def check_layer_norm(x, weight, bias, normalized_ndim: int) -> None:
+    check_float(x, "input")
+    nd = len(x.shape)
+    if not isinstance(normalized_ndim, (int, np.integer)) or not 1 <= normalized_ndim <= nd:
+        raise ValueError(f"normalized_ndim: expected an integer in [1, {nd}] for an input of "
+                         f"shape {tuple(x.shape)}, got {normalized_ndim!r}")
+    shape = tuple(x.shape[nd - normalized_ndim:])
+    _check_param(weight, shape, "weight", x)
+    _check_param(bias, shape, "bias", x)
+
+
+def check_group_norm(x, weight, bias, num_groups: int) -> None:
+    check_float(x, "input")
+    if len(x.shape) < 2:
+        raise ValueError(f"input: expected shape (N, C, *), got {tuple(x.shape)}")
+    c = x.shape[1]
+    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups <= 0:
+        raise ValueError(f"num_groups: expected a positive integer, got {num_groups!r}")
+    if c % num_groups:
+        raise ValueError(f"num_groups: expected a divisor of the number of channels {c}, "
+                         f"got {num_groups}")
+    _check_param(weight, (c,), "weight", x)
+    _check_param(bias, (c,), "bias", x)
+
+
+def check_batch_norm(x, weight, bias, running_mean, running_var, training: bool) -> None:
+    check_float(x, "input")
+    if len(x.shape) < 2:
+        raise ValueError(f"input: expected shape (N, C, *), got {tuple(x.shape)}")
+    c = x.shape[1]
+    for p, name in ((weight, "weight"), (bias, "bias"), (running_mean, "running_mean"),
+                    (running_var, "running_var")):
+        _check_param(p, (c,), name, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_var: expected running_mean and running_var both given or both None")
+    if training:
+        per_channel = int(np.prod(x.shape, dtype=np.int64)) // c if c else 0
+        if per_channel <= 1:
+            raise ValueError(f"input: expected more than 1 value per channel when training, got "
+                             f"input of shape {tuple(x.shape)}")
+    elif running_mean is None:
+        raise ValueError("running_mean: expected running statistics when training=False, got None")
+
+
+def check_batch_norm_backward(x, weight, mean, rstd) -> None:
+    check_float(x, "input")
+    if len(x.shape) < 2:
+        raise ValueError(f"input: expected shape (N, C, *), got {tuple(x.shape)}")
+    c = x.shape[1]
+    for p, name in ((weight, "weight"), (mean, "mean"), (rstd, "rstd")):
+        _check_param(p, (c,), name, x)

@@ -260,3 +260,67 @@ class Backend(abc.ABC):
         m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
         param -= lr / (1 - b1^step) * m / (sqrt(v / (1 - b2^step)) + eps).
         """
+
+    # ------------------------------------------------------------ normalization
+    # Every normalization kernel computes statistics in one pass over memory that stays
+    # stable for large means (see each backend for how), normalizes with the *biased*
+    # variance, and returns the statistics it used as ``mean`` and ``rstd`` =
+    # 1 / sqrt(var + eps) (the input's dtype) for the backward kernel. ``weight`` and
+    # ``bias`` may each be None (no affine); the backward returns ``(gx, gweight, gbias)``
+    # with gweight and gbias None when ``weight`` is None (the Python layer passes a ones
+    # weight when only a bias is given).
+    @abc.abstractmethod
+    def layer_norm_forward(self, x: Array, weight: Optional[Array], bias: Optional[Array],
+                           normalized_ndim: int, eps: float) -> Tuple[Array, Array, Array]:
+        """torch.nn.functional.layer_norm over the last ``normalized_ndim`` axes of x.
+
+        weight and bias have shape x.shape[-normalized_ndim:]. Returns (y, mean, rstd) with
+        mean and rstd of shape x.shape[:-normalized_ndim].
+        """
+
+    @abc.abstractmethod
+    def layer_norm_backward(self, x: Array, weight: Optional[Array], mean: Array, rstd: Array,
+                            gy: Array, normalized_ndim: int
+                            ) -> Tuple[Array, Optional[Array], Optional[Array]]:
+        """With xhat = (x - mean) * rstd and g = gy * weight, over each normalized slice:
+        gx = rstd * (g - mean(g) - xhat * mean(g * xhat)); gweight = sum of gy * xhat and
+        gbias = sum of gy over the leading axes."""
+
+    @abc.abstractmethod
+    def group_norm_forward(self, x: Array, weight: Optional[Array], bias: Optional[Array],
+                           num_groups: int, eps: float) -> Tuple[Array, Array, Array]:
+        """torch.nn.functional.group_norm: x of shape (N, C, *), C divisible by num_groups;
+        statistics over each (sample, group) of C / num_groups channels and all spatial
+        positions; weight and bias of shape (C,) scale each channel. Returns (y, mean,
+        rstd), mean and rstd of shape (N, num_groups). InstanceNorm is num_groups = C."""
+
+    @abc.abstractmethod
+    def group_norm_backward(self, x: Array, weight: Optional[Array], mean: Array, rstd: Array,
+                            gy: Array, num_groups: int
+                            ) -> Tuple[Array, Optional[Array], Optional[Array]]:
+        """The layer_norm_backward formula over each (sample, group); gweight and gbias
+        (C,) sum over the batch and spatial axes."""
+
+    @abc.abstractmethod
+    def batch_norm_forward(self, x: Array, weight: Optional[Array], bias: Optional[Array],
+                           running_mean: Optional[Array], running_var: Optional[Array],
+                           training: bool, momentum: float, eps: float
+                           ) -> Tuple[Array, Array, Array]:
+        """torch.nn.functional.batch_norm on x of shape (N, C, *): statistics per channel
+        over the batch and spatial axes.
+
+        training=True: normalizes with the batch mean and biased variance (at least two
+        values per channel, else ValueError) and, when the running statistics are given,
+        updates them in place: running_mean = (1 - momentum) running_mean + momentum mean,
+        running_var = (1 - momentum) running_var + momentum * unbiased variance.
+        training=False: normalizes with the running statistics (required). Returns
+        (y, mean, rstd) of the statistics used, each (C,).
+        """
+
+    @abc.abstractmethod
+    def batch_norm_backward(self, x: Array, weight: Optional[Array], mean: Array, rstd: Array,
+                            gy: Array, training: bool
+                            ) -> Tuple[Array, Optional[Array], Optional[Array]]:
+        """training=True (batch statistics): the layer_norm_backward formula per channel
+        over (N, *). training=False (running statistics are constants): gx = gy * weight *
+        rstd. gweight = sum of gy * (x - mean) * rstd, gbias = sum of gy, per channel."""

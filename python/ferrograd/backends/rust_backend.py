@@ -19,6 +19,8 @@ if _missing:
 
 from .. import _core  # noqa: E402  (after the CPU check: the module needs AVX2 + FMA)
 from ._validate import check_linear, check_matmul, check_prelu_weight, check_targets
+from ._validate import (check_batch_norm, check_batch_norm_backward, check_eps,
+                        check_group_norm, check_layer_norm)
 from .numpy_backend import NumpyBackend
 
 
@@ -146,3 +148,36 @@ class RustBackend(NumpyBackend):
                   weight_decay, decoupled):
         _core.adam_step(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1),
                         float(beta2), float(eps), float(weight_decay), bool(decoupled))
+
+    # ------------------------------------------------------------ normalization
+    # rust_core/src/ops/norm.rs: rows in parallel (layer/group norm), channels then
+    # samples in parallel (batch norm); blocked two-pass statistics merged with Chan's
+    # formula. Arguments are checked here first so errors read like numpy's.
+    def layer_norm_forward(self, x, weight, bias, normalized_ndim, eps):
+        check_layer_norm(x, weight, bias, normalized_ndim)
+        check_eps(eps)
+        return _core.layer_norm_forward(x, weight, bias, int(normalized_ndim), float(eps))
+
+    def layer_norm_backward(self, x, weight, mean, rstd, gy, normalized_ndim):
+        check_layer_norm(x, weight, None, normalized_ndim)
+        return _core.layer_norm_backward(x, weight, mean, rstd, gy, int(normalized_ndim))
+
+    def group_norm_forward(self, x, weight, bias, num_groups, eps):
+        check_group_norm(x, weight, bias, num_groups)
+        check_eps(eps)
+        return _core.group_norm_forward(x, weight, bias, int(num_groups), float(eps))
+
+    def group_norm_backward(self, x, weight, mean, rstd, gy, num_groups):
+        check_group_norm(x, weight, None, num_groups)
+        return _core.group_norm_backward(x, weight, mean, rstd, gy, int(num_groups))
+
+    def batch_norm_forward(self, x, weight, bias, running_mean, running_var, training,
+                           momentum, eps):
+        check_batch_norm(x, weight, bias, running_mean, running_var, training)
+        check_eps(eps)
+        return _core.batch_norm_forward(x, weight, bias, running_mean, running_var,
+                                        bool(training), float(momentum), float(eps))
+
+    def batch_norm_backward(self, x, weight, mean, rstd, gy, training):
+        check_batch_norm_backward(x, weight, mean, rstd)
+        return _core.batch_norm_backward(x, weight, mean, rstd, gy, bool(training))

@@ -157,6 +157,75 @@ def _linear_case(n: int, fin: int, fout: int, backward: bool, impls, group: str)
                 tuple(impls), make, flops=flops, params={"n": n, "in": fin, "out": fout})
 
 
+# normalization row kind -> (ferrograd call, torch call); p = (weight, bias, running_mean, running_var)
+def _norm_calls(kind: str, shape):
+    if kind == "batch_norm2d":
+        return (lambda F, x, p: F.batch_norm(x, p[2], p[3], p[0], p[1], training=True),
+                lambda TF, x, p: TF.batch_norm(x, p[2], p[3], p[0], p[1], training=True))
+    if kind == "layer_norm":
+        return (lambda F, x, p: F.layer_norm(x, shape[-1:], p[0], p[1]),
+                lambda TF, x, p: TF.layer_norm(x, shape[-1:], p[0], p[1]))
+    return (lambda F, x, p: F.group_norm(x, 32, p[0], p[1]),
+            lambda TF, x, p: TF.group_norm(x, 32, p[0], p[1]))
+
+
+def _norm_case(kind: str, shape: Tuple[int, ...], backward: bool, impls, group: str) -> Case:
+    """BatchNorm2d (training: batch statistics, running statistics updated), LayerNorm over
+    the last axis, GroupNorm with 32 groups; affine parameters on every row."""
+    n = int(np.prod(shape))
+    c = shape[-1] if kind == "layer_norm" else shape[1]
+    fg_call, torch_call = _norm_calls(kind, shape)
+
+    def make(impl: str):
+        x_host = host_data(n, 0).reshape(shape)
+        g_host = host_data(n, 1).reshape(shape)
+        rng = np.random.default_rng(0)
+        w_host = rng.standard_normal(c, dtype=np.float32)
+        b_host = rng.standard_normal(c, dtype=np.float32)
+        if impl.startswith("torch"):
+            import torch
+            import torch.nn.functional as TF
+
+            dev = _torch_device(impl)
+            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
+            p = [torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (w_host, b_host)]
+            p += [torch.zeros(c, device=dev), torch.ones(c, device=dev)]
+            g = torch.from_numpy(g_host).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return torch_call(TF, x, p)
+            else:
+                def run():
+                    x.grad = p[0].grad = p[1].grad = None
+                    torch_call(TF, x, p).backward(g)
+                    return x.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.functional as F
+
+        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
+        p = [fg.tensor(a, backend=impl, requires_grad=backward) for a in (w_host, b_host)]
+        p += [fg.zeros(c, backend=impl), fg.ones(c, backend=impl)]
+        g = fg.tensor(g_host, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return fg_call(F, x, p)
+        else:
+            def run():
+                x.grad = p[0].grad = p[1].grad = None
+                fg_call(F, x, p).backward(g)
+                return x.grad
+        return run
+
+    # forward reads x and writes y; backward reads x and gy and writes gx
+    moved = 4.0 * n * (2 if not backward else 5)
+    dims = "x".join(str(d) for d in shape)
+    return Case(f"{kind} {dims} {'fwd+bwd' if backward else 'fwd'}", group, tuple(impls), make,
+                bytes_moved=moved, params={"shape": list(shape)})
+
+
 def default_suite(quick: bool = False) -> List[Case]:
     """The default rows: activations on 4M float32 elements and Linear 4096x1024 by
     1024x1024 on every implementation; on the GPU also activations on 256M elements
@@ -174,4 +243,19 @@ def default_suite(quick: bool = False) -> List[Case]:
     for act in ACTIVATIONS:
         for bwd in (False, True):
             cases.append(_activation_case(act, n_gpu, bwd, GPU_IMPLS, f"gpu activations {n_gpu >> 20}M"))
+    # normalization: CPU sizes on the CPU implementations, larger ones on the GPU
+    cpu_norm = {"batch_norm2d": (16, 64, 56, 56), "layer_norm": (4096, 1024),
+                "group_norm": (16, 64, 56, 56)}
+    gpu_norm = {"batch_norm2d": (32, 64, 112, 112), "layer_norm": (16384, 4096),
+                "group_norm": (32, 128, 56, 56)}
+    if quick:
+        cpu_norm = {"batch_norm2d": (8, 32, 28, 28), "layer_norm": (1024, 1024),
+                    "group_norm": (8, 64, 28, 28)}
+        gpu_norm = {"batch_norm2d": (16, 64, 56, 56), "layer_norm": (4096, 4096),
+                    "group_norm": (16, 64, 56, 56)}
+    for sizes, impls, group in ((cpu_norm, CPU_IMPLS, "normalization"),
+                                (gpu_norm, GPU_IMPLS, "gpu normalization")):
+        for kind, shape in sizes.items():
+            for bwd in (False, True):
+                cases.append(_norm_case(kind, shape, bwd, impls, group))
     return cases

@@ -81,9 +81,25 @@ class Module:
         else:
             setattr(self, name, param)
 
-    def register_buffer(self, name: str, tensor: Optional[Tensor]) -> None:
-        """A non-learnable tensor that is part of the state (e.g. running statistics)."""
+    def register_buffer(self, name: str, tensor: Optional[Tensor], persistent: bool = True) -> None:
+        """A non-learnable tensor that is part of the module's state (running statistics,
+        counters), as torch.nn.Module.register_buffer: it is moved by ``to(backend)``,
+        listed by ``buffers()``, and saved by ``state_dict`` unless ``persistent=False``.
+        Assigning a Tensor (or None) to the name later keeps it a buffer."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"name: expected a non-empty buffer name without '.', got {name!r}")
+        if tensor is not None and (not isinstance(tensor, Tensor) or isinstance(tensor, Parameter)):
+            raise TypeError(f"tensor: expected a Tensor (not a Parameter) or None for buffer "
+                            f"{name!r}, got {type(tensor).__name__}")
+        if name in self._parameters or name in self._modules or \
+                (name in self.__dict__ and name not in self._buffers):
+            raise KeyError(f"name: attribute {name!r} already exists and is not a buffer")
         self._buffers[name] = tensor
+        non_persistent = self.__dict__.setdefault("_non_persistent_buffers", set())
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
 
     def add_module(self, name: str, module: "Module") -> None:
         self._modules[name] = module
@@ -119,12 +135,21 @@ class Module:
                 if b is not None:
                     yield (f"{mod_name}.{name}" if mod_name else name), b
 
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
     # ------------------------------------------------------------------ state
+    @staticmethod
+    def _state_items(m):
+        """(name, tensor) of m's parameters, then its persistent buffers, as PyTorch orders them."""
+        skip = m.__dict__.get("_non_persistent_buffers", ())
+        return list(m._parameters.items()) + [(n, b) for n, b in m._buffers.items() if n not in skip]
+
     def state_dict(self) -> "OrderedDict[str, Tensor]":
-        """Parameters and buffers by PyTorch's dotted names, as detached tensors."""
+        """Parameters and persistent buffers by PyTorch's dotted names, as detached tensors."""
         out = OrderedDict()
         for mod_name, m in self.named_modules():
-            for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+            for name, t in self._state_items(m):
                 if t is not None:
                     out[f"{mod_name}.{name}" if mod_name else name] = t.detach()
         return out
@@ -142,10 +167,9 @@ class Module:
             raise KeyError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
         targets = {}
         for mod_name, m in self.named_modules():
-            for reg in (m._parameters, m._buffers):
-                for name, t in reg.items():
-                    if t is not None:
-                        targets[f"{mod_name}.{name}" if mod_name else name] = t
+            for name, t in self._state_items(m):
+                if t is not None:
+                    targets[f"{mod_name}.{name}" if mod_name else name] = t
         for key, value in state_dict.items():
             if key not in targets:
                 continue
@@ -153,7 +177,8 @@ class Module:
             arr = _host_array(value, key)
             if tuple(arr.shape) != t.shape:
                 raise ValueError(f"state_dict[{key!r}]: expected shape {t.shape}, got {tuple(arr.shape)}")
-            t.data = t.backend.from_numpy(np.require(arr, t.dtype, requirements="C"))
+            # a copy: buffers are updated in place and must not alias the caller's arrays
+            t.data = t.backend.from_numpy(np.array(arr, dtype=t.dtype, order="C", copy=True))
         return missing, unexpected
 
     # ------------------------------------------------------------ modes, moves

@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod map;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod softmax;

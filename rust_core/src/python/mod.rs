@@ -26,7 +26,7 @@ use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-type PyArr<'py> = PyResult<Bound<'py, PyAny>>;
+pub(super) type PyArr<'py> = PyResult<Bound<'py, PyAny>>;
 
 impl From<FerroError> for PyErr {
     fn from(e: FerroError) -> PyErr {
@@ -38,7 +38,7 @@ impl From<FerroError> for PyErr {
 }
 
 #[derive(Clone, Copy)]
-enum Dt {
+pub(super) enum Dt {
     F32,
     F64,
 }
@@ -51,7 +51,7 @@ fn describe(x: &Bound<'_, PyAny>) -> String {
 }
 
 /// The float dtype of `x` (the first operand decides the call's dtype).
-fn float_dtype(x: &Bound<'_, PyAny>, name: &str) -> PyResult<Dt> {
+pub(super) fn float_dtype(x: &Bound<'_, PyAny>, name: &str) -> PyResult<Dt> {
     let dt: Option<String> = x
         .getattr("dtype")
         .and_then(|d| d.getattr("name"))
@@ -68,7 +68,7 @@ fn float_dtype(x: &Bound<'_, PyAny>, name: &str) -> PyResult<Dt> {
 }
 
 /// `x` as a read-only array of T, or a TypeError naming the argument.
-fn arr<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+pub(super) fn arr<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     x.extract::<PyReadonlyArrayDyn<'py, T>>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{name}: expected a {} numpy array (the dtype of the first operand), got {}",
@@ -79,7 +79,7 @@ fn arr<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Py
 }
 
 /// The elements in row-major order: borrowed when C-contiguous, else copied once.
-fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+pub(super) fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
     // as_slice also accepts Fortran-ordered memory, so ask for C order explicitly
     match a.as_slice() {
         Ok(s) if a.is_c_contiguous() => Cow::Borrowed(s),
@@ -88,14 +88,14 @@ fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]>
 }
 
 /// A new numpy array of `shape` that takes ownership of `v` (no copy).
-fn out<'py, T: Element>(py: Python<'py>, v: Vec<T>, shape: &[usize]) -> PyArr<'py> {
+pub(super) fn out<'py, T: Element>(py: Python<'py>, v: Vec<T>, shape: &[usize]) -> PyArr<'py> {
     let a = ArrayD::from_shape_vec(IxDyn(shape), v)
         .map_err(|e| PyRuntimeError::new_err(format!("rust_core: output shape {shape:?}: {e}")))?;
     Ok(a.into_pyarray(py).into_any())
 }
 
 /// Run a kernel without the GIL, turning its error or panic into a Python exception.
-fn run<R: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
+pub(super) fn run<R: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
     match py.detach(move || catch_unwind(AssertUnwindSafe(f))) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.into()),
@@ -127,6 +127,8 @@ macro_rules! with_float {
         }
     };
 }
+
+mod norm;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -471,7 +473,7 @@ fn cross_entropy_backward<'py>(py: Python<'py>, logits: &Bound<'py, PyAny>, targ
 }
 
 /// A writable, C-contiguous array of T (optimizer state is updated in place).
-fn writable<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+pub(super) fn writable<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
     let a = x.extract::<PyReadwriteArrayDyn<'py, T>>().map_err(|e| {
         PyTypeError::new_err(format!("{name}: expected a writable {} numpy array, got {} ({e})", T::NAME, describe(x)))
     })?;
@@ -566,6 +568,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         cross_entropy_forward, cross_entropy_backward, sgd_step, adam_step,
         _debug_panic, num_threads,
     );
+    norm::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
