@@ -5,6 +5,7 @@ from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
 from .ops.layout import expand, flatten, permute, reshape, transpose
 from .ops.linear import linear, matmul
 from .ops.loss import cross_entropy, mse_loss
+from .ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .ops.reduce import mean, sum
 from .ops.softmax import log_softmax, softmax
 
@@ -14,4 +15,5 @@ __all__ = [
     "sum", "mean", "softmax", "log_softmax",
     "matmul", "linear", "reshape", "permute", "transpose", "flatten", "expand",
     "mse_loss", "cross_entropy",
+    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
 ]

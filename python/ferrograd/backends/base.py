@@ -260,3 +260,58 @@ class Backend(abc.ABC):
         m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
         param -= lr / (1 - b1^step) * m / (sqrt(v / (1 - b2^step)) + eps).
         """
+
+    # ------------------------------------------------------------------ pooling
+    # Inputs are (N, C, H, W) (the Python layer adds a batch axis to (C, H, W) inputs);
+    # kernel_size, stride, padding, dilation are ints or (h, w) pairs, stride None means
+    # kernel_size. Window and output-size rules are PyTorch's (ferrograd/backends/_pool.py
+    # states them): padding <= kernel_size // 2, ceil_mode windows start inside the input
+    # or the left padding, output at least 1x1, else ValueError.
+    @abc.abstractmethod
+    def max_pool2d_forward(self, x: Array, kernel_size, stride, padding, dilation,
+                           ceil_mode: bool, return_indices: bool) -> Tuple[Array, Optional[Array]]:
+        """``(y, indices)``: each window's max and, when ``return_indices``, its int64 flat
+        index ``h * W + w`` in its (n, c) plane (PyTorch's convention; else None).
+
+        Padding never wins; NaN propagates (an element is taken when it is the window's
+        first valid one, larger than the max so far, or NaN); ties keep the first element
+        in row-major order. A window without a valid element gives -inf and index -1.
+        """
+
+    @abc.abstractmethod
+    def max_pool2d_backward(self, gy: Array, indices: Array, input_shape: Shape, kernel_size,
+                            stride, padding, dilation, ceil_mode: bool) -> Array:
+        """gx of ``input_shape``: each gy added at the input element its max came from
+        (``indices``; overlapping windows accumulate, index -1 is skipped). The window
+        arguments let a backend gather instead of scatter."""
+
+    @abc.abstractmethod
+    def avg_pool2d_forward(self, x: Array, kernel_size, stride, padding, ceil_mode: bool,
+                           count_include_pad: bool, divisor_override: Optional[int]) -> Array:
+        """Window sums (padding counts as 0) divided by ``divisor_override`` when given, else
+        by the window clipped to the padded input (count_include_pad) or to the input."""
+
+    @abc.abstractmethod
+    def avg_pool2d_backward(self, gy: Array, input_shape: Shape, kernel_size, stride, padding,
+                            ceil_mode: bool, count_include_pad: bool,
+                            divisor_override: Optional[int]) -> Array:
+        """gx: each gy / divisor added to every input element of its window."""
+
+    @abc.abstractmethod
+    def adaptive_avg_pool2d_forward(self, x: Array, output_size) -> Array:
+        """Mean over PyTorch's adaptive windows: along an axis of length L pooled to O,
+        output o covers [floor(o L / O), ceil((o + 1) L / O)). ``output_size``: an int or
+        a pair, None keeping that axis' size; O may exceed L (windows then repeat)."""
+
+    @abc.abstractmethod
+    def adaptive_avg_pool2d_backward(self, gy: Array, input_shape: Shape) -> Array:
+        """gx: each gy / window size added to its window's elements."""
+
+    @abc.abstractmethod
+    def adaptive_max_pool2d_forward(self, x: Array, output_size,
+                                    return_indices: bool) -> Tuple[Array, Optional[Array]]:
+        """``(y, indices)`` over the adaptive windows, with max_pool2d's max and index rules."""
+
+    @abc.abstractmethod
+    def adaptive_max_pool2d_backward(self, gy: Array, indices: Array, input_shape: Shape) -> Array:
+        """gx: each gy added at its index (overlapping windows accumulate)."""

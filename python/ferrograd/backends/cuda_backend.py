@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import base
+from . import _pool, base
 from ._validate import (
     check_binary_op,
     check_gelu_approximate,
@@ -527,3 +527,135 @@ class CudaBackend(base.Backend):
                      np.float32(lr / bias1), np.float32(beta1), np.float32(beta2),
                      np.float32(eps), np.float32(1.0 / bias2), np.float32(decay_param),
                      np.float32(decay_grad))
+
+    # ------------------------------------------------------------------ pooling
+    # window tables from _pool (PyTorch's rules) go to the device once (cached by value);
+    # kernels in cuda/pool.cu. Small windows: a thread per output; large ones (global
+    # pooling): a warp per output. Backward gathers per input element (no atomics).
+    _WARP_WINDOW = 64  # window elements from which a warp per output pays off
+
+    def _pool_planes(self, shape):
+        n, c, h, w = (int(v) for v in shape)
+        if h * w >= 2 ** 31:
+            raise ValueError(f"input: the cuda pooling kernels take planes of fewer than 2^31 "
+                             f"elements, got H * W = {h * w}")
+        return n * c, h, w
+
+    def _pool_tab(self, rows, cols):
+        return self._meta(np.concatenate([rows.start, rows.count, rows.factor,
+                                          cols.start, cols.count, cols.factor]))
+
+    def _pool_inv(self, rows, cols):
+        (lh, hh), (lw, hw) = rows.inverse(), cols.inverse()
+        return self._meta(np.concatenate([lh, hh, lw, hw]))
+
+    @staticmethod
+    def _plane_grid(planes, per_plane, block=256):
+        return (max(1, min((per_plane + block - 1) // block, 4096)), max(1, min(planes, 65535)))
+
+    def _pool_forward(self, x, rows, cols, mode: str, with_indices: bool, divisor: int = 0):
+        _check_f32(x, "x")
+        planes, h, w = self._pool_planes(x.shape)
+        oh, ow = rows.out, cols.out
+        y = self.empty((x.shape[0], x.shape[1], oh, ow))
+        idx = self.empty(y.shape, _I64) if with_indices else None
+        if y.size == 0:
+            return y, idx
+        tab = self._pool_tab(rows, cols)
+        window = int(rows.count.max()) * int(cols.count.max())
+        geo = (np.int64(planes), np.int32(h), np.int32(w), np.int32(oh), np.int32(ow), self._ptr(tab))
+        if window >= self._WARP_WINDOW:  # a warp per output
+            warps = planes * oh * ow
+            grid = (max(1, min((warps * 32 + 255) // 256, self._max_blocks)), 1)
+            suffix = "_warp"
+        else:
+            grid = self._plane_grid(planes, oh * ow)
+            suffix = ""
+        if mode == "max":
+            self._fn("pool", "pool_max_forward" + suffix)(
+                self._ptr(y), self._ptr(idx), self._ptr(x), *geo, np.int32(rows.step),
+                np.int32(cols.step), block=(256, 1, 1), grid=grid)
+        else:
+            self._fn("pool", "pool_avg_forward" + suffix)(
+                self._ptr(y), self._ptr(x), *geo, np.int64(divisor), block=(256, 1, 1), grid=grid)
+        return y, idx
+
+    def _pool_max_backward(self, gy, indices, input_shape, rows, cols):
+        _check_f32(gy, "gy")
+        _pool.check_indices(indices, gy.shape)
+        shape = tuple(int(v) for v in input_shape)
+        _pool.check_grad_shape(gy, shape[:2] + (rows.out, cols.out))
+        planes, h, w = self._pool_planes(shape)
+        gx = self.empty(shape)
+        if gx.size == 0:
+            return gx
+        inv = self._pool_inv(rows, cols)
+        self._fn("pool", "pool_max_backward")(
+            self._ptr(gx), self._ptr(gy), self._ptr(indices), np.int64(planes), np.int32(h),
+            np.int32(w), np.int32(rows.out), np.int32(cols.out), self._ptr(inv),
+            block=(256, 1, 1), grid=self._plane_grid(planes, h * w))
+        return gx
+
+    def _pool_avg_backward(self, gy, input_shape, rows, cols, divisor: int):
+        _check_f32(gy, "gy")
+        shape = tuple(int(v) for v in input_shape)
+        _pool.check_grad_shape(gy, shape[:2] + (rows.out, cols.out))
+        planes, h, w = self._pool_planes(shape)
+        gx = self.empty(shape)
+        if gx.size == 0:
+            return gx
+        tab, inv = self._pool_tab(rows, cols), self._pool_inv(rows, cols)
+        self._fn("pool", "pool_avg_backward")(
+            self._ptr(gx), self._ptr(gy), np.int64(planes), np.int32(h), np.int32(w),
+            np.int32(rows.out), np.int32(cols.out), self._ptr(tab), self._ptr(inv),
+            np.int64(divisor), block=(256, 1, 1), grid=self._plane_grid(planes, h * w))
+        return gx
+
+    def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
+                           return_indices):
+        rows, cols = _pool.pool_axes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        return self._pool_forward(x, rows, cols, "max", bool(return_indices))
+
+    def max_pool2d_backward(self, gy, indices, input_shape, kernel_size, stride, padding,
+                            dilation, ceil_mode):
+        rows, cols = _pool.pool_axes(tuple(input_shape), kernel_size, stride, padding, dilation,
+                                     ceil_mode)
+        return self._pool_max_backward(gy, indices, input_shape, rows, cols)
+
+    def _avg_axes(self, shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                  divisor_override):
+        rows, cols = _pool.pool_axes(tuple(shape), kernel_size, stride, padding, 1, ceil_mode,
+                                     count_include_pad, kind="avg")
+        return rows, cols, _pool.check_divisor(divisor_override)
+
+    def avg_pool2d_forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override):
+        rows, cols, div = self._avg_axes(x.shape, kernel_size, stride, padding, ceil_mode,
+                                         count_include_pad, divisor_override)
+        return self._pool_forward(x, rows, cols, "avg", False, div)[0]
+
+    def avg_pool2d_backward(self, gy, input_shape, kernel_size, stride, padding, ceil_mode,
+                            count_include_pad, divisor_override):
+        rows, cols, div = self._avg_axes(input_shape, kernel_size, stride, padding, ceil_mode,
+                                         count_include_pad, divisor_override)
+        return self._pool_avg_backward(gy, input_shape, rows, cols, div)
+
+    def adaptive_avg_pool2d_forward(self, x, output_size):
+        rows, cols = _pool.adaptive_axes(x.shape, output_size)
+        return self._pool_forward(x, rows, cols, "avg", False)[0]
+
+    def adaptive_avg_pool2d_backward(self, gy, input_shape):
+        if len(gy.shape) != 4:
+            raise ValueError(f"gy: expected a 4-D array, got shape {tuple(gy.shape)}")
+        rows, cols = _pool.adaptive_axes(tuple(input_shape), tuple(gy.shape[2:]))
+        return self._pool_avg_backward(gy, input_shape, rows, cols, 0)
+
+    def adaptive_max_pool2d_forward(self, x, output_size, return_indices):
+        rows, cols = _pool.adaptive_axes(x.shape, output_size)
+        return self._pool_forward(x, rows, cols, "max", bool(return_indices))
+
+    def adaptive_max_pool2d_backward(self, gy, indices, input_shape):
+        if len(gy.shape) != 4:
+            raise ValueError(f"gy: expected a 4-D array, got shape {tuple(gy.shape)}")
+        rows, cols = _pool.adaptive_axes(tuple(input_shape), tuple(gy.shape[2:]))
+        return self._pool_max_backward(gy, indices, input_shape, rows, cols)

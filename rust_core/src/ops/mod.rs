@@ -6,5 +6,6 @@ pub mod linear;
 pub mod loss;
 pub mod map;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;

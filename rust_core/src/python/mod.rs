@@ -128,6 +128,9 @@ macro_rules! with_float {
     };
 }
 
+// the pooling and dropout families' bindings (they use the helpers above)
+mod pool;
+
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
     py: Python<'py>,
@@ -566,6 +569,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         cross_entropy_forward, cross_entropy_backward, sgd_step, adam_step,
         _debug_panic, num_threads,
     );
+    pool::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
