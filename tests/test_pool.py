@@ -209,10 +209,11 @@ def test_kernel_equal_to_input_is_global_pooling(backend):
                  kind="reduction")
 
 
+@pytest.mark.parametrize("side", [40, 48])
 @pytest.mark.parametrize("kind", ["avg", "max"])
-def test_large_windows_global_pooling(backend, kind):
-    # windows of 40x40 elements take the warp-per-output path on cuda
-    x = np.random.default_rng(1).standard_normal((2, 3, 40, 40)).astype(np.float32)
+def test_large_windows_global_pooling(backend, kind, side):
+    # 40x40 windows take the warp-per-output path on cuda, 48x48 the block-per-output one
+    x = np.random.default_rng(1).standard_normal((2, 3, side, side)).astype(np.float32)
     fn = getattr(F, f"adaptive_{kind}_pool2d")
     check_against_numpy(lambda t: fn(t, 1), [x], backend, kind="reduction")
     check_against_numpy(lambda t: fn(t, (2, 3)), [x], backend, kind="reduction")

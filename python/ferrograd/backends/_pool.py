@@ -18,8 +18,9 @@ its own, more literal way, and the tests compare the two.
 
 from __future__ import annotations
 
+import functools
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import numpy as np
@@ -66,15 +67,22 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Axis:
-    """Window table of one spatial axis (see the module docstring)."""
+    """Window table of one spatial axis (see the module docstring). Tables are cached
+    (one object per geometry) and read-only; backends may keep derived data in ``cache``
+    (hashing and equality are by identity)."""
 
     size: int
     start: np.ndarray   # int64, one per output position
     count: np.ndarray   # int64
     step: int
     factor: np.ndarray  # int64, average pools' divisor along this axis (unused by max)
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for a in (self.start, self.count, self.factor):
+            a.flags.writeable = False
 
     @property
     def out(self) -> int:
@@ -102,6 +110,13 @@ def pool_axes(shape, kernel_size, stride, padding, dilation, ceil_mode: bool,
     s = stride_pair(stride, kernel_size)
     p = pair(padding, "padding", 0)
     d = pair(dilation, "dilation", 1)
+    return _pool_axes(tuple(int(v) for v in shape[2:]), k, s, p, d, bool(ceil_mode),
+                      bool(count_include_pad), kind)
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_axes(hw, k, s, p, d, ceil_mode, count_include_pad, kind):
+    shape = (0, 0) + hw
     for i in range(2):
         if p[i] > k[i] // 2:
             raise ValueError(
@@ -156,7 +171,10 @@ def adaptive_axis(size: int, out: int) -> Axis:
 
 def adaptive_axes(shape, output_size) -> Tuple[Axis, Axis]:
     oh, ow = adaptive_output_size(shape, output_size)
-    return adaptive_axis(shape[2], oh), adaptive_axis(shape[3], ow)
+    return _adaptive_axis(int(shape[2]), oh), _adaptive_axis(int(shape[3]), ow)
+
+
+_adaptive_axis = functools.lru_cache(maxsize=256)(adaptive_axis)
 
 
 def check_divisor(divisor_override: Optional[int]) -> int:
@@ -184,4 +202,8 @@ def check_indices(indices, y_shape) -> None:
 
 def table(axis: Axis):
     """An Axis as the (start, count, step, factor) lists the Rust kernels take."""
-    return (axis.start.tolist(), axis.count.tolist(), int(axis.step), axis.factor.tolist())
+    t = axis.cache.get("table")
+    if t is None:
+        t = axis.cache["table"] = (axis.start.tolist(), axis.count.tolist(), int(axis.step),
+                                   axis.factor.tolist())
+    return t

@@ -533,6 +533,7 @@ class CudaBackend(base.Backend):
     # kernels in cuda/pool.cu. Small windows: a thread per output; large ones (global
     # pooling): a warp per output. Backward gathers per input element (no atomics).
     _WARP_WINDOW = 64  # window elements from which a warp per output pays off
+    _BLOCK_WINDOW = 2048  # and a block of 256 threads per output
 
     def _pool_planes(self, shape):
         n, c, h, w = (int(v) for v in shape)
@@ -541,13 +542,24 @@ class CudaBackend(base.Backend):
                              f"elements, got H * W = {h * w}")
         return n * c, h, w
 
+    def _pool_tables(self, rows, cols):
+        """(tab, inv) device arrays of a geometry; Axis objects are cached per geometry
+        and hash by identity, so this dict keeps one entry per geometry used."""
+        cache = self.__dict__.setdefault("_pool_cache", {})
+        hit = cache.get((rows, cols))
+        if hit is None:
+            tab = self._gpuarray.to_gpu(np.concatenate([rows.start, rows.count, rows.factor,
+                                                        cols.start, cols.count, cols.factor]))
+            (lh, hh), (lw, hw) = rows.inverse(), cols.inverse()
+            inv = self._gpuarray.to_gpu(np.concatenate([lh, hh, lw, hw]))
+            hit = cache[(rows, cols)] = (tab, inv, int(rows.count.max()) * int(cols.count.max()))
+        return hit
+
     def _pool_tab(self, rows, cols):
-        return self._meta(np.concatenate([rows.start, rows.count, rows.factor,
-                                          cols.start, cols.count, cols.factor]))
+        return self._pool_tables(rows, cols)[0]
 
     def _pool_inv(self, rows, cols):
-        (lh, hh), (lw, hw) = rows.inverse(), cols.inverse()
-        return self._meta(np.concatenate([lh, hh, lw, hw]))
+        return self._pool_tables(rows, cols)[1]
 
     @staticmethod
     def _plane_grid(planes, per_plane, block=256):
@@ -561,10 +573,12 @@ class CudaBackend(base.Backend):
         idx = self.empty(y.shape, _I64) if with_indices else None
         if y.size == 0:
             return y, idx
-        tab = self._pool_tab(rows, cols)
-        window = int(rows.count.max()) * int(cols.count.max())
+        tab, _, window = self._pool_tables(rows, cols)
         geo = (np.int64(planes), np.int32(h), np.int32(w), np.int32(oh), np.int32(ow), self._ptr(tab))
-        if window >= self._WARP_WINDOW:  # a warp per output
+        if window >= self._BLOCK_WINDOW:  # a block per output
+            grid = (max(1, min(planes * oh * ow, self._max_blocks * 4)), 1)
+            suffix = "_block"
+        elif window >= self._WARP_WINDOW:  # a warp per output
             warps = planes * oh * ow
             grid = (max(1, min((warps * 32 + 255) // 256, self._max_blocks)), 1)
             suffix = "_warp"

@@ -174,6 +174,78 @@ extern "C" __global__ void pool_avg_forward_warp(float* __restrict__ y, const fl
     }
 }
 
+// One block per output (very large windows, e.g. global pooling of big planes).
+extern "C" __global__ void pool_max_forward_block(float* __restrict__ y, long long* __restrict__ idx,
+                                                  const float* __restrict__ x, long long planes, int H,
+                                                  int W, int OH, int OW, const long long* __restrict__ tab,
+                                                  int step_h, int step_w) {
+    __shared__ float sm[32];
+    __shared__ int si[32];
+    PoolTab t = pool_tab(tab, OH, OW);
+    long long ohw = (long long)OH * OW, total = planes * ohw;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (long long o = blockIdx.x; o < total; o += gridDim.x) {
+        long long p = o / ohw;
+        int q = (int)(o - p * ohw), r = q / OW, c = q - r * OW;
+        int h0 = (int)t.sh[r], nh = (int)t.ch[r], w0 = (int)t.sw[c], nw = (int)t.cw[c];
+        const float* xp = x + p * (long long)H * W;
+        float m = FG_NEG_INF;
+        int mi = -1;
+        for (int e = threadIdx.x; e < nh * nw; e += blockDim.x) {
+            int i = e / nw, j = e - i * nw;
+            int hh = h0 + i * step_h, ww = w0 + j * step_w;
+            if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+            max_combine(m, mi, __ldg(xp + (long long)hh * W + ww), hh * W + ww);
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            float v = __shfl_xor_sync(0xffffffffu, m, off);
+            int vi = __shfl_xor_sync(0xffffffffu, mi, off);
+            max_combine(m, mi, v, vi);
+        }
+        __syncthreads();  // sm/si may still be read for the previous output
+        if (lane == 0) { sm[warp] = m; si[warp] = mi; }
+        __syncthreads();
+        if (warp == 0) {
+            m = lane < nwarps ? sm[lane] : FG_NEG_INF;
+            mi = lane < nwarps ? si[lane] : -1;
+            for (int off = 16; off > 0; off >>= 1) {
+                float v = __shfl_xor_sync(0xffffffffu, m, off);
+                int vi = __shfl_xor_sync(0xffffffffu, mi, off);
+                max_combine(m, mi, v, vi);
+            }
+            if (lane == 0) {
+                y[o] = m;
+                if (idx) idx[o] = mi;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void pool_avg_forward_block(float* __restrict__ y, const float* __restrict__ x,
+                                                  long long planes, int H, int W, int OH, int OW,
+                                                  const long long* __restrict__ tab, long long divisor) {
+    PoolTab t = pool_tab(tab, OH, OW);
+    long long ohw = (long long)OH * OW, total = planes * ohw;
+    for (long long o = blockIdx.x; o < total; o += gridDim.x) {
+        long long p = o / ohw;
+        int q = (int)(o - p * ohw), r = q / OW, c = q - r * OW;
+        int h0 = (int)t.sh[r], nh = (int)t.ch[r], w0 = (int)t.sw[c], nw = (int)t.cw[c];
+        const float* xp = x + p * (long long)H * W;
+        float s = 0.0f;
+        for (int e = threadIdx.x; e < nh * nw; e += blockDim.x) {
+            int i = e / nw, j = e - i * nw;
+            int hh = h0 + i, ww = w0 + j;
+            if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+            s += __ldg(xp + (long long)hh * W + ww);
+        }
+        s = fg_block_sum(s);
+        if (threadIdx.x == 0) {
+            float d = pool_divisor(t, r, c, divisor);
+            y[o] = d == 0.0f ? 0.0f : s / d;
+        }
+    }
+}
+
 // Backward, one thread per input element: gather the gradients of the outputs whose
 // windows cover it.
 extern "C" __global__ void pool_max_backward(float* __restrict__ gx, const float* __restrict__ gy,
