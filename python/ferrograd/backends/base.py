@@ -315,3 +315,36 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def adaptive_max_pool2d_backward(self, gy: Array, indices: Array, input_shape: Shape) -> Array:
         """gx: each gy added at its index (overlapping windows accumulate)."""
+
+    # ------------------------------------------------------------------ dropout
+    # One random stream on every backend: Philox4x32-10 (Random123; the generator curand
+    # uses) with key = (lo32(seed), hi32(seed)). Element i (C-order flat index) of a call
+    # with (seed, offset) takes word i % 4 of philox(ctr = (lo32(i // 4), hi32(i // 4),
+    # lo32(offset), hi32(offset)), key): a pure function of (seed, offset, i), so masks are
+    # identical bit for bit across backends, thread counts and launch configurations.
+    # Each random call takes a fresh offset from fg's generator (fg.manual_seed resets it).
+    # u = (word >> 8) * 2^-24 is uniform in [0, 1); an element is *dropped* when u < p,
+    # tested on integers: (word >> 8) < ceil(p * 2^24).
+    @abc.abstractmethod
+    def philox_words(self, seed: int, offset: int, first_block: int, n_blocks: int) -> Array:
+        """uint32 array (n_blocks, 4): the stream's blocks first_block, first_block + 1, ...
+        (block indices wrap modulo 2^64). For tests against Random123's known answers."""
+
+    @abc.abstractmethod
+    def dropout_forward(self, x: Array, p: float, seed: int, offset: int) -> Array:
+        """x * m, m = 1 / (1 - p) where kept and 0 where dropped (p = 1: all dropped, m = 0).
+        A product, as in PyTorch: NaN or inf in a dropped place gives NaN."""
+
+    @abc.abstractmethod
+    def dropout_backward(self, gy: Array, p: float, seed: int, offset: int) -> Array:
+        """gy * m with the forward's mask, regenerated from (seed, offset): no mask is
+        stored between forward and backward (it is cheaper to recompute than to read)."""
+
+    @abc.abstractmethod
+    def dropblock_mask(self, shape: Shape, dtype: Any, gamma: float, block_size: int,
+                       seed: int, offset: int) -> Array:
+        """DropBlock's multiplier for an (N, C, H, W) input: keep * numel / count(keep)
+        (all 0 when nothing is kept). A seed is element (n, c, i, j) with i <= H - b and
+        j <= W - b dropped with probability ``gamma`` by the stream; it drops the b x b
+        block whose top-left corner it is (torchvision's padded max-pool expansion);
+        1 <= b = block_size <= min(H, W)."""

@@ -25,7 +25,7 @@ from ._validate import (
     check_targets,
     check_unary_op,
 )
-from . import _pool
+from . import _dropout, _pool
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -528,3 +528,44 @@ class NumpyBackend(base.Backend):
             raise ValueError(f"gy: expected shape ({input_shape[0]}, {input_shape[1]}, OH, OW), "
                              f"got {tuple(gy.shape)}")
         return self._scatter_indices(gy, indices, tuple(input_shape))
+
+    # ------------------------------------------------------------------ dropout
+    def philox_words(self, seed, offset, first_block, n_blocks):
+        return _dropout.philox_words(seed, offset, first_block, n_blocks)
+
+    def _multiplier(self, x, p, seed, offset):
+        """m: 1 / (1 - p) where the stream keeps the element, 0 where it drops it."""
+        p = _dropout.check_p(p)
+        _dropout.check_stream(seed, offset)
+        words = _dropout.stream(int(np.prod(x.shape, dtype=np.int64)), seed, offset)
+        keep = (words >> np.uint32(8)) >= _dropout.threshold(p)
+        m = np.where(keep, x.dtype.type(_dropout.scale(p)), x.dtype.type(0))
+        return m.reshape(x.shape)
+
+    def dropout_forward(self, x, p, seed, offset):
+        check_float(x, "x")
+        return x * self._multiplier(x, p, seed, offset)
+
+    def dropout_backward(self, gy, p, seed, offset):
+        check_float(gy, "gy")
+        return gy * self._multiplier(gy, p, seed, offset)
+
+    def dropblock_mask(self, shape, dtype, gamma, block_size, seed, offset):
+        shape = tuple(int(v) for v in shape)
+        _dropout.check_block_shape(shape, block_size)
+        gamma = _dropout.check_p(min(float(gamma), 1.0), "gamma")
+        _dropout.check_stream(seed, offset)
+        dtype = np.dtype(dtype)
+        n, c, h, w = shape
+        b = int(block_size)
+        words = _dropout.stream(n * c * h * w, seed, offset).reshape(shape)
+        seeds = (words >> np.uint32(8)) < _dropout.threshold(gamma)
+        seeds[:, :, h - b + 1:, :] = False   # a seed's block must fit in the input
+        seeds[:, :, :, w - b + 1:] = False
+        dropped = np.zeros(shape, dtype=bool)  # OR over the b x b blocks ending here
+        for di in range(b):
+            for dj in range(b):
+                dropped[:, :, di:, dj:] |= seeds[:, :, :h - di, :w - dj]
+        kept = int((~dropped).sum())
+        s = dtype.type(n * c * h * w / kept) if kept else dtype.type(0)
+        return np.where(dropped, dtype.type(0), s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from . import _pool
+from . import _dropout, _pool
 from ._validate import check_linear, check_matmul, check_prelu_weight, check_targets
 from .numpy_backend import NumpyBackend
 
@@ -190,3 +190,23 @@ class RustBackend(NumpyBackend):
     def adaptive_max_pool2d_backward(self, gy, indices, input_shape):
         _pool.check_indices(indices, gy.shape)
         return _core.pool2d_max_backward(gy, indices, [int(v) for v in input_shape])
+
+    # ------------------------------------------------------------------ dropout
+    def philox_words(self, seed, offset, first_block, n_blocks):
+        _dropout.check_stream(seed, offset)
+        return _core.philox_words(int(seed), int(offset), int(first_block) % 2**64, int(n_blocks))
+
+    def dropout_forward(self, x, p, seed, offset):
+        _dropout.check_stream(seed, offset)
+        return _core.dropout_apply(x, _dropout.check_p(p), int(seed), int(offset))
+
+    def dropout_backward(self, gy, p, seed, offset):
+        _dropout.check_stream(seed, offset)
+        return _core.dropout_apply(gy, _dropout.check_p(p), int(seed), int(offset))
+
+    def dropblock_mask(self, shape, dtype, gamma, block_size, seed, offset):
+        shape = tuple(int(v) for v in shape)
+        _dropout.check_block_shape(shape, block_size)
+        _dropout.check_stream(seed, offset)
+        return _core.dropblock_mask(list(shape), np.dtype(dtype).name, min(float(gamma), 1.0),
+                                    int(block_size), int(seed), int(offset))

@@ -1,6 +1,7 @@
 """Layers: Module, Sequential, Linear, activations and losses with PyTorch's names."""
 
 from .activation import GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
+from .dropout import DropBlock2d, DropConnect, Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
@@ -11,4 +12,5 @@ __all__ = [
     "ReLU", "LeakyReLU", "PReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Swish", "Softmax", "LogSoftmax",
     "MSELoss", "CrossEntropyLoss",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "Dropout", "DropConnect", "DropBlock2d",
 ]

@@ -1,6 +1,7 @@
 //! Op families, one file each, named as in the kernel contract.
 
 pub mod activation;
+pub mod dropout;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;

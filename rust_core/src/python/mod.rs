@@ -129,6 +129,7 @@ macro_rules! with_float {
 }
 
 // the pooling and dropout families' bindings (they use the helpers above)
+mod dropout;
 mod pool;
 
 /// y = f(x), same shape.
@@ -570,6 +571,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         _debug_panic, num_threads,
     );
     pool::register(m)?;
+    dropout::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
