@@ -311,3 +311,20 @@ def test_kernels_validate_when_called_directly(backend):
     with pytest.raises(TypeError, match="indices"):
         be.adaptive_max_pool2d_backward(y, be.from_numpy(np.ones((1, 1, 2, 2), np.float32)),
                                         (1, 1, 4, 4))
+
+
+def test_2x2_stride_2_even_input(backend):
+    # the commonest layer (a dedicated fast path on cuda): ties, NaN, indices, divisors
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 3, size=(2, 3, 6, 8)).astype(np.float32)  # many ties
+    x[0, 0, 2, 3] = np.nan
+    y, i = F.max_pool2d(fg.tensor(x, backend=backend), 2, return_indices=True)
+    y0, i0 = F.max_pool2d(fg.tensor(x), 2, return_indices=True)
+    assert_close(y.numpy(), y0.numpy())
+    assert np.array_equal(i.numpy(), i0.numpy())
+    x[0, 0, 2, 3] = 1.5
+    check_against_numpy(lambda t: F.max_pool2d(t, 2), [x + rng.random(x.shape).astype(np.float32)],
+                        backend)
+    for kw in ({}, {"divisor_override": 3}, {"count_include_pad": False}):
+        check_against_numpy(lambda t: F.avg_pool2d(t, 2, **kw), [x], backend, kind="reduction")
+    check_against_numpy(lambda t: F.adaptive_avg_pool2d(t, (3, 4)), [x], backend, kind="reduction")

@@ -28,6 +28,12 @@ import numpy as np
 
 def pair(value, name: str, minimum: int) -> Tuple[int, int]:
     """An int or a pair of ints as (h, w), each >= minimum; TypeError/ValueError otherwise."""
+    # fast paths first: this runs on every pooling call (ABC isinstance checks are slow)
+    if type(value) is int and value >= minimum:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and value[0] >= minimum and value[1] >= minimum:
+        return value
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
             value = (value[0], value[0])

@@ -552,14 +552,41 @@ class CudaBackend(base.Backend):
                                                         cols.start, cols.count, cols.factor]))
             (lh, hh), (lw, hw) = rows.inverse(), cols.inverse()
             inv = self._gpuarray.to_gpu(np.concatenate([lh, hh, lw, hw]))
-            hit = cache[(rows, cols)] = (tab, inv, int(rows.count.max()) * int(cols.count.max()))
+            hit = cache[(rows, cols)] = (tab, inv, int(rows.count.max()) * int(cols.count.max()),
+                                         self._is_2x2(rows) and self._is_2x2(cols)
+                                         and cols.size % 2 == 0)
         return hit
 
-    def _pool_tab(self, rows, cols):
-        return self._pool_tables(rows, cols)[0]
+    @staticmethod
+    def _is_2x2(axis):
+        """2-wide windows, stride 2, no padding, covering an even axis exactly (the
+        pool2x2 kernels' case)."""
+        return (axis.step == 1 and axis.size == 2 * axis.out and bool(np.all(axis.count == 2))
+                and np.array_equal(axis.start, 2 * np.arange(axis.out)))
 
-    def _pool_inv(self, rows, cols):
-        return self._pool_tables(rows, cols)[1]
+    def _prepared(self, family: str, name: str, types: str):
+        """A kernel with its argument types declared once (PyCUDA's prepared_call packs
+        arguments faster than a plain call)."""
+        key = (family, name, types)
+        f = self._functions.get(key)
+        if f is None:
+            f = self._fn(family, name)
+            f.prepare(types)
+            self._functions[key] = f
+        return f
+
+    def _pool2x2_forward(self, y, idx, x, n_out, h, w, mode, divisor):
+        grid = (max(1, min((n_out + 255) // 256, self._max_blocks)), 1)
+        self._prepared("pool", "pool2x2_forward", "PPPqiiiif").prepared_call(
+            grid, (256, 1, 1), self._ptr(y), self._ptr(idx), self._ptr(x), n_out, w, h // 2,
+            w // 2, 0 if mode == "max" else 1, float(divisor or 4))
+
+    def _pool2x2_backward(self, gx, gy, idx, h, w, mode, divisor):
+        n_out = gy.size
+        grid = (max(1, min((n_out + 255) // 256, self._max_blocks)), 1)
+        self._prepared("pool", "pool2x2_backward", "PPPqiiiif").prepared_call(
+            grid, (256, 1, 1), self._ptr(gx), self._ptr(gy), self._ptr(idx), n_out, w, h // 2,
+            w // 2, 0 if mode == "max" else 1, float(divisor or 4))
 
     @staticmethod
     def _plane_grid(planes, per_plane, block=256):
@@ -573,7 +600,10 @@ class CudaBackend(base.Backend):
         idx = self.empty(y.shape, _I64) if with_indices else None
         if y.size == 0:
             return y, idx
-        tab, _, window = self._pool_tables(rows, cols)
+        tab, _, window, fast = self._pool_tables(rows, cols)
+        if fast:
+            self._pool2x2_forward(y, idx, x, y.size, h, w, mode, divisor)
+            return y, idx
         geo = (np.int64(planes), np.int32(h), np.int32(w), np.int32(oh), np.int32(ow), self._ptr(tab))
         if window >= self._BLOCK_WINDOW:  # a block per output
             grid = (max(1, min(planes * oh * ow, self._max_blocks * 4)), 1)
@@ -603,7 +633,10 @@ class CudaBackend(base.Backend):
         gx = self.empty(shape)
         if gx.size == 0:
             return gx
-        inv = self._pool_inv(rows, cols)
+        _, inv, _, fast = self._pool_tables(rows, cols)
+        if fast:
+            self._pool2x2_backward(gx, gy, indices, h, w, "max", 0)
+            return gx
         self._fn("pool", "pool_max_backward")(
             self._ptr(gx), self._ptr(gy), self._ptr(indices), np.int64(planes), np.int32(h),
             np.int32(w), np.int32(rows.out), np.int32(cols.out), self._ptr(inv),
@@ -618,7 +651,10 @@ class CudaBackend(base.Backend):
         gx = self.empty(shape)
         if gx.size == 0:
             return gx
-        tab, inv = self._pool_tab(rows, cols), self._pool_inv(rows, cols)
+        tab, inv, _, fast = self._pool_tables(rows, cols)
+        if fast:
+            self._pool2x2_backward(gx, gy, None, h, w, "avg", divisor)
+            return gx
         self._fn("pool", "pool_avg_backward")(
             self._ptr(gx), self._ptr(gy), np.int64(planes), np.int32(h), np.int32(w),
             np.int32(rows.out), np.int32(cols.out), self._ptr(tab), self._ptr(inv),

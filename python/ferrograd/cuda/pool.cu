@@ -246,6 +246,85 @@ extern "C" __global__ void pool_avg_forward_block(float* __restrict__ y, const f
     }
 }
 
+// Fast path for the commonest layer, 2x2 windows with stride 2 and no padding over even
+// H and W (every input in exactly one window): a thread per output, float2 loads of the
+// window's two rows (W even keeps them 8-byte aligned). Same rules and summation order
+// as the generic kernels. mode 0: max (indices when idx is not null), 1: average.
+template <typename I>
+__device__ __forceinline__ void pool2x2_forward_impl(float* __restrict__ y, long long* __restrict__ idx,
+                                                     const float* __restrict__ x, I n_out, I W, I OH,
+                                                     I OW, int mode, float divisor) {
+    for (I o = (I)blockIdx.x * blockDim.x + threadIdx.x; o < n_out; o += (I)gridDim.x * blockDim.x) {
+        I q = o / OW, c = o - q * OW;  // q = plane * OH + r; the window's top row is 2q
+        I top = 2 * q * W + 2 * c;
+        float2 a = __ldg(reinterpret_cast<const float2*>(x + top));
+        float2 b = __ldg(reinterpret_cast<const float2*>(x + top + W));
+        if (mode == 0) {
+            float m = a.x;
+            int k = 0;
+            if (a.y > m || a.y != a.y) { m = a.y; k = 1; }
+            if (b.x > m || b.x != b.x) { m = b.x; k = 2; }
+            if (b.y > m || b.y != b.y) { m = b.y; k = 3; }
+            y[o] = m;
+            if (idx) {
+                I r = q % OH;
+                idx[o] = (long long)(2 * r + (k >> 1)) * (long long)W + 2 * c + (k & 1);
+            }
+        } else {
+            float s = a.x;
+            s += a.y;
+            s += b.x;
+            s += b.y;
+            y[o] = s / divisor;
+        }
+    }
+}
+
+extern "C" __global__ void pool2x2_forward(float* __restrict__ y, long long* __restrict__ idx,
+                                           const float* __restrict__ x, long long n_out, int W, int OH,
+                                           int OW, int mode, float divisor) {
+    if (4 * n_out < 2147483647LL)
+        pool2x2_forward_impl<unsigned int>(y, idx, x, (unsigned int)n_out, W, OH, OW, mode, divisor);
+    else
+        pool2x2_forward_impl<long long>(y, idx, x, n_out, W, OH, OW, mode, divisor);
+}
+
+// Backward of the fast path: a thread per output writes its 2x2 block of gx (float2
+// stores): max routes gy to the recorded index, average spreads gy / divisor.
+template <typename I>
+__device__ __forceinline__ void pool2x2_backward_impl(float* __restrict__ gx, const float* __restrict__ gy,
+                                                      const long long* __restrict__ idx, I n_out, I W,
+                                                      I OH, I OW, int mode, float divisor) {
+    for (I o = (I)blockIdx.x * blockDim.x + threadIdx.x; o < n_out; o += (I)gridDim.x * blockDim.x) {
+        I q = o / OW, c = o - q * OW;
+        I top = 2 * q * W + 2 * c;
+        float g = __ldg(gy + o);
+        float2 a, b;
+        if (mode == 0) {
+            I r = q % OH;
+            long long k = __ldg(idx + o) - ((long long)(2 * r) * (long long)W + 2 * c);
+            // k is 0, 1, W or W + 1 for an index inside the window
+            a = make_float2(k == 0 ? g : 0.0f, k == 1 ? g : 0.0f);
+            b = make_float2(k == (long long)W ? g : 0.0f, k == (long long)W + 1 ? g : 0.0f);
+        } else {
+            float v = g / divisor;
+            a = make_float2(v, v);
+            b = a;
+        }
+        reinterpret_cast<float2*>(gx + top)[0] = a;
+        reinterpret_cast<float2*>(gx + top + W)[0] = b;
+    }
+}
+
+extern "C" __global__ void pool2x2_backward(float* __restrict__ gx, const float* __restrict__ gy,
+                                            const long long* __restrict__ idx, long long n_out, int W,
+                                            int OH, int OW, int mode, float divisor) {
+    if (4 * n_out < 2147483647LL)
+        pool2x2_backward_impl<unsigned int>(gx, gy, idx, (unsigned int)n_out, W, OH, OW, mode, divisor);
+    else
+        pool2x2_backward_impl<long long>(gx, gy, idx, n_out, W, OH, OW, mode, divisor);
+}
+
 // Backward, one thread per input element: gather the gradients of the outputs whose
 // windows cover it.
 extern "C" __global__ void pool_max_backward(float* __restrict__ gx, const float* __restrict__ gy,

@@ -59,6 +59,15 @@ impl Axis {
         Ok(())
     }
 
+    /// Windows of two adjacent positions with stride 2 and no padding (the commonest
+    /// layer): output o reads 2o and 2o + 1, both inside the input.
+    fn is_pairs(&self) -> bool {
+        self.step == 1
+            && 2 * self.out() <= self.size
+            && self.start.iter().enumerate().all(|(o, &s)| s == 2 * o as i64)
+            && self.count.iter().all(|&c| c == 2)
+    }
+
     /// For each output: the valid input positions of its window, in order, flattened
     /// (`pos[off[o]..off[o + 1]]`).
     fn valid(&self) -> (Vec<usize>, Vec<usize>) {
@@ -108,7 +117,35 @@ pub fn max_pool_forward<T: Real>(
     let (rp, ro) = rows.valid();
     let (cp, co) = cols.valid();
     let neg_inf = T::c(f64::NEG_INFINITY);
+    let pairs = rows.is_pairs() && cols.is_pairs();
     let plane = |xp: &[T], yp: &mut [T], mut ip: Option<&mut [i64]>| {
+        if pairs {
+            // 2x2, stride 2: the same rule (first element, then larger or NaN), branch-free
+            for r in 0..oh {
+                let (r0, r1) = (&xp[2 * r * w..2 * r * w + w], &xp[(2 * r + 1) * w..(2 * r + 2) * w]);
+                let yr = &mut yp[r * ow..(r + 1) * ow];
+                let mut ir = ip.as_deref_mut().map(|i| &mut i[r * ow..(r + 1) * ow]);
+                for c in 0..ow {
+                    let (a, b, d, e) = (r0[2 * c], r0[2 * c + 1], r1[2 * c], r1[2 * c + 1]);
+                    let mut m = a;
+                    let mut k = 0usize;
+                    let t = b > m || b.is_nan_();
+                    m = if t { b } else { m };
+                    k = if t { 1 } else { k };
+                    let t = d > m || d.is_nan_();
+                    m = if t { d } else { m };
+                    k = if t { w } else { k };
+                    let t = e > m || e.is_nan_();
+                    m = if t { e } else { m };
+                    k = if t { w + 1 } else { k };
+                    yr[c] = m;
+                    if let Some(ir) = ir.as_deref_mut() {
+                        ir[c] = (2 * r * w + 2 * c + k) as i64;
+                    }
+                }
+            }
+            return;
+        }
         for r in 0..oh {
             let rpos = &rp[ro[r]..ro[r + 1]];
             for c in 0..ow {
@@ -212,7 +249,20 @@ pub fn avg_pool_forward<T: Real>(
     }
     let (rp, ro) = rows.valid();
     let (cp, co) = cols.valid();
+    let pairs = rows.is_pairs() && cols.is_pairs();
     y.par_chunks_mut(plane_out).zip(x.par_chunks((h * w).max(1))).for_each(|(yp, xp)| {
+        if pairs {
+            // 2x2, stride 2, no padding: summed in the generic order (row-major)
+            for r in 0..oh {
+                let (r0, r1) = (&xp[2 * r * w..2 * r * w + w], &xp[(2 * r + 1) * w..(2 * r + 2) * w]);
+                for c in 0..ow {
+                    let s = r0[2 * c] + r0[2 * c + 1] + r1[2 * c] + r1[2 * c + 1];
+                    let d = divisor_of(rows, cols, r, c, divisor);
+                    yp[r * ow + c] = if d == 0 { T::ZERO } else { s / T::c(d as f64) };
+                }
+            }
+            return;
+        }
         for r in 0..oh {
             let rpos = &rp[ro[r]..ro[r + 1]];
             for c in 0..ow {
@@ -326,6 +376,35 @@ mod tests {
     }
 
     #[test]
+    fn the_2x2_fast_path_agrees_with_the_generic_loop() {
+        // an odd 5x7 plane: the 2x2 windows skip the last row and column
+        let x: Vec<f32> = (0..2 * 35).map(|v| ((v * 37) % 11) as f32 - 5.0).collect();
+        let (r, c) = (pool_axis(5, 2, 2, 0, 1, 2), pool_axis(7, 2, 2, 0, 1, 3));
+        // the same windows, written so that the fast path does not apply (step 2, count 1
+        // would differ): compare with windows given as 2 explicit counts of 1-step tables
+        let mut r_slow = r.clone();
+        r_slow.start.push(100); // an extra output beyond the input: not "pairs" any more
+        r_slow.count.push(2);
+        r_slow.factor.push(2);
+        let (yf, i_f) = max_pool_forward(&x, 2, &r, &c, true).unwrap();
+        let (ys, is) = max_pool_forward(&x, 2, &r_slow, &c, true).unwrap();
+        let (i_f, is) = (i_f.unwrap(), is.unwrap());
+        for p in 0..2 {
+            for o in 0..6 {
+                assert_eq!(yf[p * 6 + o], ys[p * 9 + o]);
+                assert_eq!(i_f[p * 6 + o], is[p * 9 + o]);
+            }
+        }
+        let af = avg_pool_forward(&x, 2, &r, &c, 0).unwrap();
+        let as_ = avg_pool_forward(&x, 2, &r_slow, &c, 0).unwrap();
+        for p in 0..2 {
+            for o in 0..6 {
+                assert_eq!(af[p * 6 + o], as_[p * 9 + o]);
+            }
+        }
+    }
+
+    #[test]
     fn inconsistent_tables_are_errors_not_panics() {
         let mut a = pool_axis(4, 2, 2, 0, 1, 2);
         a.count.pop();
@@ -337,5 +416,33 @@ mod tests {
         let (y, idx) = max_pool_forward(&[0.0f32; 16], 1, &c, &c, true).unwrap();
         assert!(y.iter().all(|v| *v == f32::NEG_INFINITY));
         assert!(idx.unwrap().iter().all(|&i| i == -1));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_pool_kernels() {
+        let (planes, h, w) = (1024usize, 112usize, 112usize);
+        let x: Vec<f32> = (0..planes * h * w).map(|v| ((v * 7919) % 1000) as f32).collect();
+        let ax = |n: usize| Axis { size: n, start: (0..n as i64 / 2).map(|o| 2 * o).collect(), count: vec![2; n / 2], step: 1, factor: vec![2; n / 2] };
+        let (r, c) = (ax(h), ax(w));
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let (y, idx) = max_pool_forward(&x, planes, &r, &c, true).unwrap();
+            let t1 = t.elapsed();
+            let t = std::time::Instant::now();
+            let gx = max_pool_backward(&y, idx.as_ref().unwrap(), planes, 56 * 56, h * w).unwrap();
+            let t2 = t.elapsed();
+            let t = std::time::Instant::now();
+            let ga = avg_pool_backward(&y, planes, &r, &c, 0).unwrap();
+            let t3 = t.elapsed();
+            let t = std::time::Instant::now();
+            let z = vec![0.0f32; planes * h * w];
+            let t4 = t.elapsed();
+            println!("fwd+idx {t1:?} bwd {t2:?} avg bwd {t3:?} zeros {t4:?} {} {} {}", gx[0], ga[0], z[5]);
+        }
     }
 }
