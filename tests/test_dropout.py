@@ -162,6 +162,19 @@ def test_dropconnect_train_and_eval(backend):
     assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
 
 
+def test_dropconnect_gradcheck(cpu_backend):
+    rng = np.random.default_rng(3)
+    x = fg.tensor(rng.standard_normal((4, 5)), backend=cpu_backend, requires_grad=True)
+    w = fg.tensor(rng.standard_normal((3, 5)), backend=cpu_backend, requires_grad=True)
+    b = fg.tensor(rng.standard_normal(3), backend=cpu_backend, requires_grad=True)
+
+    def fn(x_, w_, b_):
+        fg.manual_seed(8)  # DropConnect's forward: linear with dropped weights
+        return F.linear(x_, F.dropout(w_, 0.4), b_)
+
+    assert fg.gradcheck(fn, [x, w, b])
+
+
 def test_dropconnect_same_on_every_backend(backend):
     x = np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)
 

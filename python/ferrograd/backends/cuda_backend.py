@@ -616,12 +616,12 @@ class CudaBackend(base.Backend):
             grid = self._plane_grid(planes, oh * ow)
             suffix = ""
         if mode == "max":
-            self._fn("pool", "pool_max_forward" + suffix)(
-                self._ptr(y), self._ptr(idx), self._ptr(x), *geo, np.int32(rows.step),
-                np.int32(cols.step), block=(256, 1, 1), grid=grid)
+            self._prepared("pool", "pool_max_forward" + suffix, "PPPqiiiiPii").prepared_call(
+                grid, (256, 1, 1), self._ptr(y), self._ptr(idx), self._ptr(x), *geo,
+                np.int32(rows.step), np.int32(cols.step))
         else:
-            self._fn("pool", "pool_avg_forward" + suffix)(
-                self._ptr(y), self._ptr(x), *geo, np.int64(divisor), block=(256, 1, 1), grid=grid)
+            self._prepared("pool", "pool_avg_forward" + suffix, "PPqiiiiPq").prepared_call(
+                grid, (256, 1, 1), self._ptr(y), self._ptr(x), *geo, np.int64(divisor))
         return y, idx
 
     def _pool_max_backward(self, gy, indices, input_shape, rows, cols):
@@ -637,10 +637,10 @@ class CudaBackend(base.Backend):
         if fast:
             self._pool2x2_backward(gx, gy, indices, h, w, "max", 0)
             return gx
-        self._fn("pool", "pool_max_backward")(
-            self._ptr(gx), self._ptr(gy), self._ptr(indices), np.int64(planes), np.int32(h),
-            np.int32(w), np.int32(rows.out), np.int32(cols.out), self._ptr(inv),
-            block=(256, 1, 1), grid=self._plane_grid(planes, h * w))
+        self._prepared("pool", "pool_max_backward", "PPPqiiiiP").prepared_call(
+            self._plane_grid(planes, h * w), (256, 1, 1), self._ptr(gx), self._ptr(gy),
+            self._ptr(indices), np.int64(planes), np.int32(h), np.int32(w),
+            np.int32(rows.out), np.int32(cols.out), self._ptr(inv))
         return gx
 
     def _pool_avg_backward(self, gy, input_shape, rows, cols, divisor: int):
@@ -655,10 +655,10 @@ class CudaBackend(base.Backend):
         if fast:
             self._pool2x2_backward(gx, gy, None, h, w, "avg", divisor)
             return gx
-        self._fn("pool", "pool_avg_backward")(
-            self._ptr(gx), self._ptr(gy), np.int64(planes), np.int32(h), np.int32(w),
-            np.int32(rows.out), np.int32(cols.out), self._ptr(tab), self._ptr(inv),
-            np.int64(divisor), block=(256, 1, 1), grid=self._plane_grid(planes, h * w))
+        self._prepared("pool", "pool_avg_backward", "PPqiiiiPPq").prepared_call(
+            self._plane_grid(planes, h * w), (256, 1, 1), self._ptr(gx), self._ptr(gy),
+            np.int64(planes), np.int32(h), np.int32(w), np.int32(rows.out),
+            np.int32(cols.out), self._ptr(tab), self._ptr(inv), np.int64(divisor))
         return gx
 
     def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -730,9 +730,12 @@ class CudaBackend(base.Backend):
         p = _dropout.check_p(p)
         k0, k1, o0, o1 = self._stream_args(seed, offset)
         y = self.empty(x.shape)
-        self._launch("dropout", "dropout_apply", x.size, self._ptr(y), self._ptr(x), np.int64(x.size),
-                     k0, k1, o0, o1, np.uint32(_dropout.threshold(p)),
-                     np.float32(_dropout.scale(p)), per_thread=4)
+        if x.size:
+            blocks = (x.size + 3) // 4
+            grid = (max(1, min((blocks + 255) // 256, self._max_blocks)), 1)
+            self._prepared("dropout", "dropout_apply", "PPqIIIIIf").prepared_call(
+                grid, (256, 1, 1), self._ptr(y), self._ptr(x), np.int64(x.size), k0, k1, o0, o1,
+                np.uint32(_dropout.threshold(p)), np.float32(_dropout.scale(p)))
         return y
 
     def dropout_forward(self, x, p, seed, offset):
