@@ -661,22 +661,41 @@ class CudaBackend(base.Backend):
             np.int32(cols.out), self._ptr(tab), self._ptr(inv), np.int64(divisor))
         return gx
 
+    def _axes(self, kind, shape, *args):
+        """pool_axes / the avg variant, memoised on the raw arguments (one dict lookup on
+        the hot path; unhashable arguments such as lists just skip the memo)."""
+        plans = self.__dict__.setdefault("_pool_plans", {})
+        key = (kind, tuple(shape)) + args
+        try:
+            hit = plans.get(key)
+        except TypeError:
+            key, hit = None, None
+        if hit is None:
+            if kind == "max":
+                hit = _pool.pool_axes(tuple(shape), *args)
+            else:
+                k, s, p, ceil, cip, div = args
+                rows, cols = _pool.pool_axes(tuple(shape), k, s, p, 1, ceil, cip, kind="avg")
+                hit = rows, cols, _pool.check_divisor(div)
+            if key is not None and len(plans) < 4096:
+                plans[key] = hit
+        return hit
+
     def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
                            return_indices):
-        rows, cols = _pool.pool_axes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        rows, cols = self._axes("max", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         return self._pool_forward(x, rows, cols, "max", bool(return_indices))
 
     def max_pool2d_backward(self, gy, indices, input_shape, kernel_size, stride, padding,
                             dilation, ceil_mode):
-        rows, cols = _pool.pool_axes(tuple(input_shape), kernel_size, stride, padding, dilation,
-                                     ceil_mode)
+        rows, cols = self._axes("max", input_shape, kernel_size, stride, padding, dilation,
+                                ceil_mode)
         return self._pool_max_backward(gy, indices, input_shape, rows, cols)
 
     def _avg_axes(self, shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
                   divisor_override):
-        rows, cols = _pool.pool_axes(tuple(shape), kernel_size, stride, padding, 1, ceil_mode,
-                                     count_include_pad, kind="avg")
-        return rows, cols, _pool.check_divisor(divisor_override)
+        return self._axes("avg", shape, kernel_size, stride, padding, ceil_mode,
+                          count_include_pad, divisor_override)
 
     def avg_pool2d_forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                            divisor_override):

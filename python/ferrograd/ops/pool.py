@@ -88,9 +88,27 @@ def _indices_tensor(idx, x, squeeze):
     return _unbatch(t, squeeze)
 
 
+_GEOMETRY = {}  # (shape, arguments) -> checked (h, w) pairs: a dict lookup per call
+
+
 def _pool_geometry(x4, kernel_size, stride, padding, dilation, ceil_mode, kind,
                    count_include_pad=True):
     """Checks the arguments (PyTorch's rules) and returns them as (h, w) pairs."""
+    key = (x4.shape, kernel_size, stride, padding, dilation, ceil_mode, kind, count_include_pad)
+    try:
+        hit = _GEOMETRY.get(key)
+    except TypeError:  # lists among the arguments: not cached
+        key, hit = None, None
+    if hit is None:
+        hit = _check_geometry(x4, kernel_size, stride, padding, dilation, ceil_mode, kind,
+                              count_include_pad)
+        if key is not None and len(_GEOMETRY) < 4096:
+            _GEOMETRY[key] = hit
+    return hit
+
+
+def _check_geometry(x4, kernel_size, stride, padding, dilation, ceil_mode, kind,
+                    count_include_pad):
     k = _pool.pair(kernel_size, "kernel_size", 1)
     s = _pool.stride_pair(stride, k)
     p = _pool.pair(padding, "padding", 0)
