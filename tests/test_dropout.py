@@ -266,3 +266,15 @@ def test_bad_arguments(backend):
         be.dropout_forward(be.from_numpy(np.ones(3, np.float32)), 0.5, -1, 0)
     with pytest.raises(ValueError, match="seed"):
         fg.manual_seed(-3)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (0, 3)])
+def test_empty_and_zero_d(backend, shape):
+    x = fg.tensor(np.full(shape, 2.0, np.float32), backend=backend, requires_grad=True)
+    fg.manual_seed(0)
+    y = F.dropout(x, 0.5)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    if shape == ():
+        assert y.item() in (0.0, 4.0)

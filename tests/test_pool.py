@@ -328,3 +328,15 @@ def test_2x2_stride_2_even_input(backend):
     for kw in ({}, {"divisor_override": 3}, {"count_include_pad": False}):
         check_against_numpy(lambda t: F.avg_pool2d(t, 2, **kw), [x], backend, kind="reduction")
     check_against_numpy(lambda t: F.adaptive_avg_pool2d(t, (3, 4)), [x], backend, kind="reduction")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4, 4)])
+def test_empty_batch_or_channels(backend, shape):
+    fns = [lambda t: F.max_pool2d(t, 2), lambda t: F.avg_pool2d(t, 2, padding=1),
+           lambda t: F.adaptive_avg_pool2d(t, 3), lambda t: F.adaptive_max_pool2d(t, 3)]
+    for fn in fns:
+        x = fg.tensor(np.ones(shape, np.float32), backend=backend, requires_grad=True)
+        y = fn(x)
+        assert y.shape[:2] == shape[:2] and y.size == 0
+        y.sum().backward()
+        assert x.grad.shape == shape

@@ -407,8 +407,9 @@ class NumpyBackend(base.Backend):
         _pool.check_indices(indices, gy.shape)
         planes = n * c
         gx = np.zeros((planes, h * w), dtype=gy.dtype)
-        g = gy.reshape(planes, -1)
-        ind = indices.reshape(planes, -1)
+        per_plane = int(np.prod(gy.shape[2:], dtype=np.int64))
+        g = gy.reshape(planes, per_plane)  # explicit: -1 is ambiguous for empty batches
+        ind = indices.reshape(planes, per_plane)
         if ind.size and ind.max() >= h * w:
             raise ValueError(f"indices: expected flat indices in [0, {h * w}), got {ind.max()}")
         plane = np.broadcast_to(np.arange(planes)[:, None], ind.shape)
@@ -512,7 +513,7 @@ class NumpyBackend(base.Backend):
         idx = np.empty(y.shape, dtype=np.int64)
         for r, (h0, h1) in enumerate(self._adaptive_windows(x.shape[2], oh)):
             for c, (w0, w1) in enumerate(self._adaptive_windows(w_in, ow)):
-                win = x[:, :, h0:h1, w0:w1].reshape(x.shape[:2] + (-1,))
+                win = x[:, :, h0:h1, w0:w1].reshape(x.shape[:2] + ((h1 - h0) * (w1 - w0),))
                 # first maximum, or the last NaN (PyTorch takes every NaN it meets)
                 nan = np.isnan(win)
                 last_nan = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
