@@ -317,17 +317,3 @@ mod tests {
         assert!(all.iter().all(|&v| v == 0.0));
     }
 }
-
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore]
-    fn time_dropout() {
-        let x = vec![1.0f32; 4 << 20];
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            let y = super::dropout_apply(&x, 0.5, 1, 2).unwrap();
-            println!("dropout 4M {:?} {}", t.elapsed(), y[7]);
-        }
-    }
-}

@@ -418,31 +418,3 @@ mod tests {
         assert!(idx.unwrap().iter().all(|&i| i == -1));
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_pool_kernels() {
-        let (planes, h, w) = (1024usize, 112usize, 112usize);
-        let x: Vec<f32> = (0..planes * h * w).map(|v| ((v * 7919) % 1000) as f32).collect();
-        let ax = |n: usize| Axis { size: n, start: (0..n as i64 / 2).map(|o| 2 * o).collect(), count: vec![2; n / 2], step: 1, factor: vec![2; n / 2] };
-        let (r, c) = (ax(h), ax(w));
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let (y, idx) = max_pool_forward(&x, planes, &r, &c, true).unwrap();
-            let t1 = t.elapsed();
-            let t = std::time::Instant::now();
-            let gx = max_pool_backward(&y, idx.as_ref().unwrap(), planes, 56 * 56, h * w).unwrap();
-            let t2 = t.elapsed();
-            let t = std::time::Instant::now();
-            let ga = avg_pool_backward(&y, planes, &r, &c, 0).unwrap();
-            let t3 = t.elapsed();
-            let t = std::time::Instant::now();
-            let z = vec![0.0f32; planes * h * w];
-            let t4 = t.elapsed();
-            println!("fwd+idx {t1:?} bwd {t2:?} avg bwd {t3:?} zeros {t4:?} {} {} {}", gx[0], ga[0], z[5]);
-        }
-    }
-}
