@@ -1,11 +1,13 @@
 """The functional API: every differentiable op by name, as torch.nn.functional."""
 
 from .ops.activation import gelu, leaky_relu, prelu, relu, sigmoid, silu, swish, tanh
+from .ops.dropout import dropblock2d, dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
 from .ops.layout import expand, flatten, permute, reshape, transpose
 from .ops.linear import linear, matmul
 from .ops.loss import cross_entropy, mse_loss
 from .ops.norm import batch_norm, group_norm, instance_norm, layer_norm
+from .ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .ops.reduce import mean, sum
 from .ops.softmax import log_softmax, softmax
 
@@ -16,4 +18,6 @@ __all__ = [
     "matmul", "linear", "reshape", "permute", "transpose", "flatten", "expand",
     "mse_loss", "cross_entropy",
     "batch_norm", "layer_norm", "group_norm", "instance_norm",
+    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+    "dropout", "dropblock2d",
 ]

@@ -324,3 +324,90 @@ class Backend(abc.ABC):
         """training=True (batch statistics): the layer_norm_backward formula per channel
         over (N, *). training=False (running statistics are constants): gx = gy * weight *
         rstd. gweight = sum of gy * (x - mean) * rstd, gbias = sum of gy, per channel."""
+    # ------------------------------------------------------------------ pooling
+    # Inputs are (N, C, H, W) (the Python layer adds a batch axis to (C, H, W) inputs);
+    # kernel_size, stride, padding, dilation are ints or (h, w) pairs, stride None means
+    # kernel_size. Window and output-size rules are PyTorch's (ferrograd/backends/_pool.py
+    # states them): padding <= kernel_size // 2, ceil_mode windows start inside the input
+    # or the left padding, output at least 1x1, else ValueError.
+    @abc.abstractmethod
+    def max_pool2d_forward(self, x: Array, kernel_size, stride, padding, dilation,
+                           ceil_mode: bool, return_indices: bool) -> Tuple[Array, Optional[Array]]:
+        """``(y, indices)``: each window's max and, when ``return_indices``, its int64 flat
+        index ``h * W + w`` in its (n, c) plane (PyTorch's convention; else None).
+
+        Padding never wins; NaN propagates (an element is taken when it is the window's
+        first valid one, larger than the max so far, or NaN); ties keep the first element
+        in row-major order. A window without a valid element gives -inf and index -1.
+        """
+
+    @abc.abstractmethod
+    def max_pool2d_backward(self, gy: Array, indices: Array, input_shape: Shape, kernel_size,
+                            stride, padding, dilation, ceil_mode: bool) -> Array:
+        """gx of ``input_shape``: each gy added at the input element its max came from
+        (``indices``; overlapping windows accumulate, index -1 is skipped). The window
+        arguments let a backend gather instead of scatter."""
+
+    @abc.abstractmethod
+    def avg_pool2d_forward(self, x: Array, kernel_size, stride, padding, ceil_mode: bool,
+                           count_include_pad: bool, divisor_override: Optional[int]) -> Array:
+        """Window sums (padding counts as 0) divided by ``divisor_override`` when given, else
+        by the window clipped to the padded input (count_include_pad) or to the input."""
+
+    @abc.abstractmethod
+    def avg_pool2d_backward(self, gy: Array, input_shape: Shape, kernel_size, stride, padding,
+                            ceil_mode: bool, count_include_pad: bool,
+                            divisor_override: Optional[int]) -> Array:
+        """gx: each gy / divisor added to every input element of its window."""
+
+    @abc.abstractmethod
+    def adaptive_avg_pool2d_forward(self, x: Array, output_size) -> Array:
+        """Mean over PyTorch's adaptive windows: along an axis of length L pooled to O,
+        output o covers [floor(o L / O), ceil((o + 1) L / O)). ``output_size``: an int or
+        a pair, None keeping that axis' size; O may exceed L (windows then repeat)."""
+
+    @abc.abstractmethod
+    def adaptive_avg_pool2d_backward(self, gy: Array, input_shape: Shape) -> Array:
+        """gx: each gy / window size added to its window's elements."""
+
+    @abc.abstractmethod
+    def adaptive_max_pool2d_forward(self, x: Array, output_size,
+                                    return_indices: bool) -> Tuple[Array, Optional[Array]]:
+        """``(y, indices)`` over the adaptive windows, with max_pool2d's max and index rules."""
+
+    @abc.abstractmethod
+    def adaptive_max_pool2d_backward(self, gy: Array, indices: Array, input_shape: Shape) -> Array:
+        """gx: each gy added at its index (overlapping windows accumulate)."""
+
+    # ------------------------------------------------------------------ dropout
+    # One random stream on every backend: Philox4x32-10 (Random123; the generator curand
+    # uses) with key = (lo32(seed), hi32(seed)). Element i (C-order flat index) of a call
+    # with (seed, offset) takes word i % 4 of philox(ctr = (lo32(i // 4), hi32(i // 4),
+    # lo32(offset), hi32(offset)), key): a pure function of (seed, offset, i), so masks are
+    # identical bit for bit across backends, thread counts and launch configurations.
+    # Each random call takes a fresh offset from fg's generator (fg.manual_seed resets it).
+    # u = (word >> 8) * 2^-24 is uniform in [0, 1); an element is *dropped* when u < p,
+    # tested on integers: (word >> 8) < ceil(p * 2^24).
+    @abc.abstractmethod
+    def philox_words(self, seed: int, offset: int, first_block: int, n_blocks: int) -> Array:
+        """uint32 array (n_blocks, 4): the stream's blocks first_block, first_block + 1, ...
+        (block indices wrap modulo 2^64). For tests against Random123's known answers."""
+
+    @abc.abstractmethod
+    def dropout_forward(self, x: Array, p: float, seed: int, offset: int) -> Array:
+        """x * m, m = 1 / (1 - p) where kept and 0 where dropped (p = 1: all dropped, m = 0).
+        A product, as in PyTorch: NaN or inf in a dropped place gives NaN."""
+
+    @abc.abstractmethod
+    def dropout_backward(self, gy: Array, p: float, seed: int, offset: int) -> Array:
+        """gy * m with the forward's mask, regenerated from (seed, offset): no mask is
+        stored between forward and backward (it is cheaper to recompute than to read)."""
+
+    @abc.abstractmethod
+    def dropblock_mask(self, shape: Shape, dtype: Any, gamma: float, block_size: int,
+                       seed: int, offset: int) -> Array:
+        """DropBlock's multiplier for an (N, C, H, W) input: keep * numel / count(keep)
+        (all 0 when nothing is kept). A seed is element (n, c, i, j) with i <= H - b and
+        j <= W - b dropped with probability ``gamma`` by the stream; it drops the b x b
+        block whose top-left corner it is (torchvision's padded max-pool expansion);
+        1 <= b = block_size <= min(H, W)."""

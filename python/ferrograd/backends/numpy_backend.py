@@ -26,6 +26,7 @@ from ._validate import (
     check_unary_op,
 )
 from ._validate import check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm, check_layer_norm
+from . import _dropout, _pool
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -501,3 +502,216 @@ class NumpyBackend(base.Backend):
         if weight is None:
             return gx, None, None
         return gx, (g3 * xc * r).sum(axis=(0, 2)).astype(dt), g3.sum(axis=(0, 2)).astype(dt)
+    # ------------------------------------------------------------------ pooling
+    # Written from PyTorch's definitions (padded copies and strided views, one per
+    # kernel offset), independently of the window tables the rust and cuda kernels use;
+    # only the output sizes and argument checks come from _pool.
+    @staticmethod
+    def _padded(x, fill, rows, cols, k, s, d, p):
+        """x padded with ``fill`` so that every window's positions exist, and the input
+        row/col each padded row/col holds (negative or >= size: padding)."""
+        n, c, h, w = x.shape
+        need_h = max((rows.out - 1) * s[0] + (k[0] - 1) * d[0] + 1, p[0] + h)
+        need_w = max((cols.out - 1) * s[1] + (k[1] - 1) * d[1] + 1, p[1] + w)
+        xp = np.full((n, c, need_h, need_w), fill, dtype=x.dtype)
+        xp[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
+        return xp, np.arange(need_h) - p[0], np.arange(need_w) - p[1]
+
+    @staticmethod
+    def _offsets(rows, cols, k, s, d):
+        """(i, j, row slice, col slice) of every kernel offset, in row-major order."""
+        for i in range(k[0]):
+            for j in range(k[1]):
+                yield (slice(i * d[0], i * d[0] + (rows.out - 1) * s[0] + 1, s[0]),
+                       slice(j * d[1], j * d[1] + (cols.out - 1) * s[1] + 1, s[1]))
+
+    def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
+                           return_indices):
+        check_float(x, "x")
+        rows, cols = _pool.pool_axes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        k = _pool.pair(kernel_size, "kernel_size", 1)
+        s = _pool.stride_pair(stride, kernel_size)
+        p, d = _pool.pair(padding, "padding", 0), _pool.pair(dilation, "dilation", 1)
+        h, w = x.shape[2:]
+        xp, in_h, in_w = self._padded(x, -np.inf, rows, cols, k, s, d, p)
+        y = np.full(x.shape[:2] + (rows.out, cols.out), -np.inf, dtype=x.dtype)
+        idx = np.full(y.shape, -1, dtype=np.int64)
+        for hs, ws in self._offsets(rows, cols, k, s, d):
+            v = xp[:, :, hs, ws]
+            hh, ww = in_h[hs][:, None], in_w[ws][None, :]
+            valid = (hh >= 0) & (hh < h) & (ww >= 0) & (ww < w)
+            # PyTorch's rule: the first valid element, then anything larger or NaN
+            take = valid & ((idx < 0) | (v > y) | np.isnan(v))
+            y = np.where(take, v, y)
+            idx = np.where(take, hh * w + ww, idx)
+        return y, (idx if return_indices else None)
+
+    @staticmethod
+    def _scatter_indices(gy, indices, input_shape):
+        n, c, h, w = input_shape
+        _pool.check_indices(indices, gy.shape)
+        planes = n * c
+        gx = np.zeros((planes, h * w), dtype=gy.dtype)
+        per_plane = int(np.prod(gy.shape[2:], dtype=np.int64))
+        g = gy.reshape(planes, per_plane)  # explicit: -1 is ambiguous for empty batches
+        ind = indices.reshape(planes, per_plane)
+        if ind.size and ind.max() >= h * w:
+            raise ValueError(f"indices: expected flat indices in [0, {h * w}), got {ind.max()}")
+        plane = np.broadcast_to(np.arange(planes)[:, None], ind.shape)
+        keep = ind >= 0
+        np.add.at(gx, (plane[keep], ind[keep]), g[keep])
+        return gx.reshape(input_shape)
+
+    def max_pool2d_backward(self, gy, indices, input_shape, kernel_size, stride, padding,
+                            dilation, ceil_mode):
+        check_float(gy, "gy")
+        rows, cols = _pool.pool_axes(tuple(input_shape), kernel_size, stride, padding,
+                                     dilation, ceil_mode)
+        _pool.check_grad_shape(gy, tuple(input_shape[:2]) + (rows.out, cols.out))
+        return self._scatter_indices(gy, indices, tuple(input_shape))
+
+    def _avg_divisor(self, shape, rows, cols, k, s, p, count_include_pad, divisor_override):
+        """(OH, OW) divisors, as PyTorch's avg_pool2d computes them."""
+        if divisor_override:
+            return np.full((rows.out, cols.out), divisor_override, dtype=np.int64)
+        sizes = []
+        for o, kk, ss, pp, size in ((rows.out, k[0], s[0], p[0], shape[2]),
+                                    (cols.out, k[1], s[1], p[1], shape[3])):
+            start = np.arange(o) * ss - pp
+            end = np.minimum(start + kk, size + pp)
+            if count_include_pad:
+                sizes.append(end - start)
+            else:
+                sizes.append(np.minimum(end, size) - np.maximum(start, 0))
+        return sizes[0][:, None] * sizes[1][None, :]
+
+    def _avg_setup(self, shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                   divisor_override):
+        rows, cols = _pool.pool_axes(shape, kernel_size, stride, padding, 1, ceil_mode,
+                                     count_include_pad, kind="avg")
+        divisor = _pool.check_divisor(divisor_override)
+        k = _pool.pair(kernel_size, "kernel_size", 1)
+        s = _pool.stride_pair(stride, kernel_size)
+        p = _pool.pair(padding, "padding", 0)
+        div = self._avg_divisor(shape, rows, cols, k, s, p, count_include_pad, divisor)
+        return rows, cols, k, s, p, div
+
+    def avg_pool2d_forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override):
+        check_float(x, "x")
+        rows, cols, k, s, p, div = self._avg_setup(x.shape, kernel_size, stride, padding,
+                                                   ceil_mode, count_include_pad, divisor_override)
+        xp, _, _ = self._padded(x, 0, rows, cols, k, s, (1, 1), p)
+        total = np.zeros(x.shape[:2] + (rows.out, cols.out), dtype=x.dtype)
+        for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
+            total += xp[:, :, hs, ws]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(div == 0, 0, total / div.astype(x.dtype)).astype(x.dtype, copy=False)
+
+    def avg_pool2d_backward(self, gy, input_shape, kernel_size, stride, padding, ceil_mode,
+                            count_include_pad, divisor_override):
+        check_float(gy, "gy")
+        shape = tuple(input_shape)
+        rows, cols, k, s, p, div = self._avg_setup(shape, kernel_size, stride, padding,
+                                                   ceil_mode, count_include_pad, divisor_override)
+        _pool.check_grad_shape(gy, shape[:2] + (rows.out, cols.out))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = np.where(div == 0, 0, gy / div.astype(gy.dtype)).astype(gy.dtype, copy=False)
+        gp, _, _ = self._padded(np.zeros(shape, gy.dtype), 0, rows, cols, k, s, (1, 1), p)
+        for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
+            gp[:, :, hs, ws] += g
+        h, w = shape[2:]
+        return np.ascontiguousarray(gp[:, :, p[0]:p[0] + h, p[1]:p[1] + w])
+
+    @staticmethod
+    def _adaptive_windows(size, out):
+        """[(start, end)] of PyTorch's adaptive pooling along one axis."""
+        return [((o * size) // out, -((-(o + 1) * size) // out)) for o in range(out)]
+
+    def adaptive_avg_pool2d_forward(self, x, output_size):
+        check_float(x, "x")
+        oh, ow = _pool.adaptive_output_size(x.shape, output_size)
+        y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        for r, (h0, h1) in enumerate(self._adaptive_windows(x.shape[2], oh)):
+            for c, (w0, w1) in enumerate(self._adaptive_windows(x.shape[3], ow)):
+                y[:, :, r, c] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+        return y
+
+    def adaptive_avg_pool2d_backward(self, gy, input_shape):
+        check_float(gy, "gy")
+        shape = tuple(input_shape)
+        _pool.check_input4d(shape, "input_shape")
+        n, c, oh, ow = gy.shape if len(gy.shape) == 4 else (None,) * 4
+        _pool.check_grad_shape(gy, shape[:2] + (oh, ow))
+        gx = np.zeros(shape, dtype=gy.dtype)
+        for r, (h0, h1) in enumerate(self._adaptive_windows(shape[2], oh)):
+            for cc, (w0, w1) in enumerate(self._adaptive_windows(shape[3], ow)):
+                area = (h1 - h0) * (w1 - w0)
+                gx[:, :, h0:h1, w0:w1] += (gy[:, :, r, cc] / gy.dtype.type(area))[:, :, None, None]
+        return gx
+
+    def adaptive_max_pool2d_forward(self, x, output_size, return_indices):
+        check_float(x, "x")
+        oh, ow = _pool.adaptive_output_size(x.shape, output_size)
+        w_in = x.shape[3]
+        y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        idx = np.empty(y.shape, dtype=np.int64)
+        for r, (h0, h1) in enumerate(self._adaptive_windows(x.shape[2], oh)):
+            for c, (w0, w1) in enumerate(self._adaptive_windows(w_in, ow)):
+                win = x[:, :, h0:h1, w0:w1].reshape(x.shape[:2] + ((h1 - h0) * (w1 - w0),))
+                # first maximum, or the last NaN (PyTorch takes every NaN it meets)
+                nan = np.isnan(win)
+                last_nan = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+                a = np.where(nan.any(axis=-1), last_nan, np.argmax(np.where(nan, -np.inf, win), axis=-1))
+                y[:, :, r, c] = np.take_along_axis(win, a[..., None], axis=-1)[..., 0]
+                idx[:, :, r, c] = (h0 + a // (w1 - w0)) * w_in + w0 + a % (w1 - w0)
+        return y, (idx if return_indices else None)
+
+    def adaptive_max_pool2d_backward(self, gy, indices, input_shape):
+        check_float(gy, "gy")
+        _pool.check_input4d(tuple(input_shape), "input_shape")
+        if len(gy.shape) != 4 or tuple(gy.shape[:2]) != tuple(input_shape[:2]):
+            raise ValueError(f"gy: expected shape ({input_shape[0]}, {input_shape[1]}, OH, OW), "
+                             f"got {tuple(gy.shape)}")
+        return self._scatter_indices(gy, indices, tuple(input_shape))
+
+    # ------------------------------------------------------------------ dropout
+    def philox_words(self, seed, offset, first_block, n_blocks):
+        return _dropout.philox_words(seed, offset, first_block, n_blocks)
+
+    def _multiplier(self, x, p, seed, offset):
+        """m: 1 / (1 - p) where the stream keeps the element, 0 where it drops it."""
+        p = _dropout.check_p(p)
+        _dropout.check_stream(seed, offset)
+        words = _dropout.stream(int(np.prod(x.shape, dtype=np.int64)), seed, offset)
+        keep = (words >> np.uint32(8)) >= _dropout.threshold(p)
+        m = np.where(keep, x.dtype.type(_dropout.scale(p)), x.dtype.type(0))
+        return m.reshape(x.shape)
+
+    def dropout_forward(self, x, p, seed, offset):
+        check_float(x, "x")
+        return x * self._multiplier(x, p, seed, offset)
+
+    def dropout_backward(self, gy, p, seed, offset):
+        check_float(gy, "gy")
+        return gy * self._multiplier(gy, p, seed, offset)
+
+    def dropblock_mask(self, shape, dtype, gamma, block_size, seed, offset):
+        shape = tuple(int(v) for v in shape)
+        _dropout.check_block_shape(shape, block_size)
+        gamma = _dropout.check_p(min(float(gamma), 1.0), "gamma")
+        _dropout.check_stream(seed, offset)
+        dtype = np.dtype(dtype)
+        n, c, h, w = shape
+        b = int(block_size)
+        words = _dropout.stream(n * c * h * w, seed, offset).reshape(shape)
+        seeds = (words >> np.uint32(8)) < _dropout.threshold(gamma)
+        seeds[:, :, h - b + 1:, :] = False   # a seed's block must fit in the input
+        seeds[:, :, :, w - b + 1:] = False
+        dropped = np.zeros(shape, dtype=bool)  # OR over the b x b blocks ending here
+        for di in range(b):
+            for dj in range(b):
+                dropped[:, :, di:, dj:] |= seeds[:, :, :h - di, :w - dj]
+        kept = int((~dropped).sum())
+        s = dtype.type(n * c * h * w / kept) if kept else dtype.type(0)
+        return np.where(dropped, dtype.type(0), s)

@@ -17,11 +17,13 @@ _missing = missing_x86_features()
 if _missing:
     raise ImportError(_missing)
 
-from .. import _core  # noqa: E402  (after the CPU check: the module needs AVX2 + FMA)
-from ._validate import check_linear, check_matmul, check_prelu_weight, check_targets
-from ._validate import (check_batch_norm, check_batch_norm_backward, check_eps,
-                        check_group_norm, check_layer_norm)
-from .numpy_backend import NumpyBackend
+# imported after the CPU check: the extension needs AVX2 + FMA
+from .. import _core  # noqa: E402
+from . import _dropout, _pool  # noqa: E402
+from ._validate import (  # noqa: E402
+    check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
+    check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
+from .numpy_backend import NumpyBackend  # noqa: E402
 
 
 class RustBackend(NumpyBackend):
@@ -181,3 +183,71 @@ class RustBackend(NumpyBackend):
     def batch_norm_backward(self, x, weight, mean, rstd, gy, training):
         check_batch_norm_backward(x, weight, mean, rstd)
         return _core.batch_norm_backward(x, weight, mean, rstd, gy, bool(training))
+    # ------------------------------------------------------------------ pooling
+    # the window tables come from _pool (PyTorch's rules), the work from ops/pool.rs
+    def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
+                           return_indices):
+        rows, cols = _pool.pool_axes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        return _core.pool2d_max_forward(x, _pool.table(rows), _pool.table(cols), bool(return_indices))
+
+    def max_pool2d_backward(self, gy, indices, input_shape, kernel_size, stride, padding,
+                            dilation, ceil_mode):
+        _pool.check_indices(indices, gy.shape)
+        return _core.pool2d_max_backward(gy, indices, [int(v) for v in input_shape])
+
+    def _avg_tables(self, shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override):
+        rows, cols = _pool.pool_axes(shape, kernel_size, stride, padding, 1, ceil_mode,
+                                     count_include_pad, kind="avg")
+        return _pool.table(rows), _pool.table(cols), _pool.check_divisor(divisor_override)
+
+    def avg_pool2d_forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override):
+        rows, cols, div = self._avg_tables(x.shape, kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override)
+        return _core.pool2d_avg_forward(x, rows, cols, div)
+
+    def avg_pool2d_backward(self, gy, input_shape, kernel_size, stride, padding, ceil_mode,
+                            count_include_pad, divisor_override):
+        rows, cols, div = self._avg_tables(tuple(input_shape), kernel_size, stride, padding,
+                                           ceil_mode, count_include_pad, divisor_override)
+        return _core.pool2d_avg_backward(gy, [int(v) for v in input_shape], rows, cols, div)
+
+    def adaptive_avg_pool2d_forward(self, x, output_size):
+        rows, cols = _pool.adaptive_axes(x.shape, output_size)
+        return _core.pool2d_avg_forward(x, _pool.table(rows), _pool.table(cols), 0)
+
+    def adaptive_avg_pool2d_backward(self, gy, input_shape):
+        shape = tuple(int(v) for v in input_shape)
+        if len(gy.shape) != 4:
+            raise ValueError(f"gy: expected a 4-D array, got shape {tuple(gy.shape)}")
+        rows, cols = _pool.adaptive_axes(shape, tuple(gy.shape[2:]))
+        return _core.pool2d_avg_backward(gy, list(shape), _pool.table(rows), _pool.table(cols), 0)
+
+    def adaptive_max_pool2d_forward(self, x, output_size, return_indices):
+        rows, cols = _pool.adaptive_axes(x.shape, output_size)
+        return _core.pool2d_max_forward(x, _pool.table(rows), _pool.table(cols), bool(return_indices))
+
+    def adaptive_max_pool2d_backward(self, gy, indices, input_shape):
+        _pool.check_indices(indices, gy.shape)
+        return _core.pool2d_max_backward(gy, indices, [int(v) for v in input_shape])
+
+    # ------------------------------------------------------------------ dropout
+    def philox_words(self, seed, offset, first_block, n_blocks):
+        _dropout.check_stream(seed, offset)
+        return _core.philox_words(int(seed), int(offset), int(first_block) % 2**64, int(n_blocks))
+
+    def dropout_forward(self, x, p, seed, offset):
+        _dropout.check_stream(seed, offset)
+        return _core.dropout_apply(x, _dropout.check_p(p), int(seed), int(offset))
+
+    def dropout_backward(self, gy, p, seed, offset):
+        _dropout.check_stream(seed, offset)
+        return _core.dropout_apply(gy, _dropout.check_p(p), int(seed), int(offset))
+
+    def dropblock_mask(self, shape, dtype, gamma, block_size, seed, offset):
+        shape = tuple(int(v) for v in shape)
+        _dropout.check_block_shape(shape, block_size)
+        _dropout.check_stream(seed, offset)
+        return _core.dropblock_mask(list(shape), np.dtype(dtype).name, min(float(gamma), 1.0),
+                                    int(block_size), int(seed), int(offset))

@@ -226,10 +226,104 @@ def _norm_case(kind: str, shape: Tuple[int, ...], backward: bool, impls, group: 
                 bytes_moved=moved, params={"shape": list(shape)})
 
 
+# pool name -> (ferrograd function, torch function, kwargs for both)
+POOLS: Dict[str, Tuple[str, str, dict]] = {
+    "max_pool2d 2x2": ("max_pool2d", "max_pool2d", {"kernel_size": 2}),
+    "avg_pool2d 2x2": ("avg_pool2d", "avg_pool2d", {"kernel_size": 2}),
+}
+
+
+def _fg_or_torch_case(make_args, fg_fn, torch_fn, backward: bool):
+    """make(impl) for a one-input layer: ``make_args(impl)`` gives (x_host, gy_host);
+    ``fg_fn(fg_tensor)`` / ``torch_fn(torch_tensor)`` run the layer."""
+
+    def make(impl: str):
+        x_host, g_host = make_args()
+        if impl.startswith("torch"):
+            import torch
+
+            dev = _torch_device(impl)
+            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
+            g = torch.from_numpy(g_host).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return torch_fn(x)
+            else:
+                def run():
+                    x.grad = None
+                    torch_fn(x).backward(g)
+                    return x.grad
+            return run
+        import ferrograd as fg
+
+        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
+        g = fg.tensor(g_host, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return fg_fn(x)
+        else:
+            def run():
+                x.grad = None
+                fg_fn(x).backward(g)
+                return x.grad
+        return run
+
+    return make
+
+
+def _pool_case(name: str, shape, backward: bool, impls, group: str) -> Case:
+    fg_name, t_name, kw = POOLS[name]
+    k = kw["kernel_size"]
+    out_shape = shape[:2] + (shape[2] // k, shape[3] // k)
+    n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
+
+    def args():
+        return (host_data(n_in, 0).reshape(shape), host_data(n_out, 1).reshape(out_shape))
+
+    def fg_fn(x):
+        import ferrograd.functional as F
+        return getattr(F, fg_name)(x, **kw)
+
+    def torch_fn(x):
+        import torch.nn.functional as TF
+        return getattr(TF, t_name)(x, **kw)
+
+    # forward reads x, writes y; backward reads gy (and max's int64 indices), writes gx
+    moved = 4.0 * (n_in + n_out) + (0 if not backward else 4.0 * (n_in + n_out)
+                                    + (8.0 * n_out if fg_name == "max_pool2d" else 0))
+    dims = "x".join(str(d) for d in shape)
+    return Case(f"{name} {dims} {'fwd+bwd' if backward else 'fwd'}", group, tuple(impls),
+                _fg_or_torch_case(args, fg_fn, torch_fn, backward), bytes_moved=moved,
+                params={"shape": list(shape), "kernel_size": k})
+
+
+def _dropout_case(n: int, p: float, backward: bool, impls, group: str) -> Case:
+    def args():
+        return host_data(n, 0), host_data(n, 1)
+
+    def fg_fn(x):
+        import ferrograd.functional as F
+        return F.dropout(x, p)
+
+    def torch_fn(x):
+        import torch.nn.functional as TF
+        return TF.dropout(x, p, training=True)
+
+    # forward reads x, writes y; backward reads gy, writes gx (the mask is regenerated)
+    moved = 4.0 * n * (2 if not backward else 4)
+    return Case(f"dropout p={p} {n >> 20}M {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), _fg_or_torch_case(args, fg_fn, torch_fn, backward),
+                bytes_moved=moved, params={"elements": n, "p": p})
+
+
 def default_suite(quick: bool = False) -> List[Case]:
     """The default rows: activations on 4M float32 elements and Linear 4096x1024 by
     1024x1024 on every implementation; on the GPU also activations on 256M elements
-    (bandwidth rows). ``quick`` shrinks the sizes for a fast look."""
+    (bandwidth rows); BatchNorm2d (training), LayerNorm and GroupNorm; 2x2 max and average
+    pooling (16x64x112x112 on the CPU, 32x64x112x112 on the GPU) and dropout p=0.5 (4M on
+    the CPU, 256M on the GPU). ``quick`` shrinks the sizes for a fast look."""
     n_act = 1 << 20 if quick else 4 << 20
     n_gpu = 16 << 20 if quick else 256 << 20
     lin = (1024, 512, 512) if quick else (4096, 1024, 1024)
@@ -258,4 +352,14 @@ def default_suite(quick: bool = False) -> List[Case]:
         for kind, shape in sizes.items():
             for bwd in (False, True):
                 cases.append(_norm_case(kind, shape, bwd, impls, group))
+    # pooling 2x2 (CPU 16x64x112x112, GPU 32x64x112x112) and dropout (CPU 4M, GPU 256M)
+    pool_cpu = (4, 64, 56, 56) if quick else (16, 64, 112, 112)
+    pool_gpu = (8, 64, 112, 112) if quick else (32, 64, 112, 112)
+    for name in POOLS:
+        for bwd in (False, True):
+            cases.append(_pool_case(name, pool_cpu, bwd, CPU_IMPLS, "pooling"))
+            cases.append(_pool_case(name, pool_gpu, bwd, GPU_IMPLS, "gpu pooling"))
+    for bwd in (False, True):
+        cases.append(_dropout_case(n_act, 0.5, bwd, CPU_IMPLS, "dropout"))
+        cases.append(_dropout_case(n_gpu, 0.5, bwd, GPU_IMPLS, "gpu dropout"))
     return cases

@@ -129,6 +129,9 @@ macro_rules! with_float {
 }
 
 mod norm;
+// the pooling and dropout families' bindings (they use the helpers above)
+mod dropout;
+mod pool;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -569,6 +572,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         _debug_panic, num_threads,
     );
     norm::register(m)?;
+    pool::register(m)?;
+    dropout::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

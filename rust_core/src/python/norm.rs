@@ -1,7 +1,7 @@
 //! Bindings of the normalization kernels (`ops/norm.rs`), with the contract's names and
 //! argument order: layer_norm_*, group_norm_*, batch_norm_*.
 
-use super::{arr, data, float_dtype, out, run, writable, Dt, PyArr};
+use super::{arr, data, float_dtype, out, run, writable, Dt};
 use crate::ops::norm::{self, ChannelsLayout, Running, RowsLayout};
 use crate::real::Real;
 use numpy::{Element, PyReadonlyArrayDyn, PyUntypedArrayMethods};
