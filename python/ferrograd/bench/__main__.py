@@ -15,7 +15,7 @@ from typing import List
 
 from .report import add_ratios, plot, print_table, write_csv, write_json
 from .suite import default_suite
-from .timing import measure, median
+from .timing import measure_interleaved, median
 
 ALL = ("numpy", "rust", "cuda", "torch")
 
@@ -96,28 +96,30 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     impls = available_impls(args.backend or list(ALL))
     cases = [c for c in default_suite(args.quick) if args.filter in c.name]
-    work = [(c, i) for c in cases for i in c.impls if i in impls]
+    work = [(c, [i for i in c.impls if i in impls]) for c in cases]
+    work = [(c, row_impls) for c, row_impls in work if row_impls]
     if not work:
         print("nothing to run: no row matches the filter on the available backends", file=sys.stderr)
         return 2
     rows = []
     with Progress(transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(work))
-        for case, impl in work:
-            progress.update(task, description=f"{case.name} [{impl}]")
-            run = case.make(impl)
-            times = measure(run, impl, warmup, repeats)
-            del run
-            m = median(times)
-            rows.append({
-                "group": case.group, "case": case.name, "impl": impl, "median_s": m,
-                "times_s": times, "repeats": repeats, "params": case.params,
-                "gbps": case.bytes_moved / m / 1e9 if case.bytes_moved else None,
-                "gflops": case.flops / m / 1e9 if case.flops else None,
-            })
+        for case, row_impls in work:
+            progress.update(task, description=f"{case.name} [{', '.join(row_impls)}]")
+            runs = {impl: case.make(impl) for impl in row_impls}
+            times = measure_interleaved(runs, warmup, repeats)
+            del runs
+            for impl in row_impls:
+                m = median(times[impl])
+                rows.append({
+                    "group": case.group, "case": case.name, "impl": impl, "median_s": m,
+                    "times_s": times[impl], "repeats": repeats, "params": case.params,
+                    "gbps": case.bytes_moved / m / 1e9 if case.bytes_moved else None,
+                    "gflops": case.flops / m / 1e9 if case.flops else None,
+                })
+                # one line per row as it finishes, so a run cut short still shows its figures
+                print(f"{case.name} [{impl}]: {m * 1e3:.3f} ms", file=sys.stderr, flush=True)
             progress.advance(task)
-            # one line per row as it finishes, so a run cut short still shows its figures
-            print(f"{case.name} [{impl}]: {m * 1e3:.3f} ms", file=sys.stderr, flush=True)
     add_ratios(rows)
     meta = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
