@@ -17,7 +17,7 @@ from .report import add_ratios, plot, print_table, write_csv, write_json
 from .suite import default_suite
 from .timing import measure_interleaved, median
 
-ALL = ("numpy", "rust", "cuda", "torch")
+ALL = ("numpy", "rust", "cuda", "torch", "torch-cpu", "torch-cuda")
 
 
 def available_impls(wanted: List[str]) -> List[str]:
@@ -26,15 +26,19 @@ def available_impls(wanted: List[str]) -> List[str]:
 
     impls = []
     for name in wanted:
-        if name == "torch":
+        if name.startswith("torch"):  # "torch" is both torch-cpu and torch-cuda
             try:
                 import torch
             except ImportError:
                 print("torch: not installed, no PyTorch rows (pip install torch)", file=sys.stderr)
                 continue
-            impls.append("torch-cpu")
-            if torch.cuda.is_available():
-                impls.append("torch-cuda")
+            if name in ("torch", "torch-cpu") and "torch-cpu" not in impls:
+                impls.append("torch-cpu")
+            if name in ("torch", "torch-cuda") and "torch-cuda" not in impls:
+                if torch.cuda.is_available():
+                    impls.append("torch-cuda")
+                else:
+                    print("torch-cuda: skipped (no CUDA device for PyTorch)", file=sys.stderr)
             continue
         try:
             fg.get_backend(name)

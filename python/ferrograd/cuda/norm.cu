@@ -224,8 +224,9 @@ FG_ROWS_FORWARD(rows_forward_vec_c8, true, 8)
 
 // ----------------------------------------------------------------- rows backward: gx
 // One block per row: A = sum w gy, B = sum w gy (x - mean) over the row, then
-// gx = w rstd gy - rstd^3 B / L (x - mean) - rstd A / L. The second read of the row hits
-// L1/L2.
+// gx = rstd (w gy - A / L - rstd^2 B / L (x - mean)). The subtraction comes before the
+// scaling by rstd (up to 1/sqrt(eps) = 316), and w gy is formed as in the sums, so a row
+// of one element gets exactly 0. The second read of the row hits L1/L2.
 extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __restrict__ x,
                                          const float* __restrict__ w,
                                          const float* __restrict__ mean,
@@ -261,8 +262,8 @@ extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __
         }
     }
     float2 s = fg_block_sum2(a, bsum);
-    float c1 = -rs * rs * rs * s.y / (float)L;
-    float c2 = -rs * s.x / (float)L;
+    float kb = rs * rs * s.y / (float)L;
+    float ma = s.x / (float)L;
     if (vec) {
         const float4* x4 = reinterpret_cast<const float4*>(xr);
         const float4* g4 = reinterpret_cast<const float4*>(gr);
@@ -272,15 +273,15 @@ extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __
             float xe[4] = {xv.x, xv.y, xv.z, xv.w}, ge[4] = {gv.x, gv.y, gv.z, gv.w};
 #pragma unroll
             for (int t = 0; t < 4; ++t) {
-                float ws = (w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f) * rs;
-                xe[t] = ws * ge[t] + c1 * (xe[t] - m) + c2;
+                float wg = (w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f) * ge[t];
+                xe[t] = rs * ((wg - ma) - kb * (xe[t] - m));
             }
             o4[i] = make_float4(xe[0], xe[1], xe[2], xe[3]);
         }
     } else {
         for (long long j = threadIdx.x; j < L; j += blockDim.x) {
-            float ws = (w ? w[fg_chan(c0, j, HW)] : 1.0f) * rs;
-            gxr[j] = ws * gr[j] + c1 * (xr[j] - m) + c2;
+            float wg = (w ? w[fg_chan(c0, j, HW)] : 1.0f) * gr[j];
+            gxr[j] = rs * ((wg - ma) - kb * (xr[j] - m));
         }
     }
 }
@@ -393,17 +394,17 @@ __device__ void ln_backward_fused_impl(float* __restrict__ gx, float* __restrict
             pb[k].w += gc[k].w;
         }
         float2 s = fg_block_sum2(a, b);
-        float c1 = -rs * rs * rs * s.y * inv_l;
-        float c2 = -rs * s.x * inv_l;
+        float kb = rs * rs * s.y * inv_l;  // as rows_backward: subtract, then scale by rstd
+        float ma = s.x * inv_l;
 #pragma unroll
         for (int k = 0; k < CACHE; ++k) {
             long long i = threadIdx.x + (long long)k * blockDim.x;
             if (i < L4) {
                 float4 o;
-                o.x = wv[k].x * rs * gc[k].x + c1 * (xc[k].x - m) + c2;
-                o.y = wv[k].y * rs * gc[k].y + c1 * (xc[k].y - m) + c2;
-                o.z = wv[k].z * rs * gc[k].z + c1 * (xc[k].z - m) + c2;
-                o.w = wv[k].w * rs * gc[k].w + c1 * (xc[k].w - m) + c2;
+                o.x = rs * ((wv[k].x * gc[k].x - ma) - kb * (xc[k].x - m));
+                o.y = rs * ((wv[k].y * gc[k].y - ma) - kb * (xc[k].y - m));
+                o.z = rs * ((wv[k].z * gc[k].z - ma) - kb * (xc[k].z - m));
+                o.w = rs * ((wv[k].w * gc[k].w - ma) - kb * (xc[k].w - m));
                 o4[i] = o;
             }
         }
