@@ -159,6 +159,31 @@ fn run2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F
     apply2(x, y, out, f)
 }
 
+/// An empty vector with room for `n` elements, backed by transparent huge pages when it is
+/// large (what numpy does for its arrays). A fresh allocation of several MB is new mmap'ed
+/// memory whose first touch faults once per 4 KiB page: on the 2-core VM ~1.8 us each,
+/// 23 ms for a 51 MB gradient, against ~1 ms with 2 MiB pages.
+pub fn with_capacity<T>(n: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_FROM: usize = 4 << 20;
+        let bytes = v.capacity() * std::mem::size_of::<T>();
+        if bytes >= HUGE_FROM {
+            const PAGE: usize = 4096;
+            let start = v.as_mut_ptr() as usize;
+            let first = (start + PAGE - 1) & !(PAGE - 1);
+            let len = (start + bytes - first) & !(PAGE - 1);
+            // SAFETY: the range lies inside the allocation just made; MADV_HUGEPAGE only
+            // changes how the kernel backs it, and a failure (THP disabled) is harmless.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
+}
+
 /// `f` applied to every element of `x`, in parallel.
 pub fn map1<T, F>(x: &[T], f: F) -> Vec<T>
 where
@@ -166,7 +191,7 @@ where
     F: Map1<T>,
 {
     let n = x.len();
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut out: Vec<T> = with_capacity(n);
     let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
@@ -192,7 +217,7 @@ where
 {
     assert_eq!(x.len(), y.len(), "map2: operands of different lengths");
     let n = x.len();
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut out: Vec<T> = with_capacity(n);
     let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
@@ -210,6 +235,23 @@ where
     out
 }
 
+/// `n` zeros, written in parallel rather than calloc'ed. `vec![0; n]` of more than a few
+/// MB is fresh mmap'ed memory that the kernel maps to its shared zero page on a first read;
+/// a kernel that reads before it writes (a scatter `+=`) then takes a copy-on-write fault
+/// per page, each with a TLB shoot-down across the process's threads: measured 40 ms for a
+/// 51 MB pooling gradient on the 2-core VM, against a few ms for writing the zeros first.
+pub fn zeros<T: Copy + Send + Sync + Default>(n: usize) -> Vec<T> {
+    let mut out: Vec<T> = with_capacity(n);
+    out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c {
+            v.write(T::default());
+        }
+    });
+    // SAFETY: every one of the n slots was written above.
+    unsafe { out.set_len(n) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +264,7 @@ mod tests {
             assert!(y.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f64 + 1.0));
             let z = map2(&x, &y, |a, b| b - a);
             assert!(z.iter().enumerate().all(|(i, &v)| v == i as f64 + 1.0));
+            assert!(zeros::<f32>(n).iter().all(|&v| v == 0.0) && zeros::<f32>(n).len() == n);
         }
     }
 }
