@@ -34,6 +34,10 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// exp; +inf above the overflow threshold, 0 below the underflow one, NaN stays NaN.
     fn exp_(self) -> Self;
+    /// exp for kernels that only use it in `1 + exp(..)` (sigmoid and kin): +inf above the
+    /// overflow threshold like `exp_`, but below e^-86.5 it returns ~e^-86.5 instead of a
+    /// subnormal or 0, which spares f32 a second scaling step (~25% fewer instructions).
+    fn exp_flush_(self) -> Self;
     fn ln_(self) -> Self;
     /// tanh, saturating to ±1 for large |x|.
     fn tanh_(self) -> Self;
@@ -61,6 +65,10 @@ impl Real for f64 {
     }
     #[inline(always)]
     fn exp_(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn exp_flush_(self) -> Self {
         self.exp()
     }
     #[inline(always)]
@@ -109,6 +117,10 @@ impl Real for f32 {
     #[inline(always)]
     fn exp_(self) -> Self {
         exp_f32(self)
+    }
+    #[inline(always)]
+    fn exp_flush_(self) -> Self {
+        exp_flush_f32(self)
     }
     #[inline(always)]
     fn ln_(self) -> Self {
@@ -176,6 +188,30 @@ pub fn exp_f32(x: f32) -> f32 {
     } else {
         v
     }
+}
+
+/// `exp_f32` without gradual underflow: x is clamped to [-86.5, 88.8], so n - 1 is in
+/// [-126, 127] and 2^n = 2 * 2^(n-1) is one exponent field; past the overflow threshold
+/// the product rounds to +inf by itself, so no final selects are needed. Results below
+/// e^-86.5 are e^-86.5 (~2.7e-38). NaN stays NaN.
+#[inline(always)]
+pub fn exp_flush_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_375;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = if x > 88.8 { 88.8 } else if x < -86.5 { -86.5 } else { x };
+    let t = xc.mul_add(LOG2E, MAGIC);
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
+    let r2 = r * r;
+    let q01 = r.mul_add(1.666_666_5e-1, 5.000_000_1e-1);
+    let q23 = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
+    let q45 = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
+    let q = r2.mul_add(r2.mul_add(q45, q23), q01);
+    let p = r2.mul_add(q, r) + 1.0;
+    (p + p) * f32::from_bits(((ni + 126) as u32) << 23)
 }
 
 /// tanh for f32: Eigen's rational approximation (odd degree-13 over even degree-6) on
@@ -268,6 +304,19 @@ mod tests {
             let e = (x as f64).exp();
             assert!(((exp_f32(x) as f64) - e).abs() <= 2e-45 + 1e-6 * e, "exp_f32({x})");
         }
+    }
+
+    #[test]
+    fn exp_flush_f32_matches_exp_f32_where_both_are_normal_and_saturates() {
+        for x in grid(-86.5, 88.72, 200_000) {
+            let (a, b) = (exp_flush_f32(x), exp_f32(x));
+            assert!(rel_err(a, b as f64) < 4e-7, "exp_flush_f32({x}) = {a}, exp_f32 {b}");
+        }
+        assert_eq!(exp_flush_f32(88.73), f32::INFINITY);
+        assert_eq!(exp_flush_f32(f32::INFINITY), f32::INFINITY);
+        let tiny = exp_flush_f32(-1000.0);
+        assert!(tiny > 0.0 && tiny < 3e-38 && tiny.is_normal());
+        assert!(exp_flush_f32(f32::NAN).is_nan());
     }
 
     #[test]

@@ -19,10 +19,11 @@ pub(crate) fn check_same_len<T>(x: &[T], gy: &[T]) -> Result<()> {
 }
 
 /// sigmoid(x) = 1 / (1 + exp(-x)): exp(-x) may overflow to +inf, which gives the right
-/// limit 0, and never produces NaN for finite x.
+/// limit 0, and never produces NaN for finite x; where exp(-x) < e^-87 the sum is 1
+/// either way, so the cheaper `exp_flush_` serves.
 #[inline(always)]
 pub fn sigmoid<T: Real>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp_())
+    T::ONE / (T::ONE + (-x).exp_flush_())
 }
 
 pub fn relu_forward<T: Real>(x: &[T]) -> Vec<T> {
@@ -188,7 +189,8 @@ impl<T: Real> Map2<T> for GeluTanhBwd {
 impl<T: Real> Map1<T> for SwishFwd<T> {
     #[inline(always)]
     fn f(&self, v: T) -> T {
-        v * sigmoid(self.0 * v)
+        // x / (1 + exp(-beta x)): one division instead of a division and a product
+        v / (T::ONE + (-(self.0 * v)).exp_flush_())
     }
 }
 impl<T: Real> Map2<T> for SwishBwd<T> {
@@ -242,7 +244,7 @@ impl Gelu {
 #[inline(always)]
 fn tanh_gelu_parts<T: Real>(v: T) -> (T, T) {
     let u = T::c(SQRT_2_OVER_PI) * (v + T::c(GELU_TANH_C) * v * v * v);
-    let e = (T::c(-2.0) * u.abs_()).exp_();
+    let e = (T::c(-2.0) * u.abs_()).exp_flush_(); // only in 1 + e and e * r
     let r = T::ONE / (T::ONE + e);
     let s = if u < T::ZERO { e * r } else { r };
     (s, e * r * r)
