@@ -135,6 +135,25 @@ pub fn detect_isa() -> Isa {
     Isa::Baseline
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn call_avx512<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
+}
+
+/// Run `f` compiled for the widest vector unit the CPU has: the AVX-512 copy when
+/// available, else the crate's x86-64-v3 baseline. Whatever `f` calls must be
+/// `#[inline(always)]` (closures too) to be compiled inside that copy.
+#[inline(always)]
+pub fn with_widest_isa<R, F: FnOnce() -> R>(f: F) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if detect_isa() == Isa::Avx512 {
+        // SAFETY: the CPU reports the AVX-512 features the copy is compiled for.
+        return unsafe { call_avx512(f) };
+    }
+    f()
+}
+
 fn run1<T: Copy, F: Map1<T>>(x: &[T], out: &mut [MaybeUninit<T>], f: &F, isa: Isa) {
     // SAFETY: each accelerated copy is only called when the CPU reports its features.
     #[cfg(target_arch = "x86_64")]

@@ -37,22 +37,12 @@ fn output<T: Real>(n: usize) -> Vec<T> {
     v
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn call_avx2<R, F: FnOnce() -> R>(f: F) -> R {
-    f()
-}
-
-/// Run `f` compiled for AVX2+FMA when the CPU has them (chosen at run time, as in
-/// map.rs); the helpers it calls are `#[inline(always)]` so they are compiled with it.
+/// Run `f` compiled for the widest vector unit the CPU has (AVX-512 or the crate's AVX2
+/// baseline, see map.rs); the helpers it calls are `#[inline(always)]` so they are
+/// compiled with it.
 #[inline(always)]
 fn simd<R, F: FnOnce() -> R>(f: F) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU reports AVX2 and FMA.
-        return unsafe { call_avx2(f) };
-    }
-    f()
+    super::map::with_widest_isa(f)
 }
 
 /// Count, mean and sum of squared deviations of a set of values.
