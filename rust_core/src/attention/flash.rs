@@ -14,8 +14,8 @@ use crate::real::Real;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-const BQ: usize = 64;
-const BK: usize = 64;
+const BQ: usize = 128;
+const BK: usize = 256;
 
 /// dst (m x n, row stride `dst_rs`, column stride 1) := (acc ? dst : 0) + a @ b, with a
 /// read at a[i * a_rs + p * a_cs] and b at b[p * b_rs + j * b_cs]; single-threaded (the
@@ -75,6 +75,45 @@ fn gemm_tile<T: Real>(
             Parallelism::None,
         )
     }
+}
+
+/// max(init, row) with 8 independent lanes, so that LLVM vectorizes it (a single
+/// running max is a dependency chain). NaN scores are skipped here and propagate through
+/// the exponentials instead.
+#[inline]
+fn row_max<T: Real>(row: &[T], init: T) -> T {
+    let mut lanes = [init; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let mut mx = init;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        if v > mx {
+            mx = v;
+        }
+    }
+    mx
+}
+
+/// The sum of `row` over 8 independent lanes (vectorizes; the order differs from a
+/// left-to-right sum only by rounding).
+#[inline]
+fn lane_sum<T: Real>(row: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut s = T::ZERO;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        s += v;
+    }
+    s
 }
 
 /// The inputs of one (batch, head): q (Lq, D), k (Lk, D), v (Lk, Dv), mask (Lq, Lk).
@@ -158,23 +197,14 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -
             finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
             for r in 0..bq {
                 let row = &mut st[r * bk..(r + 1) * bk];
-                let mut mx = m[r];
-                for &v in row.iter() {
-                    if v > mx {
-                        mx = v;
-                    }
-                }
+                let mx = row_max(row, m[r]);
                 if mx == neg_inf {
                     // every key so far hidden: nothing to add
                     row.iter_mut().for_each(|v| *v = T::ZERO);
                     continue;
                 }
-                let mut sum = T::ZERO;
-                for v in row.iter_mut() {
-                    let p = (*v - mx).exp_();
-                    *v = p;
-                    sum += p;
-                }
+                row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
+                let sum = lane_sum(row);
                 let corr = (m[r] - mx).exp_(); // 0 when m was -inf
                 l[r] = l[r] * corr + sum;
                 m[r] = mx;
