@@ -97,6 +97,39 @@ def test_plain_path_matches_flash(cpu_backend):
         assert_close(w.numpy().sum(-1), np.ones(w.shape[:-1]), kind="reduction")
 
 
+@pytest.mark.parametrize("d", [32, 64])
+def test_head_dims_32_64_match_numpy(backend, d):
+    """D = Dv = 32 / 64 run the cuda kernels specialized for them; every case here too."""
+    rng = np.random.default_rng(d)
+    q = rng.standard_normal((2, 4, 37, d)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 70, d)).astype(np.float32)
+    v = rng.standard_normal((2, 2, 70, d)).astype(np.float32)
+    mask = rng.random((2, 1, 37, 70)) > 0.5
+    mask[:, :, 3] = False               # a row with every key hidden
+    for m, causal in ((None, False), (mask, False), (None, True)):
+        check_against_numpy(_sdpa(m, causal), [q, k, v], backend, **RED)
+
+
+@pytest.mark.cuda
+def test_cuda_flash_memory_is_linear():
+    """Flash attention at L = 4096 allocates far less than one L x L score matrix."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    h, l, d = 2, 4096, 64
+    ts = [fg.tensor(np.ones((1, h, l, d), np.float32), backend="cuda") for _ in range(3)]
+    be._pool.free_held()
+    be.synchronize()
+    before = be._drv.mem_get_info()[0]
+    with fg.no_grad():
+        out = F.scaled_dot_product_attention(*ts)
+    be.synchronize()
+    used = before - be._drv.mem_get_info()[0]
+    assert out.shape == (1, h, l, d)
+    assert used < h * l * l * 4 // 4, f"flash attention used {used} bytes"
+
+
 # -------------------------------------------------------------------- gradcheck
 @pytest.mark.parametrize("case", ["plain", "bool", "causal", "gqa_float", "weights"])
 def test_attention_gradcheck(cpu_backend, case):

@@ -1007,6 +1007,11 @@ class CudaBackend(base.Backend):
                 np.float32(scale), np.int32(bool(is_causal)))
         return (b, h, hk, lq, lk, d, dv), (self._ptr(mask), np.int64(msb), np.int64(msh)), tail
 
+    @staticmethod
+    def _attention_suffix(d: int, dv: int) -> str:
+        """The kernels specialized for D = Dv = 32 / 64 (per-row arrays in registers)."""
+        return f"_d{d}" if d == dv and d in (32, 64) else ""
+
     def attention_forward(self, q, k, v, mask, scale, is_causal):
         (b, h, hk, lq, lk, d, dv), margs, tail = self._attention_args(q, k, v, mask, scale, is_causal)
         out = self.empty((b, h, lq, dv))
@@ -1020,7 +1025,7 @@ class CudaBackend(base.Backend):
                                             mask, scale, is_causal)
             return out, lse
         t = self._ATT_THREADS
-        self._fn("attention", "attention_forward")(
+        self._fn("attention", "attention_forward" + self._attention_suffix(d, dv))(
             self._ptr(out), self._ptr(lse), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *tail,
             block=(t, 1, 1), grid=((lq + t - 1) // t, b * h))
         return out, lse
@@ -1034,10 +1039,11 @@ class CudaBackend(base.Backend):
         gq, gk, gv = self.empty(q.shape), self.empty(k.shape), self.empty(v.shape)
         t = self._ATT_THREADS
         saved = (self._ptr(out), self._ptr(lse), self._ptr(gout))
-        self._fn("attention", "attention_backward_dq")(
+        suffix = self._attention_suffix(d, dv)
+        self._fn("attention", "attention_backward_dq" + suffix)(
             self._ptr(gq), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *saved, *tail,
             block=(t, 1, 1), grid=((lq + t - 1) // t, b * h))
-        self._fn("attention", "attention_backward_dkdv")(
+        self._fn("attention", "attention_backward_dkdv" + suffix)(
             self._ptr(gk), self._ptr(gv), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *saved,
             *tail, block=(t, 1, 1), grid=((lk + t - 1) // t, b * hk))
         return gq, gk, gv
