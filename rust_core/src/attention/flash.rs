@@ -176,6 +176,8 @@ fn finish_scores<T: Real>(
     }
 }
 
+// tiles on the heap: BQ * BK f64 values would crowd a rayon worker's stack
+#[allow(clippy::useless_vec)]
 fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -> (Vec<T>, Vec<T>) {
     let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
     let neg_inf = T::c(f64::NEG_INFINITY);
@@ -254,6 +256,7 @@ pub fn forward<T: Real>(
 }
 
 /// (gq (Lq, D), gk (Lk, D), gv (Lk, Dv)) of one (batch, head).
+#[allow(clippy::useless_vec)]
 fn head_backward<T: Real>(
     x: &Head<T>,
     dims: &AttnDims,

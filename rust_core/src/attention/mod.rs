@@ -31,7 +31,7 @@ pub struct AttnDims {
 impl AttnDims {
     pub(crate) fn check(&self, q: usize, k: usize, v: usize, mask: Option<usize>) -> Result<()> {
         let d = *self;
-        if d.hk == 0 || d.h % d.hk != 0 {
+        if d.hk == 0 || !d.h.is_multiple_of(d.hk) {
             return shape_err!("k: expected a number of heads dividing q's {}, got {}", d.h, d.hk);
         }
         let want = [
