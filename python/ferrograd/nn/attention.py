@@ -12,13 +12,14 @@ from .. import functional as F
 from ..backends import _dropout, get_backend
 from ..ops.attention import attention
 from ..tensor import Tensor
+from . import init
 from .linear import Linear
 from .module import Module, Parameter
 
 
 def _xavier_uniform(shape, fan_in, fan_out, dtype):
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    return np.random.default_rng(np.random.randint(2**31)).uniform(-bound, bound, shape).astype(dtype)
+    """torch.nn.init.xavier_uniform_, drawn from fg.manual_seed's generator."""
+    return init.uniform(shape, math.sqrt(6.0 / (fan_in + fan_out)), dtype)
 
 
 def _positive(v, name):
