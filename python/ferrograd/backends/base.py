@@ -411,3 +411,24 @@ class Backend(abc.ABC):
         j <= W - b dropped with probability ``gamma`` by the stream; it drops the b x b
         block whose top-left corner it is (torchvision's padded max-pool expansion);
         1 <= b = block_size <= min(H, W)."""
+
+    # ---------------------------------------------------------------- attention
+    # Scaled dot-product attention on (batch, heads, length, dim) arrays; the full
+    # semantics (grouped key/value heads, mask shapes, causal alignment, rows whose keys
+    # are all hidden) are in backends/_attention.py. The rust and cuda kernels are the
+    # flash algorithm (tiled, online softmax, memory linear in the lengths); numpy is the
+    # plain one, the oracle.
+    @abc.abstractmethod
+    def attention_forward(self, q: Array, k: Array, v: Array, mask: Optional[Array],
+                          scale: float, is_causal: bool) -> Tuple[Array, Array]:
+        """q (B, H, Lq, D), k (B, Hk, Lk, D), v (B, Hk, Lk, Dv), Hk dividing H; mask None or
+        additive (1|B, 1|H, Lq, Lk). Returns (out (B, H, Lq, Dv), lse (B, H, Lq)): the
+        log-sum-exp of each row of scale * q k^T + mask, -inf where every key is hidden
+        (out is 0 there)."""
+
+    @abc.abstractmethod
+    def attention_backward(self, q: Array, k: Array, v: Array, mask: Optional[Array],
+                           scale: float, is_causal: bool, out: Array, lse: Array,
+                           gout: Array) -> Tuple[Array, Array, Array]:
+        """(gq, gk, gv) for attention_forward's output gradient ``gout``; the scores are
+        recomputed from q, k and ``lse``."""

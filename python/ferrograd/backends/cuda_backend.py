@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _dropout, _pool, base
+from . import _attention, _dropout, _pool, base
 from ._validate import (
     check_binary_op,
     check_gelu_approximate,
@@ -985,3 +985,65 @@ class CudaBackend(base.Backend):
                      np.int64(n), np.int32(h), np.int32(w), np.int32(b))
         self._launch("dropout", "dropblock_scale", n, self._ptr(m), np.int64(n), self._ptr(kept))
         return m
+
+    # ---------------------------------------------------------------- attention
+    # attention.cu: flash attention, one thread per query (or key) row, the other side
+    # staged tile by tile in shared memory; head dims up to 128.
+    _ATT_THREADS = 64
+
+    def _attention_args(self, q, k, v, mask, scale, is_causal):
+        b, h, hk, lq, lk, d, dv = _attention.check_attention(q, k, v, mask, scale, is_causal)
+        _check_f32(q, "q")
+        for name, n in (("q", d), ("v", dv)):
+            if n > 128:
+                raise ValueError(f"{name}: the cuda attention kernel takes head dims up to 128, got {n}")
+        if b * max(h, hk) > 65535:
+            raise ValueError(f"q: the cuda attention kernel takes batch * heads up to 65535, got {b * h}")
+        msb = msh = 0
+        if mask is not None:
+            msb = int(mask.shape[1]) * lq * lk if mask.shape[0] != 1 else 0
+            msh = lq * lk if mask.shape[1] != 1 else 0
+        tail = (np.int32(h), np.int32(hk), np.int32(lq), np.int32(lk), np.int32(d), np.int32(dv),
+                np.float32(scale), np.int32(bool(is_causal)))
+        return (b, h, hk, lq, lk, d, dv), (self._ptr(mask), np.int64(msb), np.int64(msh)), tail
+
+    @staticmethod
+    def _attention_suffix(d: int, dv: int) -> str:
+        """The kernels specialized for D = Dv = 32 / 64 (per-row arrays in registers)."""
+        return f"_d{d}" if d == dv and d in (32, 64) else ""
+
+    def attention_forward(self, q, k, v, mask, scale, is_causal):
+        (b, h, hk, lq, lk, d, dv), margs, tail = self._attention_args(q, k, v, mask, scale, is_causal)
+        out = self.empty((b, h, lq, dv))
+        lse = self.empty((b, h, lq))
+        if b * h * lq == 0:
+            return out, lse
+        if lk == 0:  # no key: every row is hidden
+            return self.full(out.shape, 0.0, _F32), self.full(lse.shape, -math.inf, _F32)
+        if dv == 0:  # no value column: run with one zero column to get lse
+            _, lse = self.attention_forward(q, k, self.full(tuple(v.shape[:3]) + (1,), 0.0, _F32),
+                                            mask, scale, is_causal)
+            return out, lse
+        t = self._ATT_THREADS
+        self._fn("attention", "attention_forward" + self._attention_suffix(d, dv))(
+            self._ptr(out), self._ptr(lse), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *tail,
+            block=(t, 1, 1), grid=((lq + t - 1) // t, b * h))
+        return out, lse
+
+    def attention_backward(self, q, k, v, mask, scale, is_causal, out, lse, gout):
+        (b, h, hk, lq, lk, d, dv), margs, tail = self._attention_args(q, k, v, mask, scale, is_causal)
+        _attention.check_saved(q, v, out, lse, gout)
+        if b * h * lq == 0 or lk == 0 or dv == 0:  # nothing flows back
+            return (self.full(q.shape, 0.0, _F32), self.full(k.shape, 0.0, _F32),
+                    self.full(v.shape, 0.0, _F32))
+        gq, gk, gv = self.empty(q.shape), self.empty(k.shape), self.empty(v.shape)
+        t = self._ATT_THREADS
+        saved = (self._ptr(out), self._ptr(lse), self._ptr(gout))
+        suffix = self._attention_suffix(d, dv)
+        self._fn("attention", "attention_backward_dq" + suffix)(
+            self._ptr(gq), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *saved, *tail,
+            block=(t, 1, 1), grid=((lq + t - 1) // t, b * h))
+        self._fn("attention", "attention_backward_dkdv" + suffix)(
+            self._ptr(gk), self._ptr(gv), self._ptr(q), self._ptr(k), self._ptr(v), *margs, *saved,
+            *tail, block=(t, 1, 1), grid=((lk + t - 1) // t, b * hk))
+        return gq, gk, gv

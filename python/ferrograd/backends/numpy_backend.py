@@ -26,7 +26,7 @@ from ._validate import (
     check_unary_op,
 )
 from ._validate import check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm, check_layer_norm
-from . import _dropout, _pool
+from . import _attention, _dropout, _pool
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -715,3 +715,15 @@ class NumpyBackend(base.Backend):
         kept = int((~dropped).sum())
         s = dtype.type(n * c * h * w / kept) if kept else dtype.type(0)
         return np.where(dropped, dtype.type(0), s)
+
+    # ---------------------------------------------------------------- attention
+    # the plain algorithm (whole score matrix): the oracle. _attention.tiled_* is the
+    # readable flash version the tests compare with it.
+    def attention_forward(self, q, k, v, mask, scale, is_causal):
+        _attention.check_attention(q, k, v, mask, scale, is_causal)
+        return _attention.plain_forward(q, k, v, mask, float(scale), bool(is_causal))
+
+    def attention_backward(self, q, k, v, mask, scale, is_causal, out, lse, gout):
+        _attention.check_attention(q, k, v, mask, scale, is_causal)
+        _attention.check_saved(q, v, out, lse, gout)
+        return _attention.plain_backward(q, k, v, mask, float(scale), bool(is_causal), out, lse, gout)

@@ -19,7 +19,7 @@ if _missing:
 
 # imported after the CPU check: the extension needs AVX2 + FMA
 from .. import _core  # noqa: E402
-from . import _dropout, _pool  # noqa: E402
+from . import _attention, _dropout, _pool  # noqa: E402
 from ._validate import (  # noqa: E402
     check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
     check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
@@ -251,3 +251,14 @@ class RustBackend(NumpyBackend):
         _dropout.check_stream(seed, offset)
         return _core.dropblock_mask(list(shape), np.dtype(dtype).name, min(float(gamma), 1.0),
                                     int(block_size), int(seed), int(offset))
+
+    # ---------------------------------------------------------------- attention
+    # flash attention (rust_core/src/attention/flash.rs): tiles in parallel over batch x heads
+    def attention_forward(self, q, k, v, mask, scale, is_causal):
+        _attention.check_attention(q, k, v, mask, scale, is_causal)
+        return _core.attention_forward(q, k, v, mask, float(scale), bool(is_causal))
+
+    def attention_backward(self, q, k, v, mask, scale, is_causal, out, lse, gout):
+        _attention.check_attention(q, k, v, mask, scale, is_causal)
+        _attention.check_saved(q, v, out, lse, gout)
+        return _core.attention_backward(q, k, v, mask, float(scale), bool(is_causal), out, lse, gout)

@@ -362,4 +362,197 @@ def default_suite(quick: bool = False) -> List[Case]:
     for bwd in (False, True):
         cases.append(_dropout_case(n_act, 0.5, bwd, CPU_IMPLS, "dropout"))
         cases.append(_dropout_case(n_gpu, 0.5, bwd, GPU_IMPLS, "gpu dropout"))
+    cases += attention_suite(quick)
     return cases
+
+
+# ------------------------------------------------------------------ attention
+def _sdpa_case(shape, backward: bool, impls, group: str, causal: bool = False) -> Case:
+    """SDPA on q, k, v of ``shape`` (B, H, L, E); fwd+bwd differentiates q, k and v."""
+    b, h, l, e = shape
+    n = b * h * l * e
+
+    def make(impl: str):
+        q_h, k_h, v_h, g_h = (host_data(n, s).reshape(shape) for s in range(4))
+        if impl.startswith("torch"):
+            import torch
+            import torch.nn.functional as TF
+
+            dev = _torch_device(impl)
+            q, k, v = (torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (q_h, k_h, v_h))
+            g = torch.from_numpy(g_h).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return TF.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            else:
+                def run():
+                    for t in (q, k, v):
+                        t.grad = None
+                    TF.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(g)
+                    return q.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.functional as F
+
+        q, k, v = (fg.tensor(a, backend=impl, requires_grad=backward) for a in (q_h, k_h, v_h))
+        g = fg.tensor(g_h, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        else:
+            def run():
+                for t in (q, k, v):
+                    t.grad = None
+                F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(g)
+                return q.grad
+        return run
+
+    flops = 4.0 * b * h * l * l * e * (1 if not backward else 3.5) * (0.5 if causal else 1)
+    dims = "x".join(str(d) for d in shape)
+    return Case(f"sdpa {dims}{' causal' if causal else ''} {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), make, flops=flops, params={"shape": list(shape), "causal": causal})
+
+
+def _encoder_case(kind: str, batch: int, seq: int, d_model: int, nhead: int, backward: bool,
+                  impls, group: str) -> Case:
+    """MultiheadAttention (self-attention, need_weights=False) or TransformerEncoderLayer
+    (dim_feedforward 2048, dropout 0, eval mode) on (batch, seq, d_model), batch_first."""
+    shape = (batch, seq, d_model)
+    n = batch * seq * d_model
+
+    def make(impl: str):
+        x_h, g_h = host_data(n, 0).reshape(shape), host_data(n, 1).reshape(shape)
+        if impl.startswith("torch"):
+            import torch
+
+            dev = _torch_device(impl)
+            torch.manual_seed(0)
+            if kind == "mha":
+                m = torch.nn.MultiheadAttention(d_model, nhead, batch_first=True).to(dev)
+                fn = lambda x: m(x, x, x, need_weights=False)[0]  # noqa: E731
+            else:
+                m = torch.nn.TransformerEncoderLayer(d_model, nhead, 2048, dropout=0.0, batch_first=True).to(dev)
+                fn = m
+            m.train(backward)  # eval in fwd rows (PyTorch's fast path), train in fwd+bwd
+            x = torch.from_numpy(x_h).to(dev).requires_grad_(backward)
+            g = torch.from_numpy(g_h).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return fn(x)
+            else:
+                def run():
+                    x.grad = None
+                    fn(x).backward(g)
+                    return x.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.nn as fnn
+
+        if kind == "mha":
+            m = fnn.MultiheadAttention(d_model, nhead, batch_first=True, backend=impl)
+            fn = lambda x: m(x, x, x, need_weights=False)[0]  # noqa: E731
+        else:
+            m = fnn.TransformerEncoderLayer(d_model, nhead, 2048, dropout=0.0, batch_first=True, backend=impl)
+            fn = m
+        m.train(backward)
+        x = fg.tensor(x_h, backend=impl, requires_grad=backward)
+        g = fg.tensor(g_h, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return fn(x)
+        else:
+            def run():
+                x.grad = None
+                fn(x).backward(g)
+                return x.grad
+        return run
+
+    name = "MultiheadAttention" if kind == "mha" else "TransformerEncoderLayer"
+    return Case(f"{name} {batch}x{seq}x{d_model} h{nhead} {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), make, params={"shape": list(shape), "nhead": nhead})
+
+
+def attention_suite(quick: bool = False) -> List[Case]:
+    """The attention rows: SDPA 2x8xLx64 (L = 128, 1024) on the CPU, 8x12x2048x64 on the
+    GPU; MultiheadAttention and TransformerEncoderLayer at batch 8, sequence 128, d_model
+    512, 8 heads. Peak memory of plain vs flash attention: :func:`attention_peak_memory`."""
+    cpu_seqs = (128, 256) if quick else (128, 1024)
+    gpu_shape = (2, 12, 512, 64) if quick else (8, 12, 2048, 64)
+    everywhere = CPU_IMPLS + GPU_IMPLS
+    cases: List[Case] = []
+    for bwd in (False, True):
+        for l in cpu_seqs:
+            cases.append(_sdpa_case((2, 8, l, 64), bwd, ("rust", "torch-cpu") if l > 256 else everywhere,
+                                    "attention"))
+        cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention"))
+        for kind in ("mha", "encoder"):
+            cases.append(_encoder_case(kind, 8, 64 if quick else 128, 512, 8, bwd, everywhere, "transformer"))
+    return cases
+
+
+def attention_peak_memory(seqs=(4096, 16384), batch: int = 1, heads: int = 8, dim: int = 64) -> List[dict]:
+    """Peak GPU memory (bytes above the inputs) of one attention forward at each sequence
+    length: ferrograd cuda flash (SDPA) vs ferrograd cuda plain (need_weights path, which
+    materializes the L x L weights), and torch's SDPA vs torch's plain softmax(q k^T) v.
+    ferrograd's numbers are the growth of the memory pool's held bytes (the pool keeps
+    what it allocated, so growth = peak); torch's come from torch.cuda.max_memory_allocated.
+    A configuration that runs out of memory is reported as "OOM". Run on a GPU machine:
+    ``python -c "from ferrograd.bench.suite import attention_peak_memory as m; print(m())"``"""
+    import ferrograd as fg
+    import ferrograd.functional as F
+    from ferrograd.ops.attention import attention
+
+    rows = []
+    be = fg.get_backend("cuda")
+    drv = be._drv
+    for seq in seqs:
+        shape = (batch, heads, seq, dim)
+        n = int(np.prod(shape))
+        host = [host_data(n, s).reshape(shape) for s in range(3)]
+        row = {"seq": seq, "shape": list(shape)}
+        for name in ("fg flash", "fg plain"):
+            be._pool.free_held()
+            be.synchronize()
+            q, k, v = (fg.tensor(a, backend="cuda") for a in host)
+            before = drv.mem_get_info()[0]
+            try:
+                with fg.no_grad():
+                    if name == "fg flash":
+                        out = F.scaled_dot_product_attention(q, k, v)
+                    else:
+                        out = attention(q, k, v, need_weights=True)[0]
+                be.synchronize()
+                row[name] = before - drv.mem_get_info()[0]
+                del out
+            except Exception as exc:  # noqa: BLE001 - out of memory is a result here
+                row[name] = f"OOM ({type(exc).__name__})"
+            del q, k, v
+        be._pool.free_held()
+        try:
+            import torch
+            import torch.nn.functional as TF
+
+            tq, tk, tv = (torch.from_numpy(a).cuda() for a in host)
+            for name, fn in (("torch sdpa", lambda: TF.scaled_dot_product_attention(tq, tk, tv)),
+                             ("torch plain", lambda: torch.softmax(tq @ tk.transpose(-2, -1) / dim ** 0.5, -1) @ tv)):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                try:
+                    with torch.no_grad():
+                        out = fn()
+                    torch.cuda.synchronize()
+                    row[name] = torch.cuda.max_memory_allocated() - base
+                    del out
+                except torch.cuda.OutOfMemoryError:
+                    row[name] = "OOM"
+                torch.cuda.empty_cache()
+            del tq, tk, tv
+        except ImportError:
+            pass
+        rows.append(row)
+    return rows

@@ -1,5 +1,6 @@
 """Layers: Module, Sequential, Linear, activations and losses with PyTorch's names."""
 
+from .attention import MultiheadAttention
 from .activation import GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
 from .dropout import DropBlock2d, DropConnect, Dropout
 from .linear import Linear
@@ -7,6 +8,7 @@ from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear",
@@ -15,4 +17,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Dropout", "DropConnect", "DropBlock2d",
+    "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
 ]

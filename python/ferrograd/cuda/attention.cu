@@ -1,0 +1,247 @@
+// Flash attention (tiled, online softmax) forward and backward, float32.
+//
+// Layouts (C-contiguous): q (B, H, Lq, D), k (B, Hk, Lk, D), v (B, Hk, Lk, Dv),
+// out/gout (B, H, Lq, Dv), lse (B, H, Lq); query head h reads key/value head
+// h / (H / Hk). mask is null or additive, read at b * msb + h * msh + i * Lk + j (msb/msh
+// are 0 for a broadcast batch/head). Causal hides key j from query i when j > i.
+// A row whose keys are all hidden gets out = 0, lse = -inf and zero gradients.
+//
+// One thread owns one query row (forward, dq) or one key row (dk, dv); the other operand
+// is staged tile by tile in shared memory, so memory stays linear in the lengths. Head
+// dims are at most FG_ATT_MAXD (the Python side checks).
+#include "common.cuh"
+
+#define FG_ATT_MAXD 128
+#define FG_ATT_TILE 32
+
+template <int DC>
+__device__ __forceinline__ float fg_att_score(const float* qr, const float* kt, int D_, float scale,
+                                              const float* mask, long long mrow, int j) {
+    const int D = DC > 0 ? DC : D_;
+    float s = 0.0f;
+    _Pragma("unroll") for (int d = 0; d < D; ++d) s += qr[d] * kt[d];
+    s *= scale;
+    if (mask) s += mask[mrow + j];
+    return s;
+}
+
+// grid (ceil(Lq / blockDim.x), B * H)
+template <int DC>
+__device__ __forceinline__ void attention_forward_body(float* out, float* lse, const float* q, const float* k,
+                                             const float* v, const float* mask, long long msb,
+                                             long long msh, int H, int Hk, int Lq, int Lk, int D_,
+                                             int Dv_, float scale, int causal) {
+    const int D = DC > 0 ? DC : D_, Dv = DC > 0 ? DC : Dv_;
+    __shared__ float ks[FG_ATT_TILE * FG_ATT_MAXD];
+    __shared__ float vs[FG_ATT_TILE * FG_ATT_MAXD];
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool row = i < Lq;
+    const float* kb = k + ((long long)b * Hk + hk) * Lk * D;
+    const float* vb = v + ((long long)b * Hk + hk) * Lk * Dv;
+    const long long mrow = mask ? b * msb + h * msh + (long long)(row ? i : 0) * Lk : 0;
+    float qr[FG_ATT_MAXD], acc[FG_ATT_MAXD];
+    if (row) {
+        const float* qp = q + ((long long)bh * Lq + i) * D;
+        _Pragma("unroll") for (int d = 0; d < D; ++d) qr[d] = qp[d];
+    }
+    _Pragma("unroll") for (int d = 0; d < Dv; ++d) acc[d] = 0.0f;
+    float m = FG_NEG_INF, l = 0.0f;
+    int kend = Lk;
+    if (causal) {
+        int last = min(Lq - 1, (int)(blockIdx.x * blockDim.x + blockDim.x - 1));
+        kend = min(Lk, last + 1);
+    }
+    for (int j0 = 0; j0 < kend; j0 += FG_ATT_TILE) {
+        const int n = min(FG_ATT_TILE, Lk - j0);
+        __syncthreads();
+        for (int t = threadIdx.x; t < n * D; t += blockDim.x) ks[t] = kb[(long long)j0 * D + t];
+        for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) vs[t] = vb[(long long)j0 * Dv + t];
+        __syncthreads();
+        if (!row) continue;
+        for (int jj = 0; jj < n; ++jj) {
+            const int j = j0 + jj;
+            if (causal && j > i) break;
+            const float s = fg_att_score<DC>(qr, ks + jj * D, D, scale, mask, mrow, j);
+            if (s == FG_NEG_INF) continue;
+            if (s > m) {  // a new running max: rescale what was summed so far
+                const float c = expf(m - s);
+                l *= c;
+                _Pragma("unroll") for (int d = 0; d < Dv; ++d) acc[d] *= c;
+                m = s;
+            }
+            const float p = expf(s - m);
+            l += p;
+            const float* vt = vs + jj * Dv;
+            _Pragma("unroll") for (int d = 0; d < Dv; ++d) acc[d] += p * vt[d];
+        }
+    }
+    if (!row) return;
+    float* op = out + ((long long)bh * Lq + i) * Dv;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    _Pragma("unroll") for (int d = 0; d < Dv; ++d) op[d] = acc[d] * inv;
+    lse[(long long)bh * Lq + i] = l > 0.0f ? m + logf(l) : FG_NEG_INF;
+}
+
+// gq; grid (ceil(Lq / blockDim.x), B * H)
+template <int DC>
+__device__ __forceinline__ void attention_backward_dq_body(float* gq, const float* q, const float* k,
+                                                 const float* v, const float* mask, long long msb,
+                                                 long long msh, const float* out, const float* lse,
+                                                 const float* gout, int H, int Hk, int Lq, int Lk,
+                                                 int D_, int Dv_, float scale, int causal) {
+    const int D = DC > 0 ? DC : D_, Dv = DC > 0 ? DC : Dv_;
+    __shared__ float ks[FG_ATT_TILE * FG_ATT_MAXD];
+    __shared__ float vs[FG_ATT_TILE * FG_ATT_MAXD];
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool row = i < Lq;
+    const float* kb = k + ((long long)b * Hk + hk) * Lk * D;
+    const float* vb = v + ((long long)b * Hk + hk) * Lk * Dv;
+    const long long mrow = mask ? b * msb + h * msh + (long long)(row ? i : 0) * Lk : 0;
+    float qr[FG_ATT_MAXD], gr[FG_ATT_MAXD], dq[FG_ATT_MAXD];
+    float delta = 0.0f, li = FG_NEG_INF;
+    if (row) {
+        const float* qp = q + ((long long)bh * Lq + i) * D;
+        _Pragma("unroll") for (int d = 0; d < D; ++d) qr[d] = qp[d];
+        const float* gp = gout + ((long long)bh * Lq + i) * Dv;
+        const float* op = out + ((long long)bh * Lq + i) * Dv;
+        _Pragma("unroll") for (int d = 0; d < Dv; ++d) {
+            gr[d] = gp[d];
+            delta += gp[d] * op[d];
+        }
+        li = lse[(long long)bh * Lq + i];
+    }
+    _Pragma("unroll") for (int d = 0; d < D; ++d) dq[d] = 0.0f;
+    int kend = Lk;
+    if (causal) {
+        int last = min(Lq - 1, (int)(blockIdx.x * blockDim.x + blockDim.x - 1));
+        kend = min(Lk, last + 1);
+    }
+    for (int j0 = 0; j0 < kend; j0 += FG_ATT_TILE) {
+        const int n = min(FG_ATT_TILE, Lk - j0);
+        __syncthreads();
+        for (int t = threadIdx.x; t < n * D; t += blockDim.x) ks[t] = kb[(long long)j0 * D + t];
+        for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) vs[t] = vb[(long long)j0 * Dv + t];
+        __syncthreads();
+        if (!row || li == FG_NEG_INF) continue;
+        for (int jj = 0; jj < n; ++jj) {
+            const int j = j0 + jj;
+            if (causal && j > i) break;
+            const float s = fg_att_score<DC>(qr, ks + jj * D, D, scale, mask, mrow, j);
+            if (s == FG_NEG_INF) continue;
+            const float p = expf(s - li);
+            const float* vt = vs + jj * Dv;
+            float dp = 0.0f;
+            _Pragma("unroll") for (int d = 0; d < Dv; ++d) dp += gr[d] * vt[d];
+            const float ds = p * (dp - delta);
+            const float* kt = ks + jj * D;
+            _Pragma("unroll") for (int d = 0; d < D; ++d) dq[d] += ds * kt[d];
+        }
+    }
+    if (!row) return;
+    float* gp = gq + ((long long)bh * Lq + i) * D;
+    _Pragma("unroll") for (int d = 0; d < D; ++d) gp[d] = scale * dq[d];
+}
+
+// gk, gv (summed over the query heads of a key/value head); grid (ceil(Lk / blockDim.x), B * Hk)
+template <int DC>
+__device__ __forceinline__ void attention_backward_dkdv_body(float* gk, float* gv, const float* q,
+                                                   const float* k, const float* v, const float* mask,
+                                                   long long msb, long long msh, const float* out,
+                                                   const float* lse, const float* gout, int H,
+                                                   int Hk, int Lq, int Lk, int D_, int Dv_,
+                                                   float scale, int causal) {
+    const int D = DC > 0 ? DC : D_, Dv = DC > 0 ? DC : Dv_;
+    __shared__ float qs[FG_ATT_TILE * FG_ATT_MAXD];
+    __shared__ float gs[FG_ATT_TILE * FG_ATT_MAXD];
+    __shared__ float ls[FG_ATT_TILE];
+    __shared__ float ds_[FG_ATT_TILE];
+    const int bhk = blockIdx.y, b = bhk / Hk, hk = bhk % Hk, group = H / Hk;
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool col = j < Lk;
+    float kr[FG_ATT_MAXD], vr[FG_ATT_MAXD], dk[FG_ATT_MAXD], dv[FG_ATT_MAXD];
+    if (col) {
+        const float* kp = k + ((long long)bhk * Lk + j) * D;
+        const float* vp = v + ((long long)bhk * Lk + j) * Dv;
+        _Pragma("unroll") for (int d = 0; d < D; ++d) kr[d] = kp[d];
+        _Pragma("unroll") for (int d = 0; d < Dv; ++d) vr[d] = vp[d];
+    }
+    _Pragma("unroll") for (int d = 0; d < D; ++d) dk[d] = 0.0f;
+    _Pragma("unroll") for (int d = 0; d < Dv; ++d) dv[d] = 0.0f;
+    // causal: queries before the block's first key see none of its keys
+    const int first = causal ? (int)(blockIdx.x * blockDim.x) / FG_ATT_TILE * FG_ATT_TILE : 0;
+    for (int h = hk * group; h < (hk + 1) * group; ++h) {
+        const long long bh = (long long)b * H + h;
+        const long long mbase = mask ? b * msb + h * msh : 0;
+        for (int i0 = first; i0 < Lq; i0 += FG_ATT_TILE) {
+            const int n = min(FG_ATT_TILE, Lq - i0);
+            __syncthreads();
+            for (int t = threadIdx.x; t < n * D; t += blockDim.x) qs[t] = q[(bh * Lq + i0) * D + t];
+            for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) gs[t] = gout[(bh * Lq + i0) * Dv + t];
+            for (int t = threadIdx.x; t < n; t += blockDim.x) {
+                const float* gp = gout + (bh * Lq + i0 + t) * Dv;
+                const float* op = out + (bh * Lq + i0 + t) * Dv;
+                float s = 0.0f;
+                _Pragma("unroll") for (int d = 0; d < Dv; ++d) s += gp[d] * op[d];
+                ds_[t] = s;
+                ls[t] = lse[bh * Lq + i0 + t];
+            }
+            __syncthreads();
+            if (!col) continue;
+            for (int ii = 0; ii < n; ++ii) {
+                const int i = i0 + ii;
+                if ((causal && j > i) || ls[ii] == FG_NEG_INF) continue;
+                const float* qt = qs + ii * D;
+                const float s = fg_att_score<DC>(qt, kr, D, scale, mask, mbase + (long long)i * Lk, j);
+                if (s == FG_NEG_INF) continue;
+                const float p = expf(s - ls[ii]);
+                const float* gt = gs + ii * Dv;
+                float dp = 0.0f;
+                _Pragma("unroll") for (int d = 0; d < Dv; ++d) {
+                    dv[d] += p * gt[d];
+                    dp += gt[d] * vr[d];
+                }
+                const float dsv = p * (dp - ds_[ii]);
+                _Pragma("unroll") for (int d = 0; d < D; ++d) dk[d] += dsv * qt[d];
+            }
+        }
+    }
+    if (!col) return;
+    float* kp = gk + ((long long)bhk * Lk + j) * D;
+    float* vp = gv + ((long long)bhk * Lk + j) * Dv;
+    _Pragma("unroll") for (int d = 0; d < D; ++d) kp[d] = scale * dk[d];
+    _Pragma("unroll") for (int d = 0; d < Dv; ++d) vp[d] = dv[d];
+}
+
+// Entry points: the generic kernels (any head dims up to FG_ATT_MAXD) and copies for
+// D = Dv = 32 or 64 whose per-row arrays live in registers (loops fully unrolled).
+#define FG_ATT_ARGS_FWD                                                                       \
+    float *out, float *lse, const float *q, const float *k, const float *v, const float *mask, \
+        long long msb, long long msh, int H, int Hk, int Lq, int Lk, int D, int Dv, float scale, \
+        int causal
+#define FG_ATT_ARGS_DQ                                                                        \
+    float *gq, const float *q, const float *k, const float *v, const float *mask, long long msb, \
+        long long msh, const float *out, const float *lse, const float *gout, int H, int Hk,     \
+        int Lq, int Lk, int D, int Dv, float scale, int causal
+#define FG_ATT_ARGS_DKDV                                                                      \
+    float *gk, float *gv, const float *q, const float *k, const float *v, const float *mask,   \
+        long long msb, long long msh, const float *out, const float *lse, const float *gout,   \
+        int H, int Hk, int Lq, int Lk, int D, int Dv, float scale, int causal
+#define FG_ATT_KERNELS(SUFFIX, DC)                                                            \
+    extern "C" __global__ void attention_forward##SUFFIX(FG_ATT_ARGS_FWD) {                    \
+        attention_forward_body<DC>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk, D, Dv,    \
+                                   scale, causal);                                             \
+    }                                                                                          \
+    extern "C" __global__ void attention_backward_dq##SUFFIX(FG_ATT_ARGS_DQ) {                 \
+        attention_backward_dq_body<DC>(gq, q, k, v, mask, msb, msh, out, lse, gout, H, Hk, Lq, \
+                                       Lk, D, Dv, scale, causal);                              \
+    }                                                                                          \
+    extern "C" __global__ void attention_backward_dkdv##SUFFIX(FG_ATT_ARGS_DKDV) {             \
+        attention_backward_dkdv_body<DC>(gk, gv, q, k, v, mask, msb, msh, out, lse, gout, H,   \
+                                         Hk, Lq, Lk, D, Dv, scale, causal);                    \
+    }
+
+FG_ATT_KERNELS(, 0)
+FG_ATT_KERNELS(_d32, 32)
+FG_ATT_KERNELS(_d64, 64)

@@ -1,0 +1,480 @@
+//! Flash attention (Dao et al. 2022) on the CPU: forward and backward.
+//!
+//! Each (batch, head) pair is one rayon task. Inside, query tiles of `BQ` rows meet key
+//! tiles of `BK` rows; the tile products (scores, P @ V, and the four backward products)
+//! are `gemm` calls on the tiles in place (transposes read through strides). The forward
+//! keeps a running row max and sum (online softmax) and saves only the log-sum-exp per
+//! row; the backward recomputes each score tile from q, k and the lse. Extra memory: a
+//! few tiles per task, plus per-head key/value gradients that are summed over the query
+//! heads of a group (grouped-query attention) — linear in the lengths.
+
+use super::AttnDims;
+use crate::error::Result;
+use crate::real::Real;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+const BQ: usize = 128;
+const BK: usize = 256;
+
+/// dst (m x n, row stride `dst_rs`, column stride 1) := (acc ? dst : 0) + a @ b, with a
+/// read at a[i * a_rs + p * a_cs] and b at b[p * b_rs + j * b_cs]; single-threaded (the
+/// parallelism is over heads).
+#[allow(clippy::too_many_arguments)]
+fn gemm_tile<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_rs: usize,
+    acc: bool,
+    a: &[T],
+    a_cs: usize,
+    a_rs: usize,
+    b: &[T],
+    b_cs: usize,
+    b_rs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].iter_mut().for_each(|x| *x = T::ZERO);
+            }
+        }
+        return;
+    }
+    // every index the GEMM touches lies inside the slices (checked here, not assumed)
+    assert!((m - 1) * dst_rs + n <= dst.len(), "flash: dst tile out of bounds");
+    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "flash: lhs tile out of bounds");
+    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "flash: rhs tile out of bounds");
+    // SAFETY: the asserts above bound every element read or written; dst is a distinct
+    // mutable slice, so it does not alias a or b.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// max(init, row) with 8 independent lanes, so that LLVM vectorizes it (a single
+/// running max is a dependency chain). NaN scores are skipped here and propagate through
+/// the exponentials instead.
+#[inline]
+fn row_max<T: Real>(row: &[T], init: T) -> T {
+    let mut lanes = [init; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let mut mx = init;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        if v > mx {
+            mx = v;
+        }
+    }
+    mx
+}
+
+/// The sum of `row` over 8 independent lanes (vectorizes; the order differs from a
+/// left-to-right sum only by rounding).
+#[inline]
+fn lane_sum<T: Real>(row: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut s = T::ZERO;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        s += v;
+    }
+    s
+}
+
+/// The inputs of one (batch, head): q (Lq, D), k (Lk, D), v (Lk, Dv), mask (Lq, Lk).
+struct Head<'a, T> {
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    mask: Option<&'a [T]>,
+}
+
+fn head<'a, T: Real>(
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    mask: Option<&'a [T]>,
+    dims: &AttnDims,
+    bh: usize,
+) -> Head<'a, T> {
+    let (b, h) = (bh / dims.h, bh % dims.h);
+    let hk = h / (dims.h / dims.hk);
+    let kv = b * dims.hk + hk;
+    let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
+    Head {
+        q: &q[bh * lq * d..(bh + 1) * lq * d],
+        k: &k[kv * lk * d..(kv + 1) * lk * d],
+        v: &v[kv * lk * dv..(kv + 1) * lk * dv],
+        mask: mask.map(|m| {
+            let o = dims.mask_offset(b, h);
+            &m[o..o + lq * lk]
+        }),
+    }
+}
+
+/// s[r, c] := scale * s[r, c] + mask[i0 + r, j0 + c], -inf where causal hides the key.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn finish_scores<T: Real>(
+    s: &mut [T],
+    bq: usize,
+    bk: usize,
+    i0: usize,
+    j0: usize,
+    lk: usize,
+    scale: T,
+    mask: Option<&[T]>,
+    causal: bool,
+) {
+    let neg_inf = T::c(f64::NEG_INFINITY);
+    for r in 0..bq {
+        let row = &mut s[r * bk..(r + 1) * bk];
+        row.iter_mut().for_each(|x| *x *= scale);
+        if let Some(m) = mask {
+            let mr = &m[(i0 + r) * lk + j0..(i0 + r) * lk + j0 + bk];
+            row.iter_mut().zip(mr).for_each(|(x, &a)| *x += a);
+        }
+        if causal {
+            let first_hidden = (i0 + r + 1).saturating_sub(j0).min(bk);
+            row[first_hidden..].iter_mut().for_each(|x| *x = neg_inf);
+        }
+    }
+}
+
+// tiles on the heap: BQ * BK f64 values would crowd a rayon worker's stack
+#[allow(clippy::useless_vec)]
+fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -> (Vec<T>, Vec<T>) {
+    let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
+    let neg_inf = T::c(f64::NEG_INFINITY);
+    let mut out = vec![T::ZERO; lq * dv];
+    let mut lse = vec![neg_inf; lq];
+    let mut s = vec![T::ZERO; BQ * BK];
+    let mut m = [neg_inf; BQ];
+    let mut l = [T::ZERO; BQ];
+    for i0 in (0..lq).step_by(BQ) {
+        let bq = BQ.min(lq - i0);
+        m[..bq].iter_mut().for_each(|v| *v = neg_inf);
+        l[..bq].iter_mut().for_each(|v| *v = T::ZERO);
+        let acc = &mut out[i0 * dv..(i0 + bq) * dv];
+        let kend = if causal { lk.min(i0 + bq) } else { lk };
+        for j0 in (0..kend).step_by(BK) {
+            let bk = BK.min(lk - j0);
+            let st = &mut s[..bq * bk];
+            gemm_tile(bq, bk, d, st, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+            finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
+            for r in 0..bq {
+                let row = &mut st[r * bk..(r + 1) * bk];
+                let mx = row_max(row, m[r]);
+                if mx == neg_inf {
+                    // every key so far hidden: nothing to add
+                    row.iter_mut().for_each(|v| *v = T::ZERO);
+                    continue;
+                }
+                row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
+                let sum = lane_sum(row);
+                let corr = (m[r] - mx).exp_(); // 0 when m was -inf
+                l[r] = l[r] * corr + sum;
+                m[r] = mx;
+                if corr != T::ONE {
+                    acc[r * dv..(r + 1) * dv].iter_mut().for_each(|a| *a *= corr);
+                }
+            }
+            gemm_tile(bq, dv, bk, acc, dv, true, st, 1, bk, &x.v[j0 * dv..], 1, dv);
+        }
+        for r in 0..bq {
+            let row = &mut acc[r * dv..(r + 1) * dv];
+            if l[r] > T::ZERO {
+                let inv = T::ONE / l[r];
+                row.iter_mut().for_each(|a| *a *= inv);
+                lse[i0 + r] = m[r] + l[r].ln_();
+            } else {
+                row.iter_mut().for_each(|a| *a = T::ZERO);
+                lse[i0 + r] = neg_inf;
+            }
+        }
+    }
+    (out, lse)
+}
+
+/// (out (B, H, Lq, Dv), lse (B, H, Lq)) of softmax(scale * q k^T + mask) v.
+pub fn forward<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    dims: AttnDims,
+    scale: T,
+    causal: bool,
+) -> Result<(Vec<T>, Vec<T>)> {
+    dims.check(q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
+    let parts: Vec<(Vec<T>, Vec<T>)> = (0..dims.b * dims.h)
+        .into_par_iter()
+        .map(|bh| head_forward(&head(q, k, v, mask, &dims, bh), &dims, scale, causal))
+        .collect();
+    let mut out = Vec::with_capacity(dims.b * dims.h * dims.lq * dims.dv);
+    let mut lse = Vec::with_capacity(dims.b * dims.h * dims.lq);
+    for (o, l) in parts {
+        out.extend_from_slice(&o);
+        lse.extend_from_slice(&l);
+    }
+    Ok((out, lse))
+}
+
+/// (gq (Lq, D), gk (Lk, D), gv (Lk, Dv)) of one (batch, head).
+#[allow(clippy::useless_vec)]
+fn head_backward<T: Real>(
+    x: &Head<T>,
+    dims: &AttnDims,
+    scale: T,
+    causal: bool,
+    out: &[T],
+    lse: &[T],
+    gout: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
+    let neg_inf = T::c(f64::NEG_INFINITY);
+    let mut gq = vec![T::ZERO; lq * d];
+    let mut gk = vec![T::ZERO; lk * d];
+    let mut gv = vec![T::ZERO; lk * dv];
+    // delta_i = sum_c gout[i, c] out[i, c] = sum_j p_ij dp_ij
+    let delta: Vec<T> = (0..lq)
+        .map(|i| {
+            let mut acc = T::ZERO;
+            for c in 0..dv {
+                acc += gout[i * dv + c] * out[i * dv + c];
+            }
+            acc
+        })
+        .collect();
+    let mut p = vec![T::ZERO; BQ * BK];
+    let mut dp = vec![T::ZERO; BQ * BK];
+    for i0 in (0..lq).step_by(BQ) {
+        let bq = BQ.min(lq - i0);
+        let kend = if causal { lk.min(i0 + bq) } else { lk };
+        let go = &gout[i0 * dv..];
+        for j0 in (0..kend).step_by(BK) {
+            let bk = BK.min(lk - j0);
+            let pt = &mut p[..bq * bk];
+            gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+            finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
+            for r in 0..bq {
+                let li = lse[i0 + r];
+                let row = &mut pt[r * bk..(r + 1) * bk];
+                if li == neg_inf {
+                    row.iter_mut().for_each(|v| *v = T::ZERO);
+                } else {
+                    row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+                }
+            }
+            // gv_j += p^T @ gout_i
+            gemm_tile(bk, dv, bq, &mut gv[j0 * dv..], dv, true, pt, bk, 1, go, 1, dv);
+            // dp = gout_i @ v_j^T
+            let dpt = &mut dp[..bq * bk];
+            gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
+            // ds = scale * p * (dp - delta), stored in dp
+            for r in 0..bq {
+                let dl = delta[i0 + r];
+                for c in 0..bk {
+                    let idx = r * bk + c;
+                    dpt[idx] = scale * pt[idx] * (dpt[idx] - dl);
+                }
+            }
+            // gq_i += ds @ k_j ; gk_j += ds^T @ q_i
+            gemm_tile(bq, d, bk, &mut gq[i0 * d..], d, true, dpt, 1, bk, &x.k[j0 * d..], 1, d);
+            gemm_tile(bk, d, bq, &mut gk[j0 * d..], d, true, dpt, bk, 1, &x.q[i0 * d..], 1, d);
+        }
+    }
+    (gq, gk, gv)
+}
+
+/// (gq, gk, gv) of `forward` for the output gradient `gout`, recomputing the scores.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    dims: AttnDims,
+    scale: T,
+    causal: bool,
+    out: &[T],
+    lse: &[T],
+    gout: &[T],
+) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    dims.check(q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
+    let (b, h, hk, lq, lk, d, dv) = (dims.b, dims.h, dims.hk, dims.lq, dims.lk, dims.d, dims.dv);
+    for (name, got, n) in [("out", out.len(), b * h * lq * dv), ("lse", lse.len(), b * h * lq),
+                           ("gout", gout.len(), b * h * lq * dv)] {
+        if got != n {
+            return crate::shape_err!("{name}: expected {n} elements for sizes {dims:?}, got {got}");
+        }
+    }
+    let parts: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..b * h)
+        .into_par_iter()
+        .map(|bh| {
+            let x = head(q, k, v, mask, &dims, bh);
+            head_backward(
+                &x,
+                &dims,
+                scale,
+                causal,
+                &out[bh * lq * dv..(bh + 1) * lq * dv],
+                &lse[bh * lq..(bh + 1) * lq],
+                &gout[bh * lq * dv..(bh + 1) * lq * dv],
+            )
+        })
+        .collect();
+    let mut gq = Vec::with_capacity(b * h * lq * d);
+    let mut gk = vec![T::ZERO; b * hk * lk * d];
+    let mut gv = vec![T::ZERO; b * hk * lk * dv];
+    let group = h / hk;
+    for (bh, (q_, k_, v_)) in parts.into_iter().enumerate() {
+        gq.extend_from_slice(&q_);
+        let kv = (bh / h) * hk + (bh % h) / group;
+        gk[kv * lk * d..(kv + 1) * lk * d].iter_mut().zip(&k_).for_each(|(a, &g)| *a += g);
+        gv[kv * lk * dv..(kv + 1) * lk * dv].iter_mut().zip(&v_).for_each(|(a, &g)| *a += g);
+    }
+    Ok((gq, gk, gv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// softmax(scale q k^T + mask) v row by row, in f64.
+    fn naive(q: &[f64], k: &[f64], v: &[f64], mask: Option<&[f64]>, d: &AttnDims, scale: f64, causal: bool) -> Vec<f64> {
+        let mut out = vec![0.0; d.b * d.h * d.lq * d.dv];
+        for bh in 0..d.b * d.h {
+            let x = head(q, k, v, mask, d, bh);
+            for i in 0..d.lq {
+                let s: Vec<f64> = (0..d.lk)
+                    .map(|j| {
+                        let mut t = 0.0;
+                        for c in 0..d.d {
+                            t += x.q[i * d.d + c] * x.k[j * d.d + c];
+                        }
+                        let t = t * scale + x.mask.map_or(0.0, |m| m[i * d.lk + j]);
+                        if causal && j > i { f64::NEG_INFINITY } else { t }
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if mx == f64::NEG_INFINITY {
+                    continue;
+                }
+                let e: Vec<f64> = s.iter().map(|t| (t - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for j in 0..d.lk {
+                    for c in 0..d.dv {
+                        out[(bh * d.lq + i) * d.dv + c] += e[j] / z * x.v[j * d.dv + c];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flash_matches_naive_across_tiles() {
+        for &(b, h, hk, lq, lk, dd, dv, causal, masked) in &[
+            (1, 2, 1, 70, 130, 8, 5, false, true),
+            (2, 2, 2, 65, 65, 3, 3, true, false),
+            (1, 1, 1, 1, 1, 4, 4, false, false),
+            (1, 3, 3, 129, 7, 16, 16, false, true),
+        ] {
+            let dims = AttnDims { b, h, hk, lq, lk, d: dd, dv, mask_batch: false, mask_heads: true };
+            let q = values(b * h * lq * dd, 1);
+            let k = values(b * hk * lk * dd, 2);
+            let v = values(b * hk * lk * dv, 3);
+            let mut mask = values(dims.mask_len(), 4);
+            mask.iter_mut().enumerate().for_each(|(i, m)| if i % 3 == 1 { *m = f64::NEG_INFINITY });
+            let mask = if masked { Some(&mask[..]) } else { None };
+            let (out, lse) = forward(&q, &k, &v, mask, dims, 0.5, causal).unwrap();
+            let want = naive(&q, &k, &v, mask, &dims, 0.5, causal);
+            for (a, e) in out.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-12, "{a} vs {e} for {dims:?}");
+            }
+            let gout = values(out.len(), 5);
+            let (gq, gk, gv) = backward(&q, &k, &v, mask, dims, 0.5, causal, &out, &lse, &gout).unwrap();
+            assert_eq!((gq.len(), gk.len(), gv.len()), (q.len(), k.len(), v.len()));
+            // directional derivative check on v: d<gout, out>/dv . dir
+            let dir = values(v.len(), 6);
+            let eps = 1e-6;
+            let vp: Vec<f64> = v.iter().zip(&dir).map(|(a, b)| a + eps * b).collect();
+            let vm: Vec<f64> = v.iter().zip(&dir).map(|(a, b)| a - eps * b).collect();
+            let f = |vv: &[f64]| -> f64 {
+                naive(&q, &k, vv, mask, &dims, 0.5, causal).iter().zip(&gout).map(|(a, b)| a * b).sum()
+            };
+            let num = (f(&vp) - f(&vm)) / (2.0 * eps);
+            let ana: f64 = gv.iter().zip(&dir).map(|(a, b)| a * b).sum();
+            assert!((num - ana).abs() < 1e-6 * (1.0 + num.abs()), "{num} vs {ana}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let dims = AttnDims { b: 1, h: 3, hk: 2, lq: 2, lk: 2, d: 2, dv: 2, mask_batch: false, mask_heads: false };
+        assert!(forward(&[0.0f32; 12], &[0.0; 8], &[0.0; 8], None, dims, 1.0, false).is_err());
+        let dims = AttnDims { hk: 1, ..dims };
+        assert!(forward(&[0.0f32; 11], &[0.0; 4], &[0.0; 4], None, dims, 1.0, false).is_err());
+        assert!(forward(&[0.0f32; 12], &[0.0; 4], &[0.0; 4], Some(&[0.0; 3]), dims, 1.0, false).is_err());
+    }
+
+    #[test]
+    fn fully_hidden_rows_are_zero() {
+        let dims = AttnDims { b: 1, h: 1, hk: 1, lq: 2, lk: 3, d: 2, dv: 2, mask_batch: false, mask_heads: false };
+        let ninf = f64::NEG_INFINITY;
+        let mask = [0.0, ninf, 0.0, ninf, ninf, ninf];
+        let (q, k, v) = (values(4, 1), values(6, 2), values(6, 3));
+        let (out, lse) = forward(&q, &k, &v, Some(&mask), dims, 1.0, false).unwrap();
+        assert_eq!(&out[2..], &[0.0, 0.0]);
+        assert_eq!(lse[1], ninf);
+        let (gq, _, _) = backward(&q, &k, &v, Some(&mask), dims, 1.0, false, &out, &lse, &[1.0; 4]).unwrap();
+        assert_eq!(&gq[2..], &[0.0, 0.0]);
+        assert!(gq.iter().all(|g| g.is_finite()));
+    }
+}

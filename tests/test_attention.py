@@ -1,0 +1,353 @@
+"""Scaled dot-product attention (plain, flash, numpy tiled) and MultiheadAttention.
+
+Flash kernels of every backend against the numpy reference (hypothesis over batch,
+heads, grouped key/value heads, lengths 1 / not a multiple of the tile / query != key,
+head dims, boolean / float / causal masks and rows with one visible key); the numpy tiled
+(flash) reference against the plain one; float64 gradcheck on numpy and rust; rows whose
+keys are all hidden; dropout; bad input; PyTorch as an oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ferrograd as fg
+import ferrograd.functional as F
+import ferrograd.nn as nn
+from ferrograd.backends import _attention
+from ferrograd.ops.attention import attention
+from ferrograd.testing import assert_close, check_against_numpy
+from ferrograd.testing.strategies import sides
+
+from conftest import dtype_backend_ok
+
+RED = dict(kind="reduction", grad_kind="reduction")
+LENGTHS = st.one_of(st.sampled_from([1, 2, 5, 33, 65]), st.integers(1, 40))
+
+
+@st.composite
+def attention_case(draw, dtype):
+    b = draw(sides(3), label="batch")
+    hk = draw(st.sampled_from([1, 2]), label="kv_heads")
+    h = hk * draw(st.sampled_from([1, 2, 3]), label="group")
+    lq, lk = draw(LENGTHS, label="lq"), draw(LENGTHS, label="lk")
+    d = draw(st.sampled_from([1, 3, 8, 16]), label="d")
+    dv = draw(st.sampled_from([d, 5]), label="dv")
+    mask_kind = draw(st.sampled_from(["none", "bool", "float", "causal", "one_key"]), label="mask")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16), label="seed"))
+    q = rng.standard_normal((b, h, lq, d)).astype(dtype)
+    k = rng.standard_normal((b, hk, lk, d)).astype(dtype)
+    v = rng.standard_normal((b, hk, lk, dv)).astype(dtype)
+    mask = None
+    if mask_kind == "bool":
+        mask = rng.random((1, h, lq, lk)) > 0.4
+        mask[..., 0] = True               # every row keeps a key
+    elif mask_kind == "float":
+        mask = (rng.standard_normal((b, 1, lq, lk)) * 2).astype(dtype)
+    elif mask_kind == "one_key":          # all but one key hidden in every row
+        mask = np.zeros((b, h, lq, lk), dtype=bool)
+        mask[..., rng.integers(0, lk)] = True
+    return q, k, v, mask, mask_kind == "causal"
+
+
+def _sdpa(mask, causal, scale=None):
+    return lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True)
+
+
+# ------------------------------------------------------------- values vs numpy
+@given(data=st.data())
+def test_flash_matches_numpy(backend, dtype, data):
+    dtype_backend_ok(backend, dtype)
+    q, k, v, mask, causal = data.draw(attention_case(dtype))
+    check_against_numpy(_sdpa(mask, causal), [q, k, v], backend, **RED)
+
+
+@given(data=st.data(), block=st.sampled_from([1, 4, 7, 32]))
+def test_numpy_tiled_matches_plain(data, block):
+    q, k, v, mask, causal = data.draw(attention_case(np.float64))
+    h = q.shape[1]
+    add = None
+    if mask is not None:
+        from ferrograd.ops.attention import mask_to_additive
+        add = mask_to_additive(mask, (q.shape[0], h), h, q.shape[2], k.shape[2], np.float64)
+    scale = 0.7
+    out, lse = _attention.plain_forward(q, k, v, add, scale, causal)
+    out2, lse2 = _attention.tiled_forward(q, k, v, add, scale, causal, block=block)
+    assert_close(out2, out, kind="reduction")
+    assert_close(lse2, lse, kind="reduction")
+    gout = np.random.default_rng(1).standard_normal(out.shape)
+    g1 = _attention.plain_backward(q, k, v, add, scale, causal, out, lse, gout)
+    g2 = _attention.tiled_backward(q, k, v, add, scale, causal, out, lse, gout, block=block)
+    for a, e in zip(g2, g1):
+        assert_close(a, e, kind="reduction")
+
+
+def test_plain_path_matches_flash(cpu_backend):
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal(s) for s in ((2, 4, 9, 8), (2, 2, 11, 8), (2, 2, 11, 6)))
+    mask = rng.random((9, 11)) > 0.5
+    mask[:, 3] = True
+    for m, causal in ((mask, False), (None, True)):
+        ts = [fg.tensor(a, backend=cpu_backend) for a in (q, k, v)]
+        flash = F.scaled_dot_product_attention(*ts, attn_mask=m, is_causal=causal, enable_gqa=True)
+        plain, w = attention(*ts, m, 0.0, causal, None, True, need_weights=True)
+        assert_close(plain.numpy(), flash.numpy(), kind="reduction")
+        assert_close(w.numpy().sum(-1), np.ones(w.shape[:-1]), kind="reduction")
+
+
+@pytest.mark.parametrize("d", [32, 64])
+def test_head_dims_32_64_match_numpy(backend, d):
+    """D = Dv = 32 / 64 run the cuda kernels specialized for them; every case here too."""
+    rng = np.random.default_rng(d)
+    q = rng.standard_normal((2, 4, 37, d)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 70, d)).astype(np.float32)
+    v = rng.standard_normal((2, 2, 70, d)).astype(np.float32)
+    mask = rng.random((2, 1, 37, 70)) > 0.5
+    mask[:, :, 3] = False               # a row with every key hidden
+    for m, causal in ((None, False), (mask, False), (None, True)):
+        check_against_numpy(_sdpa(m, causal), [q, k, v], backend, **RED)
+
+
+@pytest.mark.cuda
+def test_cuda_flash_memory_is_linear():
+    """Flash attention at L = 4096 allocates far less than one L x L score matrix."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    h, l, d = 2, 4096, 64
+    ts = [fg.tensor(np.ones((1, h, l, d), np.float32), backend="cuda") for _ in range(3)]
+    be._pool.free_held()
+    be.synchronize()
+    before = be._drv.mem_get_info()[0]
+    with fg.no_grad():
+        out = F.scaled_dot_product_attention(*ts)
+    be.synchronize()
+    used = before - be._drv.mem_get_info()[0]
+    assert out.shape == (1, h, l, d)
+    assert used < h * l * l * 4 // 4, f"flash attention used {used} bytes"
+
+
+# -------------------------------------------------------------------- gradcheck
+@pytest.mark.parametrize("case", ["plain", "bool", "causal", "gqa_float", "weights"])
+def test_attention_gradcheck(cpu_backend, case):
+    rng = np.random.default_rng(7)
+    hk = 1 if case == "gqa_float" else 2
+    q = rng.standard_normal((1, 2, 3, 4))
+    k = rng.standard_normal((1, hk, 5, 4))
+    v = rng.standard_normal((1, hk, 5, 3))
+    ts = [fg.tensor(a, backend=cpu_backend, requires_grad=True) for a in (q, k, v)]
+    mask = None
+    if case == "bool":
+        mask = rng.random((3, 5)) > 0.5
+        mask[:, 1] = True
+    if case == "gqa_float":
+        mask = rng.standard_normal((1, 1, 3, 5))
+    if case == "weights":
+        fn = lambda a, b, c: attention(a, b, c, None, 0.0, False, 0.5, False, need_weights=True)[0]  # noqa: E731
+    else:
+        fn = _sdpa(mask, case == "causal")
+    assert fg.gradcheck(fn, ts)
+
+
+# ------------------------------------------------------------- edge cases
+def test_fully_masked_rows_give_zero(backend):
+    """A row whose keys are all hidden gives 0 and zero gradients (PyTorch's SDPA)."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, 2, 4, 8), (2, 2, 6, 8), (2, 2, 6, 8)))
+    mask = rng.random((4, 6)) > 0.3
+    mask[:, 0] = True
+    mask[2] = False
+    ts = [fg.tensor(a, backend=backend, requires_grad=True) for a in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ts, attn_mask=mask)
+    o = out.numpy()
+    assert np.all(o[:, :, 2] == 0) and np.all(np.isfinite(o))
+    out.backward(fg.tensor(np.ones(o.shape, np.float32), backend=backend))
+    assert np.all(ts[0].grad.numpy()[:, :, 2] == 0)
+    for t in ts:
+        assert np.all(np.isfinite(t.grad.numpy()))
+
+
+@pytest.mark.parametrize("shape", [((3, 8), (5, 8), (5, 2)), ((2, 0, 4), (2, 3, 4), (2, 3, 4)),
+                                   ((1, 2, 4), (1, 0, 4), (1, 0, 4))])
+def test_edge_shapes(backend, shape):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in shape)
+    ts = [fg.tensor(a, backend=backend) for a in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ts)
+    ref = F.scaled_dot_product_attention(*[fg.tensor(a) for a in (q, k, v)])
+    assert out.shape == q.shape[:-1] + (v.shape[-1],)
+    assert_close(out.numpy(), ref.numpy(), kind="reduction")
+    if shape[1][-2] == 0:  # no key at all: every row hidden, 0
+        assert np.all(out.numpy() == 0)
+
+
+def test_dropout_path():
+    rng = np.random.default_rng(0)
+    ts = [fg.tensor(rng.standard_normal((1, 2, 5, 4))) for _ in range(3)]
+    fg.manual_seed(3)
+    a = F.scaled_dot_product_attention(*ts, dropout_p=0.5).numpy()
+    fg.manual_seed(3)
+    b = F.scaled_dot_product_attention(*ts, dropout_p=0.5).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, F.scaled_dot_product_attention(*ts).numpy())
+    assert np.all(F.scaled_dot_product_attention(*ts, dropout_p=1.0).numpy() == 0)
+
+
+# -------------------------------------------------------------------- bad input
+def test_bad_input():
+    t = lambda *s: fg.tensor(np.zeros(s, np.float32))  # noqa: E731
+    with pytest.raises(ValueError, match="key: expected embedding size 4"):
+        F.scaled_dot_product_attention(t(1, 2, 3, 4), t(1, 2, 3, 5), t(1, 2, 3, 5))
+    with pytest.raises(ValueError, match="value: expected leading shape"):
+        F.scaled_dot_product_attention(t(1, 2, 3, 4), t(1, 2, 3, 4), t(1, 2, 6, 4))
+    with pytest.raises(ValueError, match="enable_gqa"):
+        F.scaled_dot_product_attention(t(1, 4, 3, 4), t(1, 2, 3, 4), t(1, 2, 3, 4))
+    with pytest.raises(ValueError, match="key: expected leading dims"):
+        F.scaled_dot_product_attention(t(1, 4, 3, 4), t(1, 3, 3, 4), t(1, 3, 3, 4), enable_gqa=True)
+    with pytest.raises(ValueError, match="attn_mask: expected a shape that broadcasts"):
+        F.scaled_dot_product_attention(t(1, 2, 3, 4), t(1, 2, 5, 4), t(1, 2, 5, 4), attn_mask=np.ones((3, 4), bool))
+    with pytest.raises(ValueError, match="attn_mask: expected None when is_causal"):
+        F.scaled_dot_product_attention(t(1, 3, 4), t(1, 3, 4), t(1, 3, 4), attn_mask=np.ones((3, 3), bool),
+                                       is_causal=True)
+    with pytest.raises(ValueError, match="dropout_p"):
+        F.scaled_dot_product_attention(t(3, 4), t(3, 4), t(3, 4), dropout_p=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        F.scaled_dot_product_attention(t(3, 4), t(3, 4), t(3, 4), scale=float("nan"))
+    with pytest.raises(ValueError, match="query: expected at least 2 dimensions"):
+        F.scaled_dot_product_attention(t(4), t(3, 4), t(3, 4))
+    with pytest.raises(TypeError, match="value: expected dtype float32"):
+        F.scaled_dot_product_attention(t(3, 4), t(3, 4), fg.tensor(np.zeros((3, 4))))
+    with pytest.raises(TypeError, match="is_causal"):
+        F.scaled_dot_product_attention(t(3, 4), t(3, 4), t(3, 4), is_causal="yes")
+
+
+@pytest.mark.parametrize("be", ["numpy", "rust"])
+def test_kernel_bad_input(be):
+    b = fg.get_backend(be)
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    with pytest.raises(ValueError, match="k: expected a number of heads dividing"):
+        b.attention_forward(z(1, 4, 3, 2), z(1, 3, 3, 2), z(1, 3, 3, 2), None, 1.0, False)
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        b.attention_forward(z(1, 2, 3, 2), z(1, 2, 3, 2), z(1, 2, 3, 2), z(2, 2, 3, 3), 1.0, False)
+    with pytest.raises(TypeError, match="k: expected dtype float32"):
+        b.attention_forward(z(1, 2, 3, 2), np.zeros((1, 2, 3, 2)), z(1, 2, 3, 2), None, 1.0, False)
+    with pytest.raises(ValueError, match="lse: expected shape"):
+        b.attention_backward(z(1, 2, 3, 2), z(1, 2, 3, 2), z(1, 2, 3, 2), None, 1.0, False,
+                             z(1, 2, 3, 2), z(1, 2, 4), z(1, 2, 3, 2))
+
+
+# ------------------------------------------------------------------ PyTorch oracle
+def test_sdpa_matches_torch(cpu_backend):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    for hk, mask_kind, causal in ((4, "bool", False), (2, "float", False), (1, None, True), (4, "dead", False)):
+        q = rng.standard_normal((2, 4, 13, 8))
+        k = rng.standard_normal((2, hk, 17, 8))
+        v = rng.standard_normal((2, hk, 17, 6))
+        mask = None
+        if mask_kind == "bool":
+            mask = rng.random((2, 1, 13, 17)) > 0.5
+        elif mask_kind == "float":
+            mask = rng.standard_normal((13, 17))
+        elif mask_kind == "dead":   # some rows with every key hidden
+            mask = rng.random((13, 17)) > 0.5
+            mask[[0, 5]] = False
+        tt = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+        tm = None if mask is None else torch.tensor(mask)
+        to = torch.nn.functional.scaled_dot_product_attention(*tt, attn_mask=tm, is_causal=causal,
+                                                              enable_gqa=hk != 4)
+        ft = [fg.tensor(a, backend=cpu_backend, requires_grad=True) for a in (q, k, v)]
+        fo = F.scaled_dot_product_attention(*ft, attn_mask=mask, is_causal=causal, enable_gqa=hk != 4)
+        gy = rng.standard_normal(fo.shape)
+        to.backward(torch.tensor(gy))
+        fo.backward(fg.tensor(gy, backend=cpu_backend))
+        assert_close(fo.numpy(), to.detach().numpy(), kind="reduction")
+        for a, b in zip(ft, tt):
+            assert_close(a.grad.numpy(), b.grad.numpy(), kind="reduction")
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_matches_torch(cpu_backend, batch_first):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    tm = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first).double()
+    fm = nn.MultiheadAttention(16, 4, batch_first=batch_first, backend=cpu_backend, dtype=np.float64)
+    assert sorted(fm.state_dict()) == sorted(tm.state_dict())
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x = rng.standard_normal((3, 5, 16))
+    n, l = (3, 5) if batch_first else (5, 3)
+    kp = rng.random((n, l)) > 0.7
+    kp[:, 0] = False
+    am = rng.random((l, l)) > 0.8
+    am[:, 0] = False
+    for need_weights, avg in ((True, True), (True, False), (False, True)):
+        tx = torch.tensor(x, requires_grad=True)
+        fx = fg.tensor(x, backend=cpu_backend, requires_grad=True)
+        to, tw = tm(tx, tx, tx, key_padding_mask=torch.tensor(kp), attn_mask=torch.tensor(am),
+                    need_weights=need_weights, average_attn_weights=avg)
+        fo, fw = fm(fx, fx, fx, key_padding_mask=kp, attn_mask=am, need_weights=need_weights,
+                    average_attn_weights=avg)
+        assert_close(fo.numpy(), to.detach().numpy(), kind="reduction")
+        if need_weights:
+            assert_close(fw.numpy(), tw.detach().numpy(), kind="reduction")
+        else:
+            assert fw is None
+        to.sum().backward()
+        fo.sum().backward()
+        assert_close(fx.grad.numpy(), tx.grad.numpy(), kind="reduction")
+    # parameter gradients
+    assert_close(fm.in_proj_weight.grad.numpy(), tm.in_proj_weight.grad.numpy(), kind="reduction")
+
+
+def test_multihead_attention_kdim_unbatched_causal():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    tm = torch.nn.MultiheadAttention(8, 2, kdim=5, vdim=3).double()
+    fm = nn.MultiheadAttention(8, 2, kdim=5, vdim=3, backend="rust", dtype=np.float64)
+    assert sorted(fm.state_dict()) == sorted(tm.state_dict())
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    q, k, v = rng.standard_normal((4, 8)), rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    causal = np.triu(np.ones((4, 4), bool), 1)
+    to, tw = tm(*(torch.tensor(a) for a in (q, k, v)), attn_mask=torch.tensor(causal))
+    fo, fw = fm(*(fg.tensor(a, backend="rust") for a in (q, k, v)), is_causal=True)
+    assert_close(fo.numpy(), to.detach().numpy(), kind="reduction")
+    assert_close(fw.numpy(), tw.detach().numpy(), kind="reduction")
+
+
+def test_grouped_query_multihead_attention(cpu_backend):
+    """num_kv_heads: the same as SDPA with enable_gqa on the projected heads."""
+    rng = np.random.default_rng(8)
+    m = nn.MultiheadAttention(16, 4, num_kv_heads=2, batch_first=True, backend=cpu_backend, dtype=np.float64)
+    assert m.k_proj_weight.shape == (8, 16) and m.in_proj_bias.shape == (32,)
+    m.in_proj_bias.data[...] = rng.standard_normal(32)
+    x = fg.tensor(rng.standard_normal((2, 5, 16)), backend=cpu_backend, requires_grad=True)
+    out, w = m(x, x, x)
+    out2, _ = m(x, x, x, need_weights=False)
+    assert_close(out2.numpy(), out.numpy(), kind="reduction")
+    xn = x.numpy()
+    b = m.in_proj_bias.numpy()
+    q = (xn @ m.q_proj_weight.numpy().T + b[:16]).reshape(2, 5, 4, 4).transpose(0, 2, 1, 3)
+    k = (xn @ m.k_proj_weight.numpy().T + b[16:24]).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+    v = (xn @ m.v_proj_weight.numpy().T + b[24:]).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+    o, _ = _attention.plain_forward(q, k, v, None, 0.5, False)
+    o = o.transpose(0, 2, 1, 3).reshape(2, 5, 16) @ m.out_proj.weight.numpy().T + m.out_proj.bias.numpy()
+    assert_close(out.numpy(), o, kind="reduction")
+    assert fg.gradcheck(lambda t: m(t, t, t, need_weights=False)[0], [x])
+
+
+def test_multihead_attention_bad_input():
+    with pytest.raises(ValueError, match="num_heads: expected a divisor"):
+        nn.MultiheadAttention(10, 3)
+    with pytest.raises(ValueError, match="num_kv_heads: expected a divisor"):
+        nn.MultiheadAttention(12, 4, num_kv_heads=3)
+    m = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = fg.tensor(np.zeros((2, 3, 8), np.float32))
+    with pytest.raises(ValueError, match="query: expected a 3-D tensor"):
+        m(fg.tensor(np.zeros((2, 3, 7), np.float32)), x, x)
+    with pytest.raises(ValueError, match="key_padding_mask: expected shape"):
+        m(x, x, x, key_padding_mask=np.zeros((2, 4), bool))
+    with pytest.raises(ValueError, match="attn_mask: expected shape"):
+        m(x, x, x, attn_mask=np.zeros((4, 3), bool))
