@@ -124,6 +124,9 @@ class Function:
                     f"got one on {t.backend.name!r} (move it with .to({backend.name!r}))")
         needs = tuple(t.requires_grad for t in tensors)
         record = is_grad_enabled() and any(needs)
+        probe = getattr(_state, "probe", None)
+        if probe is not None and any(needs):
+            probe[0] = True  # checkpoint: this region touches a tensor that requires grad
         ctx = Context(backend, needs)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw)
@@ -251,3 +254,39 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
         if not retain_graph:
             ctx.saved = None
             node.freed = True
+
+
+def _array_nbytes(a) -> int:
+    n = getattr(a, "nbytes", None)
+    return int(n) if isinstance(n, (int, np.integer)) else 0
+
+
+def saved_bytes(*tensors) -> int:
+    """Bytes of the arrays that the graph behind ``tensors`` keeps for its backward.
+
+    Walks the recorded nodes reachable from the given tensors and adds up the ``nbytes`` of
+    every distinct array saved with ``ctx.save_for_backward`` by a node not yet freed (an
+    array saved by two nodes, e.g. a layer's output that the next layer saves as its
+    input, counts once; parameters saved by a matmul count too, as PyTorch's
+    saved-tensor hooks would see them). Small attributes (shapes, flags) are not counted.
+    This is what ``checkpoint`` reduces: a checkpointed region keeps only its inputs.
+    """
+    roots = []
+    for t in tensors:
+        node = getattr(t, "_node", None)
+        if node is None and not hasattr(t, "_node"):
+            raise TypeError(f"saved_bytes: expected Tensors, got {type(t).__name__}")
+        if node is not None:
+            roots.append(node)
+    seen = set()
+    total = 0
+    for node in _topological_order(roots):
+        saved = node.ctx.saved
+        if node.freed or not saved:
+            continue
+        for a in saved:
+            if a is None or id(a) in seen:
+                continue
+            seen.add(id(a))
+            total += _array_nbytes(a)
+    return total
