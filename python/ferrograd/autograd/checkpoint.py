@@ -127,4 +127,7 @@ def checkpoint(fn, *args: Any, **kwargs: Any):
     node = Node(Checkpoint, ctx, [t if t.requires_grad else None for t in tensors], len(outs))
     results = tuple(Tensor._wrap(o.data, o.backend, requires_grad=True, node=node, index=i)
                     for i, o in enumerate(outs))
+    for r, o in zip(results, outs):  # forward mode (fg.autograd.jvp) through the region
+        if getattr(o, "_tangent", None) is not None:
+            r._tangent = o._tangent
     return results if multi else results[0]

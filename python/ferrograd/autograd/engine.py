@@ -132,6 +132,7 @@ class Function:
         out = cls.forward(ctx, *raw)
         multi = isinstance(out, tuple)
         outs = tuple(_native(o) for o in (out if multi else (out,)))
+        touts = _forward_tangents(cls, ctx, tensors, out, multi, len(outs)) if forward_ad_enabled() else None
         node = None
         if record:
             node = Node(cls, ctx, [t if t.requires_grad else None for t in tensors], len(outs))
@@ -139,7 +140,30 @@ class Function:
         results = tuple(
             Tensor._wrap(o, out_backend, requires_grad=record, node=node, index=i)
             for i, o in enumerate(outs))
+        if touts is not None:
+            for r, tan in zip(results, touts):
+                if tan is not None:
+                    r._tangent = _native(tan)
         return results if multi else results[0]
+
+
+def forward_ad_enabled() -> bool:
+    """True inside ``fg.autograd.jvp``: ops then also push tangents forward."""
+    return getattr(_state, "forward_ad", 0) > 0
+
+
+def _forward_tangents(cls, ctx, tensors, out, multi, n_outputs):
+    """The output tangents of one op (forward mode), or None when no input carries one."""
+    tangents = [getattr(t, "_tangent", None) for t in tensors]
+    if all(t is None for t in tangents):
+        return None
+    rule = getattr(cls, "jvp", None)
+    if rule is None:
+        raise NotImplementedError(
+            f"fg.autograd.jvp: {cls.__name__} has no forward-mode rule (a jvp staticmethod); "
+            "differentiate it in reverse mode instead")
+    tout = rule(ctx, out, *tangents)
+    return tuple(tout) if multi else (tout,) + (None,) * (n_outputs - 1)
 
 
 def _native(a):
