@@ -203,9 +203,18 @@ def _accumulate(backend, current, new):
     return backend.binary_forward("add", current, new)
 
 
-def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
-    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``."""
+def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
+             create_graph: bool = False) -> None:
+    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``.
+
+    ``create_graph=True`` records the backward itself (see ``autograd.higher_order``), so
+    the ``.grad`` tensors can be differentiated again; ``retain_graph`` then defaults to
+    True, as in PyTorch.
+    """
     from ..tensor import Tensor
+
+    if retain_graph is None:
+        retain_graph = bool(create_graph)
 
     if isinstance(tensors, Tensor):
         tensors = [tensors]
@@ -234,12 +243,20 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
             if tuple(g.shape) != tuple(t.shape):
                 raise ValueError(f"gradient: expected shape {t.shape}, got {g.shape}")
             garr = g.data
+        if create_graph:
+            roots.append((t, g if g is not None else Tensor._wrap(garr, t.backend)))
+            continue
         if t._node is None:  # a leaf: its gradient is the seed itself
             t._accumulate_grad(garr)
             continue
         slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
         slots[t._index] = _accumulate(t.backend, slots[t._index], garr)
         roots.append(t._node)
+
+    if create_graph:
+        with enable_grad():
+            _backward_create_graph(roots, retain_graph)
+        return
 
     for node in _topological_order(roots):
         if node.freed:
@@ -314,3 +331,64 @@ def saved_bytes(*tensors) -> int:
             seen.add(id(a))
             total += _array_nbytes(a)
     return total
+
+
+def _accumulate_grad_graph(t, g) -> None:
+    t.grad = g if t.grad is None else t.grad + g
+
+
+def _backward_create_graph(seeds, retain_graph: bool) -> None:
+    """backward with differentiable rules on Tensors: the gradients are graph tensors."""
+    from ..tensor import Tensor
+    from .higher_order import install
+
+    install()
+    grads = {}
+    roots = []
+    for t, g in seeds:
+        if t._node is None:
+            _accumulate_grad_graph(t, g)
+            continue
+        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+        slots[t._index] = g if slots[t._index] is None else slots[t._index] + g
+        roots.append(t._node)
+    for node in _topological_order(roots):
+        if node.freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time ({node.name} was "
+                "freed by an earlier backward): pass retain_graph=True to the first backward "
+                "if you need to backward twice")
+        slots = grads.pop(id(node), None)
+        if slots is None:
+            continue
+        rule = getattr(node.function, "backward_graph", None)
+        if rule is None or node.n_outputs != 1:
+            raise NotImplementedError(
+                f"backward(create_graph=True): {node.function.__name__} has no differentiable "
+                "backward rule (higher-order gradients cover elementwise ops, cheap "
+                "activations, sum/mean, layout ops and matmul/linear)")
+        ctx = node.ctx
+        saved = ctx.saved_arrays
+        inputs = [t if t is not None else
+                  (Tensor._wrap(saved[i], ctx.backend) if i < len(saved) else None)
+                  for i, t in enumerate(node.inputs)]
+        in_grads = rule(ctx, inputs, slots[0])
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        for t, g in zip(node.inputs, in_grads):
+            if t is None or g is None:
+                continue
+            if tuple(g.shape) != t.shape:
+                raise RuntimeError(
+                    f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input "
+                    f"of shape {t.shape} (a bug in that op's backward_graph)")
+            if t._node is None:
+                _accumulate_grad_graph(t, g)
+            else:
+                slots_in = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+                slots_in[t._index] = g if slots_in[t._index] is None else slots_in[t._index] + g
+                if t._retains_grad:
+                    _accumulate_grad_graph(t, g)
+        if not retain_graph:
+            ctx.saved = None
+            node.freed = True
