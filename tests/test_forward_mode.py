@@ -55,6 +55,15 @@ CASES = {
     "max_pool_3d_input": ([(2, 5, 5)], lambda a: F.max_pool2d(a, 2)),
     "adaptive_max_pool": ([(1, 2, 5, 7)], lambda a: F.adaptive_max_pool2d(a, 3)),
     "dropout": ([(6, 7)], lambda a: F.dropout(a, 0.3, training=True)),
+    "layer_norm": ([(3, 2, 5), (2, 5), (2, 5)], lambda a, w, b: F.layer_norm(a, (2, 5), w, b, 1e-3)),
+    "layer_norm_plain": ([(4, 6)], lambda a: F.layer_norm(a, (6,))),
+    "group_norm": ([(2, 4, 3), (4,), (4,)], lambda a, w, b: F.group_norm(a, 2, w, b)),
+    "instance_norm": ([(2, 3, 4, 2)], lambda a: F.instance_norm(a)),
+    "batch_norm_train": ([(4, 3, 2), (3,), (3,)],
+                         lambda a, w, b: F.batch_norm(a, None, None, w, b, training=True)),
+    "batch_norm_eval": ([(4, 3)], lambda a: F.batch_norm(
+        a, fg.tensor(np.array([0.1, -0.2, 0.3]), backend=a.backend.name),
+        fg.tensor(np.array([1.5, 0.5, 2.0]), backend=a.backend.name), training=False)),
     "checkpointed_mlp": ([(3, 4), (5, 4)], lambda a, w: checkpoint(lambda x: F.tanh(F.linear(x, w)), a)),
 }
 
@@ -90,7 +99,8 @@ def test_jvp_is_the_transpose_of_vjp(cpu_backend, name, seed):
     assert abs(lhs - rhs) <= 1e-9 * (1 + abs(lhs) + abs(rhs)), (lhs, rhs)
 
 
-@pytest.mark.parametrize("name", ["pow", "gelu", "log_softmax", "linear", "prelu", "cross_entropy", "avg_pool"])
+@pytest.mark.parametrize("name", ["pow", "gelu", "log_softmax", "linear", "prelu", "cross_entropy", "avg_pool",
+                                  "layer_norm", "group_norm", "batch_norm_train"])
 def test_jvp_matches_central_differences(cpu_backend, name):
     shapes, f = CASES[name]
     rng = np.random.default_rng(1)
@@ -161,7 +171,8 @@ def test_matches_torch_func_jvp():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["mul_broadcast", "gelu", "linear", "log_softmax", "cross_entropy",
-                                  "max_pool", "avg_pool", "prelu", "sum_mean", "dropout"])
+                                  "max_pool", "avg_pool", "prelu", "sum_mean", "dropout",
+                                  "layer_norm", "group_norm", "batch_norm_train"])
 def test_cuda_matches_numpy(name):
     require_backend("cuda")
     shapes, f = CASES[name]
@@ -193,8 +204,6 @@ def test_op_without_forward_rule_is_named():
     assert np.array_equal(Cube.apply(x).numpy(), np.ones(3))  # reverse-mode use unaffected
     with pytest.raises(NotImplementedError, match="Cube has no forward-mode rule"):
         jvp(lambda t: Cube.apply(t), (x,), (x,))
-    with pytest.raises(NotImplementedError, match="LayerNorm"):
-        jvp(lambda t: F.layer_norm(t, (3,)), (x,), (x,))
 
 
 def test_bad_input():

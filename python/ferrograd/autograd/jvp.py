@@ -12,9 +12,12 @@ The rules below reuse the backends' kernels, so they run on numpy, rust and cuda
 * linear ops (layout, sum, matmul, linear, average pools): the op applied to the tangent
   (product rule for the bilinear ones);
 * log_softmax: ``v - sum(softmax * v)``; losses: the gradient with a unit seed, times
-  ``v``, reduced as the loss; max pools: the tangent gathered at the maxima's indices.
+  ``v``, reduced as the loss; max pools: the tangent gathered at the maxima's indices;
+* normalizations (layer, group, instance, batch norm): the closed form from the saved
+  statistics, computed on the host in float64 (a round trip for cuda arrays).
 
-Ops without a rule (the normalization layers) raise NotImplementedError naming them.
+Ops without a rule (a user's own Function without ``jvp``) raise NotImplementedError
+naming them.
 ``jvp`` returns ``(outputs, output_tangents)`` like ``torch.func.jvp``; the reverse-mode
 graph is recorded as usual, so ``backward`` still works on the outputs.
 """
@@ -195,12 +198,82 @@ def _max_pool(ctx, out, v, *_):
     return _gather_planes(ctx, out, v, idx)
 
 
+def _norm_tangent(ctx, tangents, x3, mean, rstd, stat_axes, to_x, w_shape):
+    """Output tangent of a normalization: x̂ = (x - μ) r, y = x̂ w + b. With statistics
+    over ``stat_axes`` of the view ``x3`` (None: fixed statistics, batch_norm in eval),
+    d x̂ = r (dx - mean(dx) - x̂ mean(x̂ dx)); dy = d x̂ w + x̂ dw + db. Computed on the host
+    in float64 from the saved statistics (any backend), cast back to x's dtype."""
+    be = ctx.backend
+    it = iter(tangents)
+    vx = next(it)
+    vw = next(it) if ctx.has_weight else None
+    vb = next(it) if ctx.has_bias else None
+    x3 = x3.astype(np.float64)
+    xhat = to_x((x3 - mean) * rstd)
+    out = np.zeros_like(xhat)
+    if vx is not None:
+        v3 = be.to_numpy(vx).astype(np.float64).reshape(x3.shape)
+        if stat_axes is None:
+            d = v3 * rstd
+        else:
+            xh3 = (x3 - mean) * rstd
+            d = rstd * (v3 - v3.mean(axis=stat_axes, keepdims=True)
+                        - xh3 * (xh3 * v3).mean(axis=stat_axes, keepdims=True))
+        d = to_x(d)
+        if ctx.has_weight:
+            d = d * be.to_numpy(ctx.saved_arrays[1]).astype(np.float64).reshape(w_shape)
+        out += d
+    if vw is not None:
+        out += xhat * be.to_numpy(vw).astype(np.float64).reshape(w_shape)
+    if vb is not None:
+        out += be.to_numpy(vb).astype(np.float64).reshape(w_shape)
+    x = ctx.saved_arrays[0]
+    return be.from_numpy(np.require(out.reshape(x.shape), x.dtype, requirements="C"))
+
+
+def _layer_norm(ctx, out, *tangents):
+    be = ctx.backend
+    x, _, mean, rstd = ctx.saved_arrays
+    xh = be.to_numpy(x)
+    lead = xh.shape[:xh.ndim - ctx.normalized_ndim]
+    rows = int(np.prod(lead, dtype=np.int64))
+    x2 = xh.reshape(rows, -1)
+    m = be.to_numpy(mean).astype(np.float64).reshape(rows, 1)
+    r = be.to_numpy(rstd).astype(np.float64).reshape(rows, 1)
+    return _norm_tangent(ctx, tangents, x2, m, r, (1,), lambda a: a, (1, x2.shape[1]))
+
+
+def _group_norm(ctx, out, *tangents):
+    be = ctx.backend
+    x, _, mean, rstd = ctx.saved_arrays
+    xh = be.to_numpy(x)
+    n, c = xh.shape[:2]
+    g = ctx.num_groups
+    xg = xh.reshape(n, g, -1)
+    m = be.to_numpy(mean).astype(np.float64).reshape(n, g, 1)
+    r = be.to_numpy(rstd).astype(np.float64).reshape(n, g, 1)
+    ty = _norm_tangent(ctx, tangents, xg, m, r, (2,), lambda a: a.reshape(n, c, -1), (1, c, 1))
+    return ty, None, None  # the statistics outputs carry no tangent (no gradient either)
+
+
+def _batch_norm(ctx, out, *tangents):
+    be = ctx.backend
+    x, _, mean, rstd = ctx.saved_arrays
+    xh = be.to_numpy(x)
+    n, c = xh.shape[:2]
+    x3 = xh.reshape(n, c, -1)
+    m = be.to_numpy(mean).astype(np.float64).reshape(1, c, 1)
+    r = be.to_numpy(rstd).astype(np.float64).reshape(1, c, 1)
+    return _norm_tangent(ctx, tangents, x3, m, r, (0, 2) if ctx.training else None,
+                         lambda a: a, (1, c, 1))
+
+
 def _install() -> None:
     """Attach the forward rules to the op Functions (once, on the first jvp call)."""
     global _installed
     if _installed:
         return
-    from ..ops import activation, dropout, layout, linear, loss, pool, reduce, softmax
+    from ..ops import activation, dropout, layout, linear, loss, norm, pool, reduce, softmax
     from ..ops import elementwise
 
     rules = {
@@ -218,6 +291,7 @@ def _install() -> None:
         loss.MseLoss: _mse, loss.CrossEntropy: _cross_entropy,
         pool.AvgPool2d: _avg_pool, pool.AdaptiveAvgPool2d: _adaptive_avg_pool,
         pool.MaxPool2d: _max_pool, pool.AdaptiveMaxPool2d: _max_pool,
+        norm.LayerNorm: _layer_norm, norm.GroupNorm: _group_norm, norm.BatchNorm: _batch_norm,
     }
     for cls, rule in rules.items():
         if "jvp" not in cls.__dict__:
