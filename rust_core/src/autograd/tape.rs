@@ -408,3 +408,104 @@ mod tests {
         assert!(matches!(t.add(x, y), Err(FerroError::Shape(_))));
     }
 }
+
+/// One layer of a sequential model run on the tape; a Linear takes the next parameters
+/// (weight (out, in), then bias (out,) when `bias`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layer {
+    Linear { bias: bool },
+    Act(Activation),
+}
+
+/// The loss closing a sequential model, with its target.
+pub enum LossTarget<'a, T> {
+    Mse(&'a [T], Reduction),
+    CrossEntropy(&'a [i64], Reduction),
+}
+
+/// Forward and backward of `layers` on input `x` (shape `x_shape`, (n, features)) under
+/// `loss`, recorded on one tape: returns the scalar loss and the gradient of every
+/// parameter, in order. `params[i]` is `(values, shape)`.
+pub fn sequential_grads<T: Real>(
+    layers: &[Layer],
+    params: &[(&[T], &[usize])],
+    x: &[T],
+    x_shape: &[usize],
+    loss: LossTarget<'_, T>,
+) -> Result<(T, Vec<Vec<T>>)> {
+    let mut t = Tape::new();
+    let mut h = t.leaf(x.to_vec(), x_shape)?;
+    let mut vars = Vec::with_capacity(params.len());
+    let mut next = 0usize;
+    for (i, layer) in layers.iter().enumerate() {
+        h = match *layer {
+            Layer::Linear { bias } => {
+                let need = if bias { 2 } else { 1 };
+                if next + need > params.len() {
+                    return value_err!("params: layer {i} (linear) needs {need} more parameters, {} left", params.len() - next);
+                }
+                let w = t.leaf(params[next].0.to_vec(), params[next].1)?;
+                vars.push(w);
+                let b = if bias {
+                    let b = t.leaf(params[next + 1].0.to_vec(), params[next + 1].1)?;
+                    vars.push(b);
+                    Some(b)
+                } else {
+                    None
+                };
+                next += need;
+                t.linear(h, w, b)?
+            }
+            Layer::Act(f) => t.activation(h, f)?,
+        };
+    }
+    if next != params.len() {
+        return value_err!("params: the layers use {next} parameters, got {}", params.len());
+    }
+    let l = match loss {
+        LossTarget::Mse(target, r) => t.mse_loss(h, target, r)?,
+        LossTarget::CrossEntropy(target, r) => t.cross_entropy(h, target, r)?,
+    };
+    let lv = t.value(l)?;
+    if lv.len() != 1 {
+        return value_err!("reduction: expected 'mean' or 'sum' (a scalar loss), got an unreduced loss");
+    }
+    let loss_value = lv[0];
+    let mut grads = t.backward(l, None)?;
+    let out = vars.iter().map(|v| grads[v.index()].take().unwrap_or_else(|| vec![T::ZERO; t.entries[v.index()].value.len()])).collect();
+    Ok((loss_value, out))
+}
+
+#[cfg(test)]
+mod sequential_tests {
+    use super::*;
+
+    #[test]
+    fn sequential_matches_a_hand_built_tape_and_checks_params() {
+        let w1 = [0.5, -0.3, 0.8, 0.1, 0.2, -0.7];
+        let b1 = [0.05, -0.1];
+        let w2 = [0.3, -0.6];
+        let x = [1.0, 2.0, -1.0, 0.5, 0.0, 1.5];
+        let layers = [Layer::Linear { bias: true }, Layer::Act(Activation::Tanh), Layer::Linear { bias: false }];
+        let params: [(&[f64], &[usize]); 3] = [(&w1, &[2, 3]), (&b1, &[2]), (&w2, &[1, 2])];
+        let target = [0.2, -0.4];
+        let (l, g) = sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
+        let mut t = Tape::new();
+        let xv = t.leaf(x.to_vec(), &[2, 3]).unwrap();
+        let (a, b, c) = (t.leaf(w1.to_vec(), &[2, 3]).unwrap(), t.leaf(b1.to_vec(), &[2]).unwrap(), t.leaf(w2.to_vec(), &[1, 2]).unwrap());
+        let h = t.linear(xv, a, Some(b)).unwrap();
+        let h = t.activation(h, Activation::Tanh).unwrap();
+        let h = t.linear(h, c, None).unwrap();
+        let lv = t.mse_loss(h, &target, Reduction::Mean).unwrap();
+        let gr = t.backward(lv, None).unwrap();
+        assert_eq!(l, t.value(lv).unwrap()[0]);
+        assert_eq!(g[0], *gr[a.index()].as_ref().unwrap());
+        assert_eq!(g[1], *gr[b.index()].as_ref().unwrap());
+        assert_eq!(g[2], *gr[c.index()].as_ref().unwrap());
+        // too few / too many parameters, unreduced loss
+        assert!(sequential_grads(&layers, &params[..2], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        let extra: [(&[f64], &[usize]); 4] = [params[0], params[1], params[2], (&b1, &[2])];
+        assert!(sequential_grads(&layers, &extra, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
+    }
+}
