@@ -24,6 +24,15 @@ def stack(depth, width, backend, seed=0):
     return nn.Sequential(*layers).to(backend)
 
 
+def same(a, b, backend):
+    """Bitwise on the CPU backends (same kernels, same order); cuda kernels may reduce
+    with atomics, so there a float32 rounding difference is allowed."""
+    if backend == "cuda":
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    else:
+        assert np.array_equal(a, b)
+
+
 def grads(model):
     return [p.grad.numpy().copy() for p in model.parameters()]
 
@@ -61,11 +70,11 @@ def test_checkpoint_gives_identical_gradients(backend_name, depth, width, batch,
     assert out2.requires_grad
     loss2.backward()
     # the same kernels in the same order: bitwise-identical results
-    assert np.array_equal(out2.numpy(), ref_out)
+    same(out2.numpy(), ref_out, backend)
     for a, b in zip(grads(model), ref):
-        assert np.array_equal(a, b)
+        same(a, b, backend)
     if x_grad:
-        assert np.array_equal(x2.grad.numpy(), ref_x)
+        same(x2.grad.numpy(), ref_x, backend)
     else:
         assert x2.grad is None
 
@@ -112,7 +121,7 @@ def test_parameters_get_gradients_when_the_input_needs_none(backend):
     assert out.requires_grad
     out.sum().backward()
     for a, b in zip(grads(model), ref):
-        assert np.array_equal(a, b)
+        same(a, b, backend)
 
 
 def test_nothing_recorded_without_grad(backend):
@@ -167,11 +176,11 @@ def test_dropout_masks_are_replayed(backend):
     out = checkpoint(fn, x2)
     fg.manual_seed(11)
     ref_out = fn(fg.tensor(xv, backend=backend)).numpy()
-    assert np.array_equal(out.numpy(), ref_out)
+    same(out.numpy(), ref_out, backend)
     # another random call between forward and backward does not change the replayed mask
     F.dropout(fg.tensor(xv, backend=backend), p=0.5, training=True)
     out.sum().backward()
-    assert np.array_equal(x2.grad.numpy(), x.grad.numpy())
+    same(x2.grad.numpy(), x.grad.numpy(), backend)
 
 
 def test_nested_checkpoints_and_float64_gradcheck(cpu_backend):
