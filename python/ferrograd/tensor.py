@@ -177,9 +177,11 @@ class Tensor:
         self._retains_grad = True
 
     # --------------------------------------------------------------- autograd
-    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: bool = False) -> None:
-        """Accumulate the gradient of this tensor into the .grad of every leaf it depends on."""
-        engine.backward([self], [gradient], retain_graph=retain_graph)
+    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: Optional[bool] = None,
+                 create_graph: bool = False) -> None:
+        """Accumulate the gradient of this tensor into the .grad of every leaf it depends on
+        (``create_graph``: record it for higher-order gradients, see autograd.higher_order)."""
+        engine.backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
     def _accumulate_grad(self, g) -> None:
         # shapes are checked once, in autograd.engine.backward, before any accumulation

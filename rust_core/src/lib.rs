@@ -7,6 +7,7 @@
 //! The PyO3 bindings (feature `python`, module `ferrograd._core`) are in `python/`.
 
 pub mod attention;
+pub mod autograd;
 pub mod error;
 pub mod ops;
 pub mod real;

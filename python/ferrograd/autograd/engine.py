@@ -124,11 +124,15 @@ class Function:
                     f"got one on {t.backend.name!r} (move it with .to({backend.name!r}))")
         needs = tuple(t.requires_grad for t in tensors)
         record = is_grad_enabled() and any(needs)
+        probe = getattr(_state, "probe", None)
+        if probe is not None and any(needs):
+            probe[0] = True  # checkpoint: this region touches a tensor that requires grad
         ctx = Context(backend, needs)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw)
         multi = isinstance(out, tuple)
         outs = tuple(_native(o) for o in (out if multi else (out,)))
+        touts = _forward_tangents(cls, ctx, tensors, out, multi, len(outs)) if forward_ad_enabled() else None
         node = None
         if record:
             node = Node(cls, ctx, [t if t.requires_grad else None for t in tensors], len(outs))
@@ -136,7 +140,30 @@ class Function:
         results = tuple(
             Tensor._wrap(o, out_backend, requires_grad=record, node=node, index=i)
             for i, o in enumerate(outs))
+        if touts is not None:
+            for r, tan in zip(results, touts):
+                if tan is not None:
+                    r._tangent = _native(tan)
         return results if multi else results[0]
+
+
+def forward_ad_enabled() -> bool:
+    """True inside ``fg.autograd.jvp``: ops then also push tangents forward."""
+    return getattr(_state, "forward_ad", 0) > 0
+
+
+def _forward_tangents(cls, ctx, tensors, out, multi, n_outputs):
+    """The output tangents of one op (forward mode), or None when no input carries one."""
+    tangents = [getattr(t, "_tangent", None) for t in tensors]
+    if all(t is None for t in tangents):
+        return None
+    rule = getattr(cls, "jvp", None)
+    if rule is None:
+        raise NotImplementedError(
+            f"fg.autograd.jvp: {cls.__name__} has no forward-mode rule (a jvp staticmethod); "
+            "differentiate it in reverse mode instead")
+    tout = rule(ctx, out, *tangents)
+    return tuple(tout) if multi else (tout,) + (None,) * (n_outputs - 1)
 
 
 def _native(a):
@@ -176,9 +203,18 @@ def _accumulate(backend, current, new):
     return backend.binary_forward("add", current, new)
 
 
-def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
-    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``."""
+def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
+             create_graph: bool = False) -> None:
+    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``.
+
+    ``create_graph=True`` records the backward itself (see ``autograd.higher_order``), so
+    the ``.grad`` tensors can be differentiated again; ``retain_graph`` then defaults to
+    True, as in PyTorch.
+    """
     from ..tensor import Tensor
+
+    if retain_graph is None:
+        retain_graph = bool(create_graph)
 
     if isinstance(tensors, Tensor):
         tensors = [tensors]
@@ -207,12 +243,20 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
             if tuple(g.shape) != tuple(t.shape):
                 raise ValueError(f"gradient: expected shape {t.shape}, got {g.shape}")
             garr = g.data
+        if create_graph:
+            roots.append((t, g if g is not None else Tensor._wrap(garr, t.backend)))
+            continue
         if t._node is None:  # a leaf: its gradient is the seed itself
             t._accumulate_grad(garr)
             continue
         slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
         slots[t._index] = _accumulate(t.backend, slots[t._index], garr)
         roots.append(t._node)
+
+    if create_graph:
+        with enable_grad():
+            _backward_create_graph(roots, retain_graph)
+        return
 
     for node in _topological_order(roots):
         if node.freed:
@@ -248,6 +292,103 @@ def backward(tensors, grad_tensors=None, retain_graph: bool = False) -> None:
                 slots_in[t._index] = _accumulate(backend, slots_in[t._index], g)
                 if t._retains_grad:
                     t._accumulate_grad(g)
+        if not retain_graph:
+            ctx.saved = None
+            node.freed = True
+
+
+def _array_nbytes(a) -> int:
+    n = getattr(a, "nbytes", None)
+    return int(n) if isinstance(n, (int, np.integer)) else 0
+
+
+def saved_bytes(*tensors) -> int:
+    """Bytes of the arrays that the graph behind ``tensors`` keeps for its backward.
+
+    Walks the recorded nodes reachable from the given tensors and adds up the ``nbytes`` of
+    every distinct array saved with ``ctx.save_for_backward`` by a node not yet freed (an
+    array saved by two nodes, e.g. a layer's output that the next layer saves as its
+    input, counts once; parameters saved by a matmul count too, as PyTorch's
+    saved-tensor hooks would see them). Small attributes (shapes, flags) are not counted.
+    This is what ``checkpoint`` reduces: a checkpointed region keeps only its inputs.
+    """
+    roots = []
+    for t in tensors:
+        node = getattr(t, "_node", None)
+        if node is None and not hasattr(t, "_node"):
+            raise TypeError(f"saved_bytes: expected Tensors, got {type(t).__name__}")
+        if node is not None:
+            roots.append(node)
+    seen = set()
+    total = 0
+    for node in _topological_order(roots):
+        saved = node.ctx.saved
+        if node.freed or not saved:
+            continue
+        for a in saved:
+            if a is None or id(a) in seen:
+                continue
+            seen.add(id(a))
+            total += _array_nbytes(a)
+    return total
+
+
+def _accumulate_grad_graph(t, g) -> None:
+    t.grad = g if t.grad is None else t.grad + g
+
+
+def _backward_create_graph(seeds, retain_graph: bool) -> None:
+    """backward with differentiable rules on Tensors: the gradients are graph tensors."""
+    from ..tensor import Tensor
+    from .higher_order import install
+
+    install()
+    grads = {}
+    roots = []
+    for t, g in seeds:
+        if t._node is None:
+            _accumulate_grad_graph(t, g)
+            continue
+        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+        slots[t._index] = g if slots[t._index] is None else slots[t._index] + g
+        roots.append(t._node)
+    for node in _topological_order(roots):
+        if node.freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time ({node.name} was "
+                "freed by an earlier backward): pass retain_graph=True to the first backward "
+                "if you need to backward twice")
+        slots = grads.pop(id(node), None)
+        if slots is None:
+            continue
+        rule = getattr(node.function, "backward_graph", None)
+        if rule is None or node.n_outputs != 1:
+            raise NotImplementedError(
+                f"backward(create_graph=True): {node.function.__name__} has no differentiable "
+                "backward rule (higher-order gradients cover elementwise ops, cheap "
+                "activations, sum/mean, layout ops and matmul/linear)")
+        ctx = node.ctx
+        saved = ctx.saved_arrays
+        inputs = [t if t is not None else
+                  (Tensor._wrap(saved[i], ctx.backend) if i < len(saved) else None)
+                  for i, t in enumerate(node.inputs)]
+        in_grads = rule(ctx, inputs, slots[0])
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        for t, g in zip(node.inputs, in_grads):
+            if t is None or g is None:
+                continue
+            if tuple(g.shape) != t.shape:
+                raise RuntimeError(
+                    f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input "
+                    f"of shape {t.shape} (a bug in that op's backward_graph)")
+            if t._node is None:
+                _accumulate_grad_graph(t, g)
+            else:
+                slots_in = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+                slots_in[t._index] = g if slots_in[t._index] is None else slots_in[t._index] + g
+                if t._retains_grad:
+                    _accumulate_grad_graph(t, g)
         if not retain_graph:
             ctx.saved = None
             node.freed = True

@@ -8,7 +8,7 @@ does not require grad) skip computing them unless ``return_indices`` asks for th
 
 from __future__ import annotations
 
-from ..autograd.engine import Function, is_grad_enabled
+from ..autograd.engine import Function, forward_ad_enabled, is_grad_enabled
 from ..backends import _pool
 from ._checks import require_float
 
@@ -16,7 +16,7 @@ from ._checks import require_float
 class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, geom, return_indices, holder):
-        need = return_indices or (ctx.needs_input_grad[0] and is_grad_enabled())
+        need = return_indices or (ctx.needs_input_grad[0] and is_grad_enabled()) or forward_ad_enabled()
         y, idx = ctx.backend.max_pool2d_forward(x, *geom, need)
         ctx.geom, ctx.input_shape = geom, tuple(x.shape)
         ctx.save_for_backward(idx)
@@ -54,7 +54,7 @@ class AdaptiveAvgPool2d(Function):
 class AdaptiveMaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, output_size, return_indices, holder):
-        need = return_indices or (ctx.needs_input_grad[0] and is_grad_enabled())
+        need = return_indices or (ctx.needs_input_grad[0] and is_grad_enabled()) or forward_ad_enabled()
         y, idx = ctx.backend.adaptive_max_pool2d_forward(x, output_size, need)
         ctx.input_shape = tuple(x.shape)
         ctx.save_for_backward(idx)

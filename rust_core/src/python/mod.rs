@@ -131,6 +131,7 @@ macro_rules! with_float {
 mod norm;
 // the pooling and dropout families' bindings (they use the helpers above)
 mod dropout;
+mod native;
 mod pool;
 // the attention family's bindings
 mod attention;
@@ -601,6 +602,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     dropout::register(m)?;
     attention::register(m)?;
+    native::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

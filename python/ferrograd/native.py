@@ -1,0 +1,117 @@
+"""ferrograd.native: a model's training step run by the Rust crate's own tape.
+
+``NativeSequential(model, loss, reduction)`` reads a model made of supported modules
+(``nn.Sequential`` of Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Swish, or one
+such module) and runs forward, loss, backward and the optimizer step in one Rust call
+(``rust_core::autograd::tape``, a Wengert list over the same kernels as the rust backend),
+with no Python between ops. The model's parameter arrays are used and updated in place,
+so the model and the native runner stay in sync. Gradients equal the Python engine's
+(same kernels; tests/test_native.py checks it on random models).
+
+Supported now: the modules above, losses ``"mse"`` and ``"cross_entropy"`` with
+reduction ``"mean"`` or ``"sum"``, and plain SGD (``step(x, target, lr)``). Any other
+module raises TypeError naming it. Norm, pooling, dropout, convolution, recurrent and
+attention layers are not in the native op set yet (each is one op variant on the tape).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import List, Tuple
+
+import numpy as np
+
+from . import nn
+from .tensor import Tensor
+
+_LOSSES = ("mse", "cross_entropy")
+_REDUCTIONS = ("mean", "sum")
+
+
+def _layer_specs(model) -> Tuple[List[Tuple[str, float]], List]:
+    modules = list(model.children()) if isinstance(model, nn.Sequential) else [model]
+    specs, params = [], []
+    for i, m in enumerate(modules):
+        where = f"model[{i}]" if isinstance(model, nn.Sequential) else "model"
+        if isinstance(m, nn.Sequential):
+            sub_specs, sub_params = _layer_specs(m)
+            specs += sub_specs
+            params += sub_params
+        elif type(m) is nn.Linear:
+            specs.append(("linear", 1.0 if m.bias is not None else 0.0))
+            params.append(m.weight)
+            if m.bias is not None:
+                params.append(m.bias)
+        elif type(m) is nn.ReLU:
+            specs.append(("relu", 0.0))
+        elif type(m) is nn.LeakyReLU:
+            specs.append(("leaky_relu", float(m.negative_slope)))
+        elif type(m) is nn.Sigmoid:
+            specs.append(("sigmoid", 0.0))
+        elif type(m) is nn.Tanh:
+            specs.append(("tanh", 0.0))
+        elif type(m) is nn.GELU:
+            specs.append(("gelu", 1.0 if m.approximate == "tanh" else 0.0))
+        elif type(m) is nn.SiLU:
+            specs.append(("swish", 1.0))
+        elif type(m) is nn.Swish:
+            specs.append(("swish", float(m.beta)))
+        else:
+            raise TypeError(
+                f"{where}: {type(m).__name__} is not supported by ferrograd.native (supported: "
+                "Sequential, Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Swish)")
+    return specs, params
+
+
+class NativeSequential:
+    """Runs ``model``'s training step on the native Rust tape (see the module docstring)."""
+
+    def __init__(self, model, loss: str = "cross_entropy", reduction: str = "mean"):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if loss not in _LOSSES:
+            raise ValueError(f"loss: expected one of {_LOSSES}, got {loss!r}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+        self.specs, self.params = _layer_specs(model)
+        for p in self.params:
+            if p.backend.name not in ("numpy", "rust"):
+                raise ValueError(
+                    f"model: expected parameters on the 'rust' or 'numpy' backend (host arrays), "
+                    f"got one on {p.backend.name!r} (move the model with .to('rust'))")
+        self.model, self.loss, self.reduction = model, loss, reduction
+
+    def _args(self, x, target):
+        xs = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        if xs.ndim != 2:
+            raise ValueError(f"x: expected a 2-D (batch, features) input, got shape {xs.shape}")
+        dtype = self.params[0].dtype if self.params else xs.dtype
+        xs = np.require(xs, dtype, requirements="C")
+        t = target.numpy() if isinstance(target, Tensor) else np.asarray(target)
+        if self.loss == "cross_entropy":
+            if t.dtype.kind not in "iu":
+                raise TypeError(f"target: expected integer class indices, got dtype {t.dtype}")
+            t = np.require(t, np.int64, requirements="C")
+        else:
+            t = np.require(t, dtype, requirements="C")
+        return xs, t
+
+    def _call(self, x, target, lr):
+        from .backends import get_backend
+
+        get_backend("rust")  # checks the CPU before loading the extension
+        from . import _core
+
+        xs, t = self._args(x, target)
+        arrays = [p.data for p in self.params]
+        return _core.native_sequential_step(self.specs, arrays, xs, t, self.loss, self.reduction, lr)
+
+    def grads(self, x, target):
+        """``(loss, [grad per parameter])`` as numpy arrays; parameters unchanged."""
+        return self._call(x, target, None)
+
+    def step(self, x, target, lr: float) -> float:
+        """One SGD step (``p -= lr * grad``, in place, in Rust); returns the loss before it."""
+        if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not lr >= 0:
+            raise ValueError(f"lr: expected a non-negative number, got {lr!r}")
+        return self._call(x, target, float(lr))[0]
