@@ -1,6 +1,7 @@
 """The functional API: every differentiable op by name, as torch.nn.functional."""
 
 from .ops.activation import gelu, leaky_relu, prelu, relu, sigmoid, silu, swish, tanh
+from .ops.conv import conv2d
 from .ops.dropout import dropblock2d, dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
 from .ops.layout import expand, flatten, permute, reshape, transpose
@@ -20,4 +21,5 @@ __all__ = [
     "batch_norm", "layer_norm", "group_norm", "instance_norm",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "dropout", "dropblock2d",
+    "conv2d",
 ]

@@ -26,7 +26,7 @@ from ._validate import (
     check_unary_op,
 )
 from ._validate import check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm, check_layer_norm
-from . import _dropout, _pool
+from . import _conv, _dropout, _pool
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -715,3 +715,14 @@ class NumpyBackend(base.Backend):
         kept = int((~dropped).sum())
         s = dtype.type(n * c * h * w / kept) if kept else dtype.type(0)
         return np.where(dropped, dtype.type(0), s)
+
+    # ------------------------------------------------------------------ convolution
+    # The four algorithms, written to be read, live in _conv.py (shared with the rust
+    # backend, which swaps numpy's matmul for the Rust GEMM).
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
+        return _conv.cpu_forward(x, weight, bias, stride, padding, dilation, groups, algo)
+
+    def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
+                        has_bias=True):
+        return _conv.cpu_backward(x, weight, gy, stride, padding, dilation, groups, algo,
+                                  bool(has_bias))

@@ -19,7 +19,7 @@ if _missing:
 
 # imported after the CPU check: the extension needs AVX2 + FMA
 from .. import _core  # noqa: E402
-from . import _dropout, _pool  # noqa: E402
+from . import _conv, _dropout, _pool  # noqa: E402
 from ._validate import (  # noqa: E402
     check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
     check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
@@ -251,3 +251,21 @@ class RustBackend(NumpyBackend):
         _dropout.check_stream(seed, offset)
         return _core.dropblock_mask(list(shape), np.dtype(dtype).name, min(float(gamma), 1.0),
                                     int(block_size), int(seed), int(offset))
+
+    # ------------------------------------------------------------------ convolution
+    # The data movement of _conv.py (unfold, tile transforms, col2im) in numpy around the
+    # Rust GEMM (``_core.matmul``: the gemm crate, multithreaded): im2col and winograd run
+    # their products in Rust; naive (numpy einsum per tap, a test reference) and fft
+    # (numpy's pocketfft, complex products) run the numpy code.
+    @staticmethod
+    def _conv_gemm(a, b):
+        return _core.matmul(a, b, False, False)
+
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
+        return _conv.cpu_forward(x, weight, bias, stride, padding, dilation, groups, algo,
+                                 self._conv_gemm)
+
+    def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
+                        has_bias=True):
+        return _conv.cpu_backward(x, weight, gy, stride, padding, dilation, groups, algo,
+                                  bool(has_bias), self._conv_gemm)

@@ -1,6 +1,7 @@
 """Layers: Module, Sequential, Linear, activations and losses with PyTorch's names."""
 
 from .activation import GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
+from .conv import Conv2d
 from .dropout import DropBlock2d, DropConnect, Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
@@ -15,4 +16,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Dropout", "DropConnect", "DropBlock2d",
+    "Conv2d",
 ]
