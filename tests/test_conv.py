@@ -173,8 +173,7 @@ def test_conv2d_empty_batch(backend):
 def test_auto_rule():
     r = lambda xs, ws, s=(1, 1), d=(1, 1), g=1: _conv.resolve_algo(  # noqa: E731
         "auto", xs, ws, s, (0, 0), d, g)
-    assert r((1, 64, 56, 56), (64, 64, 3, 3)) == "winograd"
-    assert r((1, 3, 56, 56), (64, 3, 3, 3)) == "im2col"          # few channels
+    assert r((1, 64, 56, 56), (64, 64, 3, 3)) == "im2col"        # measured: beats winograd
     assert r((1, 64, 56, 56), (64, 64, 3, 3), s=(2, 2)) == "im2col"
     assert r((1, 64, 56, 56), (64, 1, 3, 3), g=64) == "im2col"   # depthwise
     assert r((1, 64, 56, 56), (64, 64, 1, 1)) == "im2col"

@@ -6,6 +6,7 @@
 //! parallel with rayon, and validate their arguments (returning [`error::FerroError`]).
 //! The PyO3 bindings (feature `python`, module `ferrograd._core`) are in `python/`.
 
+pub mod conv;
 pub mod error;
 pub mod ops;
 pub mod real;

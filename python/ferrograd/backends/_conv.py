@@ -111,11 +111,21 @@ def winograd_applies(w_shape, stride, dilation) -> bool:
 def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups) -> str:
     """The algorithm "auto" picks (and a check that an explicit choice applies).
 
-    Crossovers measured on the development machine (2 cores, x86-64 AVX-512, rust backend):
-    1x1 kernels are a GEMM (im2col without a copy for stride 1, padding 0); 3x3 stride 1
-    dilation 1 goes to Winograd when both channel counts per group are >= 16 (below that
-    the transforms cost more than the 2.25x fewer multiplies save); kernels with
-    KH * KW >= 81 (9x9 and larger) at stride 1 go to FFT; everything else to im2col.
+    Crossovers measured on the development machine (2 shared cores, x86-64 AVX-512, rust
+    backend, float32 forward, min of 3 runs; see README "Convolution"):
+
+    * 1x1 kernels: im2col, which for stride 1 and no padding is a plain GEMM (no unfold).
+    * 3x3 stride 1: im2col. Winograd F(2x2, 3x3) does 2.25x fewer multiplies, but its
+      tile transforms (numpy, memory-bound) cost more than that saves at every size
+      measured: 16x64x56x56 -> 64: im2col 77 ms, winograd 239 ms; 16x16x56x56 -> 16:
+      10 ms vs 44 ms; 16x8x56x56 -> 8: 6.6 ms vs 15.6 ms. So "auto" never picks it; it
+      stays available as ``algo="winograd"``.
+    * large kernels, stride 1: FFT from KH * KW >= 81. 4x8x64x64 -> 8, "same" padding:
+      7x7 im2col 4.0 / fft 3.3 ms, 9x9 9.2 / 7.2, 11x11 11.5 / 6.8, 13x13 22.8 / 5.1;
+      with 32 channels 7x7 44 / 45, 9x9 95 / 44. Strided large kernels (the 7x7 stride-2
+      stem) stay on im2col: FFT computes every stride-1 output (224x224 stem: im2col
+      23 ms, fft 400 ms).
+    * everything else: im2col.
     """
     check_algo(algo)
     if algo == "winograd" and not winograd_applies(w_shape, stride, dilation):
@@ -124,9 +134,7 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
                          f"dilation {tuple(dilation)}")
     if algo != "auto":
         return algo
-    o, cg, kh, kw = w_shape
-    if winograd_applies(w_shape, stride, dilation) and cg >= 16 and o // groups >= 16:
-        return "winograd"
+    kh, kw = w_shape[2], w_shape[3]
     if kh * kw >= 81 and tuple(stride) == (1, 1):
         return "fft"
     return "im2col"
@@ -275,16 +283,19 @@ def _winograd_valid(xp, w, g, matmul):
     sn, sc, sh_, sw_ = xq.strides
     tiles = np.lib.stride_tricks.as_strided(
         xq, (n, c, th, tw, 4, 4), (sn, sc, 2 * sh_, 2 * sw_, sh_, sw_), writeable=False)
-    dt = x_dtype = xp.dtype
-    bt, gm, at = _BT.astype(dt), _G.astype(dt), _AT.astype(x_dtype)
-    v = np.einsum("ij,nctwjk,lk->ilnctw", bt, tiles, bt)  # (4, 4, N, C, TH, TW)
-    v = v.reshape(4, 4, n, g, cg, th * tw).transpose(0, 1, 3, 4, 2, 5)  # (4,4,G,Cg,N,T)
-    v = np.ascontiguousarray(v).reshape(16 * g, cg, n * th * tw)
-    u = np.einsum("ij,ocjk,lk->iloc", gm, w, gm)  # (4, 4, O, Cg)
+    # V = B^T d B with B^T's entries 0 and +-1 written out as adds (rows, then columns),
+    # laid out as (4, 4, G, C/g, N, TH, TW) for the 16 * G GEMMs
+    t = tiles.transpose(4, 5, 1, 0, 2, 3)  # (4, 4, C, N, TH, TW), a view
+    r = np.stack([t[0] - t[2], t[1] + t[2], t[2] - t[1], t[1] - t[3]])
+    v = np.stack([r[:, 0] - r[:, 2], r[:, 1] + r[:, 2], r[:, 2] - r[:, 1], r[:, 1] - r[:, 3]], axis=1)
+    v = v.reshape(16 * g, cg, n * th * tw)
+    u = np.einsum("ij,ocjk,lk->iloc", _G.astype(xp.dtype), w, _G.astype(xp.dtype))  # (4,4,O,Cg)
     u = np.ascontiguousarray(u.reshape(16 * g, o // g, cg))
-    m = matmul(u, v).reshape(4, 4, g, o // g, n, th, tw)
-    y = np.einsum("ij,jkgonhw,lk->ngohwil", at, m, at)  # (N, G, Og, TH, TW, 2, 2)
-    y = y.reshape(n, o, th, tw, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, o, 2 * th, 2 * tw)
+    m = matmul(u, v).reshape(4, 4, o, n, th, tw)
+    # Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], rows then columns
+    r = np.stack([m[0] + m[1] + m[2], m[1] - m[2] - m[3]])  # (2, 4, O, N, TH, TW)
+    y = np.stack([r[:, 0] + r[:, 1] + r[:, 2], r[:, 1] - r[:, 2] - r[:, 3]], axis=1)
+    y = y.transpose(3, 2, 4, 0, 5, 1).reshape(n, o, 2 * th, 2 * tw)  # (N, O, TH, 2, TW, 2)
     return np.ascontiguousarray(y[:, :, :oh, :ow])
 
 

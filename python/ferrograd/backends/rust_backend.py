@@ -253,19 +253,27 @@ class RustBackend(NumpyBackend):
                                     int(block_size), int(seed), int(offset))
 
     # ------------------------------------------------------------------ convolution
-    # The data movement of _conv.py (unfold, tile transforms, col2im) in numpy around the
-    # Rust GEMM (``_core.matmul``: the gemm crate, multithreaded): im2col and winograd run
-    # their products in Rust; naive (numpy einsum per tap, a test reference) and fft
-    # (numpy's pocketfft, complex products) run the numpy code.
+    # im2col (and "auto" where it resolves to im2col) runs in rust_core/src/conv: a rayon
+    # im2col, the gemm crate per group, a gathering col2im for the input gradient.
+    # "winograd" runs _conv.py's tile transforms (numpy) around the Rust GEMM; "naive"
+    # (numpy einsum per tap, a test reference) and "fft" (numpy's pocketfft) run the numpy
+    # code of _conv.py.
     @staticmethod
     def _conv_gemm(a, b):
         return _core.matmul(a, b, False, False)
 
     def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
-        return _conv.cpu_forward(x, weight, bias, stride, padding, dilation, groups, algo,
-                                 self._conv_gemm)
+        s, p, d, g, _, resolved = _conv.prepare(x, weight, bias, None, stride, padding,
+                                                dilation, groups, algo)
+        if resolved == "im2col":
+            return _core.conv2d_forward(x, weight, bias, s, p, d, g)
+        return _conv.cpu_forward(x, weight, bias, s, p, d, g, resolved, self._conv_gemm)
 
     def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
                         has_bias=True):
-        return _conv.cpu_backward(x, weight, gy, stride, padding, dilation, groups, algo,
-                                  bool(has_bias), self._conv_gemm)
+        s, p, d, g, _, resolved = _conv.prepare(x, weight, None, gy, stride, padding,
+                                                dilation, groups, algo)
+        if resolved == "im2col":
+            return _core.conv2d_backward(x, weight, gy, s, p, d, g, bool(has_bias))
+        return _conv.cpu_backward(x, weight, gy, s, p, d, g, resolved, bool(has_bias),
+                                  self._conv_gemm)
