@@ -58,28 +58,30 @@ pub fn col2im<T: Real>(cols: &[T], g: &Geom) -> Vec<T> {
     if gx.is_empty() {
         return gx;
     }
-    gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(nc, plane)| {
-        let (n, c) = (nc / g.c, nc % g.c);
-        for a in 0..g.kh {
-            for b in 0..g.kw {
-                let src = &cols[((c * g.kh + a) * g.kw + b) * nl + n * l..][..l];
-                for i in 0..g.oh {
-                    let h = (i * g.stride.0 + a * g.dilation.0) as isize - g.padding.0 as isize;
-                    if h < 0 || h >= g.h as isize {
-                        continue;
-                    }
-                    let drow = &mut plane[h as usize * g.w..(h as usize + 1) * g.w];
-                    let srow = &src[i * g.ow..(i + 1) * g.ow];
-                    let w0 = (b * g.dilation.1) as isize - g.padding.1 as isize;
-                    for (j, &v) in srow.iter().enumerate() {
-                        let ww = w0 + (j * g.stride.1) as isize;
-                        if ww >= 0 && ww < g.w as isize {
-                            drow[ww as usize] += v;
+    gx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(nc, plane)| {
+            let (n, c) = (nc / g.c, nc % g.c);
+            for a in 0..g.kh {
+                for b in 0..g.kw {
+                    let src = &cols[((c * g.kh + a) * g.kw + b) * nl + n * l..][..l];
+                    for i in 0..g.oh {
+                        let h = (i * g.stride.0 + a * g.dilation.0) as isize - g.padding.0 as isize;
+                        if h < 0 || h >= g.h as isize {
+                            continue;
+                        }
+                        let drow = &mut plane[h as usize * g.w..(h as usize + 1) * g.w];
+                        let srow = &src[i * g.ow..(i + 1) * g.ow];
+                        let w0 = (b * g.dilation.1) as isize - g.padding.1 as isize;
+                        for (j, &v) in srow.iter().enumerate() {
+                            let ww = w0 + (j * g.stride.1) as isize;
+                            if ww >= 0 && ww < g.w as isize {
+                                drow[ww as usize] += v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     gx
 }

@@ -69,7 +69,21 @@ impl Geom {
             );
         }
         let (oh, ow) = ((hp - ekh) / stride.0 + 1, (wp - ekw) / stride.1 + 1);
-        Ok(Geom { n, c, h, w, o, kh, kw, stride, padding, dilation, groups, oh, ow })
+        Ok(Geom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            padding,
+            dilation,
+            groups,
+            oh,
+            ow,
+        })
     }
     fn l(&self) -> usize {
         self.oh * self.ow
@@ -99,12 +113,14 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
     let (yg, _, _) = matmul(w, (og, g.k()), &cols, (g.k(), nl), g.groups, false, false)?;
     // (O, N, L) -> (N, O, L) + bias
     let mut y = vec![T::ZERO; g.n * g.o * l];
-    y.par_chunks_mut(l.max(1)).enumerate().for_each(|(no, row)| {
-        let (n, o) = (no / g.o, no % g.o);
-        let src = &yg[(o * g.n + n) * l..(o * g.n + n + 1) * l];
-        let b = bias.map_or(T::ZERO, |b| b[o]);
-        row.iter_mut().zip(src).for_each(|(d, &s)| *d = s + b);
-    });
+    y.par_chunks_mut(l.max(1))
+        .enumerate()
+        .for_each(|(no, row)| {
+            let (n, o) = (no / g.o, no % g.o);
+            let src = &yg[(o * g.n + n) * l..(o * g.n + n + 1) * l];
+            let b = bias.map_or(T::ZERO, |b| b[o]);
+            row.iter_mut().zip(src).for_each(|(d, &s)| *d = s + b);
+        });
     Ok(y)
 }
 
@@ -124,14 +140,20 @@ pub fn conv2d_backward<T: Real>(
     let (nl, og) = (g.n * l, g.o / g.groups);
     // gy (N, O, L) -> (O, N, L) = (G, O/G, N * L)
     let mut gyg = vec![T::ZERO; g.o * nl];
-    gyg.par_chunks_mut(l.max(1)).enumerate().for_each(|(on, row)| {
-        let (o, n) = (on / g.n.max(1), on % g.n.max(1));
-        row.copy_from_slice(&gy[(n * g.o + o) * l..(n * g.o + o + 1) * l]);
-    });
+    gyg.par_chunks_mut(l.max(1))
+        .enumerate()
+        .for_each(|(on, row)| {
+            let (o, n) = (on / g.n.max(1), on % g.n.max(1));
+            row.copy_from_slice(&gy[(n * g.o + o) * l..(n * g.o + o + 1) * l]);
+        });
     let gb = with_bias.then(|| {
         (0..g.o)
             .into_par_iter()
-            .map(|o| gyg[o * nl..(o + 1) * nl].iter().fold(T::ZERO, |a, &v| a + v))
+            .map(|o| {
+                gyg[o * nl..(o + 1) * nl]
+                    .iter()
+                    .fold(T::ZERO, |a, &v| a + v)
+            })
             .collect::<Vec<T>>()
     });
     let cols = im2col::im2col(x, g);
@@ -159,8 +181,10 @@ mod tests {
                             let c = (o / og) * cg + ci;
                             for a in 0..g.kh {
                                 for bb in 0..g.kw {
-                                    let h = (i * g.stride.0 + a * g.dilation.0) as isize - g.padding.0 as isize;
-                                    let ww = (j * g.stride.1 + bb * g.dilation.1) as isize - g.padding.1 as isize;
+                                    let h = (i * g.stride.0 + a * g.dilation.0) as isize
+                                        - g.padding.0 as isize;
+                                    let ww = (j * g.stride.1 + bb * g.dilation.1) as isize
+                                        - g.padding.1 as isize;
                                     if h < 0 || ww < 0 || h >= g.h as isize || ww >= g.w as isize {
                                         continue;
                                     }
@@ -178,10 +202,14 @@ mod tests {
     }
 
     fn vals(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
             })
             .collect()
@@ -234,7 +262,13 @@ mod tests {
             }
             let gb = gb.unwrap();
             for o in 0..g.o {
-                let want: f64 = (0..g.n).map(|n| gy[(n * g.o + o) * g.l()..(n * g.o + o + 1) * g.l()].iter().sum::<f64>()).sum();
+                let want: f64 = (0..g.n)
+                    .map(|n| {
+                        gy[(n * g.o + o) * g.l()..(n * g.o + o + 1) * g.l()]
+                            .iter()
+                            .sum::<f64>()
+                    })
+                    .sum();
                 assert!((gb[o] - want).abs() < 1e-10);
             }
         }

@@ -17,8 +17,13 @@ fn dims4(shape: &[usize], name: &str) -> PyResult<[usize; 4]> {
 }
 
 fn same_dtype(a: &Bound<'_, PyAny>, name: &str, dt: Dt) -> PyResult<()> {
-    if !matches!((float_dtype(a, name)?, dt), (Dt::F32, Dt::F32) | (Dt::F64, Dt::F64)) {
-        return Err(PyTypeError::new_err(format!("{name}: expected the dtype of input")));
+    if !matches!(
+        (float_dtype(a, name)?, dt),
+        (Dt::F32, Dt::F32) | (Dt::F64, Dt::F64)
+    ) {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected the dtype of input"
+        )));
     }
     Ok(())
 }
@@ -54,7 +59,11 @@ fn conv2d_forward<'py>(
     })
 }
 
-type Grads<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+type Grads<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+);
 
 #[pyfunction]
 #[pyo3(signature = (x, weight, gy, stride, padding, dilation, groups, has_bias))]
