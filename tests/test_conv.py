@@ -178,6 +178,7 @@ def test_auto_rule():
     assert r((1, 64, 56, 56), (64, 1, 3, 3), g=64) == "im2col"   # depthwise
     assert r((1, 64, 56, 56), (64, 64, 1, 1)) == "im2col"
     assert r((1, 8, 64, 64), (8, 8, 11, 11)) == "fft"
+    assert r((1, 8, 64, 64), (8, 8, 9, 9)) == "im2col"
     assert r((1, 3, 224, 224), (64, 3, 7, 7), s=(2, 2)) == "im2col"
 
 

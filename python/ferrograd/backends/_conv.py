@@ -120,11 +120,12 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
       measured: 16x64x56x56 -> 64: im2col 77 ms, winograd 239 ms; 16x16x56x56 -> 16:
       10 ms vs 44 ms; 16x8x56x56 -> 8: 6.6 ms vs 15.6 ms. So "auto" never picks it; it
       stays available as ``algo="winograd"``.
-    * large kernels, stride 1: FFT from KH * KW >= 81. 4x8x64x64 -> 8, "same" padding:
-      7x7 im2col 4.0 / fft 3.3 ms, 9x9 9.2 / 7.2, 11x11 11.5 / 6.8, 13x13 22.8 / 5.1;
-      with 32 channels 7x7 44 / 45, 9x9 95 / 44. Strided large kernels (the 7x7 stride-2
-      stem) stay on im2col: FFT computes every stride-1 output (224x224 stem: im2col
-      23 ms, fft 400 ms).
+    * large kernels, stride 1: FFT from KH * KW >= 121 (11x11). 4xCx64x64 -> C, "same"
+      padding, native im2col / fft in ms: C=8: 7x7 2.5 / 7.4, 9x9 2.6 / 7.9, 11x11
+      14.8 / 19.1, 13x13 27.1 / 9.6; C=32: 7x7 48 / 98, 9x9 129 / 109, 11x11 215 / 215,
+      13x13 294 / 182 (2 busy shared cores: +-30% between runs). Strided large kernels
+      (the 7x7 stride-2 stem) stay on im2col: FFT computes every stride-1 output
+      (4x3x224x224 stem: im2col 23 ms, fft 400 ms).
     * everything else: im2col.
     """
     check_algo(algo)
@@ -135,7 +136,7 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
     if algo != "auto":
         return algo
     kh, kw = w_shape[2], w_shape[3]
-    if kh * kw >= 81 and tuple(stride) == (1, 1):
+    if kh * kw >= 121 and tuple(stride) == (1, 1):
         return "fft"
     return "im2col"
 
