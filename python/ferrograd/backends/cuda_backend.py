@@ -1037,5 +1037,10 @@ class CudaBackend(base.Backend):
         gx = self.empty(tuple(int(v) for v in x.shape))
         self._launch("conv", "conv_col2im", gx.size, self._ptr(gx), self._ptr(gcols),
                      *self._conv_geom_args(x, weight, s, p, d, out))
-        gb = self._sum_axes(gy, (0, 2, 3)) if has_bias else None
+        if not has_bias:
+            gb = None
+        elif gy.size == 0:  # an empty batch: nothing to sum
+            gb = self.full((o,), 0.0, _F32)
+        else:
+            gb = self._sum_axes(gy, (0, 2, 3))
         return gx, gw, gb
