@@ -244,3 +244,30 @@ def test_conv2d_module_bad_arguments():
         fg.nn.Conv2d(3, 4, 3, padding_mode="reflect")
     with pytest.raises(ValueError, match="kernel_size: expected values >= 1"):
         fg.nn.Conv2d(3, 4, 0)
+
+
+def test_conv2d_non_contiguous_inputs(backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 6, 2, 3)).astype(np.float32).transpose(2, 3, 0, 1)  # (2,3,5,6)
+    w = rng.standard_normal((2, 3, 3, 4)).astype(np.float32).transpose(3, 1, 2, 0)  # (4,3,3,2)
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous
+    y = F.conv2d(fg.tensor(x, backend=backend), fg.tensor(w, backend=backend), padding=1)
+    y0 = F.conv2d(fg.tensor(np.ascontiguousarray(x)), fg.tensor(np.ascontiguousarray(w)),
+                  padding=1, algo="naive")
+    assert_close(y.numpy(), y0.numpy(), kind="reduction")
+
+
+def test_rust_kernels_raise_value_errors_not_panics():
+    from ferrograd import _core
+    x = np.zeros((1, 3, 5, 5), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="groups"):
+        _core.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 2)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        _core.conv2d_forward(x[:, :, :2, :2], w, None, (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="bias"):
+        _core.conv2d_forward(x, w, np.zeros(3, np.float32), (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="grad_output"):
+        _core.conv2d_backward(x, w, np.zeros((1, 4, 2, 2), np.float32), (1, 1), (0, 0), (1, 1), 1, True)
+    with pytest.raises(TypeError, match="weight"):
+        _core.conv2d_forward(x, w.astype(np.float64), None, (1, 1), (0, 0), (1, 1), 1)
