@@ -2,6 +2,7 @@
 
 from .ops.attention import scaled_dot_product_attention
 from .ops.activation import gelu, leaky_relu, prelu, relu, sigmoid, silu, swish, tanh
+from .ops.conv import conv2d
 from .ops.dropout import dropblock2d, dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
 from .ops.layout import expand, flatten, permute, reshape, transpose
@@ -22,4 +23,5 @@ __all__ = [
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "dropout", "dropblock2d",
     "scaled_dot_product_attention",
+    "conv2d",
 ]

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod autograd;
+pub mod conv;
 pub mod error;
 pub mod ops;
 pub mod real;

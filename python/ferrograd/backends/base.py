@@ -432,3 +432,22 @@ class Backend(abc.ABC):
                            gout: Array) -> Tuple[Array, Array, Array]:
         """(gq, gk, gv) for attention_forward's output gradient ``gout``; the scores are
         recomputed from q, k and ``lse``."""
+    # ------------------------------------------------------------------ convolution
+    # torch.nn.functional.conv2d's semantics (cross-correlation): x (N, C, H, W), weight
+    # (O, C / groups, KH, KW), bias (O,) or None; stride, padding, dilation are ints or
+    # (h, w) pairs; output (N, O, OH, OW) with OH = (H + 2 ph - dh (KH - 1) - 1) // sh + 1.
+    # ``algo`` is one of "auto", "naive", "im2col", "winograd", "fft" (ferrograd/backends/
+    # _conv.py describes them and the "auto" rule); "winograd" needs a 3x3 kernel with
+    # stride 1 and dilation 1 (ValueError otherwise). Backends may run an algorithm they do
+    # not implement natively by another exact one (each backend says which).
+    @abc.abstractmethod
+    def conv2d_forward(self, x: Array, weight: Array, bias: Optional[Array], stride, padding,
+                       dilation, groups: int, algo: str = "auto") -> Array:
+        """The convolution's output (N, O, OH, OW)."""
+
+    @abc.abstractmethod
+    def conv2d_backward(self, x: Array, weight: Array, gy: Array, stride, padding, dilation,
+                        groups: int, algo: str = "auto", has_bias: bool = True
+                        ) -> Tuple[Array, Array, Optional[Array]]:
+        """``(gx, gweight, gbias)`` for the upstream gradient gy (N, O, OH, OW); gbias is gy
+        summed over (N, OH, OW), or None when ``has_bias`` is False."""

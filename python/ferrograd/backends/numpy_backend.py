@@ -27,6 +27,7 @@ from ._validate import (
 )
 from ._validate import check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm, check_layer_norm
 from . import _attention, _dropout, _pool
+from . import _conv, _dropout, _pool
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -727,3 +728,13 @@ class NumpyBackend(base.Backend):
         _attention.check_attention(q, k, v, mask, scale, is_causal)
         _attention.check_saved(q, v, out, lse, gout)
         return _attention.plain_backward(q, k, v, mask, float(scale), bool(is_causal), out, lse, gout)
+    # ------------------------------------------------------------------ convolution
+    # The four algorithms, written to be read, live in _conv.py (shared with the rust
+    # backend, which swaps numpy's matmul for the Rust GEMM).
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
+        return _conv.cpu_forward(x, weight, bias, stride, padding, dilation, groups, algo)
+
+    def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
+                        has_bias=True):
+        return _conv.cpu_backward(x, weight, gy, stride, padding, dilation, groups, algo,
+                                  bool(has_bias))

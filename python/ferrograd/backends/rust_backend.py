@@ -20,6 +20,7 @@ if _missing:
 # imported after the CPU check: the extension needs AVX2 + FMA
 from .. import _core  # noqa: E402
 from . import _attention, _dropout, _pool  # noqa: E402
+from . import _conv, _dropout, _pool  # noqa: E402
 from ._validate import (  # noqa: E402
     check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
     check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
@@ -262,3 +263,28 @@ class RustBackend(NumpyBackend):
         _attention.check_attention(q, k, v, mask, scale, is_causal)
         _attention.check_saved(q, v, out, lse, gout)
         return _core.attention_backward(q, k, v, mask, float(scale), bool(is_causal), out, lse, gout)
+    # ------------------------------------------------------------------ convolution
+    # im2col (and "auto" where it resolves to im2col) runs in rust_core/src/conv: a rayon
+    # im2col, the gemm crate per group, a gathering col2im for the input gradient.
+    # "winograd" runs _conv.py's tile transforms (numpy) around the Rust GEMM; "naive"
+    # (numpy einsum per tap, a test reference) and "fft" (numpy's pocketfft) run the numpy
+    # code of _conv.py.
+    @staticmethod
+    def _conv_gemm(a, b):
+        return _core.matmul(a, b, False, False)
+
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
+        s, p, d, g, _, resolved = _conv.prepare(x, weight, bias, None, stride, padding,
+                                                dilation, groups, algo)
+        if resolved == "im2col":
+            return _core.conv2d_forward(x, weight, bias, s, p, d, g)
+        return _conv.cpu_forward(x, weight, bias, s, p, d, g, resolved, self._conv_gemm)
+
+    def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
+                        has_bias=True):
+        s, p, d, g, _, resolved = _conv.prepare(x, weight, None, gy, stride, padding,
+                                                dilation, groups, algo)
+        if resolved == "im2col":
+            return _core.conv2d_backward(x, weight, gy, s, p, d, g, bool(has_bias))
+        return _conv.cpu_backward(x, weight, gy, s, p, d, g, resolved, bool(has_bias),
+                                  self._conv_gemm)

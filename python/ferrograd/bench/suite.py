@@ -318,6 +318,97 @@ def _dropout_case(n: int, p: float, backward: bool, impls, group: str) -> Case:
                 bytes_moved=moved, params={"elements": n, "p": p})
 
 
+def _conv_case(label: str, x_shape, w_shape, stride: int, padding: int, algo: str,
+               backward: bool, impls, group: str) -> Case:
+    """conv2d of x_shape by w_shape; fwd+bwd computes the input, weight and bias gradients.
+    torch rows run torch's own choice whatever ``algo`` says (the yardstick)."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    y_shape = (n, o, oh, ow)
+
+    def make(impl: str):
+        x_h = host_data(int(np.prod(x_shape)), 0).reshape(x_shape)
+        w_h = host_data(int(np.prod(w_shape)), 1).reshape(w_shape) * 0.1
+        b_h = host_data(o, 2)
+        g_h = host_data(int(np.prod(y_shape)), 3).reshape(y_shape)
+        if impl.startswith("torch"):
+            import torch
+            import torch.nn.functional as TF
+
+            dev = _torch_device(impl)
+            x, wt, b = (torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (x_h, w_h, b_h))
+            g = torch.from_numpy(g_h).to(dev)
+
+            def fn():
+                return TF.conv2d(x, wt, b, stride, padding)
+        else:
+            import ferrograd as fg
+            import ferrograd.functional as F
+
+            x, wt, b = (fg.tensor(a, backend=impl, requires_grad=backward) for a in (x_h, w_h, b_h))
+            g = fg.tensor(g_h, backend=impl)
+
+            def fn():
+                return F.conv2d(x, wt, b, stride, padding, algo=algo)
+        if not backward:
+            if impl.startswith("torch"):
+                import torch
+
+                def run():
+                    with torch.no_grad():
+                        return fn()
+            else:
+                import ferrograd as fg
+
+                def run():
+                    with fg.no_grad():
+                        return fn()
+            return run
+
+        def run():
+            x.grad = wt.grad = b.grad = None
+            fn().backward(g)
+            return x.grad
+
+        return run
+
+    flops = 2.0 * n * o * oh * ow * cg * kh * kw * (3 if backward else 1)
+    dims = "x".join(str(d) for d in x_shape)
+    return Case(f"conv2d {label} {dims}->{o} {algo} {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), make, flops=flops,
+                params={"x": list(x_shape), "w": list(w_shape), "stride": stride,
+                        "padding": padding, "algo": algo})
+
+
+def conv_cases(quick: bool = False) -> List[Case]:
+    """Convolution rows: 3x3 (CPU 16x64x56x56, GPU 32x64x56x56) by every algorithm that
+    applies, 1x1, the 7x7 stride-2 stem on 224x224 images, and an 11x11 kernel where FFT
+    competes; fwd and fwd+bwd."""
+    nb = 2 if quick else 16
+    nb_gpu = 8 if quick else 32
+    cases: List[Case] = []
+    cpu_rows = [
+        ("3x3", (nb, 64, 56, 56), (64, 64, 3, 3), 1, 1, ("auto", "im2col", "winograd", "fft")),
+        ("1x1", (nb, 64, 56, 56), (64, 64, 1, 1), 1, 0, ("auto",)),
+        ("7x7/2 stem", (nb // 2 or 1, 3, 224, 224), (64, 3, 7, 7), 2, 3, ("auto", "fft")),
+        ("11x11", (max(nb // 4, 1), 16, 64, 64), (16, 16, 11, 11), 1, 5, ("auto", "im2col", "fft")),
+    ]
+    gpu_rows = [
+        ("3x3", (nb_gpu, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+        ("1x1", (nb_gpu, 64, 56, 56), (64, 64, 1, 1), 1, 0),
+        ("7x7/2 stem", (nb_gpu, 3, 224, 224), (64, 3, 7, 7), 2, 3),
+        ("11x11", (nb_gpu, 16, 64, 64), (16, 16, 11, 11), 1, 5),
+    ]
+    for bwd in (False, True):
+        for label, xs, ws, s, p, algos in cpu_rows:
+            for algo in algos:
+                cases.append(_conv_case(label, xs, ws, s, p, algo, bwd, CPU_IMPLS, "convolution"))
+        for label, xs, ws, s, p in gpu_rows:
+            cases.append(_conv_case(label, xs, ws, s, p, "auto", bwd, GPU_IMPLS, "gpu convolution"))
+    return cases
+
+
 def default_suite(quick: bool = False) -> List[Case]:
     """The default rows: activations on 4M float32 elements and Linear 4096x1024 by
     1024x1024 on every implementation; on the GPU also activations on 256M elements
@@ -363,6 +454,7 @@ def default_suite(quick: bool = False) -> List[Case]:
         cases.append(_dropout_case(n_act, 0.5, bwd, CPU_IMPLS, "dropout"))
         cases.append(_dropout_case(n_gpu, 0.5, bwd, GPU_IMPLS, "gpu dropout"))
     cases += attention_suite(quick)
+    cases.extend(conv_cases(quick))
     return cases
 
 

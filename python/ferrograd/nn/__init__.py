@@ -2,6 +2,7 @@
 
 from .attention import MultiheadAttention
 from .activation import GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
+from .conv import Conv2d
 from .dropout import DropBlock2d, DropConnect, Dropout
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
@@ -18,4 +19,5 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Dropout", "DropConnect", "DropBlock2d",
     "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
+    "Conv2d",
 ]

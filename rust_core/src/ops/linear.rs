@@ -51,7 +51,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 }
 
 /// dst (m x n, row-major) := (accumulate ? dst : 0) + a @ b
-fn gemm_into<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
+pub(crate) fn gemm_into<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (m, k) = a.dims();
     let (_, n) = b.dims();
     debug_assert_eq!(dst.len(), m * n);

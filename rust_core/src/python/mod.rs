@@ -135,6 +135,8 @@ mod native;
 mod pool;
 // the attention family's bindings
 mod attention;
+// the convolution family's bindings
+mod conv;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -603,6 +605,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dropout::register(m)?;
     attention::register(m)?;
     native::register(m)?;
+    conv::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

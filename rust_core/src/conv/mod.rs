@@ -1,0 +1,300 @@
+//! 2-D convolution (torch.nn.functional.conv2d semantics) by im2col + the `gemm` crate.
+//!
+//! x (N, C, H, W), w (O, C/G, KH, KW), y (N, O, OH, OW), all row-major. Image by image,
+//! the columns matrix (C * KH * KW, L = OH * OW) = (G, C/G * KH * KW, L) goes into one
+//! reused buffer, and one GEMM per group (the gemm crate, multithreaded) gives
+//! y_n,g (O/G, L) = w_g @ cols_g in place in y; the input gradient is
+//! col2im(w_g^T @ gy_n,g) (a gather, see `im2col.rs`), the weight gradient accumulates
+//! gy_n,g @ cols_g^T. (A batch-wide columns matrix measured 2x slower here: 115 MB of
+//! fresh pages per 3x3 layer of 16x64x56x56.) The Winograd and FFT algorithms of the
+//! Python layer drive this crate's GEMM through `ops::linear::matmul`.
+
+pub mod im2col;
+
+use crate::error::Result;
+use crate::ops::linear::{gemm_into, Mat};
+use crate::real::Real;
+use crate::{shape_err, value_err};
+use rayon::prelude::*;
+
+/// The geometry of one convolution (checked by [`Geom::new`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    /// x_shape (N, C, H, W), w_shape (O, C/G, KH, KW); errors name the argument.
+    pub fn new(
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Result<Geom> {
+        let [n, c, h, w] = x_shape;
+        let [o, cg, kh, kw] = w_shape;
+        if stride.0 == 0 || stride.1 == 0 {
+            return value_err!("stride: expected values >= 1, got {stride:?}");
+        }
+        if dilation.0 == 0 || dilation.1 == 0 {
+            return value_err!("dilation: expected values >= 1, got {dilation:?}");
+        }
+        if groups == 0 || c % groups != 0 || o % groups != 0 {
+            return value_err!(
+                "groups: expected a positive divisor of in_channels ({c}) and out_channels ({o}), got {groups}"
+            );
+        }
+        if cg != c / groups || kh == 0 || kw == 0 {
+            return shape_err!(
+                "weight: expected shape ({o}, {}, KH >= 1, KW >= 1), got {w_shape:?}",
+                c / groups
+            );
+        }
+        let (ekh, ekw) = (dilation.0 * (kh - 1) + 1, dilation.1 * (kw - 1) + 1);
+        let (hp, wp) = (h + 2 * padding.0, w + 2 * padding.1);
+        if ekh > hp || ekw > wp {
+            return shape_err!(
+                "weight: the (dilated) kernel {ekh}x{ekw} is larger than the padded input {hp}x{wp}"
+            );
+        }
+        let (oh, ow) = ((hp - ekh) / stride.0 + 1, (wp - ekw) / stride.1 + 1);
+        Ok(Geom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            padding,
+            dilation,
+            groups,
+            oh,
+            ow,
+        })
+    }
+    pub fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// rows of a group's columns matrix: C/G * KH * KW
+    pub fn k(&self) -> usize {
+        self.c / self.groups * self.kh * self.kw
+    }
+}
+
+fn check_len<T>(v: &[T], want: usize, name: &str) -> Result<()> {
+    if v.len() != want {
+        return shape_err!("{name}: expected {want} elements, got {}", v.len());
+    }
+    Ok(())
+}
+
+/// y (N, O, OH, OW) = conv(x, w) + bias, image by image: y_n,g (O/G, L) =
+/// w_g (O/G, K) @ cols_n,g (K, L) lands in NCHW order directly.
+pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
+    check_len(x, g.n * g.c * g.h * g.w, "input")?;
+    check_len(w, g.o * g.k(), "weight")?;
+    if let Some(b) = bias {
+        check_len(b, g.o, "bias")?;
+    }
+    let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
+    let mut y = vec![T::ZERO; g.n * g.o * l];
+    if let Some(b) = bias {
+        y.par_chunks_mut(l)
+            .enumerate()
+            .for_each(|(no, row)| row.iter_mut().for_each(|v| *v = b[no % g.o]));
+    }
+    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let chw = g.c * g.h * g.w;
+    for n in 0..g.n {
+        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let yn = &mut y[n * g.o * l..(n + 1) * g.o * l];
+        for gi in 0..g.groups {
+            let a = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, false);
+            let b = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
+            gemm_into(&mut yn[gi * og * l..(gi + 1) * og * l], a, b, true);
+        }
+    }
+    Ok(y)
+}
+
+/// (gx, gw, gb) for gy (N, O, OH, OW); gb is None unless `with_bias`. Image by image:
+/// gw_g += gy_n,g (O/G, L) @ cols_n,g^T, gx_n = col2im(w_g^T @ gy_n,g).
+#[allow(clippy::type_complexity)]
+pub fn conv2d_backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+    with_bias: bool,
+) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+    check_len(x, g.n * g.c * g.h * g.w, "input")?;
+    check_len(w, g.o * g.k(), "weight")?;
+    let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
+    check_len(gy, g.n * g.o * l, "grad_output")?;
+    let gb = with_bias.then(|| {
+        (0..g.o)
+            .into_par_iter()
+            .map(|o| {
+                (0..g.n).fold(T::ZERO, |acc, n| {
+                    gy[(n * g.o + o) * l..(n * g.o + o + 1) * l]
+                        .iter()
+                        .fold(acc, |a, &v| a + v)
+                })
+            })
+            .collect::<Vec<T>>()
+    });
+    let chw = g.c * g.h * g.w;
+    let mut gw = vec![T::ZERO; g.o * k];
+    let mut gx = vec![T::ZERO; g.n * chw];
+    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let mut gcols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    for n in 0..g.n {
+        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
+        for gi in 0..g.groups {
+            let gyg = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, false);
+            let colt = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, true);
+            gemm_into(&mut gw[gi * og * k..(gi + 1) * og * k], gyg, colt, true);
+            let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
+            gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
+        }
+        im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);
+    }
+    Ok((gx, gw, gb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one output at a time.
+    fn direct(x: &[f64], w: &[f64], b: &[f64], g: &Geom) -> Vec<f64> {
+        let (cg, og) = (g.c / g.groups, g.o / g.groups);
+        let mut y = vec![0.0; g.n * g.o * g.oh * g.ow];
+        for n in 0..g.n {
+            for o in 0..g.o {
+                for i in 0..g.oh {
+                    for j in 0..g.ow {
+                        let mut s = b[o];
+                        for ci in 0..cg {
+                            let c = (o / og) * cg + ci;
+                            for a in 0..g.kh {
+                                for bb in 0..g.kw {
+                                    let h = (i * g.stride.0 + a * g.dilation.0) as isize
+                                        - g.padding.0 as isize;
+                                    let ww = (j * g.stride.1 + bb * g.dilation.1) as isize
+                                        - g.padding.1 as isize;
+                                    if h < 0 || ww < 0 || h >= g.h as isize || ww >= g.w as isize {
+                                        continue;
+                                    }
+                                    s += x[((n * g.c + c) * g.h + h as usize) * g.w + ww as usize]
+                                        * w[((o * cg + ci) * g.kh + a) * g.kw + bb];
+                                }
+                            }
+                        }
+                        y[((n * g.o + o) * g.oh + i) * g.ow + j] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn vals(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn geoms() -> Vec<Geom> {
+        vec![
+            Geom::new([2, 4, 7, 6], [6, 2, 3, 3], (1, 1), (1, 1), (1, 1), 2).unwrap(),
+            Geom::new([1, 3, 9, 8], [3, 1, 5, 3], (2, 1), (2, 1), (1, 2), 3).unwrap(),
+            Geom::new([2, 2, 4, 4], [3, 2, 6, 6], (1, 1), (1, 1), (1, 1), 1).unwrap(),
+            Geom::new([1, 2, 5, 5], [2, 2, 1, 1], (2, 3), (0, 0), (1, 1), 1).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn conv_forward_matches_definition() {
+        for g in geoms() {
+            let x = vals(g.n * g.c * g.h * g.w, 1);
+            let w = vals(g.o * g.k(), 2);
+            let b = vals(g.o, 3);
+            let y = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
+            let e = direct(&x, &w, &b, &g);
+            for (a, e) in y.iter().zip(&e) {
+                assert!((a - e).abs() < 1e-12, "{g:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    /// <gy, conv(x, w)> is bilinear: its gradients must match the backward kernel.
+    #[test]
+    fn conv_backward_is_the_adjoint() {
+        for g in geoms() {
+            let x = vals(g.n * g.c * g.h * g.w, 4);
+            let w = vals(g.o * g.k(), 5);
+            let zero = vec![0.0; g.o];
+            let gy = vals(g.n * g.o * g.l(), 6);
+            let (gx, gw, gb) = conv2d_backward(&x, &w, &gy, &g, true).unwrap();
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+            let f = |x: &[f64], w: &[f64]| dot(&gy, &direct(x, w, &zero, &g));
+            // linear in x and in w: f(e_i) directions give the gradients exactly
+            for i in (0..x.len()).step_by(7) {
+                let mut e = vec![0.0; x.len()];
+                e[i] = 1.0;
+                assert!((f(&e, &w) - gx[i]).abs() < 1e-10, "{g:?} gx[{i}]");
+            }
+            for i in (0..w.len()).step_by(3) {
+                let mut e = vec![0.0; w.len()];
+                e[i] = 1.0;
+                assert!((f(&x, &e) - gw[i]).abs() < 1e-10, "{g:?} gw[{i}]");
+            }
+            let gb = gb.unwrap();
+            for o in 0..g.o {
+                let want: f64 = (0..g.n)
+                    .map(|n| {
+                        gy[(n * g.o + o) * g.l()..(n * g.o + o + 1) * g.l()]
+                            .iter()
+                            .sum::<f64>()
+                    })
+                    .sum();
+                assert!((gb[o] - want).abs() < 1e-10);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_bad_geometry_is_an_error() {
+        assert!(Geom::new([1, 3, 5, 5], [4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 2).is_err());
+        assert!(Geom::new([1, 1, 4, 4], [1, 1, 7, 7], (1, 1), (1, 1), (1, 1), 1).is_err());
+        assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (0, 1), (0, 0), (1, 1), 1).is_err());
+        let g = Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (0, 0), (1, 1), 1).unwrap();
+        assert!(conv2d_forward(&[0.0f32; 15], &[0.0; 9], None, &g).is_err());
+    }
+}
