@@ -9,6 +9,7 @@ from .ops.loss import cross_entropy, mse_loss
 from .ops.norm import batch_norm, group_norm, instance_norm, layer_norm
 from .ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .ops.reduce import mean, sum
+from .ops.rnn import gru, lstm
 from .ops.softmax import log_softmax, softmax
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "batch_norm", "layer_norm", "group_norm", "instance_norm",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "dropout", "dropblock2d",
+    "lstm", "gru",
 ]

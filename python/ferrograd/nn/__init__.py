@@ -7,6 +7,7 @@ from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
+from .rnn import GRU, LSTM, GRUCell, LSTMCell
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear",
@@ -15,4 +16,5 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Dropout", "DropConnect", "DropBlock2d",
+    "LSTM", "GRU", "LSTMCell", "GRUCell",
 ]
