@@ -132,6 +132,8 @@ mod norm;
 // the pooling and dropout families' bindings (they use the helpers above)
 mod dropout;
 mod pool;
+// the recurrent family's bindings
+mod rnn;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -598,6 +600,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     norm::register(m)?;
     pool::register(m)?;
     dropout::register(m)?;
+    rnn::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
