@@ -105,7 +105,7 @@ class RNN(Function):
                     gx, gh0, gc0, gw_ih, gw_hh, gb = be.lstm_backward(
                         x_in, h0s[j], c0s[j], w_ih, w_hh, y, gates, cells, g_dirs[d], g_hns[j],
                         g_cns[j], has_bias, d == 1)
-                    gbs = (gb, gb)
+                    gbs = (gb, be.copy(gb)) if has_bias else (None, None)  # no aliasing
                     g_c0[j] = gc0
                 else:
                     gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh = be.gru_backward(
