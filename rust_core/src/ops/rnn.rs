@@ -83,6 +83,18 @@ fn check_layer<T>(gates: usize, x: &[T], states: &[(&str, &[T])], w_ih: &[T], w_
     Ok(())
 }
 
+/// w (rows x cols, row-major) transposed: the per-step GEMMs read w_hh^T with unit column
+/// stride, the layout the GEMM packs fastest.
+fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::ZERO; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
 /// Steps in processing order.
 fn steps(t: usize, reverse: bool) -> Box<dyn Iterator<Item = usize>> {
     if reverse {
@@ -145,27 +157,31 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
                                          vec![T::ZERO; t * n * g]);
     let (mut hc, mut cc) = (h0.to_vec(), c0.to_vec());
     let mut a = vec![T::ZERO; n * g];
+    let w_hh_t = transposed(w_hh, g, h);
     for s in steps(t, reverse) {
         // a = xp[s] + h @ w_hh^T: the step's pre-activations of all four gates
         a.copy_from_slice(&xp[s * n * g..(s + 1) * n * g]);
-        mm(&mut a, &hc, false, w_hh, true, n, g, h, true);
+        mm(&mut a, &hc, false, &w_hh_t, false, n, g, h, true);
         let gs = &mut gates[s * n * g..(s + 1) * n * g];
-        for r in 0..n {
-            let ar = &a[r * g..(r + 1) * g];
-            let gr = &mut gs[r * g..(r + 1) * g];
-            let (cr, hr) = (&mut cc[r * h..(r + 1) * h], &mut hc[r * h..(r + 1) * h]);
-            for j in 0..h {
-                let ig = sigmoid(ar[j]);
-                let fg = sigmoid(ar[h + j]);
-                let gg = ar[2 * h + j].tanh_();
-                let og = sigmoid(ar[3 * h + j]);
-                let c = fg * cr[j] + ig * gg;
-                gr[j] = ig;
-                gr[h + j] = fg;
-                gr[2 * h + j] = gg;
-                gr[3 * h + j] = og;
-                cr[j] = c;
-                hr[j] = og * c.tanh_();
+        for ((ar, gr), (cr, hr)) in a.chunks_exact(g).zip(gs.chunks_exact_mut(g))
+            .zip(cc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)))
+        {
+            // activations gate by gate (equal-length slices: the loops vectorize)
+            for (o, &v) in gr.iter_mut().zip(ar) {
+                *o = sigmoid(v);
+            }
+            for (o, &v) in gr[2 * h..3 * h].iter_mut().zip(&ar[2 * h..3 * h]) {
+                *o = v.tanh_();
+            }
+            let (gi, rest) = gr.split_at(h);
+            let (gf, rest) = rest.split_at(h);
+            let (gg, go) = rest.split_at(h);
+            for (((c, hv), (&ig, &fg)), (&gv, &og)) in cr.iter_mut().zip(hr.iter_mut())
+                .zip(gi.iter().zip(gf)).zip(gg.iter().zip(go))
+            {
+                let cn = fg * *c + ig * gv;
+                *c = cn;
+                *hv = og * cn.tanh_();
             }
         }
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
@@ -242,6 +258,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
     let (mut y, mut gates) = (vec![T::ZERO; t * n * h], vec![T::ZERO; t * n * 4 * h]);
     let mut hc = h0.to_vec();
     let mut hp = vec![T::ZERO; n * g];
+    let w_hh_t = transposed(w_hh, g, h);
     for s in steps(t, reverse) {
         // hp = h @ w_hh^T + b_hh (kept apart from xp: its n part is scaled by r)
         if let Some((_, bh)) = bias {
@@ -249,7 +266,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
                 row.copy_from_slice(bh);
             }
         }
-        mm(&mut hp, &hc, false, w_hh, true, n, g, h, bias.is_some());
+        mm(&mut hp, &hc, false, &w_hh_t, false, n, g, h, bias.is_some());
         let xs = &xp[s * n * g..(s + 1) * n * g];
         let gs = &mut gates[s * n * 4 * h..(s + 1) * n * 4 * h];
         for r in 0..n {
