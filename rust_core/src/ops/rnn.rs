@@ -173,15 +173,13 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
             for (o, &v) in gr[2 * h..3 * h].iter_mut().zip(&ar[2 * h..3 * h]) {
                 *o = v.tanh_();
             }
-            let (gi, rest) = gr.split_at(h);
-            let (gf, rest) = rest.split_at(h);
-            let (gg, go) = rest.split_at(h);
-            for (((c, hv), (&ig, &fg)), (&gv, &og)) in cr.iter_mut().zip(hr.iter_mut())
-                .zip(gi.iter().zip(gf)).zip(gg.iter().zip(go))
-            {
-                let cn = fg * *c + ig * gv;
-                *c = cn;
-                *hv = og * cn.tanh_();
+            // every slice re-cut to length h: the loop runs without bounds checks
+            let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
+            let (cr, hr) = (&mut cr[..h], &mut hr[..h]);
+            for j in 0..h {
+                let cn = gf[j] * cr[j] + gi[j] * gg[j];
+                cr[j] = cn;
+                hr[j] = go[j] * cn.tanh_();
             }
         }
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
@@ -214,18 +212,26 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
                              &gy[s * n * h..(s + 1) * n * h]);
         let gp = &mut gpre[s * n * g..(s + 1) * n * g];
         for r in 0..n {
+            let rows = r * h..(r + 1) * h;
+            // every slice re-cut to length h: the loop below runs without bounds checks
             let (gr, gpr) = (&gs[r * g..(r + 1) * g], &mut gp[r * g..(r + 1) * g]);
-            let o = r * h;
+            let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
+            let (pi, rest) = gpr.split_at_mut(h);
+            let (pf, rest) = rest.split_at_mut(h);
+            let (pg, po) = rest.split_at_mut(h);
+            let (pf, pg, po) = (&mut pf[..h], &mut pg[..h], &mut po[..h]);
+            let (dhr, dcr) = (&dh[rows.clone()], &mut dc[rows.clone()]);
+            let (csr, cpr, gyr) = (&cs[rows.clone()], &c_prev[rows.clone()], &gys[rows]);
             for j in 0..h {
-                let (ig, fg, gg, og) = (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
-                let d_h = dh[o + j] + gys[o + j];
-                let tc = cs[o + j].tanh_();
-                let d_c = dc[o + j] + d_h * og * (T::ONE - tc * tc);
-                gpr[j] = d_c * gg * ig * (T::ONE - ig);
-                gpr[h + j] = d_c * c_prev[o + j] * fg * (T::ONE - fg);
-                gpr[2 * h + j] = d_c * ig * (T::ONE - gg * gg);
-                gpr[3 * h + j] = d_h * tc * og * (T::ONE - og);
-                dc[o + j] = d_c * fg;
+                let (ig, fg, gv, og) = (gi[j], gf[j], gg[j], go[j]);
+                let d_h = dhr[j] + gyr[j];
+                let tc = csr[j].tanh_();
+                let d_c = dcr[j] + d_h * og * (T::ONE - tc * tc);
+                pi[j] = d_c * gv * ig * (T::ONE - ig);
+                pf[j] = d_c * cpr[j] * fg * (T::ONE - fg);
+                pg[j] = d_c * ig * (T::ONE - gv * gv);
+                po[j] = d_h * tc * og * (T::ONE - og);
+                dcr[j] = d_c * fg;
             }
         }
         // dh_{prev} = gpre[s] @ w_hh
@@ -273,16 +279,19 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
             let (xr, hr) = (&xs[r * g..(r + 1) * g], &hp[r * g..(r + 1) * g]);
             let gr = &mut gs[r * 4 * h..(r + 1) * 4 * h];
             let st = &mut hc[r * h..(r + 1) * h];
-            for j in 0..h {
-                let rg = sigmoid(xr[j] + hr[j]);
-                let zg = sigmoid(xr[h + j] + hr[h + j]);
-                let hn = hr[2 * h + j];
-                let nv = (xr[2 * h + j] + rg * hn).tanh_();
-                gr[j] = rg;
-                gr[h + j] = zg;
-                gr[2 * h + j] = nv;
-                gr[3 * h + j] = hn;
-                st[j] = (T::ONE - zg) * nv + zg * st[j];
+            for ((o, &a), &b) in gr[..2 * h].iter_mut().zip(&xr[..2 * h]).zip(&hr[..2 * h]) {
+                *o = sigmoid(a + b);
+            }
+            let (rz, rest) = gr.split_at_mut(2 * h);
+            let (gn, ghn) = rest.split_at_mut(h);
+            let (rg, zg) = rz.split_at(h);
+            let (xn, hn) = (&xr[2 * h..3 * h], &hr[2 * h..3 * h]);
+            ghn.copy_from_slice(hn);
+            for (((o, &x), &hv), &rv) in gn.iter_mut().zip(xn).zip(hn).zip(rg) {
+                *o = (x + rv * hv).tanh_();
+            }
+            for ((sv, &z), &nv) in st.iter_mut().zip(zg).zip(gn.iter()) {
+                *sv = (T::ONE - z) * nv + z * *sv;
             }
         }
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
@@ -312,22 +321,30 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
         let gis = &mut gi[s * n * g..(s + 1) * n * g];
         let ghs = &mut gh[s * n * g..(s + 1) * n * g];
         for r in 0..n {
+            let rows = r * h..(r + 1) * h;
+            // every slice re-cut to length h: the loop below runs without bounds checks
             let gr = &gs[r * 4 * h..(r + 1) * 4 * h];
-            let (gir, ghr) = (&mut gis[r * g..(r + 1) * g], &mut ghs[r * g..(r + 1) * g]);
-            let o = r * h;
+            let (gr_, gz, gn, ghn) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
+            let (ir, rest) = gis[r * g..(r + 1) * g].split_at_mut(h);
+            let (iz, in_) = rest.split_at_mut(h);
+            let (iz, in_) = (&mut iz[..h], &mut in_[..h]);
+            let (hr_, rest) = ghs[r * g..(r + 1) * g].split_at_mut(h);
+            let (hz, hn_) = rest.split_at_mut(h);
+            let (hz, hn_) = (&mut hz[..h], &mut hn_[..h]);
+            let (dhr, gyr, hpr) = (&mut dh[rows.clone()], &gys[rows.clone()], &hps[rows]);
             for j in 0..h {
-                let (rg, zg, nv, hn) = (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
-                let d_h = dh[o + j] + gys[o + j];
+                let (rg, zg, nv, hn) = (gr_[j], gz[j], gn[j], ghn[j]);
+                let d_h = dhr[j] + gyr[j];
                 let dan = d_h * (T::ONE - zg) * (T::ONE - nv * nv);
-                let daz = d_h * (hps[o + j] - nv) * zg * (T::ONE - zg);
+                let daz = d_h * (hpr[j] - nv) * zg * (T::ONE - zg);
                 let dar = dan * hn * rg * (T::ONE - rg);
-                gir[j] = dar;
-                gir[h + j] = daz;
-                gir[2 * h + j] = dan;
-                ghr[j] = dar;
-                ghr[h + j] = daz;
-                ghr[2 * h + j] = dan * rg;
-                dh[o + j] = d_h * zg;
+                ir[j] = dar;
+                iz[j] = daz;
+                in_[j] = dan;
+                hr_[j] = dar;
+                hz[j] = daz;
+                hn_[j] = dan * rg;
+                dhr[j] = d_h * zg;
             }
         }
         // dh_prev = z * dh + gh[s] @ w_hh
