@@ -11,11 +11,31 @@
 //! product), so PyTorch weights load as they are.
 
 use super::activation::sigmoid;
+use super::map::{detect_isa, Isa};
 use super::reduce::column_sums;
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
 use gemm::Parallelism;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs a step's pointwise loop (inlined into `f`) compiled for AVX-512 when the CPU has
+/// it (16 f32 lanes for the polynomial exp/tanh), else for the crate's AVX2 baseline.
+#[inline(always)]
+fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: called only when the CPU reports these features.
+        return unsafe { run_avx512(f) };
+    }
+    let _ = isa;
+    f()
+}
 
 /// Sizes of one layer: sequence length, batch, input and hidden size.
 #[derive(Clone, Copy, Debug)]
@@ -151,6 +171,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     check_layer(4, x, &[("h0", h0), ("c0", c0)], w_ih, w_hh, bias, d)?;
     let RnnDims { t, n, h, .. } = d;
     let g = 4 * h;
+    let isa = detect_isa();
     let b = bias.map(|(bi, bh)| bi.iter().zip(bh).map(|(&a, &b)| a + b).collect());
     let xp = input_projection(x, w_ih, b, d, g);
     let (mut y, mut cells, mut gates) = (vec![T::ZERO; t * n * h], vec![T::ZERO; t * n * h],
@@ -163,7 +184,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
         a.copy_from_slice(&xp[s * n * g..(s + 1) * n * g]);
         mm(&mut a, &hc, false, &w_hh_t, false, n, g, h, true);
         let gs = &mut gates[s * n * g..(s + 1) * n * g];
-        for ((ar, gr), (cr, hr)) in a.chunks_exact(g).zip(gs.chunks_exact_mut(g))
+        wide(isa, || for ((ar, gr), (cr, hr)) in a.chunks_exact(g).zip(gs.chunks_exact_mut(g))
             .zip(cc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)))
         {
             // activations gate by gate (equal-length slices: the loops vectorize)
@@ -181,7 +202,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
                 cr[j] = cn;
                 hr[j] = go[j] * cn.tanh_();
             }
-        }
+        });
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
         cells[s * n * h..(s + 1) * n * h].copy_from_slice(&cc);
     }
@@ -199,6 +220,7 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
     check_layer(4, x, &[("h0", h0), ("c0", c0), ("gh_n", gh_n), ("gc_n", gc_n)], w_ih, w_hh, None, d)?;
     let RnnDims { t, n, i, h } = d;
     let g = 4 * h;
+    let isa = detect_isa();
     check("y", y.len(), t * n * h, "(T, N, H)")?;
     check("cells", cells.len(), t * n * h, "(T, N, H)")?;
     check("gy", gy.len(), t * n * h, "(T, N, H)")?;
@@ -211,7 +233,7 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
         let (gs, cs, gys) = (&gates[s * n * g..(s + 1) * n * g], &cells[s * n * h..(s + 1) * n * h],
                              &gy[s * n * h..(s + 1) * n * h]);
         let gp = &mut gpre[s * n * g..(s + 1) * n * g];
-        for r in 0..n {
+        wide(isa, || for r in 0..n {
             let rows = r * h..(r + 1) * h;
             // every slice re-cut to length h: the loop below runs without bounds checks
             let (gr, gpr) = (&gs[r * g..(r + 1) * g], &mut gp[r * g..(r + 1) * g]);
@@ -233,7 +255,7 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
                 po[j] = d_h * tc * og * (T::ONE - og);
                 dcr[j] = d_c * fg;
             }
-        }
+        });
         // dh_{prev} = gpre[s] @ w_hh
         mm(&mut dh, gp, false, w_hh, false, n, h, g, false);
     }
@@ -260,6 +282,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
     check_layer(3, x, &[("h0", h0)], w_ih, w_hh, bias, d)?;
     let RnnDims { t, n, h, .. } = d;
     let g = 3 * h;
+    let isa = detect_isa();
     let xp = input_projection(x, w_ih, bias.map(|(bi, _)| bi.to_vec()), d, g);
     let (mut y, mut gates) = (vec![T::ZERO; t * n * h], vec![T::ZERO; t * n * 4 * h]);
     let mut hc = h0.to_vec();
@@ -275,7 +298,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
         mm(&mut hp, &hc, false, &w_hh_t, false, n, g, h, bias.is_some());
         let xs = &xp[s * n * g..(s + 1) * n * g];
         let gs = &mut gates[s * n * 4 * h..(s + 1) * n * 4 * h];
-        for r in 0..n {
+        wide(isa, || for r in 0..n {
             let (xr, hr) = (&xs[r * g..(r + 1) * g], &hp[r * g..(r + 1) * g]);
             let gr = &mut gs[r * 4 * h..(r + 1) * 4 * h];
             let st = &mut hc[r * h..(r + 1) * h];
@@ -293,7 +316,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
             for ((sv, &z), &nv) in st.iter_mut().zip(zg).zip(gn.iter()) {
                 *sv = (T::ONE - z) * nv + z * *sv;
             }
-        }
+        });
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
     }
     Ok((y, hc, gates))
@@ -309,6 +332,7 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
     check_layer(3, x, &[("h0", h0), ("gh_n", gh_n)], w_ih, w_hh, None, d)?;
     let RnnDims { t, n, i, h } = d;
     let g = 3 * h;
+    let isa = detect_isa();
     check("y", y.len(), t * n * h, "(T, N, H)")?;
     check("gy", gy.len(), t * n * h, "(T, N, H)")?;
     check("gates", gates.len(), t * n * 4 * h, "(T, N, 4H)")?;
@@ -320,7 +344,7 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
         let hps = &hp_all[s * n * h..(s + 1) * n * h];
         let gis = &mut gi[s * n * g..(s + 1) * n * g];
         let ghs = &mut gh[s * n * g..(s + 1) * n * g];
-        for r in 0..n {
+        wide(isa, || for r in 0..n {
             let rows = r * h..(r + 1) * h;
             // every slice re-cut to length h: the loop below runs without bounds checks
             let gr = &gs[r * 4 * h..(r + 1) * 4 * h];
@@ -346,7 +370,7 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
                 hn_[j] = dan * rg;
                 dhr[j] = d_h * zg;
             }
-        }
+        });
         // dh_prev = z * dh + gh[s] @ w_hh
         mm(&mut dh, ghs, false, w_hh, false, n, h, g, true);
     }
