@@ -106,10 +106,16 @@ fn check_layer<T>(gates: usize, x: &[T], states: &[(&str, &[T])], w_ih: &[T], w_
 /// w (rows x cols, row-major) transposed: the per-step GEMMs read w_hh^T with unit column
 /// stride, the layout the GEMM packs fastest.
 fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    // 32 x 32 tiles: a plain loop strides 4 KiB for 1024 rows (cache-set and TLB thrash)
+    const B: usize = 32;
     let mut t = vec![T::ZERO; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for c in c0..(c0 + B).min(cols) {
+                for r in r0..(r0 + B).min(rows) {
+                    t[c * rows + r] = w[r * cols + c];
+                }
+            }
         }
     }
     t
@@ -180,19 +186,19 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let mut a = vec![T::ZERO; n * g];
     let w_hh_t = transposed(w_hh, g, h);
     for s in steps(t, reverse) {
-        // a = xp[s] + h @ w_hh^T: the step's pre-activations of all four gates
-        a.copy_from_slice(&xp[s * n * g..(s + 1) * n * g]);
-        mm(&mut a, &hc, false, &w_hh_t, false, n, g, h, true);
+        // a = h @ w_hh^T; a + xp[s]: the step's pre-activations of all four gates
+        mm(&mut a, &hc, false, &w_hh_t, false, n, g, h, false);
+        let xs = &xp[s * n * g..(s + 1) * n * g];
         let gs = &mut gates[s * n * g..(s + 1) * n * g];
-        wide(isa, || for ((ar, gr), (cr, hr)) in a.chunks_exact(g).zip(gs.chunks_exact_mut(g))
-            .zip(cc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)))
+        wide(isa, || for (((ar, xr), gr), (cr, hr)) in a.chunks_exact(g).zip(xs.chunks_exact(g))
+            .zip(gs.chunks_exact_mut(g)).zip(cc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)))
         {
             // activations gate by gate (equal-length slices: the loops vectorize)
-            for (o, &v) in gr.iter_mut().zip(ar) {
-                *o = sigmoid(v);
+            for ((o, &v), &u) in gr.iter_mut().zip(ar).zip(xr) {
+                *o = sigmoid(v + u);
             }
-            for (o, &v) in gr[2 * h..3 * h].iter_mut().zip(&ar[2 * h..3 * h]) {
-                *o = v.tanh_();
+            for ((o, &v), &u) in gr[2 * h..3 * h].iter_mut().zip(&ar[2 * h..3 * h]).zip(&xr[2 * h..3 * h]) {
+                *o = (v + u).tanh_();
             }
             // every slice re-cut to length h: the loop runs without bounds checks
             let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
