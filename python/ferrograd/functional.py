@@ -11,6 +11,7 @@ from .ops.loss import cross_entropy, mse_loss
 from .ops.norm import batch_norm, group_norm, instance_norm, layer_norm
 from .ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .ops.reduce import mean, sum
+from .ops.rnn import gru, lstm
 from .ops.softmax import log_softmax, softmax
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "dropout", "dropblock2d",
     "scaled_dot_product_attention",
     "conv2d",
+    "lstm", "gru",
 ]

@@ -451,3 +451,49 @@ class Backend(abc.ABC):
                         ) -> Tuple[Array, Array, Optional[Array]]:
         """``(gx, gweight, gbias)`` for the upstream gradient gy (N, O, OH, OW); gbias is gy
         summed over (N, OH, OW), or None when ``has_bias`` is False."""
+    # ---------------------------------------------------------------- recurrent
+    # One layer in one direction over a time-major sequence (the Python layer composes
+    # layers, directions, batch_first and inter-layer dropout). Shapes: x (T, N, I), states
+    # (N, H), w_ih (G*H, I), w_hh (G*H, H), b_ih and b_hh (G*H,) or both None, with
+    # PyTorch's gate order: LSTM G = 4 (i, f, g, o), GRU G = 3 (r, z, n). ``reverse`` runs
+    # t = T-1 .. 0; y[t] is always the state produced at time t. The input projection of
+    # the whole sequence is one GEMM, each step one GEMM with all gates fused plus one
+    # fused pointwise pass. See backends/_rnn.py for the checks.
+    @abc.abstractmethod
+    def lstm_forward(self, x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array,
+                     b_ih: Optional[Array], b_hh: Optional[Array], reverse: bool
+                     ) -> Tuple[Array, Array, Array, Array, Array]:
+        """(y, h_n, c_n, gates, cells): y (T, N, H) the hidden states, gates (T, N, 4H) the
+        activated gates [i, f, g, o], cells (T, N, H) the cell states, for backward.
+        c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
+
+    @abc.abstractmethod
+    def lstm_backward(self, x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array,
+                      y: Array, gates: Array, cells: Array, gy: Array, gh_n: Array,
+                      gc_n: Array, has_bias: bool, reverse: bool
+                      ) -> Tuple[Array, Array, Array, Array, Array, Optional[Array]]:
+        """(gx, gh0, gc0, gw_ih, gw_hh, gb) given the gradients of y, h_n and c_n; gb is the
+        gradient of b_ih and of b_hh alike (None without bias)."""
+
+    @abc.abstractmethod
+    def gru_forward(self, x: Array, h0: Array, w_ih: Array, w_hh: Array,
+                    b_ih: Optional[Array], b_hh: Optional[Array], reverse: bool
+                    ) -> Tuple[Array, Array, Array]:
+        """(y, h_n, gates): gates (T, N, 4H) = [r, z, n, W_hn h_{t-1} + b_hn] for backward.
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) (b_hn inside the reset product, as
+        PyTorch), h_t = (1 - z) * n + z * h_{t-1}."""
+
+    @abc.abstractmethod
+    def gru_backward(self, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
+                     gates: Array, gy: Array, gh_n: Array, has_bias: bool, reverse: bool
+                     ) -> Tuple[Array, Array, Array, Array, Optional[Array], Optional[Array]]:
+        """(gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh) given the gradients of y and h_n."""
+
+    @abc.abstractmethod
+    def rnn_concat_cols(self, arrays: Sequence[Array]) -> Array:
+        """The 2-D arrays (R, C_k) side by side: (R, sum C_k) (bidirectional outputs,
+        stacked final states)."""
+
+    @abc.abstractmethod
+    def rnn_split_cols(self, a: Array, sizes: Sequence[int]) -> Tuple[Array, ...]:
+        """The inverse of rnn_concat_cols: (R, C) into C-contiguous (R, sizes[k]) pieces."""

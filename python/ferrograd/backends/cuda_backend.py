@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _attention, _dropout, _pool, base
 from . import _conv, _dropout, _pool, base
+from . import _dropout, _pool, _rnn, base
 from ._validate import (
     check_binary_op,
     check_gelu_approximate,
@@ -1106,3 +1107,189 @@ class CudaBackend(base.Backend):
         else:
             gb = self._sum_axes(gy, (0, 2, 3))
         return gx, gw, gb
+    # ---------------------------------------------------------------- recurrent
+    # rnn.cu's fused step kernels plus linear.cu's gemm, called on raw pointers so that the
+    # steps of one sequence read and write slices of the (T, N, *) arrays without views.
+    def _rnn_at(self, x, elems: int):
+        """A pointer argument to element ``elems`` of the contiguous float32 array x."""
+        return np.uintp(int(x.gpudata) + 4 * int(elems))
+
+    def _rnn_gemm(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b):
+        """C (m x n) = op(A) @ op(B) (+ bias per column); pointers as np.uintp."""
+        if m == 0 or n == 0:
+            return
+        grid = ((n + 63) // 64, (m + 63) // 64, 1)
+        self._fn("linear", "gemm")(c_ptr, a_ptr, b_ptr, bias_ptr, np.int32(m), np.int32(n),
+                                   np.int32(k), np.int32(trans_a), np.int32(trans_b),
+                                   np.int64(0), np.int64(0), np.int64(0),
+                                   block=(256, 1, 1), grid=grid)
+
+    def _rnn_contig(self, *arrays):
+        return [a if a is None or a.flags.c_contiguous else self.copy(a) for a in arrays]
+
+    def _rnn_copy_rows(self, dst, dst_elem, src, src_elem, count):
+        if count:
+            self._drv.memcpy_dtod(int(dst.gpudata) + 4 * dst_elem,
+                                  int(src.gpudata) + 4 * src_elem, 4 * count)
+
+    def _rnn_prev_states(self, y, h0, t, n, hs, reverse):
+        """(T, N, H): the state each step started from (h0 at the first step)."""
+        prev = self.empty((t, n, hs))
+        step = n * hs
+        if reverse:
+            self._rnn_copy_rows(prev, 0, y, step, (t - 1) * step)
+            self._rnn_copy_rows(prev, (t - 1) * step, h0, 0, step)
+        else:
+            self._rnn_copy_rows(prev, 0, h0, 0, step)
+            self._rnn_copy_rows(prev, step, y, 0, (t - 1) * step)
+        return prev
+
+    def _rnn_last(self, y, t, n, hs, reverse):
+        out = self.empty((n, hs))
+        self._rnn_copy_rows(out, 0, y, (0 if reverse else t - 1) * n * hs, n * hs)
+        return out
+
+    @staticmethod
+    def _rnn_steps(t, reverse):
+        return range(t - 1, -1, -1) if reverse else range(t)
+
+    def lstm_forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+        _check_f32(x, "x")
+        t, n, i, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = self._rnn_contig(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        g = 4 * hs
+        bias = self.binary_forward("add", b_ih, b_hh) if b_ih is not None else None
+        xp = self.empty((t, n, g))
+        self._rnn_gemm(self._ptr(xp), self._ptr(x), self._ptr(w_ih), self._ptr(bias), t * n, g, i, 0, 1)
+        y, cells, gates = self.empty((t, n, hs)), self.empty((t, n, hs)), self.empty((t, n, g))
+        hp = self.empty((n, g))
+        prev = None
+        for s in self._rnn_steps(t, reverse):
+            h_prev = self._ptr(h0) if prev is None else self._rnn_at(y, prev * n * hs)
+            c_prev = self._ptr(c0) if prev is None else self._rnn_at(cells, prev * n * hs)
+            self._rnn_gemm(self._ptr(hp), h_prev, self._ptr(w_hh), np.uintp(0), n, g, hs, 0, 1)
+            self._launch("rnn", "lstm_step_forward", n * hs, self._rnn_at(xp, s * n * g),
+                         self._ptr(hp), c_prev, self._rnn_at(gates, s * n * g),
+                         self._rnn_at(cells, s * n * hs), self._rnn_at(y, s * n * hs),
+                         np.int64(n), np.int32(hs))
+            prev = s
+        return (y, self._rnn_last(y, t, n, hs, reverse), self._rnn_last(cells, t, n, hs, reverse),
+                gates, cells)
+
+    def lstm_backward(self, x, h0, c0, w_ih, w_hh, y, gates, cells, gy, gh_n, gc_n, has_bias,
+                      reverse):
+        _check_f32(x, "x")
+        t, n, i, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, None, None)
+        _rnn.check_rnn_backward("lstm", x, hs, {"y": (y, hs), "gates": (gates, 4 * hs),
+                                                "cells": (cells, hs)},
+                                {"gy": gy, "gh_n": gh_n, "gc_n": gc_n})
+        x, h0, c0, w_ih, w_hh, y, gates, cells, gy = self._rnn_contig(
+            x, h0, c0, w_ih, w_hh, y, gates, cells, gy)
+        g = 4 * hs
+        dh, dc = self.copy(gh_n), self.copy(gc_n)
+        g_pre = self.empty((t, n, g))
+        prev_of = (lambda s: s + 1) if reverse else (lambda s: s - 1)
+        for s in self._rnn_steps(t, not reverse):
+            p = prev_of(s)
+            c_prev = self._ptr(c0) if not 0 <= p < t else self._rnn_at(cells, p * n * hs)
+            self._launch("rnn", "lstm_step_backward", n * hs, self._rnn_at(gates, s * n * g),
+                         self._rnn_at(cells, s * n * hs), c_prev, self._ptr(dh),
+                         self._rnn_at(gy, s * n * hs), self._ptr(dc),
+                         self._rnn_at(g_pre, s * n * g), np.int64(n), np.int32(hs))
+            self._rnn_gemm(self._ptr(dh), self._rnn_at(g_pre, s * n * g), self._ptr(w_hh),
+                           np.uintp(0), n, hs, g, 0, 0)
+        gx = self.empty((t, n, i))
+        self._rnn_gemm(self._ptr(gx), self._ptr(g_pre), self._ptr(w_ih), np.uintp(0), t * n, i, g, 0, 0)
+        gw_ih, gw_hh = self.empty((g, i)), self.empty((g, hs))
+        self._rnn_gemm(self._ptr(gw_ih), self._ptr(g_pre), self._ptr(x), np.uintp(0), g, i, t * n, 1, 0)
+        h_prev = self._rnn_prev_states(y, h0, t, n, hs, reverse)
+        self._rnn_gemm(self._ptr(gw_hh), self._ptr(g_pre), self._ptr(h_prev), np.uintp(0), g, hs,
+                       t * n, 1, 0)
+        gb = self._sum_axes(g_pre.reshape(t * n, g), (0,)).reshape(g) if has_bias else None
+        return gx, dh, dc, gw_ih, gw_hh, gb
+
+    def gru_forward(self, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        _check_f32(x, "x")
+        t, n, i, hs = _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
+        x, h0, w_ih, w_hh, b_ih, b_hh = self._rnn_contig(x, h0, w_ih, w_hh, b_ih, b_hh)
+        g = 3 * hs
+        xp = self.empty((t, n, g))
+        self._rnn_gemm(self._ptr(xp), self._ptr(x), self._ptr(w_ih), self._ptr(b_ih), t * n, g, i, 0, 1)
+        y, gates, hp = self.empty((t, n, hs)), self.empty((t, n, 4 * hs)), self.empty((n, g))
+        prev = None
+        for s in self._rnn_steps(t, reverse):
+            h_prev = self._ptr(h0) if prev is None else self._rnn_at(y, prev * n * hs)
+            self._rnn_gemm(self._ptr(hp), h_prev, self._ptr(w_hh), self._ptr(b_hh), n, g, hs, 0, 1)
+            self._launch("rnn", "gru_step_forward", n * hs, self._rnn_at(xp, s * n * g),
+                         self._ptr(hp), h_prev, self._rnn_at(gates, s * n * 4 * hs),
+                         self._rnn_at(y, s * n * hs), np.int64(n), np.int32(hs))
+            prev = s
+        return y, self._rnn_last(y, t, n, hs, reverse), gates
+
+    def gru_backward(self, x, h0, w_ih, w_hh, y, gates, gy, gh_n, has_bias, reverse):
+        _check_f32(x, "x")
+        t, n, i, hs = _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, None, None)
+        _rnn.check_rnn_backward("gru", x, hs, {"y": (y, hs), "gates": (gates, 4 * hs)},
+                                {"gy": gy, "gh_n": gh_n})
+        x, h0, w_ih, w_hh, y, gates, gy = self._rnn_contig(x, h0, w_ih, w_hh, y, gates, gy)
+        g = 3 * hs
+        dz, dmm = self.copy(gh_n), self.full((n, hs), 0.0, _F32)
+        gi, gh = self.empty((t, n, g)), self.empty((t, n, g))
+        prev_of = (lambda s: s + 1) if reverse else (lambda s: s - 1)
+        for s in self._rnn_steps(t, not reverse):
+            p = prev_of(s)
+            h_prev = self._ptr(h0) if not 0 <= p < t else self._rnn_at(y, p * n * hs)
+            self._launch("rnn", "gru_step_backward", n * hs, self._rnn_at(gates, s * n * 4 * hs),
+                         h_prev, self._ptr(dmm), self._rnn_at(gy, s * n * hs), self._ptr(dz),
+                         self._rnn_at(gi, s * n * g), self._rnn_at(gh, s * n * g),
+                         np.int64(n), np.int32(hs))
+            self._rnn_gemm(self._ptr(dmm), self._rnn_at(gh, s * n * g), self._ptr(w_hh),
+                           np.uintp(0), n, hs, g, 0, 0)
+        gh0 = self.binary_forward("add", dz, dmm)
+        gx = self.empty((t, n, i))
+        self._rnn_gemm(self._ptr(gx), self._ptr(gi), self._ptr(w_ih), np.uintp(0), t * n, i, g, 0, 0)
+        gw_ih, gw_hh = self.empty((g, i)), self.empty((g, hs))
+        self._rnn_gemm(self._ptr(gw_ih), self._ptr(gi), self._ptr(x), np.uintp(0), g, i, t * n, 1, 0)
+        h_prev = self._rnn_prev_states(y, h0, t, n, hs, reverse)
+        self._rnn_gemm(self._ptr(gw_hh), self._ptr(gh), self._ptr(h_prev), np.uintp(0), g, hs,
+                       t * n, 1, 0)
+        gb_ih = gb_hh = None
+        if has_bias:
+            gb_ih = self._sum_axes(gi.reshape(t * n, g), (0,)).reshape(g)
+            gb_hh = self._sum_axes(gh.reshape(t * n, g), (0,)).reshape(g)
+        return gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh
+
+    def rnn_concat_cols(self, arrays):
+        arrays = self._rnn_contig(*arrays)
+        for a in arrays:
+            _check_f32(a, "arrays")
+        rows = int(arrays[0].shape[0])
+        if any(len(a.shape) != 2 or a.shape[0] != rows for a in arrays):
+            raise ValueError(f"arrays: expected 2-D arrays with {rows} rows, got shapes "
+                             f"{[tuple(a.shape) for a in arrays]}")
+        total = sum(int(a.shape[1]) for a in arrays)
+        out = self.empty((rows, total))
+        off = 0
+        for a in arrays:
+            w = int(a.shape[1])
+            self._launch("rnn", "copy_cols", rows * w, self._ptr(out), self._ptr(a), np.int64(rows),
+                         np.int64(w), np.int64(total), np.int64(off), np.int64(w), np.int64(0))
+            off += w
+        return out
+
+    def rnn_split_cols(self, a, sizes):
+        _check_f32(a, "a")
+        (a,) = self._rnn_contig(a)
+        sizes = [int(s) for s in sizes]
+        if len(a.shape) != 2 or sum(sizes) != a.shape[1]:
+            raise ValueError(f"sizes: expected column counts summing to a.shape[1] of a 2-D "
+                             f"array, got {sizes} for shape {tuple(a.shape)}")
+        rows, cols = int(a.shape[0]), int(a.shape[1])
+        out, off = [], 0
+        for w in sizes:
+            p = self.empty((rows, w))
+            self._launch("rnn", "copy_cols", rows * w, self._ptr(p), self._ptr(a), np.int64(rows),
+                         np.int64(w), np.int64(w), np.int64(0), np.int64(cols), np.int64(off))
+            out.append(p)
+            off += w
+        return tuple(out)

@@ -21,6 +21,7 @@ if _missing:
 from .. import _core  # noqa: E402
 from . import _attention, _dropout, _pool  # noqa: E402
 from . import _conv, _dropout, _pool  # noqa: E402
+from . import _dropout, _pool, _rnn  # noqa: E402
 from ._validate import (  # noqa: E402
     check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
     check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
@@ -288,3 +289,28 @@ class RustBackend(NumpyBackend):
             return _core.conv2d_backward(x, weight, gy, s, p, d, g, bool(has_bias))
         return _conv.cpu_backward(x, weight, gy, s, p, d, g, resolved, bool(has_bias),
                                   self._conv_gemm)
+    # ---------------------------------------------------------------- recurrent
+    # rnn_concat_cols / rnn_split_cols are numpy copies (inherited).
+    def lstm_forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+        _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
+        return _core.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, bool(reverse))
+
+    def lstm_backward(self, x, h0, c0, w_ih, w_hh, y, gates, cells, gy, gh_n, gc_n, has_bias,
+                      reverse):
+        _, _, _, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, None, None)
+        _rnn.check_rnn_backward("lstm", x, hs, {"y": (y, hs), "gates": (gates, 4 * hs),
+                                                "cells": (cells, hs)},
+                                {"gy": gy, "gh_n": gh_n, "gc_n": gc_n})
+        return _core.lstm_backward(x, h0, c0, w_ih, w_hh, y, gates, cells, gy, gh_n, gc_n,
+                                   bool(has_bias), bool(reverse))
+
+    def gru_forward(self, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
+        return _core.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, bool(reverse))
+
+    def gru_backward(self, x, h0, w_ih, w_hh, y, gates, gy, gh_n, has_bias, reverse):
+        _, _, _, hs = _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, None, None)
+        _rnn.check_rnn_backward("gru", x, hs, {"y": (y, hs), "gates": (gates, 4 * hs)},
+                                {"gy": gy, "gh_n": gh_n})
+        return _core.gru_backward(x, h0, w_ih, w_hh, y, gates, gy, gh_n, bool(has_bias),
+                                  bool(reverse))

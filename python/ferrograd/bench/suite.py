@@ -455,6 +455,71 @@ def default_suite(quick: bool = False) -> List[Case]:
         cases.append(_dropout_case(n_gpu, 0.5, bwd, GPU_IMPLS, "gpu dropout"))
     cases += attention_suite(quick)
     cases.extend(conv_cases(quick))
+    cases += rnn_cases(quick)
+    return cases
+
+
+def _rnn_case(kind: str, t: int, n: int, fin: int, hidden: int, backward: bool, impls,
+              group: str) -> Case:
+    """One-layer LSTM / GRU (nn.LSTM / nn.GRU with PyTorch's init) on a time-major
+    (T, N, I) float32 sequence; fwd+bwd takes the output's gradient."""
+    def make(impl: str):
+        rng = np.random.default_rng(0)
+        x_host = rng.standard_normal((t, n, fin), dtype=np.float32)
+        g_host = rng.standard_normal((t, n, hidden), dtype=np.float32)
+        if impl.startswith("torch"):
+            import torch
+
+            dev = _torch_device(impl)
+            m = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(fin, hidden).to(dev)
+            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
+            g = torch.from_numpy(g_host).to(dev)
+            if not backward:
+                def run():
+                    with torch.no_grad():
+                        return m(x)[0]
+            else:
+                def run():
+                    x.grad = None
+                    m.zero_grad()
+                    m(x)[0].backward(g)
+                    return x.grad
+            return run
+        import ferrograd as fg
+        import ferrograd.nn as fnn
+
+        m = (fnn.LSTM if kind == "lstm" else fnn.GRU)(fin, hidden, backend=impl)
+        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
+        g = fg.tensor(g_host, backend=impl)
+        if not backward:
+            def run():
+                with fg.no_grad():
+                    return m(x)[0]
+        else:
+            def run():
+                x.grad = None
+                m.zero_grad()
+                m(x)[0].backward(g)
+                return x.grad
+        return run
+
+    gates = 4 if kind == "lstm" else 3
+    flops = 2.0 * t * n * gates * hidden * (fin + hidden) * (3 if backward else 1)
+    return Case(f"{kind} T{t} N{n} I{fin} H{hidden} {'fwd+bwd' if backward else 'fwd'}", group,
+                tuple(impls), make, flops=flops,
+                params={"seq": t, "batch": n, "input": fin, "hidden": hidden})
+
+
+def rnn_cases(quick: bool = False) -> List[Case]:
+    """LSTM and GRU, batch 32, input 128, hidden 256: sequence 50 on the CPU, 100 on the
+    GPU (``quick``: sequence 10 / 20)."""
+    cases: List[Case] = []
+    for kind in ("lstm", "gru"):
+        for bwd in (False, True):
+            cases.append(_rnn_case(kind, 10 if quick else 50, 32, 128, 256, bwd, CPU_IMPLS,
+                                   "recurrent"))
+            cases.append(_rnn_case(kind, 20 if quick else 100, 32, 128, 256, bwd, GPU_IMPLS,
+                                   "gpu recurrent"))
     return cases
 
 

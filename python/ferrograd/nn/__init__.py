@@ -10,6 +10,7 @@ from .module import Module, Parameter, Sequential
 from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from .transformer import TransformerEncoder, TransformerEncoderLayer
+from .rnn import GRU, LSTM, GRUCell, LSTMCell
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear",
@@ -20,4 +21,5 @@ __all__ = [
     "Dropout", "DropConnect", "DropBlock2d",
     "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
     "Conv2d",
+    "LSTM", "GRU", "LSTMCell", "GRUCell",
 ]

@@ -137,6 +137,8 @@ mod pool;
 mod attention;
 // the convolution family's bindings
 mod conv;
+// the recurrent family's bindings
+mod rnn;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -606,6 +608,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     attention::register(m)?;
     native::register(m)?;
     conv::register(m)?;
+    rnn::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
