@@ -165,7 +165,14 @@ class CudaBackend(base.Backend):
         return self.empty(x.shape, x.dtype) if x.size == 0 else x.copy()
 
     def reshape(self, x, shape):
-        return x.reshape(tuple(int(d) for d in shape))
+        shape = tuple(int(d) for d in shape)
+        if x.size == 0:  # PyCUDA cannot view an empty array (it has no device pointer)
+            if -1 in shape:
+                raise ValueError(f"shape: cannot infer -1 for an empty array, got {shape}")
+            if int(np.prod(shape, dtype=np.int64)) != 0:
+                raise ValueError(f"shape: expected a shape with 0 elements, got {shape}")
+            return self.empty(shape, x.dtype)
+        return x.reshape(shape)
 
     def _gather(self, x, out_shape, in_strides):
         y = self.empty(out_shape, x.dtype)

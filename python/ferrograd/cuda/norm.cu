@@ -225,8 +225,10 @@ FG_ROWS_FORWARD(rows_forward_vec_c8, true, 8)
 // ----------------------------------------------------------------- rows backward: gx
 // One block per row: A = sum w gy, B = sum w gy (x - mean) over the row, then
 // gx = rstd (w gy - A / L - rstd^2 B / L (x - mean)). The subtraction comes before the
-// scaling by rstd (up to 1/sqrt(eps) = 316), and w gy is formed as in the sums, so a row
-// of one element gets exactly 0. The second read of the row hits L1/L2.
+// scaling by rstd (up to 1/sqrt(eps) = 316), and w gy is formed as in the sums with
+// __fmul_rn (the compiler may not fuse it into an FMA with the subtraction, which would
+// leave the product's rounding error), so a row of one element gets exactly 0. The
+// second read of the row hits L1/L2.
 extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __restrict__ x,
                                          const float* __restrict__ w,
                                          const float* __restrict__ mean,
@@ -249,14 +251,14 @@ extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __
             float xe[4] = {xv.x, xv.y, xv.z, xv.w}, ge[4] = {gv.x, gv.y, gv.z, gv.w};
 #pragma unroll
             for (int t = 0; t < 4; ++t) {
-                float wg = (w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f) * ge[t];
+                float wg = __fmul_rn(w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f, ge[t]);
                 a += wg;
                 bsum += wg * (xe[t] - m);
             }
         }
     } else {
         for (long long j = threadIdx.x; j < L; j += blockDim.x) {
-            float wg = (w ? w[fg_chan(c0, j, HW)] : 1.0f) * gr[j];
+            float wg = __fmul_rn(w ? w[fg_chan(c0, j, HW)] : 1.0f, gr[j]);
             a += wg;
             bsum += wg * (xr[j] - m);
         }
@@ -273,14 +275,14 @@ extern "C" __global__ void rows_backward(float* __restrict__ gx, const float* __
             float xe[4] = {xv.x, xv.y, xv.z, xv.w}, ge[4] = {gv.x, gv.y, gv.z, gv.w};
 #pragma unroll
             for (int t = 0; t < 4; ++t) {
-                float wg = (w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f) * ge[t];
+                float wg = __fmul_rn(w ? w[fg_chan(c0, 4 * i + t, HW)] : 1.0f, ge[t]);
                 xe[t] = rs * ((wg - ma) - kb * (xe[t] - m));
             }
             o4[i] = make_float4(xe[0], xe[1], xe[2], xe[3]);
         }
     } else {
         for (long long j = threadIdx.x; j < L; j += blockDim.x) {
-            float wg = (w ? w[fg_chan(c0, j, HW)] : 1.0f) * gr[j];
+            float wg = __fmul_rn(w ? w[fg_chan(c0, j, HW)] : 1.0f, gr[j]);
             gxr[j] = rs * ((wg - ma) - kb * (xr[j] - m));
         }
     }
@@ -380,8 +382,8 @@ __device__ void ln_backward_fused_impl(float* __restrict__ gx, float* __restrict
                 gc[k] = g4[i];
             }
             float4 d = make_float4(xc[k].x - m, xc[k].y - m, xc[k].z - m, xc[k].w - m);
-            float4 wg = make_float4(wv[k].x * gc[k].x, wv[k].y * gc[k].y, wv[k].z * gc[k].z,
-                                    wv[k].w * gc[k].w);
+            float4 wg = make_float4(__fmul_rn(wv[k].x, gc[k].x), __fmul_rn(wv[k].y, gc[k].y),
+                                    __fmul_rn(wv[k].z, gc[k].z), __fmul_rn(wv[k].w, gc[k].w));
             a += (wg.x + wg.y) + (wg.z + wg.w);
             b += (wg.x * d.x + wg.y * d.y) + (wg.z * d.z + wg.w * d.w);
             pw[k].x += gc[k].x * d.x * rs;
@@ -401,10 +403,10 @@ __device__ void ln_backward_fused_impl(float* __restrict__ gx, float* __restrict
             long long i = threadIdx.x + (long long)k * blockDim.x;
             if (i < L4) {
                 float4 o;
-                o.x = rs * ((wv[k].x * gc[k].x - ma) - kb * (xc[k].x - m));
-                o.y = rs * ((wv[k].y * gc[k].y - ma) - kb * (xc[k].y - m));
-                o.z = rs * ((wv[k].z * gc[k].z - ma) - kb * (xc[k].z - m));
-                o.w = rs * ((wv[k].w * gc[k].w - ma) - kb * (xc[k].w - m));
+                o.x = rs * ((__fmul_rn(wv[k].x, gc[k].x) - ma) - kb * (xc[k].x - m));
+                o.y = rs * ((__fmul_rn(wv[k].y, gc[k].y) - ma) - kb * (xc[k].y - m));
+                o.z = rs * ((__fmul_rn(wv[k].z, gc[k].z) - ma) - kb * (xc[k].z - m));
+                o.w = rs * ((__fmul_rn(wv[k].w, gc[k].w) - ma) - kb * (xc[k].w - m));
                 o4[i] = o;
             }
         }
