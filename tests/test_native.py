@@ -242,3 +242,25 @@ def test_bad_input():
     pool = NativeSequential(nn.Sequential(nn.MaxPool2d(4), nn.Flatten(), nn.Linear(2, 2)).to("rust"))
     with pytest.raises(ValueError, match="empty output"):
         pool.grads(np.ones((1, 2, 3, 3), np.float32), np.array([0]))
+
+
+def test_bench_training_rows():
+    """The benchmark's training-step rows run on rust and native, and a native row gets
+    its ratio against torch-cpu."""
+    from ferrograd.bench.__main__ import ALL
+    from ferrograd.bench.report import add_ratios
+    from ferrograd.bench.suite import default_suite, train_cases
+
+    assert "native" in ALL
+    cases = train_cases(quick=True)
+    names = [c.name for c in cases]
+    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn") for b in (1, 8, 64)]
+    assert set(names) <= {c.name for c in default_suite(quick=True)}
+    for case in cases[:1] + cases[3:4]:
+        assert case.impls == ("rust", "native", "torch-cpu")
+        for impl in ("rust", "native"):
+            case.make(impl)()
+    rows = [{"case": "c", "impl": i, "median_s": t} for i, t in
+            (("rust", 4.0), ("native", 1.0), ("torch-cpu", 2.0))]
+    add_ratios(rows)
+    assert rows[1]["speedup_vs_torch"] == 2.0 and rows[1]["speedup_vs_numpy"] is None
