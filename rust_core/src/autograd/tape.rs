@@ -5,8 +5,10 @@
 //! in reverse, calls the op's backward kernel (`ops::linear`, `ops::activation`,
 //! `ops::loss`, `ops::elementwise` semantics) with the summed gradient of its output,
 //! accumulates into the inputs' gradients and drops each intermediate gradient once
-//! used. Leaves (inputs, parameters) keep theirs. All shapes are checked when an op is
-//! recorded and errors are `FerroError`s, never panics.
+//! used. Leaves (inputs, parameters) keep theirs; a `constant` (the data) gets none, and no
+//! op computes a gradient that only flows into constants (a first layer's input gradient).
+//! All shapes are checked when an op is recorded and errors are `FerroError`s, never
+//! panics.
 //!
 //! The op set is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
 //! GEMM), max and average pooling (`ops::pool`), reshape (flatten), the activations, add
@@ -17,7 +19,8 @@ use crate::conv::{self, Geom};
 use crate::error::{FerroError, Result};
 use crate::ops::pool::{self, Axis};
 use crate::ops::activation::{self, Gelu};
-use crate::ops::linear;
+use crate::ops::linear::{self, gemm_into, Mat};
+use crate::ops::reduce::column_sums;
 use crate::ops::loss::{self, Reduction};
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -153,6 +156,9 @@ struct Entry<T> {
     op: Op<T>,
     value: Vec<T>,
     shape: Vec<usize>,
+    /// a leaf from `leaf`, or an op with such a leaf upstream (a `constant` and what
+    /// depends on constants only get no gradient, and none is computed for them)
+    needs_grad: bool,
 }
 
 /// The Wengert list.
@@ -190,8 +196,32 @@ impl<T: Real> Tape<T> {
     }
 
     fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
-        self.entries.push(Entry { op, value, shape });
+        let needs_grad = match &op {
+            Op::Leaf => true,
+            Op::Linear { x, w, b, .. } | Op::Conv2d { x, w, b, .. } => {
+                self.needs_grad(*x) || self.needs_grad(*w) || b.is_some_and(|b| self.needs_grad(b))
+            }
+            Op::Add { a, b } => self.needs_grad(*a) || self.needs_grad(*b),
+            Op::Act { x, .. }
+            | Op::MaxPool { x, .. }
+            | Op::AvgPool { x, .. }
+            | Op::Reshape { x }
+            | Op::Mse { x, .. }
+            | Op::CrossEntropy { logits: x, .. } => self.needs_grad(*x),
+        };
+        self.entries.push(Entry { op, value, shape, needs_grad });
         Var(self.entries.len() - 1)
+    }
+
+    fn needs_grad(&self, v: Var) -> bool {
+        self.entries[v.0].needs_grad
+    }
+
+    /// An input that needs no gradient (the data): `backward` computes none for it.
+    pub fn constant(&mut self, value: Vec<T>, shape: &[usize]) -> Result<Var> {
+        let v = self.leaf(value, shape)?;
+        self.entries[v.0].needs_grad = false;
+        Ok(v)
     }
 
     /// An input or a parameter: `value` in row-major order with `shape`.
@@ -412,12 +442,23 @@ impl<T: Real> Tape<T> {
         grads[root.0] = Some(g0);
         for i in (0..=root.0).rev() {
             let e = &self.entries[i];
-            if matches!(e.op, Op::Leaf) {
+            if matches!(e.op, Op::Leaf) || !e.needs_grad {
                 continue;
             }
             let Some(g) = grads[i].take() else { continue };
             match &e.op {
                 Op::Leaf => {}
+                Op::Linear { x, w, b, n, fin, fout } if !self.needs_grad(*x) => {
+                    // the input is data: only gw = gy^T @ x and gb (column sums of gy)
+                    let xv = &self.entries[x.0].value;
+                    let mut gw = vec![T::ZERO; fout * fin];
+                    let (gy, xm) = (Mat::new(&g, *n, *fout, true), Mat::new(xv, *n, *fin, false));
+                    gemm_into(&mut gw, gy, xm, false);
+                    accumulate(&mut grads, *w, gw);
+                    if let Some(bv) = b {
+                        accumulate(&mut grads, *bv, column_sums(&g, *n, *fout));
+                    }
+                }
                 Op::Linear { x, w, b, n, fin, fout } => {
                     let (xv, wv) = (&self.entries[x.0].value, &self.entries[w.0].value);
                     let (gx, gw, gb) = linear::linear_backward(xv, *n, *fin, wv, *fout, &g, b.is_some())?;
@@ -462,6 +503,11 @@ impl<T: Real> Tape<T> {
                     let gl = loss::cross_entropy_backward(lv, *n, *c, target, &g, *reduction)?;
                     accumulate(&mut grads, *logits, gl);
                 }
+            }
+        }
+        for (g, e) in grads.iter_mut().zip(&self.entries) {
+            if !e.needs_grad {
+                *g = None; // a constant (e.g. a conv's data input) gets no gradient
             }
         }
         Ok(grads)
@@ -592,6 +638,25 @@ mod tests {
     }
 
     #[test]
+    fn constants_get_no_gradient_and_change_nothing_else() {
+        let run = |constant: bool| {
+            let mut t = Tape::<f64>::new();
+            let x = if constant { t.constant(vec![1.0, -2.0, 0.5, 3.0], &[2, 2]) } else { t.leaf(vec![1.0, -2.0, 0.5, 3.0], &[2, 2]) };
+            let x = x.unwrap();
+            let w = t.leaf(vec![0.3, -0.1, 0.7, 0.2, 0.4, -0.6], &[3, 2]).unwrap();
+            let b = t.leaf(vec![0.1, 0.2, 0.3], &[3]).unwrap();
+            let y = t.linear(x, w, Some(b)).unwrap();
+            let l = t.cross_entropy(y, &[2, 0], Reduction::Mean).unwrap();
+            let g = t.backward(l, None).unwrap();
+            (g[x.index()].clone(), g[w.index()].clone().unwrap(), g[b.index()].clone().unwrap())
+        };
+        let (gx_c, gw_c, gb_c) = run(true);
+        let (gx, gw, gb) = run(false);
+        assert!(gx_c.is_none() && gx.is_some());
+        assert_eq!((gw_c, gb_c), (gw, gb));
+    }
+
+    #[test]
     fn bad_input_is_an_error() {
         let mut t = Tape::<f64>::new();
         assert!(matches!(t.leaf(vec![1.0; 5], &[2, 3]), Err(FerroError::Shape(_))));
@@ -643,7 +708,7 @@ pub fn sequential_grads<T: Real>(
     loss: LossTarget<'_, T>,
 ) -> Result<(T, Vec<Vec<T>>)> {
     let mut t = Tape::new();
-    let mut h = t.leaf(x.to_vec(), x_shape)?;
+    let mut h = t.constant(x.to_vec(), x_shape)?;
     let mut vars = Vec::with_capacity(params.len());
     let mut next = 0usize;
     for (i, layer) in layers.iter().enumerate() {
