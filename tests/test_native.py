@@ -67,6 +67,111 @@ def test_native_equals_python_engine(widths, acts, bias, batch, loss, reduction,
         np.testing.assert_allclose(p.numpy(), e, **tol)
 
 
+def random_cnn(draw, dtype, seed):
+    """conv (+ act) (+ pool) blocks, then Flatten and Linear; returns (model, input shape)."""
+    fg.manual_seed(seed)
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(4, 9)), draw(st.integers(4, 9))
+    layers, shape = [], (c, h, w)
+    for _ in range(draw(st.integers(1, 2))):
+        groups = draw(st.sampled_from([g for g in (1, 2) if shape[0] % g == 0]))
+        out = groups * draw(st.integers(1, 3))
+        k = draw(st.integers(1, 3))
+        pad = draw(st.integers(0, k // 2))
+        stride, dil = draw(st.integers(1, 2)), draw(st.integers(1, 2 if k > 1 else 1))
+        ek = dil * (k - 1) + 1
+        if ek > min(shape[1:]) + 2 * pad:
+            break
+        layers.append(nn.Conv2d(shape[0], out, k, stride=stride, padding=pad, dilation=dil,
+                                groups=groups, bias=draw(st.booleans())))
+        oh = (shape[1] + 2 * pad - ek) // stride + 1
+        ow = (shape[2] + 2 * pad - ek) // stride + 1
+        shape = (out, oh, ow)
+        act = draw(st.integers(-1, len(ACTS) - 1))
+        if act >= 0:
+            layers.append(ACTS[act]())
+        pool = draw(st.sampled_from(["none", "max", "avg"]))
+        if pool != "none" and min(shape[1:]) >= 2:
+            ceil = draw(st.booleans())
+            pk = draw(st.integers(1, 2))
+            pp = draw(st.integers(0, pk // 2))
+            if pool == "max":
+                m = nn.MaxPool2d(pk, stride=draw(st.integers(1, 2)), padding=pp, ceil_mode=ceil)
+            else:
+                m = nn.AvgPool2d(pk, stride=draw(st.integers(1, 2)), padding=pp, ceil_mode=ceil,
+                                 count_include_pad=draw(st.booleans()),
+                                 divisor_override=draw(st.sampled_from([None, 3])))
+            layers.append(m)
+            probe = fg.tensor(np.zeros((1,) + shape, np.float32), backend="rust")
+            shape = tuple(m(probe).shape[1:])
+    layers.append(nn.Flatten())
+    feats = int(np.prod(shape))
+    layers.append(nn.Linear(feats, draw(st.integers(1, 4)), bias=draw(st.booleans())))
+    model = nn.Sequential(*layers)
+    if dtype == np.float64:
+        for p in model.parameters():
+            p.data = np.require(p.data, np.float64, requirements="C")
+    return model.to("rust"), (n, c, h, w)
+
+
+@given(data=st.data(), loss=st.sampled_from(["mse", "cross_entropy"]),
+       reduction=st.sampled_from(["mean", "sum"]), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_native_cnn_equals_python_engine(data, loss, reduction, dtype, seed):
+    model, xshape = random_cnn(data.draw, dtype, seed)
+    rng = np.random.default_rng(seed)
+    xv = rng.standard_normal(xshape).astype(dtype)
+    out = model(fg.tensor(xv, backend="rust"))
+    if loss == "mse":
+        target = rng.standard_normal(out.shape).astype(dtype)
+        ref = F.mse_loss(out, fg.tensor(target, backend="rust"), reduction=reduction)
+    else:
+        target = rng.integers(0, out.shape[1], xshape[0])
+        ref = F.cross_entropy(out, target, reduction=reduction)
+    ref.backward()
+    native = NativeSequential(model, loss, reduction)
+    lv, grads = native.grads(xv, target)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
+    params = list(model.parameters())
+    assert len(grads) == len(params)
+    for g, p in zip(grads, params):
+        assert g.dtype == p.dtype and g.shape == p.shape
+        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
+    expected = [p.numpy() - 0.05 * p.grad.numpy() for p in params]
+    native.step(xv, target, lr=0.05)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p.numpy(), e, **tol)
+
+
+def test_flatten_module():
+    x = fg.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4), backend="rust", requires_grad=True)
+    assert nn.Flatten()(x).shape == (2, 12)
+    assert nn.Flatten(0, 1)(x).shape == (6, 4)
+    assert nn.Flatten(-2)(x).shape == (2, 12)
+    nn.Flatten()(x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((2, 3, 4), np.float32))
+    assert repr(nn.Flatten()) == "Flatten(start_dim=1, end_dim=-1)"
+    with pytest.raises(TypeError, match="start_dim"):
+        nn.Flatten(1.5)
+    with pytest.raises(ValueError, match="start_dim"):
+        nn.Flatten(2, 1)(x)
+
+
+def test_small_cnn_trains():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).to("rust")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0, :4].mean(axis=(1, 2)) > x[:, 0, 4:].mean(axis=(1, 2))).astype(np.int64)
+    native = NativeSequential(model, "cross_entropy")
+    first = native.step(x, y, lr=0.2)
+    for _ in range(60):
+        last = native.step(x, y, lr=0.2)
+    assert last < 0.5 * first
+
+
 def test_training_reduces_the_loss():
     fg.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to("rust")
@@ -90,6 +195,14 @@ def test_unsupported_modules_are_named():
         NativeSequential(nn.PReLU())
     with pytest.raises(TypeError, match="Dropout"):
         NativeSequential(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
+    with pytest.raises(TypeError, match=r"model\[0\]: BatchNorm2d is not supported"):
+        NativeSequential(nn.Sequential(nn.BatchNorm2d(3), nn.Flatten()))
+    with pytest.raises(TypeError, match=r"model\[1\]: AdaptiveAvgPool2d is not supported"):
+        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1)))
+    with pytest.raises(TypeError, match="Conv2d with padding='same'"):
+        NativeSequential(nn.Conv2d(1, 2, 3, padding="same"))
+    with pytest.raises(TypeError, match="MaxPool2d with return_indices"):
+        NativeSequential(nn.MaxPool2d(2, return_indices=True))
 
 
 def test_bad_input():
@@ -114,3 +227,40 @@ def test_bad_input():
         native.grads(np.ones((4, 5), np.float32), np.array([0, 1, 1, 0]))
     with pytest.raises(ValueError, match="lr: expected a non-negative"):
         native.step(x, np.array([0, 1, 1, 0]), lr=-1.0)
+    # a 4-D input to a Linear, a 2-D input to a Conv2d, kernels larger than the input
+    with pytest.raises(ValueError, match="input: expected"):
+        native.grads(np.ones((4, 3, 1, 1), np.float32), np.array([0, 1, 1, 0]))
+    cnn = NativeSequential(nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3, 2)).to("rust"))
+    with pytest.raises(ValueError, match="input: expected a 4-D"):
+        cnn.grads(np.ones((4, 2), np.float32), np.array([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match="weight: "):
+        cnn.grads(np.ones((1, 2, 2, 2), np.float32), np.array([0]))
+    with pytest.raises(ValueError, match="(input|weight): "):  # 3 channels for a 2-channel conv
+        cnn.grads(np.ones((1, 3, 3, 3), np.float32), np.array([0]))
+    with pytest.raises(ValueError, match="input: expected"):  # 3x4 -> 1x2 -> 6 features != 3
+        cnn.grads(np.ones((1, 2, 3, 4), np.float32), np.array([0]))
+    pool = NativeSequential(nn.Sequential(nn.MaxPool2d(4), nn.Flatten(), nn.Linear(2, 2)).to("rust"))
+    with pytest.raises(ValueError, match="empty output"):
+        pool.grads(np.ones((1, 2, 3, 3), np.float32), np.array([0]))
+
+
+def test_bench_training_rows():
+    """The benchmark's training-step rows run on rust and native, and a native row gets
+    its ratio against torch-cpu."""
+    from ferrograd.bench.__main__ import ALL
+    from ferrograd.bench.report import add_ratios
+    from ferrograd.bench.suite import default_suite, train_cases
+
+    assert "native" in ALL
+    cases = train_cases(quick=True)
+    names = [c.name for c in cases]
+    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn") for b in (1, 8, 64)]
+    assert set(names) <= {c.name for c in default_suite(quick=True)}
+    for case in cases[:1] + cases[3:4]:
+        assert case.impls == ("rust", "native", "torch-cpu")
+        for impl in ("rust", "native"):
+            case.make(impl)()
+    rows = [{"case": "c", "impl": i, "median_s": t} for i, t in
+            (("rust", 4.0), ("native", 1.0), ("torch-cpu", 2.0))]
+    add_ratios(rows)
+    assert rows[1]["speedup_vs_torch"] == 2.0 and rows[1]["speedup_vs_numpy"] is None

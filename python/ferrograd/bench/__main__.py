@@ -3,6 +3,7 @@
     ferrograd-bench                      # everything available, full sizes
     ferrograd-bench --quick              # smaller sizes, fewer repeats
     ferrograd-bench --backend rust --backend torch --json out.json --csv out.csv --plot out.png
+    ferrograd-bench --filter "train step"  # training steps: rust engine vs native vs torch
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .report import add_ratios, plot, print_table, write_csv, write_json
 from .suite import default_suite
 from .timing import measure_interleaved, median
 
-ALL = ("numpy", "rust", "cuda", "torch", "torch-cpu", "torch-cuda")
+ALL = ("numpy", "rust", "native", "cuda", "torch", "torch-cpu", "torch-cuda")
 
 
 def available_impls(wanted: List[str]) -> List[str]:
@@ -41,7 +42,8 @@ def available_impls(wanted: List[str]) -> List[str]:
                     print("torch-cuda: skipped (no CUDA device for PyTorch)", file=sys.stderr)
             continue
         try:
-            fg.get_backend(name)
+            # native (ferrograd.native, training-step rows) runs on the rust extension
+            fg.get_backend("rust" if name == "native" else name)
         except Exception as exc:  # noqa: BLE001 - report why and go on
             print(f"{name}: skipped ({exc})", file=sys.stderr)
             continue

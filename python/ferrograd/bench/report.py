@@ -7,7 +7,7 @@ import csv
 import json
 from typing import Dict, List, Optional
 
-TORCH_OF = {"numpy": "torch-cpu", "rust": "torch-cpu", "cuda": "torch-cuda",
+TORCH_OF = {"numpy": "torch-cpu", "rust": "torch-cpu", "native": "torch-cpu", "cuda": "torch-cuda",
             "torch-cpu": "torch-cpu", "torch-cuda": "torch-cuda"}
 
 
@@ -21,7 +21,7 @@ def add_ratios(rows: List[dict]) -> List[dict]:
         same = by_case[r["case"]]
         base = same.get("numpy")
         r["speedup_vs_numpy"] = base["median_s"] / r["median_s"] if base and r["median_s"] else None
-        torch = same.get(TORCH_OF[r["impl"]])
+        torch = same.get(TORCH_OF.get(r["impl"], ""))
         r["speedup_vs_torch"] = torch["median_s"] / r["median_s"] if torch and r["median_s"] else None
     return rows
 
@@ -72,7 +72,7 @@ def print_table(rows: List[dict], meta: dict) -> None:
             last = r["case"]
         console.print(table)
     console.print("vs numpy / vs torch: the other's median divided by this one's (above 1x is "
-                  "faster); torch means PyTorch on the same device (torch-cpu for numpy and rust).")
+                  "faster); torch means PyTorch on the same device (torch-cpu for numpy, rust and native).")
 
 
 def write_json(path: str, rows: List[dict], meta: dict) -> None:
@@ -99,7 +99,7 @@ def plot(path: str, rows: List[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = [i for i in ("numpy", "rust", "cuda") if any(r["impl"] == i for r in rows)]
+    impls = [i for i in ("numpy", "rust", "native", "cuda") if any(r["impl"] == i for r in rows)]
     cases = list(dict.fromkeys(r["case"] + ("" if "gpu" not in r["group"] else " [256M]")
                                for r in rows))
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(cases) * max(1, len(impls)) + 1.5))

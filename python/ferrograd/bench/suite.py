@@ -1,6 +1,8 @@
 """Benchmark rows. A Case builds, for one implementation ("numpy", "rust", "cuda",
 "torch-cpu", "torch-cuda"), a zero-argument function that runs the measured work once.
 
+"native" (training-step rows only) is ferrograd.native: the whole step in one Rust call.
+
 Rows time the public layer API (ferrograd.functional with autograd, torch.nn.functional),
 as a user calls it: "fwd" runs under no_grad, "fwd+bwd" records the graph and runs
 backward with a given upstream gradient.
@@ -14,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 CPU_IMPLS = ("numpy", "rust", "torch-cpu")
+TRAIN_IMPLS = ("rust", "native", "torch-cpu")
 GPU_IMPLS = ("cuda", "torch-cuda")
 
 # activation name -> (ferrograd function name, kwargs, torch function name, torch kwargs)
@@ -456,6 +459,7 @@ def default_suite(quick: bool = False) -> List[Case]:
     cases += attention_suite(quick)
     cases.extend(conv_cases(quick))
     cases += rnn_cases(quick)
+    cases.extend(train_cases(quick))
     return cases
 
 
@@ -521,6 +525,85 @@ def rnn_cases(quick: bool = False) -> List[Case]:
             cases.append(_rnn_case(kind, 20 if quick else 100, 32, 128, 256, bwd, GPU_IMPLS,
                                    "gpu recurrent"))
     return cases
+
+
+# ------------------------------------------------------------------ training steps
+MLP_SIZES = (784, 256, 256, 10)
+
+
+def _mlp(nn):
+    """784-256-256-10 with ReLU (nn: ferrograd.nn or torch.nn, same constructors)."""
+    a, b, c, d = MLP_SIZES
+    return nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, d))
+
+
+def _cnn(nn):
+    """LeNet-like on 1x28x28: conv 8 (3x3, pad 1), ReLU, 2x2 max pool, conv 16 (3x3,
+    pad 1), ReLU, 2x2 max pool, flatten, linear 10."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+def _train_case(kind: str, batch: int, impls, group: str) -> Case:
+    """One SGD training step (lr 1e-3, cross-entropy, float32): zero_grad, forward, loss,
+    backward, step. rust: the Python engine on the rust backend with fg.optim.SGD;
+    native: NativeSequential.step (forward, backward and the update in one Rust call);
+    torch-cpu: the same model and torch.optim.SGD."""
+    build = _mlp if kind == "mlp" else _cnn
+    in_shape = (MLP_SIZES[0],) if kind == "mlp" else (1, 28, 28)
+
+    def make(impl: str):
+        rng = np.random.default_rng(0)
+        x_host = rng.standard_normal((batch,) + in_shape, dtype=np.float32)
+        y_host = rng.integers(0, 10, batch)
+        if impl.startswith("torch"):
+            import torch
+
+            torch.manual_seed(0)
+            model = build(torch.nn)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            x, y = torch.from_numpy(x_host), torch.from_numpy(y_host)
+
+            def run():
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                return loss
+            return run
+        import ferrograd as fg
+        import ferrograd.functional as F
+        import ferrograd.nn as fnn
+
+        fg.manual_seed(0)
+        model = build(fnn).to("rust")
+        if impl == "native":
+            from ..native import NativeSequential
+
+            native = NativeSequential(model, "cross_entropy")
+            return lambda: native.step(x_host, y_host, lr=1e-3)
+        opt = fg.optim.SGD(model.parameters(), lr=1e-3)
+        x = fg.tensor(x_host, backend=impl)
+
+        def run():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y_host)
+            loss.backward()
+            opt.step()
+            return loss
+        return run
+
+    return Case(f"{kind} train step batch {batch}", group, tuple(impls), make,
+                params={"model": kind, "batch": batch})
+
+
+def train_cases(quick: bool = False) -> List[Case]:
+    """Time per SGD training step of a small MLP (784-256-256-10) and a small CNN (see
+    ``_cnn``) at batch 1, 8 and 64: the Python engine on the rust backend, ferrograd.native
+    and PyTorch on the CPU. The models are small already, so ``quick`` keeps them."""
+    return [_train_case(kind, b, TRAIN_IMPLS, "training step")
+            for kind in ("mlp", "cnn") for b in (1, 8, 64)]
 
 
 # ------------------------------------------------------------------ attention

@@ -4,6 +4,7 @@ from .attention import MultiheadAttention
 from .activation import GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
 from .conv import Conv2d
 from .dropout import DropBlock2d, DropConnect, Dropout
+from .flatten import Flatten
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
@@ -20,6 +21,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "Dropout", "DropConnect", "DropBlock2d",
     "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
-    "Conv2d",
+    "Conv2d", "Flatten",
     "LSTM", "GRU", "LSTMCell", "GRUCell",
 ]

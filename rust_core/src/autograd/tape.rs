@@ -5,16 +5,22 @@
 //! in reverse, calls the op's backward kernel (`ops::linear`, `ops::activation`,
 //! `ops::loss`, `ops::elementwise` semantics) with the summed gradient of its output,
 //! accumulates into the inputs' gradients and drops each intermediate gradient once
-//! used. Leaves (inputs, parameters) keep theirs. All shapes are checked when an op is
-//! recorded and errors are `FerroError`s, never panics.
+//! used. Leaves (inputs, parameters) keep theirs; a `constant` (the data) gets none, and no
+//! op computes a gradient that only flows into constants (a first layer's input gradient).
+//! All shapes are checked when an op is recorded and errors are `FerroError`s, never
+//! panics.
 //!
-//! The op set is what an MLP needs (linear, the activations, add for residuals, mse and
-//! cross-entropy losses); a new op (a convolution) is one `Op` variant, one recording
-//! method and one arm in `backward`.
+//! The op set is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
+//! GEMM), max and average pooling (`ops::pool`), reshape (flatten), the activations, add
+//! for residuals, mse and cross-entropy losses; a new op is one `Op` variant, one
+//! recording method and one arm in `backward`.
 
+use crate::conv::{self, Geom};
 use crate::error::{FerroError, Result};
+use crate::ops::pool::{self, Axis};
 use crate::ops::activation::{self, Gelu};
-use crate::ops::linear;
+use crate::ops::linear::{self, gemm_into, Mat};
+use crate::ops::reduce::column_sums;
 use crate::ops::loss::{self, Reduction};
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -54,6 +60,75 @@ impl Activation {
     }
 }
 
+/// The geometry of a max or average pooling layer (pairs are (h, w)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub ceil_mode: bool,
+}
+
+impl PoolGeom {
+    /// Window tables (rows, cols) with PyTorch's output-size rule and checks, like
+    /// `ferrograd/backends/_pool.py` (`_pool_axes`).
+    fn axes(&self, h: usize, w: usize, count_include_pad: bool, kind: &str) -> Result<(Axis, Axis)> {
+        let k = [self.kernel.0, self.kernel.1];
+        let s = [self.stride.0, self.stride.1];
+        let p = [self.padding.0, self.padding.1];
+        let d = [self.dilation.0, self.dilation.1];
+        if k.contains(&0) || s.contains(&0) || d.contains(&0) {
+            return value_err!(
+                "kernel_size: expected kernel_size, stride and dilation >= 1, got {:?}, {:?} and {:?}",
+                self.kernel,
+                self.stride,
+                self.dilation
+            );
+        }
+        if p[0] > k[0] / 2 || p[1] > k[1] / 2 {
+            return value_err!(
+                "padding: expected at most half of kernel_size ({:?} // 2), got {:?}",
+                self.kernel,
+                self.padding
+            );
+        }
+        let mut axes = Vec::with_capacity(2);
+        for (i, size) in [h, w].into_iter().enumerate() {
+            let (size_, k_, s_, p_, d_) = (size as i64, k[i] as i64, s[i] as i64, p[i] as i64, d[i] as i64);
+            let num = size_ + 2 * p_ - d_ * (k_ - 1) - 1 + if self.ceil_mode { s_ - 1 } else { 0 };
+            let mut out = num.div_euclid(s_) + 1;
+            if self.ceil_mode && (out - 1) * s_ >= size_ + p_ {
+                out -= 1;
+            }
+            if out < 1 {
+                return value_err!(
+                    "kernel_size: {kind}_pool2d of input spatial size ({h}, {w}) with kernel_size={:?}, \
+                     stride={:?}, padding={:?}, dilation={:?} gives an empty output",
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    self.dilation
+                );
+            }
+            let start: Vec<i64> = (0..out).map(|o| o * s_ - p_).collect();
+            let factor = start
+                .iter()
+                .map(|&st| {
+                    if count_include_pad {
+                        (st + k_).min(size_ + p_) - st
+                    } else {
+                        (st + k_).min(size_) - st.max(0)
+                    }
+                })
+                .collect();
+            axes.push(Axis { size, start, count: vec![k_; out as usize], step: d_, factor });
+        }
+        let cols = axes.pop().expect("two axes");
+        Ok((axes.pop().expect("two axes"), cols))
+    }
+}
+
 /// A value recorded on a tape (its index in the list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Var(usize);
@@ -69,6 +144,10 @@ enum Op<T> {
     Linear { x: Var, w: Var, b: Option<Var>, n: usize, fin: usize, fout: usize },
     Act { x: Var, f: Activation },
     Add { a: Var, b: Var },
+    Conv2d { x: Var, w: Var, b: Option<Var>, g: Geom },
+    MaxPool { x: Var, indices: Vec<i64>, planes: usize, plane_out: usize, plane_in: usize },
+    AvgPool { x: Var, rows: Axis, cols: Axis, divisor: i64, planes: usize },
+    Reshape { x: Var },
     Mse { x: Var, target: Vec<T>, reduction: Reduction },
     CrossEntropy { logits: Var, target: Vec<i64>, n: usize, c: usize, reduction: Reduction },
 }
@@ -77,6 +156,9 @@ struct Entry<T> {
     op: Op<T>,
     value: Vec<T>,
     shape: Vec<usize>,
+    /// a leaf from `leaf`, or an op with such a leaf upstream (a `constant` and what
+    /// depends on constants only get no gradient, and none is computed for them)
+    needs_grad: bool,
 }
 
 /// The Wengert list.
@@ -114,8 +196,32 @@ impl<T: Real> Tape<T> {
     }
 
     fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
-        self.entries.push(Entry { op, value, shape });
+        let needs_grad = match &op {
+            Op::Leaf => true,
+            Op::Linear { x, w, b, .. } | Op::Conv2d { x, w, b, .. } => {
+                self.needs_grad(*x) || self.needs_grad(*w) || b.is_some_and(|b| self.needs_grad(b))
+            }
+            Op::Add { a, b } => self.needs_grad(*a) || self.needs_grad(*b),
+            Op::Act { x, .. }
+            | Op::MaxPool { x, .. }
+            | Op::AvgPool { x, .. }
+            | Op::Reshape { x }
+            | Op::Mse { x, .. }
+            | Op::CrossEntropy { logits: x, .. } => self.needs_grad(*x),
+        };
+        self.entries.push(Entry { op, value, shape, needs_grad });
         Var(self.entries.len() - 1)
+    }
+
+    fn needs_grad(&self, v: Var) -> bool {
+        self.entries[v.0].needs_grad
+    }
+
+    /// An input that needs no gradient (the data): `backward` computes none for it.
+    pub fn constant(&mut self, value: Vec<T>, shape: &[usize]) -> Result<Var> {
+        let v = self.leaf(value, shape)?;
+        self.entries[v.0].needs_grad = false;
+        Ok(v)
     }
 
     /// An input or a parameter: `value` in row-major order with `shape`.
@@ -183,6 +289,115 @@ impl<T: Real> Tape<T> {
         Ok(self.push(Op::Add { a, b }, y, shape))
     }
 
+    /// torch.nn.functional.conv2d: x (N, C, H, W), w (O, C/G, KH, KW), b (O,).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Result<Var> {
+        let (xe, we) = (self.entry(x, "input")?, self.entry(w, "weight")?);
+        let xs = <[usize; 4]>::try_from(xe.shape.as_slice());
+        let ws = <[usize; 4]>::try_from(we.shape.as_slice());
+        let (Ok(xs), Ok(ws)) = (xs, ws) else {
+            return shape_err!(
+                "input: expected a 4-D (N, C, H, W) input and a 4-D weight, got {:?} and {:?}",
+                xe.shape,
+                we.shape
+            );
+        };
+        let g = Geom::new(xs, ws, stride, padding, dilation, groups)?;
+        if g.o == 0 {
+            return shape_err!("weight: expected at least one output channel, got {:?}", we.shape);
+        }
+        let bias = match b {
+            Some(bv) => {
+                let be = self.entry(bv, "bias")?;
+                if be.shape != [g.o] {
+                    return shape_err!("bias: expected shape ({},), got {:?}", g.o, be.shape);
+                }
+                Some(be.value.as_slice())
+            }
+            None => None,
+        };
+        let y = conv::conv2d_forward(&xe.value, &we.value, bias, &g)?;
+        Ok(self.push(Op::Conv2d { x, w, b, g }, y, vec![g.n, g.o, g.oh, g.ow]))
+    }
+
+    fn nchw(&self, x: Var) -> Result<(usize, usize, usize, usize)> {
+        match *self.entry(x, "input")?.shape.as_slice() {
+            [n, c, h, w] if h > 0 && w > 0 => Ok((n, c, h, w)),
+            ref s => shape_err!("input: expected a 4-D (N, C, H, W) input with H, W > 0, got {s:?}"),
+        }
+    }
+
+    /// torch.nn.functional.max_pool2d (no indices returned).
+    pub fn max_pool2d(&mut self, x: Var, p: PoolGeom) -> Result<Var> {
+        let (n, c, h, w) = self.nchw(x)?;
+        let (rows, cols) = p.axes(h, w, true, "max")?;
+        let (y, idx) = pool::max_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, true)?;
+        let (oh, ow) = (rows.out(), cols.out());
+        let op = Op::MaxPool {
+            x,
+            indices: idx.unwrap_or_default(),
+            planes: n * c,
+            plane_out: oh * ow,
+            plane_in: h * w,
+        };
+        Ok(self.push(op, y, vec![n, c, oh, ow]))
+    }
+
+    /// torch.nn.functional.avg_pool2d; `divisor` 0 means none (divisor_override=None).
+    pub fn avg_pool2d(&mut self, x: Var, p: PoolGeom, count_include_pad: bool, divisor: i64) -> Result<Var> {
+        let (n, c, h, w) = self.nchw(x)?;
+        let (rows, cols) = p.axes(h, w, count_include_pad, "avg")?;
+        if p.dilation != (1, 1) {
+            return value_err!("dilation: avg_pool2d has none, got {:?}", p.dilation);
+        }
+        let y = pool::avg_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, divisor)?;
+        let shape = vec![n, c, rows.out(), cols.out()];
+        Ok(self.push(Op::AvgPool { x, rows, cols, divisor, planes: n * c }, y, shape))
+    }
+
+    /// The same values with a new shape of as many elements.
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let xe = self.entry(x, "input")?;
+        if shape.iter().product::<usize>() != xe.value.len() {
+            return shape_err!("shape: expected {} elements like the input {:?}, got {shape:?}", xe.value.len(), xe.shape);
+        }
+        let y = xe.value.clone();
+        Ok(self.push(Op::Reshape { x }, y, shape.to_vec()))
+    }
+
+    /// torch.flatten(x, start_dim, end_dim) (negative dims count from the end).
+    pub fn flatten(&mut self, x: Var, start_dim: i64, end_dim: i64) -> Result<Var> {
+        let shape = self.entry(x, "input")?.shape.clone();
+        let nd = shape.len().max(1) as i64;
+        let norm = |d: i64, name: &str| -> Result<usize> {
+            let r = if d < 0 { d + nd } else { d };
+            if r < 0 || r >= nd {
+                return value_err!("{name}: expected a dimension in [{}, {}), got {d}", -nd, nd);
+            }
+            Ok(r as usize)
+        };
+        let (s, e) = (norm(start_dim, "start_dim")?, norm(end_dim, "end_dim")?);
+        if s > e {
+            return value_err!("start_dim: expected start_dim <= end_dim, got {start_dim} and {end_dim}");
+        }
+        if shape.is_empty() {
+            return self.reshape(x, &[1]);
+        }
+        let mut out: Vec<usize> = shape[..s].to_vec();
+        out.push(shape[s..=e].iter().product());
+        out.extend_from_slice(&shape[e + 1..]);
+        self.reshape(x, &out)
+    }
+
     pub fn mse_loss(&mut self, x: Var, target: &[T], reduction: Reduction) -> Result<Var> {
         let xe = self.entry(x, "input")?;
         let y = loss::mse_loss_forward(&xe.value, target, reduction)?;
@@ -227,12 +442,23 @@ impl<T: Real> Tape<T> {
         grads[root.0] = Some(g0);
         for i in (0..=root.0).rev() {
             let e = &self.entries[i];
-            if matches!(e.op, Op::Leaf) {
+            if matches!(e.op, Op::Leaf) || !e.needs_grad {
                 continue;
             }
             let Some(g) = grads[i].take() else { continue };
             match &e.op {
                 Op::Leaf => {}
+                Op::Linear { x, w, b, n, fin, fout } if !self.needs_grad(*x) => {
+                    // the input is data: only gw = gy^T @ x and gb (column sums of gy)
+                    let xv = &self.entries[x.0].value;
+                    let mut gw = vec![T::ZERO; fout * fin];
+                    let (gy, xm) = (Mat::new(&g, *n, *fout, true), Mat::new(xv, *n, *fin, false));
+                    gemm_into(&mut gw, gy, xm, false);
+                    accumulate(&mut grads, *w, gw);
+                    if let Some(bv) = b {
+                        accumulate(&mut grads, *bv, column_sums(&g, *n, *fout));
+                    }
+                }
                 Op::Linear { x, w, b, n, fin, fout } => {
                     let (xv, wv) = (&self.entries[x.0].value, &self.entries[w.0].value);
                     let (gx, gw, gb) = linear::linear_backward(xv, *n, *fin, wv, *fout, &g, b.is_some())?;
@@ -250,6 +476,24 @@ impl<T: Real> Tape<T> {
                     accumulate(&mut grads, *a, g.clone());
                     accumulate(&mut grads, *b, g);
                 }
+                Op::Conv2d { x, w, b, g: geom } => {
+                    let (xv, wv) = (&self.entries[x.0].value, &self.entries[w.0].value);
+                    let (gx, gw, gb) = conv::conv2d_backward(xv, wv, &g, geom, b.is_some())?;
+                    accumulate(&mut grads, *x, gx);
+                    accumulate(&mut grads, *w, gw);
+                    if let (Some(bv), Some(gb)) = (b, gb) {
+                        accumulate(&mut grads, *bv, gb);
+                    }
+                }
+                Op::MaxPool { x, indices, planes, plane_out, plane_in } => {
+                    let gx = pool::max_pool_backward(&g, indices, *planes, *plane_out, *plane_in)?;
+                    accumulate(&mut grads, *x, gx);
+                }
+                Op::AvgPool { x, rows, cols, divisor, planes } => {
+                    let gx = pool::avg_pool_backward(&g, *planes, rows, cols, *divisor)?;
+                    accumulate(&mut grads, *x, gx);
+                }
+                Op::Reshape { x } => accumulate(&mut grads, *x, g),
                 Op::Mse { x, target, reduction } => {
                     let gx = loss::mse_loss_backward(&self.entries[x.0].value, target, &g, *reduction)?;
                     accumulate(&mut grads, *x, gx);
@@ -259,6 +503,11 @@ impl<T: Real> Tape<T> {
                     let gl = loss::cross_entropy_backward(lv, *n, *c, target, &g, *reduction)?;
                     accumulate(&mut grads, *logits, gl);
                 }
+            }
+        }
+        for (g, e) in grads.iter_mut().zip(&self.entries) {
+            if !e.needs_grad {
+                *g = None; // a constant (e.g. a conv's data input) gets no gradient
             }
         }
         Ok(grads)
@@ -389,6 +638,25 @@ mod tests {
     }
 
     #[test]
+    fn constants_get_no_gradient_and_change_nothing_else() {
+        let run = |constant: bool| {
+            let mut t = Tape::<f64>::new();
+            let x = if constant { t.constant(vec![1.0, -2.0, 0.5, 3.0], &[2, 2]) } else { t.leaf(vec![1.0, -2.0, 0.5, 3.0], &[2, 2]) };
+            let x = x.unwrap();
+            let w = t.leaf(vec![0.3, -0.1, 0.7, 0.2, 0.4, -0.6], &[3, 2]).unwrap();
+            let b = t.leaf(vec![0.1, 0.2, 0.3], &[3]).unwrap();
+            let y = t.linear(x, w, Some(b)).unwrap();
+            let l = t.cross_entropy(y, &[2, 0], Reduction::Mean).unwrap();
+            let g = t.backward(l, None).unwrap();
+            (g[x.index()].clone(), g[w.index()].clone().unwrap(), g[b.index()].clone().unwrap())
+        };
+        let (gx_c, gw_c, gb_c) = run(true);
+        let (gx, gw, gb) = run(false);
+        assert!(gx_c.is_none() && gx.is_some());
+        assert_eq!((gw_c, gb_c), (gw, gb));
+    }
+
+    #[test]
     fn bad_input_is_an_error() {
         let mut t = Tape::<f64>::new();
         assert!(matches!(t.leaf(vec![1.0; 5], &[2, 3]), Err(FerroError::Shape(_))));
@@ -415,6 +683,12 @@ mod tests {
 pub enum Layer {
     Linear { bias: bool },
     Act(Activation),
+    /// takes weight (O, C/G, KH, KW), then bias (O,) when `bias`
+    Conv2d { bias: bool, stride: (usize, usize), padding: (usize, usize), dilation: (usize, usize), groups: usize },
+    MaxPool2d(PoolGeom),
+    /// `divisor` 0: none
+    AvgPool2d { geom: PoolGeom, count_include_pad: bool, divisor: i64 },
+    Flatten { start_dim: i64, end_dim: i64 },
 }
 
 /// The loss closing a sequential model, with its target.
@@ -434,15 +708,16 @@ pub fn sequential_grads<T: Real>(
     loss: LossTarget<'_, T>,
 ) -> Result<(T, Vec<Vec<T>>)> {
     let mut t = Tape::new();
-    let mut h = t.leaf(x.to_vec(), x_shape)?;
+    let mut h = t.constant(x.to_vec(), x_shape)?;
     let mut vars = Vec::with_capacity(params.len());
     let mut next = 0usize;
     for (i, layer) in layers.iter().enumerate() {
         h = match *layer {
-            Layer::Linear { bias } => {
+            Layer::Linear { bias } | Layer::Conv2d { bias, .. } => {
                 let need = if bias { 2 } else { 1 };
+                let kind = if matches!(layer, Layer::Linear { .. }) { "linear" } else { "conv2d" };
                 if next + need > params.len() {
-                    return value_err!("params: layer {i} (linear) needs {need} more parameters, {} left", params.len() - next);
+                    return value_err!("params: layer {i} ({kind}) needs {need} more parameters, {} left", params.len() - next);
                 }
                 let w = t.leaf(params[next].0.to_vec(), params[next].1)?;
                 vars.push(w);
@@ -454,8 +729,16 @@ pub fn sequential_grads<T: Real>(
                     None
                 };
                 next += need;
-                t.linear(h, w, b)?
+                match *layer {
+                    Layer::Conv2d { stride, padding, dilation, groups, .. } => {
+                        t.conv2d(h, w, b, stride, padding, dilation, groups)?
+                    }
+                    _ => t.linear(h, w, b)?,
+                }
             }
+            Layer::MaxPool2d(p) => t.max_pool2d(h, p)?,
+            Layer::AvgPool2d { geom, count_include_pad, divisor } => t.avg_pool2d(h, geom, count_include_pad, divisor)?,
+            Layer::Flatten { start_dim, end_dim } => t.flatten(h, start_dim, end_dim)?,
             Layer::Act(f) => t.activation(h, f)?,
         };
     }
@@ -507,5 +790,78 @@ mod sequential_tests {
         let extra: [(&[f64], &[usize]); 4] = [params[0], params[1], params[2], (&b1, &[2])];
         assert!(sequential_grads(&layers, &extra, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
         assert!(sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
+    }
+
+    fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cnn_gradients_match_central_differences() {
+        let pg = |k, s, p, d, ceil_mode| PoolGeom { kernel: (k, k), stride: (s, s), padding: (p, p), dilation: (d, d), ceil_mode };
+        let conv = |bias, s, p, groups| Layer::Conv2d { bias, stride: (s, s), padding: (p, p), dilation: (1, 1), groups };
+        // x (2, 2, 7, 6) -> conv 4 (3x3, pad 1, groups 2) -> tanh -> maxpool 2 (ceil) -> conv 3 (2x2)
+        // -> avgpool 2 (pad 1, no pad count) -> flatten -> linear 3 -> cross-entropy
+        let layers = [
+            conv(true, 1, 1, 2),
+            Layer::Act(Activation::Tanh),
+            Layer::MaxPool2d(pg(2, 2, 0, 1, true)),
+            conv(false, 1, 0, 1),
+            Layer::AvgPool2d { geom: pg(2, 1, 1, 1, false), count_include_pad: false, divisor: 0 },
+            Layer::Flatten { start_dim: 1, end_dim: -1 },
+            Layer::Linear { bias: true },
+        ];
+        let shapes: [&[usize]; 5] = [&[4, 1, 3, 3], &[4], &[3, 4, 2, 2], &[3, 3 * 4 * 3], &[3]];
+        let mut s = 11;
+        let mut ps: Vec<Vec<f64>> = shapes.iter().map(|sh| lcg(&mut s, sh.iter().product())).collect();
+        let x = lcg(&mut s, 2 * 2 * 7 * 6);
+        let target = [2i64, 0];
+        let eval = |ps: &[Vec<f64>]| {
+            let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
+            sequential_grads(&layers, &views, &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
+        };
+        let (_, grads) = eval(&ps);
+        for pi in 0..ps.len() {
+            for j in 0..ps[pi].len() {
+                let (h, orig) = (1e-6, ps[pi][j]);
+                ps[pi][j] = orig + h;
+                let lp = eval(&ps).0;
+                ps[pi][j] = orig - h;
+                let lm = eval(&ps).0;
+                ps[pi][j] = orig;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
+            }
+        }
+    }
+
+    #[test]
+    fn cnn_bad_input_is_an_error() {
+        let mut t = Tape::<f32>::new();
+        let x = t.leaf(vec![0.0; 2 * 3 * 4 * 4], &[2, 3, 4, 4]).unwrap();
+        let w = t.leaf(vec![0.0; 5 * 2 * 3 * 3], &[5, 2, 3, 3]).unwrap();
+        assert!(t.conv2d(x, w, None, (1, 1), (0, 0), (1, 1), 1).is_err()); // 3 channels vs 2
+        let w = t.leaf(vec![0.0; 5 * 3 * 5 * 5], &[5, 3, 5, 5]).unwrap();
+        assert!(t.conv2d(x, w, None, (1, 1), (0, 0), (1, 1), 1).is_err()); // kernel too large
+        assert!(t.conv2d(x, w, None, (0, 1), (1, 1), (1, 1), 1).is_err()); // stride 0
+        let flat = t.leaf(vec![0.0; 6], &[2, 3]).unwrap();
+        assert!(matches!(t.conv2d(flat, w, None, (1, 1), (0, 0), (1, 1), 1), Err(FerroError::Shape(_))));
+        let g = PoolGeom { kernel: (2, 2), stride: (2, 2), padding: (2, 2), dilation: (1, 1), ceil_mode: false };
+        assert!(t.max_pool2d(x, g).is_err()); // padding > kernel / 2
+        let g = PoolGeom { kernel: (9, 9), padding: (0, 0), ..g };
+        assert!(t.max_pool2d(x, g).is_err()); // empty output
+        let g = PoolGeom { kernel: (0, 2), ..g };
+        assert!(t.avg_pool2d(x, g, true, 0).is_err());
+        assert!(t.max_pool2d(flat, g).is_err());
+        assert!(t.flatten(x, 2, 1).is_err());
+        assert!(t.flatten(x, 0, 4).is_err());
+        let f = t.flatten(x, 1, -2).unwrap();
+        assert_eq!(t.shape(f).unwrap(), &[2, 12, 4]);
+        assert!(t.reshape(x, &[5]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! forward, loss, backward and (optionally) an SGD step inside Rust.
 
 use super::{arr, data, float_dtype, out, run, writable, Dt};
-use crate::autograd::tape::{self, Activation, Layer, LossTarget};
+use crate::autograd::tape::{self, Activation, Layer, LossTarget, PoolGeom};
 use crate::ops::activation::Gelu;
 use crate::ops::loss::Reduction;
 use crate::ops::optim::Sgd;
@@ -11,24 +11,85 @@ use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-fn parse_layers(specs: &[(String, f64)]) -> PyResult<Vec<Layer>> {
+fn parse_layers(specs: &[(String, Vec<f64>)]) -> PyResult<Vec<Layer>> {
     specs
         .iter()
         .enumerate()
         .map(|(i, (kind, p))| {
-            Ok(match kind.as_str() {
-                "linear" => Layer::Linear { bias: *p != 0.0 },
-                "relu" => Layer::Act(Activation::Relu),
-                "leaky_relu" => Layer::Act(Activation::LeakyRelu(*p)),
-                "sigmoid" => Layer::Act(Activation::Sigmoid),
-                "tanh" => Layer::Act(Activation::Tanh),
-                "gelu" => Layer::Act(Activation::Gelu(if *p != 0.0 { Gelu::Tanh } else { Gelu::None })),
-                "swish" => Layer::Act(Activation::Swish(*p)),
+            let want = match kind.as_str() {
+                "relu" | "sigmoid" | "tanh" => 0,
+                "linear" | "leaky_relu" | "gelu" | "swish" => 1,
+                "flatten" => 2,
+                "conv2d" => 8,
+                "max_pool2d" => 9,
+                "avg_pool2d" => 9,
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "layers[{i}]: expected one of linear, relu, leaky_relu, sigmoid, tanh, gelu, swish, got {other:?}"
+                        "layers[{i}]: expected one of linear, conv2d, max_pool2d, avg_pool2d, flatten, relu, \
+                         leaky_relu, sigmoid, tanh, gelu, swish, got {other:?}"
                     )))
                 }
+            };
+            if p.len() != want {
+                return Err(PyValueError::new_err(format!(
+                    "layers[{i}]: {kind} expects {want} parameters, got {}", p.len())));
+            }
+            // a non-negative integer parameter
+            let u = |j: usize| -> PyResult<usize> {
+                let v = p[j];
+                if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1e15 {
+                    Ok(v as usize)
+                } else {
+                    Err(PyValueError::new_err(format!(
+                        "layers[{i}]: {kind} parameter {j}: expected a non-negative integer, got {v}")))
+                }
+            };
+            let int = |j: usize| -> PyResult<i64> {
+                let v = p[j];
+                if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+                    Ok(v as i64)
+                } else {
+                    Err(PyValueError::new_err(format!(
+                        "layers[{i}]: {kind} parameter {j}: expected an integer, got {v}")))
+                }
+            };
+            Ok(match kind.as_str() {
+                "linear" => Layer::Linear { bias: p[0] != 0.0 },
+                "relu" => Layer::Act(Activation::Relu),
+                "leaky_relu" => Layer::Act(Activation::LeakyRelu(p[0])),
+                "sigmoid" => Layer::Act(Activation::Sigmoid),
+                "tanh" => Layer::Act(Activation::Tanh),
+                "gelu" => Layer::Act(Activation::Gelu(if p[0] != 0.0 { Gelu::Tanh } else { Gelu::None })),
+                "swish" => Layer::Act(Activation::Swish(p[0])),
+                "flatten" => Layer::Flatten { start_dim: int(0)?, end_dim: int(1)? },
+                // bias, stride (2), padding (2), dilation (2), groups
+                "conv2d" => Layer::Conv2d {
+                    bias: p[0] != 0.0,
+                    stride: (u(1)?, u(2)?),
+                    padding: (u(3)?, u(4)?),
+                    dilation: (u(5)?, u(6)?),
+                    groups: u(7)?,
+                },
+                // kernel (2), stride (2), padding (2), then max: dilation (2), ceil_mode;
+                // avg: ceil_mode, count_include_pad, divisor (0: none)
+                "max_pool2d" => Layer::MaxPool2d(PoolGeom {
+                    kernel: (u(0)?, u(1)?),
+                    stride: (u(2)?, u(3)?),
+                    padding: (u(4)?, u(5)?),
+                    dilation: (u(6)?, u(7)?),
+                    ceil_mode: p[8] != 0.0,
+                }),
+                _ => Layer::AvgPool2d {
+                    geom: PoolGeom {
+                        kernel: (u(0)?, u(1)?),
+                        stride: (u(2)?, u(3)?),
+                        padding: (u(4)?, u(5)?),
+                        dilation: (1, 1),
+                        ceil_mode: p[6] != 0.0,
+                    },
+                    count_include_pad: p[7] != 0.0,
+                    divisor: int(8)?,
+                },
             })
         })
         .collect()
@@ -48,7 +109,7 @@ fn parse_reduction(r: &str) -> PyResult<Reduction> {
 #[allow(clippy::too_many_arguments)]
 fn native_sequential_step<'py>(
     py: Python<'py>,
-    layers: Vec<(String, f64)>,
+    layers: Vec<(String, Vec<f64>)>,
     params: Vec<Bound<'py, PyAny>>,
     x: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
