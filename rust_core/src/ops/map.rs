@@ -179,14 +179,17 @@ fn run2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F
 }
 
 /// An empty vector with room for `n` elements, backed by transparent huge pages when it is
-/// large (what numpy does for its arrays). A fresh allocation of several MB is new mmap'ed
-/// memory whose first touch faults once per 4 KiB page: on the 2-core VM ~1.8 us each,
-/// 23 ms for a 51 MB gradient, against ~1 ms with 2 MiB pages.
+/// at least 32 MiB (what numpy does for its arrays). glibc serves such sizes from fresh
+/// mmap'ed memory every time (32 MiB is its largest mmap threshold), whose first touch
+/// faults once per 4 KiB page: on the 2-core VM ~1.8 us each, 23 ms for a 51 MB gradient,
+/// against ~1 ms with 2 MiB pages. Smaller buffers are reused from glibc's heap without
+/// faults, and advising those made a 4M-element relu 30% slower (measured), so they are
+/// left alone.
 pub fn with_capacity<T>(n: usize) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
     #[cfg(target_os = "linux")]
     {
-        const HUGE_FROM: usize = 4 << 20;
+        const HUGE_FROM: usize = 32 << 20;
         let bytes = v.capacity() * std::mem::size_of::<T>();
         if bytes >= HUGE_FROM {
             const PAGE: usize = 4096;
