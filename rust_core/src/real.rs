@@ -153,16 +153,15 @@ impl Real for f32 {
 }
 
 
-/// exp for f32: Cephes' range reduction (x = n ln2 + r, |r| <= ln2/2) and degree-6
-/// polynomial; 2^n is built in the exponent bits as 2^h * 2^(n-h) so that the whole range
-/// (overflow at 88.72, gradual underflow down to -103.97) needs no branch. ~2 ulp.
+/// The shared core of the f32 exps, for x already clamped to a finite range: Cephes'
+/// range reduction x = n ln2 + r (|r| <= ln2/2) and a degree-6 polynomial. Returns
+/// (exp(r), n).
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+fn exp_reduced_f32(xc: f32) -> (f32, i32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_375;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let xc = if x > 88.8 { 88.8 } else if x < -104.0 { -104.0 } else { x };
     // t's low mantissa bits hold round(xc * log2 e) as an integer: no float->int
     // conversion (a saturating `as` would keep LLVM from vectorizing the loop)
     let t = xc.mul_add(LOG2E, MAGIC);
@@ -176,7 +175,15 @@ pub fn exp_f32(x: f32) -> f32 {
     let q23 = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
     let q45 = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
     let q = r2.mul_add(r2.mul_add(q45, q23), q01);
-    let p = r2.mul_add(q, r) + 1.0;
+    (r2.mul_add(q, r) + 1.0, ni)
+}
+
+/// exp for f32: 2^n is built in the exponent bits as 2^h * 2^(n-h) so that the whole
+/// range (overflow at 88.72, gradual underflow down to -103.97) needs no branch. ~2 ulp.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let xc = if x > 88.8 { 88.8 } else if x < -104.0 { -104.0 } else { x };
+    let (p, ni) = exp_reduced_f32(xc);
     let h = ni >> 1;
     let s1 = f32::from_bits(((h + 127) as u32) << 23);
     let s2 = f32::from_bits(((ni - h + 127) as u32) << 23);
@@ -196,21 +203,8 @@ pub fn exp_f32(x: f32) -> f32 {
 /// e^-86.5 are e^-86.5 (~2.7e-38). NaN stays NaN.
 #[inline(always)]
 pub fn exp_flush_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_375;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const MAGIC: f32 = 12_582_912.0;
     let xc = if x > 88.8 { 88.8 } else if x < -86.5 { -86.5 } else { x };
-    let t = xc.mul_add(LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
-    let r2 = r * r;
-    let q01 = r.mul_add(1.666_666_5e-1, 5.000_000_1e-1);
-    let q23 = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
-    let q45 = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
-    let q = r2.mul_add(r2.mul_add(q45, q23), q01);
-    let p = r2.mul_add(q, r) + 1.0;
+    let (p, ni) = exp_reduced_f32(xc);
     (p + p) * f32::from_bits(((ni + 126) as u32) << 23)
 }
 
