@@ -64,46 +64,64 @@ def _torch_device(impl: str) -> str:
     return "cuda" if impl == "torch-cuda" else "cpu"
 
 
+class _Lib:
+    """What a row's make() needs of one implementation: PyTorch ("torch-cpu", "torch-cuda")
+    or ferrograd (a backend name). ``F`` and ``nn`` are the functional and layer modules,
+    ``tensor(host, requires_grad)`` puts a host array on the implementation's device."""
+
+    def __init__(self, impl: str):
+        self.impl = impl
+        self.is_torch = impl.startswith("torch")
+        if self.is_torch:
+            import torch
+            import torch.nn.functional as TF
+
+            self.F, self.nn, self.no_grad = TF, torch.nn, torch.no_grad
+        else:
+            import ferrograd as fg
+            import ferrograd.functional as F
+            import ferrograd.nn as fnn
+
+            self.F, self.nn, self.no_grad = F, fnn, fg.no_grad
+
+    def tensor(self, host: np.ndarray, requires_grad: bool = False):
+        if self.is_torch:
+            import torch
+
+            return torch.from_numpy(host).to(_torch_device(self.impl)).requires_grad_(requires_grad)
+        import ferrograd as fg
+
+        return fg.tensor(host, backend=self.impl, requires_grad=requires_grad)
+
+
+def _timed(lib: _Lib, call: Callable[[], object], leaves, g, backward: bool):
+    """A row's timed callable: ``call()`` under no_grad (fwd rows), or, after clearing the
+    leaves' gradients, ``call().backward(g)`` (fwd+bwd rows), returning the first leaf's
+    gradient."""
+    if not backward:
+        def run():
+            with lib.no_grad():
+                return call()
+        return run
+
+    def run():
+        for t in leaves:
+            t.grad = None
+        call().backward(g)
+        return leaves[0].grad
+    return run
+
+
 def _activation_case(act: str, n: int, backward: bool, impls, group: str) -> Case:
     fg_name, fg_kw, t_name, t_kw = ACTIVATIONS[act]
 
     def make(impl: str):
-        x_host = host_data(n, 0)
-        g_host = host_data(n, 1)
-        if impl.startswith("torch"):
-            import torch
-            import torch.nn.functional as TF
-
-            dev = _torch_device(impl)
-            fn = getattr(TF, t_name)
-            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
-            g = torch.from_numpy(g_host).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return fn(x, **t_kw)
-            else:
-                def run():
-                    x.grad = None
-                    fn(x, **t_kw).backward(g)
-                    return x.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.functional as F
-
-        fn = getattr(F, fg_name)
-        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
-        g = fg.tensor(g_host, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return fn(x, **fg_kw)
-        else:
-            def run():
-                x.grad = None
-                fn(x, **fg_kw).backward(g)
-                return x.grad
-        return run
+        lib = _Lib(impl)
+        name, kw = (t_name, t_kw) if lib.is_torch else (fg_name, fg_kw)
+        fn = getattr(lib.F, name)
+        x = lib.tensor(host_data(n, 0), backward)
+        g = lib.tensor(host_data(n, 1))
+        return _timed(lib, lambda: fn(x, **kw), [x], g, backward)
 
     # forward reads x and writes y; backward reads x and gy and writes gx
     moved = 4.0 * n * (2 if not backward else 5)
@@ -118,42 +136,9 @@ def _linear_case(n: int, fin: int, fout: int, backward: bool, impls, group: str)
         w_host = (rng.standard_normal((fout, fin), dtype=np.float32) / np.sqrt(fin)).astype(np.float32)
         b_host = rng.standard_normal(fout, dtype=np.float32)
         g_host = rng.standard_normal((n, fout), dtype=np.float32)
-        if impl.startswith("torch"):
-            import torch
-            import torch.nn.functional as TF
-
-            dev = _torch_device(impl)
-            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
-            w = torch.from_numpy(w_host).to(dev).requires_grad_(backward)
-            b = torch.from_numpy(b_host).to(dev).requires_grad_(backward)
-            g = torch.from_numpy(g_host).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return TF.linear(x, w, b)
-            else:
-                def run():
-                    x.grad = w.grad = b.grad = None
-                    TF.linear(x, w, b).backward(g)
-                    return w.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.functional as F
-
-        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
-        w = fg.tensor(w_host, backend=impl, requires_grad=backward)
-        b = fg.tensor(b_host, backend=impl, requires_grad=backward)
-        g = fg.tensor(g_host, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return F.linear(x, w, b)
-        else:
-            def run():
-                x.grad = w.grad = b.grad = None
-                F.linear(x, w, b).backward(g)
-                return w.grad
-        return run
+        lib = _Lib(impl)
+        w, x, b = (lib.tensor(a, backward) for a in (w_host, x_host, b_host))
+        return _timed(lib, lambda: lib.F.linear(x, w, b), [w, x, b], lib.tensor(g_host), backward)
 
     flops = 2.0 * n * fin * fout * (3 if backward else 1)
     return Case(f"linear {n}x{fin}x{fout} {'fwd+bwd' if backward else 'fwd'}", group,
@@ -180,47 +165,16 @@ def _norm_case(kind: str, shape: Tuple[int, ...], backward: bool, impls, group: 
     fg_call, torch_call = _norm_calls(kind, shape)
 
     def make(impl: str):
-        x_host = host_data(n, 0).reshape(shape)
-        g_host = host_data(n, 1).reshape(shape)
         rng = np.random.default_rng(0)
         w_host = rng.standard_normal(c, dtype=np.float32)
         b_host = rng.standard_normal(c, dtype=np.float32)
-        if impl.startswith("torch"):
-            import torch
-            import torch.nn.functional as TF
-
-            dev = _torch_device(impl)
-            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
-            p = [torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (w_host, b_host)]
-            p += [torch.zeros(c, device=dev), torch.ones(c, device=dev)]
-            g = torch.from_numpy(g_host).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return torch_call(TF, x, p)
-            else:
-                def run():
-                    x.grad = p[0].grad = p[1].grad = None
-                    torch_call(TF, x, p).backward(g)
-                    return x.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.functional as F
-
-        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
-        p = [fg.tensor(a, backend=impl, requires_grad=backward) for a in (w_host, b_host)]
-        p += [fg.zeros(c, backend=impl), fg.ones(c, backend=impl)]
-        g = fg.tensor(g_host, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return fg_call(F, x, p)
-        else:
-            def run():
-                x.grad = p[0].grad = p[1].grad = None
-                fg_call(F, x, p).backward(g)
-                return x.grad
-        return run
+        lib = _Lib(impl)
+        call = torch_call if lib.is_torch else fg_call
+        x = lib.tensor(host_data(n, 0).reshape(shape), backward)
+        p = [lib.tensor(a, backward) for a in (w_host, b_host)]
+        p += [lib.tensor(np.zeros(c, np.float32)), lib.tensor(np.ones(c, np.float32))]
+        g = lib.tensor(host_data(n, 1).reshape(shape))
+        return _timed(lib, lambda: call(lib.F, x, p), [x, p[0], p[1]], g, backward)
 
     # forward reads x and writes y; backward reads x and gy and writes gx
     moved = 4.0 * n * (2 if not backward else 5)
@@ -236,42 +190,16 @@ POOLS: Dict[str, Tuple[str, str, dict]] = {
 }
 
 
-def _fg_or_torch_case(make_args, fg_fn, torch_fn, backward: bool):
-    """make(impl) for a one-input layer: ``make_args(impl)`` gives (x_host, gy_host);
+def _one_input_case(make_args, fg_fn, torch_fn, backward: bool):
+    """make(impl) for a one-input layer: ``make_args()`` gives (x_host, gy_host);
     ``fg_fn(fg_tensor)`` / ``torch_fn(torch_tensor)`` run the layer."""
 
     def make(impl: str):
         x_host, g_host = make_args()
-        if impl.startswith("torch"):
-            import torch
-
-            dev = _torch_device(impl)
-            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
-            g = torch.from_numpy(g_host).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return torch_fn(x)
-            else:
-                def run():
-                    x.grad = None
-                    torch_fn(x).backward(g)
-                    return x.grad
-            return run
-        import ferrograd as fg
-
-        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
-        g = fg.tensor(g_host, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return fg_fn(x)
-        else:
-            def run():
-                x.grad = None
-                fg_fn(x).backward(g)
-                return x.grad
-        return run
+        lib = _Lib(impl)
+        fn = torch_fn if lib.is_torch else fg_fn
+        x = lib.tensor(x_host, backward)
+        return _timed(lib, lambda: fn(x), [x], lib.tensor(g_host), backward)
 
     return make
 
@@ -298,7 +226,7 @@ def _pool_case(name: str, shape, backward: bool, impls, group: str) -> Case:
                                     + (8.0 * n_out if fg_name == "max_pool2d" else 0))
     dims = "x".join(str(d) for d in shape)
     return Case(f"{name} {dims} {'fwd+bwd' if backward else 'fwd'}", group, tuple(impls),
-                _fg_or_torch_case(args, fg_fn, torch_fn, backward), bytes_moved=moved,
+                _one_input_case(args, fg_fn, torch_fn, backward), bytes_moved=moved,
                 params={"shape": list(shape), "kernel_size": k})
 
 
@@ -317,7 +245,7 @@ def _dropout_case(n: int, p: float, backward: bool, impls, group: str) -> Case:
     # forward reads x, writes y; backward reads gy, writes gx (the mask is regenerated)
     moved = 4.0 * n * (2 if not backward else 4)
     return Case(f"dropout p={p} {n >> 20}M {'fwd+bwd' if backward else 'fwd'}", group,
-                tuple(impls), _fg_or_torch_case(args, fg_fn, torch_fn, backward),
+                tuple(impls), _one_input_case(args, fg_fn, torch_fn, backward),
                 bytes_moved=moved, params={"elements": n, "p": p})
 
 
@@ -334,47 +262,16 @@ def _conv_case(label: str, x_shape, w_shape, stride: int, padding: int, algo: st
         x_h = host_data(int(np.prod(x_shape)), 0).reshape(x_shape)
         w_h = host_data(int(np.prod(w_shape)), 1).reshape(w_shape) * 0.1
         b_h = host_data(o, 2)
-        g_h = host_data(int(np.prod(y_shape)), 3).reshape(y_shape)
-        if impl.startswith("torch"):
-            import torch
-            import torch.nn.functional as TF
-
-            dev = _torch_device(impl)
-            x, wt, b = (torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (x_h, w_h, b_h))
-            g = torch.from_numpy(g_h).to(dev)
-
+        lib = _Lib(impl)
+        x, wt, b = (lib.tensor(a, backward) for a in (x_h, w_h, b_h))
+        g = lib.tensor(host_data(int(np.prod(y_shape)), 3).reshape(y_shape))
+        if lib.is_torch:
             def fn():
-                return TF.conv2d(x, wt, b, stride, padding)
+                return lib.F.conv2d(x, wt, b, stride, padding)
         else:
-            import ferrograd as fg
-            import ferrograd.functional as F
-
-            x, wt, b = (fg.tensor(a, backend=impl, requires_grad=backward) for a in (x_h, w_h, b_h))
-            g = fg.tensor(g_h, backend=impl)
-
             def fn():
-                return F.conv2d(x, wt, b, stride, padding, algo=algo)
-        if not backward:
-            if impl.startswith("torch"):
-                import torch
-
-                def run():
-                    with torch.no_grad():
-                        return fn()
-            else:
-                import ferrograd as fg
-
-                def run():
-                    with fg.no_grad():
-                        return fn()
-            return run
-
-        def run():
-            x.grad = wt.grad = b.grad = None
-            fn().backward(g)
-            return x.grad
-
-        return run
+                return lib.F.conv2d(x, wt, b, stride, padding, algo=algo)
+        return _timed(lib, fn, [x, wt, b], g, backward)
 
     flops = 2.0 * n * o * oh * ow * cg * kh * kw * (3 if backward else 1)
     dims = "x".join(str(d) for d in x_shape)
@@ -471,41 +368,12 @@ def _rnn_case(kind: str, t: int, n: int, fin: int, hidden: int, backward: bool, 
         rng = np.random.default_rng(0)
         x_host = rng.standard_normal((t, n, fin), dtype=np.float32)
         g_host = rng.standard_normal((t, n, hidden), dtype=np.float32)
-        if impl.startswith("torch"):
-            import torch
-
-            dev = _torch_device(impl)
-            m = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(fin, hidden).to(dev)
-            x = torch.from_numpy(x_host).to(dev).requires_grad_(backward)
-            g = torch.from_numpy(g_host).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return m(x)[0]
-            else:
-                def run():
-                    x.grad = None
-                    m.zero_grad()
-                    m(x)[0].backward(g)
-                    return x.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.nn as fnn
-
-        m = (fnn.LSTM if kind == "lstm" else fnn.GRU)(fin, hidden, backend=impl)
-        x = fg.tensor(x_host, backend=impl, requires_grad=backward)
-        g = fg.tensor(g_host, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return m(x)[0]
-        else:
-            def run():
-                x.grad = None
-                m.zero_grad()
-                m(x)[0].backward(g)
-                return x.grad
-        return run
+        lib = _Lib(impl)
+        cls = lib.nn.LSTM if kind == "lstm" else lib.nn.GRU
+        m = cls(fin, hidden).to(_torch_device(impl)) if lib.is_torch else cls(fin, hidden, backend=impl)
+        x = lib.tensor(x_host, backward)
+        # clearing the parameters' gradients is zero_grad() in both libraries
+        return _timed(lib, lambda: m(x)[0], [x, *m.parameters()], lib.tensor(g_host), backward)
 
     gates = 4 if kind == "lstm" else 3
     flops = 2.0 * t * n * gates * hidden * (fin + hidden) * (3 if backward else 1)
@@ -613,41 +481,11 @@ def _sdpa_case(shape, backward: bool, impls, group: str, causal: bool = False) -
     n = b * h * l * e
 
     def make(impl: str):
-        q_h, k_h, v_h, g_h = (host_data(n, s).reshape(shape) for s in range(4))
-        if impl.startswith("torch"):
-            import torch
-            import torch.nn.functional as TF
-
-            dev = _torch_device(impl)
-            q, k, v = (torch.from_numpy(a).to(dev).requires_grad_(backward) for a in (q_h, k_h, v_h))
-            g = torch.from_numpy(g_h).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return TF.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            else:
-                def run():
-                    for t in (q, k, v):
-                        t.grad = None
-                    TF.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(g)
-                    return q.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.functional as F
-
-        q, k, v = (fg.tensor(a, backend=impl, requires_grad=backward) for a in (q_h, k_h, v_h))
-        g = fg.tensor(g_h, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        else:
-            def run():
-                for t in (q, k, v):
-                    t.grad = None
-                F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(g)
-                return q.grad
-        return run
+        lib = _Lib(impl)
+        q, k, v = (lib.tensor(host_data(n, s).reshape(shape), backward) for s in range(3))
+        g = lib.tensor(host_data(n, 3).reshape(shape))
+        return _timed(lib, lambda: lib.F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                      [q, k, v], g, backward)
 
     flops = 4.0 * b * h * l * l * e * (1 if not backward else 3.5) * (0.5 if causal else 1)
     dims = "x".join(str(d) for d in shape)
@@ -663,53 +501,28 @@ def _encoder_case(kind: str, batch: int, seq: int, d_model: int, nhead: int, bac
     n = batch * seq * d_model
 
     def make(impl: str):
-        x_h, g_h = host_data(n, 0).reshape(shape), host_data(n, 1).reshape(shape)
-        if impl.startswith("torch"):
+        lib = _Lib(impl)
+        kw = {} if lib.is_torch else {"backend": impl}
+        if lib.is_torch:
             import torch
 
-            dev = _torch_device(impl)
             torch.manual_seed(0)
-            if kind == "mha":
-                m = torch.nn.MultiheadAttention(d_model, nhead, batch_first=True).to(dev)
-                fn = lambda x: m(x, x, x, need_weights=False)[0]  # noqa: E731
-            else:
-                m = torch.nn.TransformerEncoderLayer(d_model, nhead, 2048, dropout=0.0, batch_first=True).to(dev)
-                fn = m
-            m.train(backward)  # eval in fwd rows (PyTorch's fast path), train in fwd+bwd
-            x = torch.from_numpy(x_h).to(dev).requires_grad_(backward)
-            g = torch.from_numpy(g_h).to(dev)
-            if not backward:
-                def run():
-                    with torch.no_grad():
-                        return fn(x)
-            else:
-                def run():
-                    x.grad = None
-                    fn(x).backward(g)
-                    return x.grad
-            return run
-        import ferrograd as fg
-        import ferrograd.nn as fnn
-
         if kind == "mha":
-            m = fnn.MultiheadAttention(d_model, nhead, batch_first=True, backend=impl)
-            fn = lambda x: m(x, x, x, need_weights=False)[0]  # noqa: E731
+            m = lib.nn.MultiheadAttention(d_model, nhead, batch_first=True, **kw)
         else:
-            m = fnn.TransformerEncoderLayer(d_model, nhead, 2048, dropout=0.0, batch_first=True, backend=impl)
-            fn = m
+            m = lib.nn.TransformerEncoderLayer(d_model, nhead, 2048, dropout=0.0, batch_first=True, **kw)
+        if lib.is_torch:
+            m = m.to(_torch_device(impl))
+        # eval in fwd rows (PyTorch's fast path there), train in fwd+bwd
         m.train(backward)
-        x = fg.tensor(x_h, backend=impl, requires_grad=backward)
-        g = fg.tensor(g_h, backend=impl)
-        if not backward:
-            def run():
-                with fg.no_grad():
-                    return fn(x)
+        x = lib.tensor(host_data(n, 0).reshape(shape), backward)
+        if kind == "mha":
+            def call():
+                return m(x, x, x, need_weights=False)[0]
         else:
-            def run():
-                x.grad = None
-                fn(x).backward(g)
-                return x.grad
-        return run
+            def call():
+                return m(x)
+        return _timed(lib, call, [x], lib.tensor(host_data(n, 1).reshape(shape)), backward)
 
     name = "MultiheadAttention" if kind == "mha" else "TransformerEncoderLayer"
     return Case(f"{name} {batch}x{seq}x{d_model} h{nhead} {'fwd+bwd' if backward else 'fwd'}", group,
