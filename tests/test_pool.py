@@ -328,6 +328,11 @@ def test_2x2_stride_2_even_input(backend):
     for kw in ({}, {"divisor_override": 3}, {"count_include_pad": False}):
         check_against_numpy(lambda t: F.avg_pool2d(t, 2, **kw), [x], backend, kind="reduction")
     check_against_numpy(lambda t: F.adaptive_avg_pool2d(t, (3, 4)), [x], backend, kind="reduction")
+    # odd sizes: the last row and column belong to no window (the rust 2x2 paths slice
+    # them off; their gradient stays 0)
+    odd = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    check_against_numpy(lambda t: F.max_pool2d(t, 2), [odd], backend)
+    check_against_numpy(lambda t: F.avg_pool2d(t, 2), [odd], backend, kind="reduction")
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4, 4)])
