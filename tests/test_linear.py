@@ -83,3 +83,69 @@ def test_large_linear_matches_float64(backend):
     y = F.linear(fg.tensor(x, backend=backend), fg.tensor(w, backend=backend)).numpy()
     ref = x.astype(np.float64) @ w.astype(np.float64).T
     assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+# The cuda backend picks among linear.cu's GEMM kernels by size and alignment (see
+# CudaBackend._gemm_launch): these shapes reach each one, with every transpose.
+_CUDA_GEMM_SHAPES = [
+    (1536, 1536, 256),   # 144 tiles of 128: gemm128, float4 loads
+    (1536, 1538, 258),   # rows not float4-sized: gemm128 without float4 loads
+    (1537, 1541, 131),   # ragged edges in every dimension
+    (96, 200, 1000),     # few tiles: the 64x64 kernel
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mnk", _CUDA_GEMM_SHAPES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_cuda_gemm_kernels_match_float64(mnk, ta, tb):
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    m, n, k = mnk
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    got = be.matmul(be.from_numpy(a), be.from_numpy(b), ta, tb).get()
+    assert got.shape == (m, n)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.sqrt(k) * 8)
+    # batched: batch 2 with the same kernels, each batch its own result
+    a2, b2 = np.stack([a, 2 * a]), np.stack([b, -b])
+    got2 = be.matmul(be.from_numpy(a2), be.from_numpy(b2), ta, tb).get()
+    np.testing.assert_allclose(got2[1], -2 * want, rtol=0, atol=4e-5 * np.sqrt(k) * 8)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ta,tb", [(False, True), (False, False), (True, False), (True, True)])
+def test_cuda_tf32_matmul_only_when_allowed(ta, tb):
+    """1 + 2^-12 is exact in float32 and rounds to 1 in TF32 (10-bit mantissa): the
+    result shows which path ran. With TF32 allowed, random products stay within TF32's
+    error."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    m, n, k = 256, 384, 64
+    a = np.full((m, k), 1 + 2.0 ** -12, np.float32)
+    b = np.full((n, k) if tb else (k, n), 1.0, np.float32)
+    a_in = np.ascontiguousarray(a.T) if ta else a
+    exact = float(k * (1 + 2.0 ** -12))
+    assert fg.backends.cuda.matmul.allow_tf32 is False
+    got = be.matmul(be.from_numpy(a_in), be.from_numpy(b), ta, tb).get()
+    assert np.all(got == np.float32(exact))
+    fg.backends.cuda.matmul.allow_tf32 = True
+    try:
+        got = be.matmul(be.from_numpy(a_in), be.from_numpy(b), ta, tb).get()
+        assert np.all(got == np.float32(k))
+        rng = np.random.default_rng(0)
+        for (mm, nn, kk) in [(1000, 777, 300), (1536, 1536, 256)]:
+            x = rng.standard_normal((kk, mm) if ta else (mm, kk)).astype(np.float32)
+            y = rng.standard_normal((nn, kk) if tb else (kk, nn)).astype(np.float32)
+            want = (x.T if ta else x).astype(np.float64) @ (y.T if tb else y).astype(np.float64)
+            out = be.matmul(be.from_numpy(x), be.from_numpy(y), ta, tb).get()
+            np.testing.assert_allclose(out, want, rtol=0, atol=2e-3 * np.sqrt(kk) * 4)
+    finally:
+        fg.backends.cuda.matmul.allow_tf32 = False

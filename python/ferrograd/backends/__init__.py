@@ -14,6 +14,24 @@ from .base import Backend
 BACKEND_NAMES = ("numpy", "rust", "cuda")
 
 _instances: Dict[str, Backend] = {}
+
+
+class _MatmulFlags:
+    """``fg.backends.cuda.matmul.allow_tf32`` (default False, as PyTorch's
+    ``torch.backends.cuda.matmul.allow_tf32``): when True, the cuda backend's GEMMs
+    (matmul, Linear, the convolutions and recurrent layers built on them) round their
+    inputs to TF32 (10-bit mantissa) and run on tensor cores, summing in float32.
+    Relative error grows to about 1e-3 per product; leave it off for float32 accuracy."""
+
+    allow_tf32 = False
+
+
+class _CudaFlags:
+    matmul = _MatmulFlags()
+
+
+#: ``fg.backends.cuda.matmul.allow_tf32``: see :class:`_MatmulFlags`.
+cuda = _CudaFlags()
 _default = "numpy"
 
 

@@ -95,6 +95,7 @@ class CudaBackend(base.Backend):
         self.device_name = dev.name()
         sms = dev.get_attribute(self._drv.device_attribute.MULTIPROCESSOR_COUNT)
         self._max_blocks = sms * 32  # enough resident blocks to saturate memory
+        self._sm_count = sms
 
     # ------------------------------------------------------------ plumbing
     def _fn(self, family: str, name: str):
@@ -437,12 +438,43 @@ class CudaBackend(base.Backend):
             return y
         if k == 0:
             return self.full(y.shape, 0.0, _F32)
-        grid = ((n + 63) // 64, (m + 63) // 64, batch)
-        self._fn("linear", "gemm")(self._ptr(y), self._ptr(a), self._ptr(b), self._ptr(bias),
-                                   np.int32(m), np.int32(n), np.int32(k), np.int32(trans_a),
-                                   np.int32(trans_b), np.int64(ra * ca), np.int64(rb * cb),
-                                   np.int64(m * n), block=(256, 1, 1), grid=grid)
+        self._gemm_launch(self._ptr(y), self._ptr(a), self._ptr(b), self._ptr(bias), m, n, k,
+                          trans_a, trans_b, ra * ca, rb * cb, m * n, batch)
         return y
+
+    def _gemm_launch(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b,
+                     stride_a=0, stride_b=0, stride_c=0, batch=1):
+        """C[z] = op(A[z]) @ op(B[z]) (+ bias per column) for z < batch, on raw pointers
+        (np.uintp), row-major (k == 0 writes the bias or zeros). Picks linear.cu's kernel:
+
+        * TF32 tensor cores (``gemm_tf32_*``) when ``fg.backends.cuda.matmul.allow_tf32``
+          is set and every row is a whole number of 16-byte-aligned float4s;
+        * the 128x128-tile SIMT kernel (``gemm128_*``, float4 loads when aligned) when
+          the problem has at least one tile per SM;
+        * else the 64x64-tile kernel, whose smaller tiles keep more SMs busy on the thin
+          problems of the recurrent layers and small batches.
+        """
+        from . import cuda as flags
+
+        contig_a = m if trans_a else k
+        contig_b = k if trans_b else n
+        vec = (contig_a % 4 == 0 and contig_b % 4 == 0 and stride_a % 4 == 0
+               and stride_b % 4 == 0 and int(a_ptr) % 16 == 0 and int(b_ptr) % 16 == 0)
+        kind = "nt"[int(bool(trans_a))] + "nt"[int(bool(trans_b))]
+        args = (c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a, stride_b, stride_c)
+        if flags.matmul.allow_tf32 and vec:
+            grid = ((n + 127) // 128, (m + 127) // 128, batch)
+            self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq").prepared_call(
+                grid, (256, 1, 1), *args)
+        elif ((n + 127) // 128) * ((m + 127) // 128) * batch >= self._sm_count:
+            grid = ((n + 127) // 128, (m + 127) // 128, batch)
+            name = f"gemm128_{kind}" + ("_v" if vec else "")
+            self._prepared("linear", name, "PPPPiiiqqq").prepared_call(grid, (256, 1, 1), *args)
+        else:
+            grid = ((n + 63) // 64, (m + 63) // 64, batch)
+            self._prepared("linear", "gemm", "PPPPiiiiiqqq").prepared_call(
+                grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, int(bool(trans_a)),
+                int(bool(trans_b)), stride_a, stride_b, stride_c)
 
     def matmul(self, a, b, transpose_a=False, transpose_b=False):
         check_matmul(a, b, transpose_a, transpose_b)
@@ -1125,11 +1157,7 @@ class CudaBackend(base.Backend):
         """C (m x n) = op(A) @ op(B) (+ bias per column); pointers as np.uintp."""
         if m == 0 or n == 0:
             return
-        grid = ((n + 63) // 64, (m + 63) // 64, 1)
-        self._fn("linear", "gemm")(c_ptr, a_ptr, b_ptr, bias_ptr, np.int32(m), np.int32(n),
-                                   np.int32(k), np.int32(trans_a), np.int32(trans_b),
-                                   np.int64(0), np.int64(0), np.int64(0),
-                                   block=(256, 1, 1), grid=grid)
+        self._gemm_launch(c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b)
 
     def _rnn_contig(self, *arrays):
         return [a if a is None or a.flags.c_contiguous else self.copy(a) for a in arrays]

@@ -63,3 +63,304 @@ gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, 
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The large-problem SGEMM: 128x128 tiles of C per block of 256 threads, 8-deep K slices,
+// 8x8 outputs per thread (two 4x4 quadrants 64 apart, so that a warp's shared-memory
+// reads are float4 and conflict-free), 16-byte global loads, and double buffering: the
+// next slice is fetched into registers while the current one is multiplied, so one
+// __syncthreads per slice. VEC (the host checks it) means every row of A and B in memory
+// is a whole number of float4s and the base addresses are 16-byte aligned; then a float4
+// never straddles a matrix edge, and edge tiles load whole float4s or zeros.
+#define G_BM 128
+#define G_BN 128
+#define G_BK 8
+
+template <bool VEC>
+__device__ __forceinline__ float4 gemm_load4(const float* p, long long ld, int r, int c, int rows,
+                                             int cols) {
+    // four consecutive elements (r, c..c+3) of a row-major rows x cols matrix
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r >= rows) return v;
+    const float* q = p + (long long)r * ld + c;
+    if (VEC) {
+        if (c < cols) v = *reinterpret_cast<const float4*>(q);
+    } else {
+        if (c < cols) v.x = q[0];
+        if (c + 1 < cols) v.y = q[1];
+        if (c + 2 < cols) v.z = q[2];
+        if (c + 3 < cols) v.w = q[3];
+    }
+    return v;
+}
+
+// A tile (BM x BK of op(A)) as smem As[k][m]; B tile (BK x BN of op(B)) as Bs[k][n].
+// Each of the 256 threads moves one float4 of each per slice.
+template <bool TA, bool VEC>
+__device__ __forceinline__ float4 gemm_fetch_a(const float* A, int M, int K, int row0, int k0, int t) {
+    // op(A) = A (M x K, row-major): a float4 runs along k; op(A) = A^T: A is K x M, runs along m
+    return TA ? gemm_load4<VEC>(A, M, k0 + t / 32, row0 + (t % 32) * 4, K, M)
+              : gemm_load4<VEC>(A, K, row0 + t / 2, k0 + (t % 2) * 4, M, K);
+}
+template <bool TA>
+__device__ __forceinline__ void gemm_stash_a(float (*As)[G_BM + 4], float4 v, int t) {
+    if (TA) {
+        *reinterpret_cast<float4*>(&As[t / 32][(t % 32) * 4]) = v;
+    } else {
+        const int m = t / 2, k = (t % 2) * 4;
+        As[k][m] = v.x; As[k + 1][m] = v.y; As[k + 2][m] = v.z; As[k + 3][m] = v.w;
+    }
+}
+template <bool TB, bool VEC>
+__device__ __forceinline__ float4 gemm_fetch_b(const float* B, int N, int K, int col0, int k0, int t) {
+    // op(B) = B (K x N): a float4 runs along n; op(B) = B^T: B is N x K, runs along k
+    return TB ? gemm_load4<VEC>(B, K, col0 + t / 2, k0 + (t % 2) * 4, N, K)
+              : gemm_load4<VEC>(B, N, k0 + t / 32, col0 + (t % 32) * 4, K, N);
+}
+template <bool TB>
+__device__ __forceinline__ void gemm_stash_b(float (*Bs)[G_BN], float4 v, int t) {
+    if (TB) {
+        const int n = t / 2, k = (t % 2) * 4;
+        Bs[k][n] = v.x; Bs[k + 1][n] = v.y; Bs[k + 2][n] = v.z; Bs[k + 3][n] = v.w;
+    } else {
+        *reinterpret_cast<float4*>(&Bs[t / 32][(t % 32) * 4]) = v;
+    }
+}
+
+template <bool TA, bool TB, bool VEC>
+__device__ __forceinline__ void gemm128_body(float* C, const float* A, const float* B,
+                                             const float* bias, int M, int N, int K,
+                                             long long stride_a, long long stride_b,
+                                             long long stride_c) {
+    A += blockIdx.z * stride_a;
+    B += blockIdx.z * stride_b;
+    C += blockIdx.z * stride_c;
+    __shared__ __align__(16) float As[2][G_BK][G_BM + 4];  // +4: the transposing stores hit 32 banks
+    __shared__ __align__(16) float Bs[2][G_BK][G_BN];
+    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+    const int row0 = blockIdx.y * G_BM, col0 = blockIdx.x * G_BN;
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+    float4 ra = gemm_fetch_a<TA, VEC>(A, M, K, row0, 0, t);
+    float4 rb = gemm_fetch_b<TB, VEC>(B, N, K, col0, 0, t);
+    gemm_stash_a<TA>(As[0], ra, t);
+    gemm_stash_b<TB>(Bs[0], rb, t);
+    __syncthreads();
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += G_BK) {
+        const bool more = k0 + G_BK < K;
+        if (more) {  // in flight while this slice is multiplied
+            ra = gemm_fetch_a<TA, VEC>(A, M, K, row0, k0 + G_BK, t);
+            rb = gemm_fetch_b<TB, VEC>(B, N, K, col0, k0 + G_BK, t);
+        }
+#pragma unroll
+        for (int k = 0; k < G_BK; ++k) {
+            float a[8], b[8];
+            *reinterpret_cast<float4*>(a) = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
+            *reinterpret_cast<float4*>(a + 4) = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4 + 64]);
+            *reinterpret_cast<float4*>(b) = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
+            *reinterpret_cast<float4*>(b + 4) = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4 + 64]);
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        if (more) {
+            // the other buffer was last read before the previous slice's barrier
+            gemm_stash_a<TA>(As[buf ^ 1], ra, t);
+            gemm_stash_b<TB>(Bs[buf ^ 1], rb, t);
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int r = row0 + ty * 4 + (i % 4) + (i / 4) * 64;
+        if (r >= M) continue;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int c = col0 + tx * 4 + h * 64;
+            float4 v = make_float4(acc[i][4 * h], acc[i][4 * h + 1], acc[i][4 * h + 2], acc[i][4 * h + 3]);
+            if (bias) {
+                if (c < N) v.x += bias[c];
+                if (c + 1 < N) v.y += bias[c + 1];
+                if (c + 2 < N) v.z += bias[c + 2];
+                if (c + 3 < N) v.w += bias[c + 3];
+            }
+            float* out = C + (long long)r * N + c;
+            if (VEC && (N % 4 == 0) && c < N) {
+                *reinterpret_cast<float4*>(out) = v;
+            } else {
+                if (c < N) out[0] = v.x;
+                if (c + 1 < N) out[1] = v.y;
+                if (c + 2 < N) out[2] = v.z;
+                if (c + 3 < N) out[3] = v.w;
+            }
+        }
+    }
+}
+
+#define FG_GEMM128(name, TA, TB, VEC)                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                       \
+    name(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,     \
+         long long stride_a, long long stride_b, long long stride_c) {                         \
+        gemm128_body<TA, TB, VEC>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c);        \
+    }
+FG_GEMM128(gemm128_nn_v, false, false, true)
+FG_GEMM128(gemm128_nt_v, false, true, true)
+FG_GEMM128(gemm128_tn_v, true, false, true)
+FG_GEMM128(gemm128_tt_v, true, true, true)
+FG_GEMM128(gemm128_nn, false, false, false)
+FG_GEMM128(gemm128_nt, false, true, false)
+FG_GEMM128(gemm128_tn, true, false, false)
+FG_GEMM128(gemm128_tt, true, true, false)
+
+// ---------------------------------------------------------------------------------------
+// The TF32 tensor-core GEMM (used only when the user allows TF32, as PyTorch's
+// allow_tf32): inputs rounded to TF32 (cvt.rna), products summed in float32 by
+// mma.sync m16n8k8. 128x128 tiles per block of 8 warps, each warp 64x32 (4x4 mma tiles);
+// 16-deep K slices copied global -> shared by cp.async (16 bytes, zero-filled past the
+// edges) in two stages, so the next slice streams in while this one is multiplied.
+// Shared layouts keep each operand's contiguous memory axis contiguous (A: k-major rows
+// when not transposed, m-major when transposed; B likewise), padded so that the fragment
+// reads of a warp hit 32 distinct banks. Needs VEC's conditions (the host checks them).
+#define T_BM 128
+#define T_BN 128
+#define T_BK 16
+#define T_STAGE 2560  // floats per operand per stage: max(128 * (16 + 4), 16 * (128 + 8))
+
+__device__ __forceinline__ void tf32_cp_async16(float* smem, const float* gmem, bool pred) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const int bytes = pred ? 16 : 0;  // 0: nothing is read and the 16 bytes are zero-filled
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+
+__device__ __forceinline__ unsigned tf32_round(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+}
+
+template <bool TA, bool TB>
+__device__ __forceinline__ void tf32_load_stage(float* As, float* Bs, const float* A, const float* B,
+                                                int M, int N, int K, int row0, int col0, int k0, int t) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int f = t + h * 256;  // 512 float4s per operand tile
+        if (!TA) {  // A is M x K: As[m][k], row length T_BK + 4
+            const int m = f / 4, k = (f % 4) * 4;
+            const bool ok = row0 + m < M && k0 + k < K;
+            tf32_cp_async16(As + m * (T_BK + 4) + k, ok ? A + (long long)(row0 + m) * K + k0 + k : A, ok);
+        } else {  // A is K x M: As[k][m], row length T_BM + 8
+            const int k = f / 32, m = (f % 32) * 4;
+            const bool ok = k0 + k < K && row0 + m < M;
+            tf32_cp_async16(As + k * (T_BM + 8) + m, ok ? A + (long long)(k0 + k) * M + row0 + m : A, ok);
+        }
+        if (TB) {  // B is N x K: Bs[n][k]
+            const int n = f / 4, k = (f % 4) * 4;
+            const bool ok = col0 + n < N && k0 + k < K;
+            tf32_cp_async16(Bs + n * (T_BK + 4) + k, ok ? B + (long long)(col0 + n) * K + k0 + k : B, ok);
+        } else {  // B is K x N: Bs[k][n]
+            const int k = f / 32, n = (f % 32) * 4;
+            const bool ok = k0 + k < K && col0 + n < N;
+            tf32_cp_async16(Bs + k * (T_BN + 8) + n, ok ? B + (long long)(k0 + k) * N + col0 + n : B, ok);
+        }
+    }
+}
+
+template <bool TA, bool TB>
+__device__ __forceinline__ void gemm_tf32_body(float* C, const float* A, const float* B,
+                                               const float* bias, int M, int N, int K,
+                                               long long stride_a, long long stride_b,
+                                               long long stride_c) {
+    A += blockIdx.z * stride_a;
+    B += blockIdx.z * stride_b;
+    C += blockIdx.z * stride_c;
+    __shared__ __align__(16) float As[2][T_STAGE];
+    __shared__ __align__(16) float Bs[2][T_STAGE];
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int g = lane / 4, tq = lane % 4;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const int row0 = blockIdx.y * T_BM, col0 = blockIdx.x * T_BN;
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    const int nk = (K + T_BK - 1) / T_BK;
+    tf32_load_stage<TA, TB>(As[0], Bs[0], A, B, M, N, K, row0, col0, 0, t);
+    asm volatile("cp.async.commit_group;\n" ::);
+    for (int kt = 0; kt < nk; ++kt) {
+        const int s = kt & 1;
+        if (kt + 1 < nk)
+            tf32_load_stage<TA, TB>(As[s ^ 1], Bs[s ^ 1], A, B, M, N, K, row0, col0, (kt + 1) * T_BK, t);
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::);  // slice kt has landed (this thread's part)
+        __syncthreads();                              // ... and everyone else's
+        const float* as = As[s];
+        const float* bs = Bs[s];
+#pragma unroll
+        for (int kk = 0; kk < T_BK; kk += 8) {
+            unsigned a[4][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = wm + i * 16 + g;
+#define FG_AS(m, k) (TA ? as[(k) * (T_BM + 8) + (m)] : as[(m) * (T_BK + 4) + (k)])
+                a[i][0] = tf32_round(FG_AS(r, kk + tq));
+                a[i][1] = tf32_round(FG_AS(r + 8, kk + tq));
+                a[i][2] = tf32_round(FG_AS(r, kk + tq + 4));
+                a[i][3] = tf32_round(FG_AS(r + 8, kk + tq + 4));
+#undef FG_AS
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int c = wn + j * 8 + g;
+#define FG_BS(k, n) (TB ? bs[(n) * (T_BK + 4) + (k)] : bs[(k) * (T_BN + 8) + (n)])
+                b[j][0] = tf32_round(FG_BS(kk + tq, c));
+                b[j][1] = tf32_round(FG_BS(kk + tq + 4, c));
+#undef FG_BS
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                        : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                        : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][0]),
+                          "r"(b[j][1]));
+        }
+        __syncthreads();  // the next iteration's copies overwrite this stage
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                // accumulator e of tile (i, j): row g (+8 for e >= 2), column 2 tq (+1 for odd e)
+                const int r = row0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                const int c = col0 + wn + j * 8 + 2 * tq + (e & 1);
+                if (r < M && c < N) C[(long long)r * N + c] = acc[i][j][e] + (bias ? bias[c] : 0.0f);
+            }
+}
+
+#define FG_GEMM_TF32(name, TA, TB)                                                             \
+    extern "C" __global__ void __launch_bounds__(256)                                          \
+    name(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,     \
+         long long stride_a, long long stride_b, long long stride_c) {                         \
+        gemm_tf32_body<TA, TB>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c);           \
+    }
+FG_GEMM_TF32(gemm_tf32_nn, false, false)
+FG_GEMM_TF32(gemm_tf32_nt, false, true)
+FG_GEMM_TF32(gemm_tf32_tn, true, false)
+FG_GEMM_TF32(gemm_tf32_tt, true, true)
