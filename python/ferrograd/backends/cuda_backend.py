@@ -1028,8 +1028,9 @@ class CudaBackend(base.Backend):
         return m
 
     # ---------------------------------------------------------------- attention
-    # attention.cu: flash attention, one thread per query (or key) row, the other side
-    # staged tile by tile in shared memory; head dims up to 128.
+    # attention.cu: flash attention. Forward for head dims 32 and 64: 64-row query tiles
+    # per block (attention_forward_tiled_*); other head dims (up to 128) and the backward:
+    # one thread per query (or key) row, the other side staged tile by tile in shared memory.
     _ATT_THREADS = 64
 
     def _attention_args(self, q, k, v, mask, scale, is_causal):
@@ -1064,6 +1065,12 @@ class CudaBackend(base.Backend):
         if dv == 0:  # no value column: run with one zero column to get lse
             _, lse = self.attention_forward(q, k, self.full(tuple(v.shape[:3]) + (1,), 0.0, _F32),
                                             mask, scale, is_causal)
+            return out, lse
+        if d == dv and d in (32, 64):
+            # the tiled kernel: 64 query rows per block of 256 threads (see attention.cu)
+            self._prepared("attention", f"attention_forward_tiled_d{d}", "PPPPPPqqiiiifi").prepared_call(
+                ((lq + 63) // 64, b * h), (256, 1, 1), self._ptr(out), self._ptr(lse), self._ptr(q),
+                self._ptr(k), self._ptr(v), *margs, h, hk, lq, lk, float(tail[6]), int(tail[7]))
             return out, lse
         t = self._ATT_THREADS
         self._fn("attention", "attention_forward" + self._attention_suffix(d, dv))(

@@ -245,3 +245,166 @@ __device__ __forceinline__ void attention_backward_dkdv_body(float* gk, float* g
 FG_ATT_KERNELS(, 0)
 FG_ATT_KERNELS(_d32, 32)
 FG_ATT_KERNELS(_d64, 64)
+
+// ---------------------------------------------------------------------------------------
+// The tiled forward for D = Dv = DC in {32, 64}: a block of 256 threads owns 64 query
+// rows; per 64-key tile it computes the 64x64 score tile S = Q K^T (each thread a 4x4
+// block: rows 4 ty.., keys 4 tx..), updates the running max / sum of its rows (the 16
+// threads sharing ty hold a row between them: half-warp shuffles), writes P = exp(S - m)
+// to shared memory and adds P V into its 4 x DC/16 output block. Q and K are staged
+// transposed (d-major) so that a thread's four rows / keys are one float4; P reuses the
+// K buffer once S is in registers. Same results and lse as attention_forward (online
+// softmax, fully hidden rows give 0 and -inf), about 20x the arithmetic per shared load
+// of the one-row-per-thread kernel.
+#define FA_BR 64
+#define FA_BC 64
+
+__device__ __forceinline__ float fa_half_max(float v) {
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float fa_half_sum(float v) {
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <int DC>
+__device__ __forceinline__ void attention_forward_tiled_body(float* out, float* lse, const float* q,
+                                                             const float* k, const float* v,
+                                                             const float* mask, long long msb,
+                                                             long long msh, int H, int Hk, int Lq,
+                                                             int Lk, float scale, int causal) {
+    constexpr int OC = DC / 16;  // output columns per thread
+    __shared__ __align__(16) float qs[DC * FA_BR];   // qs[d][i]
+    __shared__ __align__(16) float kps[DC * FA_BC > FA_BR * FA_BC ? DC * FA_BC : FA_BR * FA_BC];
+    __shared__ __align__(16) float vs[FA_BC * DC];   // vs[j][d]
+    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
+    const int i0 = blockIdx.x * FA_BR;
+    const float* qb = q + ((long long)bh * Lq + i0) * DC;
+    const float* kb = k + ((long long)b * Hk + hk) * Lk * DC;
+    const float* vb = v + ((long long)b * Hk + hk) * Lk * DC;
+    // Q tile, transposed; rows past Lq are zeros (computed, never written)
+    for (int f = t; f < FA_BR * DC / 4; f += 256) {
+        const int i = f % FA_BR, d = (f / FA_BR) * 4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i0 + i < Lq) x = *reinterpret_cast<const float4*>(qb + (long long)i * DC + d);
+        qs[d * FA_BR + i] = x.x; qs[(d + 1) * FA_BR + i] = x.y;
+        qs[(d + 2) * FA_BR + i] = x.z; qs[(d + 3) * FA_BR + i] = x.w;
+    }
+    float o[4][OC], m[4], l[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        m[r] = FG_NEG_INF;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < OC; ++c) o[r][c] = 0.0f;
+    }
+    int kend = Lk;
+    if (causal) kend = min(Lk, min(Lq, i0 + FA_BR));  // keys past the block's last row are hidden
+    for (int j0 = 0; j0 < kend; j0 += FA_BC) {
+        __syncthreads();  // the previous tile's P and V are no longer read
+        for (int f = t; f < FA_BC * DC / 4; f += 256) {
+            const int j = f % FA_BC, d = (f / FA_BC) * 4;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+            if (j0 + j < Lk) {
+                x = *reinterpret_cast<const float4*>(kb + (long long)(j0 + j) * DC + d);
+                y = *reinterpret_cast<const float4*>(vb + (long long)(j0 + j) * DC + d);
+            }
+            kps[d * FA_BC + j] = x.x; kps[(d + 1) * FA_BC + j] = x.y;
+            kps[(d + 2) * FA_BC + j] = x.z; kps[(d + 3) * FA_BC + j] = x.w;
+            *reinterpret_cast<float4*>(vs + j * DC + d) = y;
+        }
+        __syncthreads();
+        float s[4][4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) s[r][c] = 0.0f;
+#pragma unroll 8
+        for (int d = 0; d < DC; ++d) {
+            const float4 a = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 4);
+            const float4 bb = *reinterpret_cast<const float4*>(kps + d * FA_BC + tx * 4);
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {bb.x, bb.y, bb.z, bb.w};
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) s[r][c] = fmaf(av[r], bv[c], s[r][c]);
+        }
+        float p[4][4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int i = i0 + ty * 4 + r;
+            float tmax = FG_NEG_INF;
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int j = j0 + tx * 4 + c;
+                float x = s[r][c] * scale;
+                if (mask && i < Lq && j < Lk) x += mask[b * msb + h * msh + (long long)i * Lk + j];
+                if (j >= Lk || (causal && j > i)) x = FG_NEG_INF;
+                s[r][c] = x;
+                tmax = fmaxf(tmax, x);
+            }
+            tmax = fa_half_max(tmax);
+            const float mnew = fmaxf(m[r], tmax);
+            // a row with every key so far hidden keeps m = -inf, p = 0 and l = 0
+            const float corr = mnew == FG_NEG_INF ? 1.0f : expf(m[r] - mnew);
+            float rsum = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                p[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : expf(s[r][c] - mnew);
+                rsum += p[r][c];
+            }
+            l[r] = l[r] * corr + fa_half_sum(rsum);
+            m[r] = mnew;
+#pragma unroll
+            for (int c = 0; c < OC; ++c) o[r][c] *= corr;
+        }
+        __syncthreads();  // every thread is done reading K^T: P takes its place
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+            *reinterpret_cast<float4*>(kps + (ty * 4 + r) * FA_BC + tx * 4) =
+                make_float4(p[r][0], p[r][1], p[r][2], p[r][3]);
+        __syncthreads();
+#pragma unroll 8
+        for (int j = 0; j < FA_BC; ++j) {
+            float vv[OC];
+            if (OC == 4) {
+                const float4 y = *reinterpret_cast<const float4*>(vs + j * DC + tx * 4);
+                vv[0] = y.x; vv[1] = y.y; vv[2 % OC] = y.z; vv[3 % OC] = y.w;
+            } else {
+                const float2 y = *reinterpret_cast<const float2*>(vs + j * DC + tx * OC);
+                vv[0] = y.x; vv[1 % OC] = y.y;
+            }
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const float pr = kps[(ty * 4 + r) * FA_BC + j];
+#pragma unroll
+                for (int c = 0; c < OC; ++c) o[r][c] = fmaf(pr, vv[c], o[r][c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const int i = i0 + ty * 4 + r;
+        if (i >= Lq) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        float* op = out + ((long long)bh * Lq + i) * DC + tx * OC;
+#pragma unroll
+        for (int c = 0; c < OC; ++c) op[c] = o[r][c] * inv;
+        if (tx == 0) lse[(long long)bh * Lq + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : FG_NEG_INF;
+    }
+}
+
+#define FG_ATT_TILED(SUFFIX, DC)                                                              \
+    extern "C" __global__ void __launch_bounds__(256) attention_forward_tiled##SUFFIX(         \
+        float* out, float* lse, const float* q, const float* k, const float* v,                \
+        const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
+        float scale, int causal) {                                                             \
+        attention_forward_tiled_body<DC>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,     \
+                                         scale, causal);                                       \
+    }
+FG_ATT_TILED(_d32, 32)
+FG_ATT_TILED(_d64, 64)
