@@ -442,13 +442,13 @@ class CudaBackend(base.Backend):
                           trans_a, trans_b, ra * ca, rb * cb, m * n, batch)
         return y
 
-    def _gemm_launch(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b,
-                     stride_a=0, stride_b=0, stride_c=0, batch=1):
-        """C[z] = op(A[z]) @ op(B[z]) (+ bias per column) for z < batch, on raw pointers
-        (np.uintp), row-major (k == 0 writes the bias or zeros). Picks linear.cu's kernel:
+    def _gemm_plan(self, m, n, k, trans_a, trans_b, aligned, batch=1):
+        """linear.cu's kernel for C[z] = op(A[z]) @ op(B[z]) with C m x n, as (prepared
+        kernel, grid, takes_transpose_flags). ``aligned``: the pointers are 16-byte aligned
+        and the batch strides multiples of 4. Picks:
 
         * TF32 tensor cores (``gemm_tf32_*``) when ``fg.backends.cuda.matmul.allow_tf32``
-          is set and every row is a whole number of 16-byte-aligned float4s;
+          is set and every row is a whole number of aligned float4s;
         * the 128x128-tile SIMT kernel (``gemm128_*``, float4 loads when aligned) when
           the problem has at least one tile per SM;
         * else the 64x64-tile kernel, whose smaller tiles keep more SMs busy on the thin
@@ -458,23 +458,41 @@ class CudaBackend(base.Backend):
 
         contig_a = m if trans_a else k
         contig_b = k if trans_b else n
-        vec = (contig_a % 4 == 0 and contig_b % 4 == 0 and stride_a % 4 == 0
-               and stride_b % 4 == 0 and int(a_ptr) % 16 == 0 and int(b_ptr) % 16 == 0)
+        vec = aligned and contig_a % 4 == 0 and contig_b % 4 == 0
         kind = "nt"[int(bool(trans_a))] + "nt"[int(bool(trans_b))]
-        args = (c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a, stride_b, stride_c)
+        big = ((n + 127) // 128, (m + 127) // 128, batch)
         if flags.matmul.allow_tf32 and vec:
-            grid = ((n + 127) // 128, (m + 127) // 128, batch)
-            self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq").prepared_call(
-                grid, (256, 1, 1), *args)
-        elif ((n + 127) // 128) * ((m + 127) // 128) * batch >= self._sm_count:
-            grid = ((n + 127) // 128, (m + 127) // 128, batch)
+            return self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), big, False
+        if big[0] * big[1] * batch >= self._sm_count:
             name = f"gemm128_{kind}" + ("_v" if vec else "")
-            self._prepared("linear", name, "PPPPiiiqqq").prepared_call(grid, (256, 1, 1), *args)
-        else:
-            grid = ((n + 63) // 64, (m + 63) // 64, batch)
-            self._prepared("linear", "gemm", "PPPPiiiiiqqq").prepared_call(
-                grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, int(bool(trans_a)),
-                int(bool(trans_b)), stride_a, stride_b, stride_c)
+            return self._prepared("linear", name, "PPPPiiiqqq"), big, False
+        grid = ((n + 63) // 64, (m + 63) // 64, batch)
+        return self._prepared("linear", "gemm", "PPPPiiiiiqqq"), grid, True
+
+    def _gemm_launch(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b,
+                     stride_a=0, stride_b=0, stride_c=0, batch=1):
+        """C[z] = op(A[z]) @ op(B[z]) (+ bias per column) for z < batch, on raw pointers,
+        row-major (k == 0 writes the bias or zeros); the kernel from :meth:`_gemm_plan`."""
+        aligned = (stride_a % 4 == 0 and stride_b % 4 == 0 and int(a_ptr) % 16 == 0
+                   and int(b_ptr) % 16 == 0)
+        f, grid, flags = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch)
+        tail = ((int(bool(trans_a)), int(bool(trans_b))) if flags else ())
+        f.prepared_call(grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, *tail,
+                        stride_a, stride_b, stride_c)
+
+    def _gemm_stepper(self, m, n, k, trans_a, trans_b, aligned):
+        """A launcher ``call(c, a, b, bias=0)`` (int pointers) of one GEMM shape, planned
+        once: the recurrent layers run one per time step, where Python's per-launch cost
+        is most of the time."""
+        if m == 0 or n == 0:
+            return lambda c, a, b, bias=0: None
+        f, grid, flags = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
+        tail = (m, n, k) + ((int(bool(trans_a)), int(bool(trans_b))) if flags else ()) + (0, 0, 0)
+        block = (256, 1, 1)
+
+        def call(c, a, b, bias=0):
+            f.prepared_call(grid, block, c, a, b, bias, *tail)
+        return call
 
     def matmul(self, a, b, transpose_a=False, transpose_b=False):
         check_matmul(a, b, transpose_a, transpose_b)
@@ -1156,10 +1174,6 @@ class CudaBackend(base.Backend):
     # ---------------------------------------------------------------- recurrent
     # rnn.cu's fused step kernels plus linear.cu's gemm, called on raw pointers so that the
     # steps of one sequence read and write slices of the (T, N, *) arrays without views.
-    def _rnn_at(self, x, elems: int):
-        """A pointer argument to element ``elems`` of the contiguous float32 array x."""
-        return np.uintp(int(x.gpudata) + 4 * int(elems))
-
     def _rnn_gemm(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b):
         """C (m x n) = op(A) @ op(B) (+ bias per column); pointers as np.uintp."""
         if m == 0 or n == 0:
@@ -1191,6 +1205,20 @@ class CudaBackend(base.Backend):
         self._rnn_copy_rows(out, 0, y, (0 if reverse else t - 1) * n * hs, n * hs)
         return out
 
+    def _rnn_pointwise(self, name: str, types: str, count: int):
+        """A prepared launcher of rnn.cu's step kernel ``name`` over count items."""
+        if count == 0:
+            return lambda *args: None
+        f = self._prepared("rnn", name, types)
+        grid = (max(1, min((count + 255) // 256, self._max_blocks)), 1)
+        block = (256, 1, 1)
+        return lambda *args: f.prepared_call(grid, block, *args)
+
+    @staticmethod
+    def _rnn_aligned(n: int, hs: int) -> bool:
+        """Every step's slice of a (T, N, H) array starts 16-byte aligned."""
+        return (n * hs) % 4 == 0
+
     @staticmethod
     def _rnn_steps(t, reverse):
         return range(t - 1, -1, -1) if reverse else range(t)
@@ -1205,16 +1233,18 @@ class CudaBackend(base.Backend):
         self._rnn_gemm(self._ptr(xp), self._ptr(x), self._ptr(w_ih), self._ptr(bias), t * n, g, i, 0, 1)
         y, cells, gates = self.empty((t, n, hs)), self.empty((t, n, hs)), self.empty((t, n, g))
         hp = self.empty((n, g))
-        prev = None
+        # per step: hp = h_prev @ w_hh^T, then the fused gate kernel; launchers planned once
+        # and pointers kept as ints (Python's per-launch cost is most of a step's time)
+        gemm = self._gemm_stepper(n, g, hs, False, True, self._rnn_aligned(n, hs))
+        step = self._rnn_pointwise("lstm_step_forward", "PPPPPPqi", n * hs)
+        y_p, c_p, xp_p, g_p, hp_p = (int(self._ptr(a)) for a in (y, cells, xp, gates, hp))
+        w_p = int(self._ptr(w_hh))
+        h_prev, c_prev = int(self._ptr(h0)), int(self._ptr(c0))
         for s in self._rnn_steps(t, reverse):
-            h_prev = self._ptr(h0) if prev is None else self._rnn_at(y, prev * n * hs)
-            c_prev = self._ptr(c0) if prev is None else self._rnn_at(cells, prev * n * hs)
-            self._rnn_gemm(self._ptr(hp), h_prev, self._ptr(w_hh), np.uintp(0), n, g, hs, 0, 1)
-            self._launch("rnn", "lstm_step_forward", n * hs, self._rnn_at(xp, s * n * g),
-                         self._ptr(hp), c_prev, self._rnn_at(gates, s * n * g),
-                         self._rnn_at(cells, s * n * hs), self._rnn_at(y, s * n * hs),
-                         np.int64(n), np.int32(hs))
-            prev = s
+            h_s, c_s = y_p + 4 * s * n * hs, c_p + 4 * s * n * hs
+            gemm(hp_p, h_prev, w_p)
+            step(xp_p + 4 * s * n * g, hp_p, c_prev, g_p + 4 * s * n * g, c_s, h_s, n, hs)
+            h_prev, c_prev = h_s, c_s
         return (y, self._rnn_last(y, t, n, hs, reverse), self._rnn_last(cells, t, n, hs, reverse),
                 gates, cells)
 
@@ -1230,16 +1260,19 @@ class CudaBackend(base.Backend):
         g = 4 * hs
         dh, dc = self.copy(gh_n), self.copy(gc_n)
         g_pre = self.empty((t, n, g))
+        # per step (latest first): the fused gate backward, then dh = g_pre_s @ w_hh
+        gemm = self._gemm_stepper(n, hs, g, False, False, self._rnn_aligned(n, hs))
+        step = self._rnn_pointwise("lstm_step_backward", "PPPPPPPqi", n * hs)
+        gates_p, c_p, gy_p, gp_p = (int(self._ptr(a)) for a in (gates, cells, gy, g_pre))
+        dh_p, dc_p, w_p, c0_p = int(self._ptr(dh)), int(self._ptr(dc)), int(self._ptr(w_hh)), int(self._ptr(c0))
         prev_of = (lambda s: s + 1) if reverse else (lambda s: s - 1)
         for s in self._rnn_steps(t, not reverse):
             p = prev_of(s)
-            c_prev = self._ptr(c0) if not 0 <= p < t else self._rnn_at(cells, p * n * hs)
-            self._launch("rnn", "lstm_step_backward", n * hs, self._rnn_at(gates, s * n * g),
-                         self._rnn_at(cells, s * n * hs), c_prev, self._ptr(dh),
-                         self._rnn_at(gy, s * n * hs), self._ptr(dc),
-                         self._rnn_at(g_pre, s * n * g), np.int64(n), np.int32(hs))
-            self._rnn_gemm(self._ptr(dh), self._rnn_at(g_pre, s * n * g), self._ptr(w_hh),
-                           np.uintp(0), n, hs, g, 0, 0)
+            c_prev = c0_p if not 0 <= p < t else c_p + 4 * p * n * hs
+            gp_s = gp_p + 4 * s * n * g
+            step(gates_p + 4 * s * n * g, c_p + 4 * s * n * hs, c_prev, dh_p,
+                 gy_p + 4 * s * n * hs, dc_p, gp_s, n, hs)
+            gemm(dh_p, gp_s, w_p)
         gx = self.empty((t, n, i))
         self._rnn_gemm(self._ptr(gx), self._ptr(g_pre), self._ptr(w_ih), np.uintp(0), t * n, i, g, 0, 0)
         gw_ih, gw_hh = self.empty((g, i)), self.empty((g, hs))
@@ -1258,14 +1291,16 @@ class CudaBackend(base.Backend):
         xp = self.empty((t, n, g))
         self._rnn_gemm(self._ptr(xp), self._ptr(x), self._ptr(w_ih), self._ptr(b_ih), t * n, g, i, 0, 1)
         y, gates, hp = self.empty((t, n, hs)), self.empty((t, n, 4 * hs)), self.empty((n, g))
-        prev = None
+        gemm = self._gemm_stepper(n, g, hs, False, True, self._rnn_aligned(n, hs))
+        step = self._rnn_pointwise("gru_step_forward", "PPPPPqi", n * hs)
+        y_p, xp_p, g_p, hp_p = (int(self._ptr(a)) for a in (y, xp, gates, hp))
+        w_p, b_p = int(self._ptr(w_hh)), int(self._ptr(b_hh))
+        h_prev = int(self._ptr(h0))
         for s in self._rnn_steps(t, reverse):
-            h_prev = self._ptr(h0) if prev is None else self._rnn_at(y, prev * n * hs)
-            self._rnn_gemm(self._ptr(hp), h_prev, self._ptr(w_hh), self._ptr(b_hh), n, g, hs, 0, 1)
-            self._launch("rnn", "gru_step_forward", n * hs, self._rnn_at(xp, s * n * g),
-                         self._ptr(hp), h_prev, self._rnn_at(gates, s * n * 4 * hs),
-                         self._rnn_at(y, s * n * hs), np.int64(n), np.int32(hs))
-            prev = s
+            h_s = y_p + 4 * s * n * hs
+            gemm(hp_p, h_prev, w_p, b_p)
+            step(xp_p + 4 * s * n * g, hp_p, h_prev, g_p + 4 * s * n * 4 * hs, h_s, n, hs)
+            h_prev = h_s
         return y, self._rnn_last(y, t, n, hs, reverse), gates
 
     def gru_backward(self, x, h0, w_ih, w_hh, y, gates, gy, gh_n, has_bias, reverse):
@@ -1277,16 +1312,18 @@ class CudaBackend(base.Backend):
         g = 3 * hs
         dz, dmm = self.copy(gh_n), self.full((n, hs), 0.0, _F32)
         gi, gh = self.empty((t, n, g)), self.empty((t, n, g))
+        gemm = self._gemm_stepper(n, hs, g, False, False, self._rnn_aligned(n, hs))
+        step = self._rnn_pointwise("gru_step_backward", "PPPPPPPqi", n * hs)
+        gates_p, y_p, gy_p, gi_p, gh_p = (int(self._ptr(a)) for a in (gates, y, gy, gi, gh))
+        dz_p, dmm_p, w_p, h0_p = int(self._ptr(dz)), int(self._ptr(dmm)), int(self._ptr(w_hh)), int(self._ptr(h0))
         prev_of = (lambda s: s + 1) if reverse else (lambda s: s - 1)
         for s in self._rnn_steps(t, not reverse):
             p = prev_of(s)
-            h_prev = self._ptr(h0) if not 0 <= p < t else self._rnn_at(y, p * n * hs)
-            self._launch("rnn", "gru_step_backward", n * hs, self._rnn_at(gates, s * n * 4 * hs),
-                         h_prev, self._ptr(dmm), self._rnn_at(gy, s * n * hs), self._ptr(dz),
-                         self._rnn_at(gi, s * n * g), self._rnn_at(gh, s * n * g),
-                         np.int64(n), np.int32(hs))
-            self._rnn_gemm(self._ptr(dmm), self._rnn_at(gh, s * n * g), self._ptr(w_hh),
-                           np.uintp(0), n, hs, g, 0, 0)
+            h_prev = h0_p if not 0 <= p < t else y_p + 4 * p * n * hs
+            gh_s = gh_p + 4 * s * n * g
+            step(gates_p + 4 * s * n * 4 * hs, h_prev, dmm_p, gy_p + 4 * s * n * hs, dz_p,
+                 gi_p + 4 * s * n * g, gh_s, n, hs)
+            gemm(dmm_p, gh_s, w_p)
         gh0 = self.binary_forward("add", dz, dmm)
         gx = self.empty((t, n, i))
         self._rnn_gemm(self._ptr(gx), self._ptr(gi), self._ptr(w_ih), np.uintp(0), t * n, i, g, 0, 0)

@@ -94,22 +94,58 @@ class _Lib:
         return fg.tensor(host, backend=self.impl, requires_grad=requires_grad)
 
 
-def _timed(lib: _Lib, call: Callable[[], object], leaves, g, backward: bool):
+def _set_tf32(lib: _Lib, allow: bool) -> bool:
+    """Set the implementation's TF32 switch (torch: matmul and cuDNN; ferrograd:
+    fg.backends.cuda.matmul.allow_tf32); returns the previous setting."""
+    if lib.is_torch:
+        import torch
+
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
+        return before
+    import ferrograd as fg
+
+    before = fg.backends.cuda.matmul.allow_tf32
+    fg.backends.cuda.matmul.allow_tf32 = allow
+    return before
+
+
+def _timed(lib: _Lib, call: Callable[[], object], leaves, g, backward: bool, tf32: bool = False):
     """A row's timed callable: ``call()`` under no_grad (fwd rows), or, after clearing the
     leaves' gradients, ``call().backward(g)`` (fwd+bwd rows), returning the first leaf's
-    gradient."""
+    gradient. Every row runs in full float32 (torch's cuDNN would otherwise use TF32 for
+    convolutions by default) unless ``tf32`` allows TF32 tensor cores on both sides."""
     if not backward:
-        def run():
+        def body():
             with lib.no_grad():
                 return call()
-        return run
+    else:
+        def body():
+            for t in leaves:
+                t.grad = None
+            call().backward(g)
+            return leaves[0].grad
 
     def run():
-        for t in leaves:
-            t.grad = None
-        call().backward(g)
-        return leaves[0].grad
+        before = _set_tf32(lib, tf32)
+        try:
+            return body()
+        finally:
+            _set_tf32(lib, before)
     return run
+
+
+def _gemm_case(m: int, k: int, n: int, tf32: bool, impls, group: str) -> Case:
+    """matmul (m x k) @ (k x n) in float32, or with TF32 tensor cores allowed on both sides."""
+    def make(impl: str):
+        lib = _Lib(impl)
+        a = lib.tensor(host_data(m * k, 0).reshape(m, k))
+        b = lib.tensor(host_data(k * n, 1).reshape(k, n))
+        mm = lib.F.matmul if not lib.is_torch else __import__("torch").matmul
+        return _timed(lib, lambda: mm(a, b), [a], None, False, tf32=tf32)
+
+    return Case(f"gemm {m}x{k}x{n} {'tf32' if tf32 else 'fp32'}", group, tuple(impls), make,
+                flops=2.0 * m * k * n, params={"m": m, "k": k, "n": n, "tf32": tf32})
 
 
 def _activation_case(act: str, n: int, backward: bool, impls, group: str) -> Case:
@@ -328,6 +364,9 @@ def default_suite(quick: bool = False) -> List[Case]:
     for act in ACTIVATIONS:
         for bwd in (False, True):
             cases.append(_activation_case(act, n_gpu, bwd, GPU_IMPLS, f"gpu activations {n_gpu >> 20}M"))
+    g = 2048 if quick else 8192
+    for tf32 in (False, True):
+        cases.append(_gemm_case(g, g, g, tf32, GPU_IMPLS, "gpu gemm"))
     # normalization: CPU sizes on the CPU implementations, larger ones on the GPU
     cpu_norm = {"batch_norm2d": (16, 64, 56, 56), "layer_norm": (4096, 1024),
                 "group_norm": (16, 64, 56, 56)}
