@@ -92,6 +92,8 @@ _CUDA_GEMM_SHAPES = [
     (1536, 1538, 258),   # rows not float4-sized: gemm128 without float4 loads
     (1537, 1541, 131),   # ragged edges in every dimension
     (96, 200, 1000),     # few tiles: the 64x64 kernel
+    (64, 576, 20000),    # few tiles, long K: split K (float4 loads)
+    (70, 130, 9001),     # split K, ragged, not float4-sized
 ]
 
 
@@ -116,6 +118,21 @@ def test_cuda_gemm_kernels_match_float64(mnk, ta, tb):
     a2, b2 = np.stack([a, 2 * a]), np.stack([b, -b])
     got2 = be.matmul(be.from_numpy(a2), be.from_numpy(b2), ta, tb).get()
     np.testing.assert_allclose(got2[1], -2 * want, rtol=0, atol=4e-5 * np.sqrt(k) * 8)
+
+
+@pytest.mark.cuda
+def test_cuda_split_k_linear_adds_bias_once():
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 8192)).astype(np.float32)
+    w = rng.standard_normal((16, 8192)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    got = be.linear_forward(be.from_numpy(x), be.from_numpy(w), be.from_numpy(b)).get()
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.sqrt(8192) * 8)
 
 
 @pytest.mark.cuda

@@ -443,16 +443,20 @@ class CudaBackend(base.Backend):
         return y
 
     def _gemm_plan(self, m, n, k, trans_a, trans_b, aligned, batch=1):
-        """linear.cu's kernel for C[z] = op(A[z]) @ op(B[z]) with C m x n, as (prepared
-        kernel, grid, takes_transpose_flags). ``aligned``: the pointers are 16-byte aligned
-        and the batch strides multiples of 4. Picks:
+        """How linear.cu computes C[z] = op(A[z]) @ op(B[z]) with C m x n: (prepared kernel,
+        grid, mode, splits). ``aligned``: the pointers are 16-byte aligned and the batch
+        strides multiples of 4. In order:
 
-        * TF32 tensor cores (``gemm_tf32_*``) when ``fg.backends.cuda.matmul.allow_tf32``
-          is set and every row is a whole number of aligned float4s;
-        * the 128x128-tile SIMT kernel (``gemm128_*``, float4 loads when aligned) when
-          the problem has at least one tile per SM;
-        * else the 64x64-tile kernel, whose smaller tiles keep more SMs busy on the thin
-          problems of the recurrent layers and small batches.
+        * "split": few 128x128 tiles but a long K (a convolution's weight gradient sums
+          over batch x pixels): ``splits`` blocks per tile each sum a K range into a
+          workspace slice, and gemm_splitk_reduce adds the slices;
+        * "tf32": TF32 tensor cores (``gemm_tf32_*``) when
+          ``fg.backends.cuda.matmul.allow_tf32`` is set and every row is a whole number
+          of aligned float4s;
+        * "big": the 128x128-tile SIMT kernel (``gemm128_*``, float4 loads when aligned)
+          when the problem has at least one tile per SM;
+        * "small": else the 64x64-tile kernel, whose smaller tiles keep more SMs busy on
+          the thin problems of the recurrent layers and small batches.
         """
         from . import cuda as flags
 
@@ -460,14 +464,22 @@ class CudaBackend(base.Backend):
         contig_b = k if trans_b else n
         vec = aligned and contig_a % 4 == 0 and contig_b % 4 == 0
         kind = "nt"[int(bool(trans_a))] + "nt"[int(bool(trans_b))]
+        tiles = ((n + 127) // 128) * ((m + 127) // 128) * batch
         big = ((n + 127) // 128, (m + 127) // 128, batch)
+        name = f"gemm128_{kind}" + ("_v" if vec else "")
+        if batch == 1 and tiles < self._sm_count and k >= 4096:
+            splits = max(2, min(-(-2 * self._sm_count // tiles), k // 1024))
+            chunk = -(-k // splits)
+            chunk = -(-chunk // 8) * 8  # whole 8-deep slices (and float4s)
+            splits = -(-k // chunk)
+            grid = (big[0], big[1], splits)
+            return self._prepared("linear", name, "PPPPiiiqqqi"), grid, "split", chunk
         if flags.matmul.allow_tf32 and vec:
-            return self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), big, False
-        if big[0] * big[1] * batch >= self._sm_count:
-            name = f"gemm128_{kind}" + ("_v" if vec else "")
-            return self._prepared("linear", name, "PPPPiiiqqq"), big, False
+            return self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), big, "tf32", 0
+        if tiles >= self._sm_count:
+            return self._prepared("linear", name, "PPPPiiiqqqi"), big, "big", 0
         grid = ((n + 63) // 64, (m + 63) // 64, batch)
-        return self._prepared("linear", "gemm", "PPPPiiiiiqqq"), grid, True
+        return self._prepared("linear", "gemm", "PPPPiiiiiqqq"), grid, "small", 0
 
     def _gemm_launch(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b,
                      stride_a=0, stride_b=0, stride_c=0, batch=1):
@@ -475,10 +487,25 @@ class CudaBackend(base.Backend):
         row-major (k == 0 writes the bias or zeros); the kernel from :meth:`_gemm_plan`."""
         aligned = (stride_a % 4 == 0 and stride_b % 4 == 0 and int(a_ptr) % 16 == 0
                    and int(b_ptr) % 16 == 0)
-        f, grid, flags = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch)
-        tail = ((int(bool(trans_a)), int(bool(trans_b))) if flags else ())
-        f.prepared_call(grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, *tail,
-                        stride_a, stride_b, stride_c)
+        f, grid, mode, chunk = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch)
+        block = (256, 1, 1)
+        if mode == "small":
+            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k,
+                            int(bool(trans_a)), int(bool(trans_b)), stride_a, stride_b, stride_c)
+        elif mode == "tf32":
+            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a,
+                            stride_b, stride_c)
+        elif mode == "big":
+            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a,
+                            stride_b, stride_c, 0)
+        else:
+            splits = grid[2]
+            work = self.empty((splits, m, n))
+            f.prepared_call(grid, block, self._ptr(work), a_ptr, b_ptr, 0, m, n, k, 0, 0, m * n,
+                            chunk)
+            self._prepared("linear", "gemm_splitk_reduce", "PPPiqi").prepared_call(
+                (max(1, min((m * n + 255) // 256, self._max_blocks)), 1), block, c_ptr,
+                self._ptr(work), bias_ptr, splits, m * n, n)
 
     def _gemm_stepper(self, m, n, k, trans_a, trans_b, aligned):
         """A launcher ``call(c, a, b, bias=0)`` (int pointers) of one GEMM shape, planned
@@ -486,8 +513,11 @@ class CudaBackend(base.Backend):
         is most of the time."""
         if m == 0 or n == 0:
             return lambda c, a, b, bias=0: None
-        f, grid, flags = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
-        tail = (m, n, k) + ((int(bool(trans_a)), int(bool(trans_b))) if flags else ()) + (0, 0, 0)
+        f, grid, mode, _ = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
+        if mode == "split":  # not a per-step shape; keep it correct anyway
+            return lambda c, a, b, bias=0: self._gemm_launch(c, a, b, bias, m, n, k, trans_a, trans_b)
+        tail = {"small": (m, n, k, int(bool(trans_a)), int(bool(trans_b)), 0, 0, 0),
+                "tf32": (m, n, k, 0, 0, 0), "big": (m, n, k, 0, 0, 0, 0)}[mode]
         block = (256, 1, 1)
 
         def call(c, a, b, bias=0):

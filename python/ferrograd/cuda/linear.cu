@@ -97,10 +97,12 @@ __device__ __forceinline__ float4 gemm_load4(const float* p, long long ld, int r
 // A tile (BM x BK of op(A)) as smem As[k][m]; B tile (BK x BN of op(B)) as Bs[k][n].
 // Each of the 256 threads moves one float4 of each per slice.
 template <bool TA, bool VEC>
-__device__ __forceinline__ float4 gemm_fetch_a(const float* A, int M, int K, int row0, int k0, int t) {
-    // op(A) = A (M x K, row-major): a float4 runs along k; op(A) = A^T: A is K x M, runs along m
-    return TA ? gemm_load4<VEC>(A, M, k0 + t / 32, row0 + (t % 32) * 4, K, M)
-              : gemm_load4<VEC>(A, K, row0 + t / 2, k0 + (t % 2) * 4, M, K);
+__device__ __forceinline__ float4 gemm_fetch_a(const float* A, int M, int K, int kend, int row0, int k0,
+                                               int t) {
+    // op(A) = A (M x K, row-major): a float4 runs along k; op(A) = A^T: A is K x M, runs along m.
+    // Columns k >= kend read as zeros (the end of this block's K range).
+    return TA ? gemm_load4<VEC>(A, M, k0 + t / 32, row0 + (t % 32) * 4, kend, M)
+              : gemm_load4<VEC>(A, K, row0 + t / 2, k0 + (t % 2) * 4, M, kend);
 }
 template <bool TA>
 __device__ __forceinline__ void gemm_stash_a(float (*As)[G_BM + 4], float4 v, int t) {
@@ -112,10 +114,11 @@ __device__ __forceinline__ void gemm_stash_a(float (*As)[G_BM + 4], float4 v, in
     }
 }
 template <bool TB, bool VEC>
-__device__ __forceinline__ float4 gemm_fetch_b(const float* B, int N, int K, int col0, int k0, int t) {
+__device__ __forceinline__ float4 gemm_fetch_b(const float* B, int N, int K, int kend, int col0, int k0,
+                                               int t) {
     // op(B) = B (K x N): a float4 runs along n; op(B) = B^T: B is N x K, runs along k
-    return TB ? gemm_load4<VEC>(B, K, col0 + t / 2, k0 + (t % 2) * 4, N, K)
-              : gemm_load4<VEC>(B, N, k0 + t / 32, col0 + (t % 32) * 4, K, N);
+    return TB ? gemm_load4<VEC>(B, K, col0 + t / 2, k0 + (t % 2) * 4, N, kend)
+              : gemm_load4<VEC>(B, N, k0 + t / 32, col0 + (t % 32) * 4, kend, N);
 }
 template <bool TB>
 __device__ __forceinline__ void gemm_stash_b(float (*Bs)[G_BN], float4 v, int t) {
@@ -127,13 +130,23 @@ __device__ __forceinline__ void gemm_stash_b(float (*Bs)[G_BN], float4 v, int t)
     }
 }
 
+// kchunk == 0: blockIdx.z is a batch index (A, B, C advance by their strides). kchunk > 0
+// (split K, for problems with few tiles and a long K): block z sums k in
+// [z kchunk, (z + 1) kchunk) into its own slice C + z stride_c of a workspace that
+// gemm_splitk_reduce adds up; kchunk is a multiple of G_BK.
 template <bool TA, bool TB, bool VEC>
 __device__ __forceinline__ void gemm128_body(float* C, const float* A, const float* B,
                                              const float* bias, int M, int N, int K,
                                              long long stride_a, long long stride_b,
-                                             long long stride_c) {
-    A += blockIdx.z * stride_a;
-    B += blockIdx.z * stride_b;
+                                             long long stride_c, int kchunk) {
+    int kbeg = 0, kend = K;
+    if (kchunk > 0) {
+        kbeg = blockIdx.z * kchunk;
+        kend = min(K, kbeg + kchunk);
+    } else {
+        A += blockIdx.z * stride_a;
+        B += blockIdx.z * stride_b;
+    }
     C += blockIdx.z * stride_c;
     __shared__ __align__(16) float As[2][G_BK][G_BM + 4];  // +4: the transposing stores hit 32 banks
     __shared__ __align__(16) float Bs[2][G_BK][G_BN];
@@ -145,17 +158,17 @@ __device__ __forceinline__ void gemm128_body(float* C, const float* A, const flo
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-    float4 ra = gemm_fetch_a<TA, VEC>(A, M, K, row0, 0, t);
-    float4 rb = gemm_fetch_b<TB, VEC>(B, N, K, col0, 0, t);
+    float4 ra = gemm_fetch_a<TA, VEC>(A, M, K, kend, row0, kbeg, t);
+    float4 rb = gemm_fetch_b<TB, VEC>(B, N, K, kend, col0, kbeg, t);
     gemm_stash_a<TA>(As[0], ra, t);
     gemm_stash_b<TB>(Bs[0], rb, t);
     __syncthreads();
     int buf = 0;
-    for (int k0 = 0; k0 < K; k0 += G_BK) {
-        const bool more = k0 + G_BK < K;
+    for (int k0 = kbeg; k0 < kend; k0 += G_BK) {
+        const bool more = k0 + G_BK < kend;
         if (more) {  // in flight while this slice is multiplied
-            ra = gemm_fetch_a<TA, VEC>(A, M, K, row0, k0 + G_BK, t);
-            rb = gemm_fetch_b<TB, VEC>(B, N, K, col0, k0 + G_BK, t);
+            ra = gemm_fetch_a<TA, VEC>(A, M, K, kend, row0, k0 + G_BK, t);
+            rb = gemm_fetch_b<TB, VEC>(B, N, K, kend, col0, k0 + G_BK, t);
         }
 #pragma unroll
         for (int k = 0; k < G_BK; ++k) {
@@ -207,8 +220,9 @@ __device__ __forceinline__ void gemm128_body(float* C, const float* A, const flo
 #define FG_GEMM128(name, TA, TB, VEC)                                                          \
     extern "C" __global__ void __launch_bounds__(256, 2)                                       \
     name(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,     \
-         long long stride_a, long long stride_b, long long stride_c) {                         \
-        gemm128_body<TA, TB, VEC>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c);        \
+         long long stride_a, long long stride_b, long long stride_c, int kchunk) {             \
+        gemm128_body<TA, TB, VEC>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c,        \
+                                  kchunk);                                                     \
     }
 FG_GEMM128(gemm128_nn_v, false, false, true)
 FG_GEMM128(gemm128_nt_v, false, true, true)
@@ -364,3 +378,14 @@ FG_GEMM_TF32(gemm_tf32_nn, false, false)
 FG_GEMM_TF32(gemm_tf32_nt, false, true)
 FG_GEMM_TF32(gemm_tf32_tn, true, false)
 FG_GEMM_TF32(gemm_tf32_tt, true, true)
+
+// C = sum over s < splits of W[s] (+ bias per column): the second half of a split-K GEMM.
+extern "C" __global__ void gemm_splitk_reduce(float* __restrict__ C, const float* __restrict__ W,
+                                              const float* __restrict__ bias, int splits,
+                                              long long mn, int n) {
+    FG_GRID_LOOP(i, mn) {
+        float acc = bias ? bias[i % n] : 0.0f;
+        for (int s = 0; s < splits; ++s) acc += W[s * mn + i];
+        C[i] = acc;
+    }
+}
