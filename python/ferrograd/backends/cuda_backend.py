@@ -442,44 +442,60 @@ class CudaBackend(base.Backend):
                           trans_a, trans_b, ra * ca, rb * cb, m * n, batch)
         return y
 
-    def _gemm_plan(self, m, n, k, trans_a, trans_b, aligned, batch=1):
-        """How linear.cu computes C[z] = op(A[z]) @ op(B[z]) with C m x n: (prepared kernel,
-        grid, mode, splits). ``aligned``: the pointers are 16-byte aligned and the batch
-        strides multiples of 4. In order:
+    def _gemm_plan(self, m, n, k, trans_a, trans_b, aligned, batch=1, strides=(0, 0, 0)):
+        """How linear.cu computes C[z] = op(A[z]) @ op(B[z]) with C m x n, as (prepared
+        kernel, grid, the arguments after the four pointers, splits). ``aligned``: the
+        pointers are 16-byte aligned and the batch strides multiples of 4. In order:
 
-        * "split": few 128x128 tiles but a long K (a convolution's weight gradient sums
-          over batch x pixels): ``splits`` blocks per tile each sum a K range into a
-          workspace slice, and gemm_splitk_reduce adds the slices;
-        * "tf32": TF32 tensor cores (``gemm_tf32_*``) when
+        * at least one 128x128 tile per SM: TF32 tensor cores (``gemm_tf32_*``) when
           ``fg.backends.cuda.matmul.allow_tf32`` is set and every row is a whole number
-          of aligned float4s;
-        * "big": the 128x128-tile SIMT kernel (``gemm128_*``, float4 loads when aligned)
-          when the problem has at least one tile per SM;
-        * "small": else the 64x64-tile kernel, whose smaller tiles keep more SMs busy on
-          the thin problems of the recurrent layers and small batches.
+          of aligned float4s, else the 128x128-tile SIMT kernel (``gemm128_*``, float4
+          loads when aligned);
+        * fewer tiles but a long K (a convolution's weight gradient, the recurrent
+          layers' per-step and weight GEMMs): split K. ``splits`` blocks per tile each sum
+          a K range into a workspace slice and gemm_splitk_reduce adds the slices
+          (128x128 tiles when both sides of C reach 128, else 64x64);
+        * else the 64x64-tile kernel, whose smaller tiles keep more SMs busy.
         """
         from . import cuda as flags
 
+        sa, sb, sc = strides
+        ta, tb = int(bool(trans_a)), int(bool(trans_b))
         contig_a = m if trans_a else k
         contig_b = k if trans_b else n
         vec = aligned and contig_a % 4 == 0 and contig_b % 4 == 0
-        kind = "nt"[int(bool(trans_a))] + "nt"[int(bool(trans_b))]
-        tiles = ((n + 127) // 128) * ((m + 127) // 128) * batch
-        big = ((n + 127) // 128, (m + 127) // 128, batch)
-        name = f"gemm128_{kind}" + ("_v" if vec else "")
-        if batch == 1 and tiles < self._sm_count and k >= 4096:
-            splits = max(2, min(-(-2 * self._sm_count // tiles), k // 1024))
-            chunk = -(-k // splits)
-            chunk = -(-chunk // 8) * 8  # whole 8-deep slices (and float4s)
+        kind = "nt"[ta] + "nt"[tb]
+        sm = self._sm_count
+        g128 = ((n + 127) // 128, (m + 127) // 128)
+        t128 = g128[0] * g128[1] * batch
+        k128 = f"gemm128_{kind}" + ("_v" if vec else "")
+        if t128 >= sm:
+            if flags.matmul.allow_tf32 and vec:
+                return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), g128 + (batch,),
+                        (m, n, k, sa, sb, sc), 0)
+            return self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (batch,), (m, n, k, sa, sb, sc, 0), 0
+        g64 = ((n + 63) // 64, (m + 63) // 64)
+        t64 = g64[0] * g64[1] * batch
+        if batch == 1 and m >= 128 and n >= 128 and k >= 1024:
+            splits = min(-(-2 * sm // t128), k // 256)
+            chunk = -(-(-(-k // splits)) // 8) * 8  # whole 8-deep slices
             splits = -(-k // chunk)
-            grid = (big[0], big[1], splits)
-            return self._prepared("linear", name, "PPPPiiiqqqi"), grid, "split", chunk
-        if flags.matmul.allow_tf32 and vec:
-            return self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), big, "tf32", 0
-        if tiles >= self._sm_count:
-            return self._prepared("linear", name, "PPPPiiiqqqi"), big, "big", 0
-        grid = ((n + 63) // 64, (m + 63) // 64, batch)
-        return self._prepared("linear", "gemm", "PPPPiiiiiqqq"), grid, "small", 0
+            return (self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (splits,),
+                    (m, n, k, 0, 0, m * n, chunk), splits)
+        if batch == 1 and t64 < sm // 2 and k >= 128:
+            splits = min(-(-sm // t64), k // 64)
+            if splits >= 2:
+                chunk = -(-(-(-k // splits)) // 16) * 16  # whole 16-deep slices
+                splits = -(-k // chunk)
+                return (self._prepared("linear", "gemm", "PPPPiiiiiqqqi"), g64 + (splits,),
+                        (m, n, k, ta, tb, 0, 0, m * n, chunk), splits)
+        return (self._prepared("linear", "gemm", "PPPPiiiiiqqqi"), g64 + (batch,),
+                (m, n, k, ta, tb, sa, sb, sc, 0), 0)
+
+    def _gemm_reduce(self, c_ptr, work_ptr, bias_ptr, splits, mn, n):
+        self._prepared("linear", "gemm_splitk_reduce", "PPPiqi").prepared_call(
+            (max(1, min((mn + 255) // 256, self._max_blocks)), 1), (256, 1, 1), c_ptr, work_ptr,
+            bias_ptr, splits, mn, n)
 
     def _gemm_launch(self, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, trans_a, trans_b,
                      stride_a=0, stride_b=0, stride_c=0, batch=1):
@@ -487,42 +503,36 @@ class CudaBackend(base.Backend):
         row-major (k == 0 writes the bias or zeros); the kernel from :meth:`_gemm_plan`."""
         aligned = (stride_a % 4 == 0 and stride_b % 4 == 0 and int(a_ptr) % 16 == 0
                    and int(b_ptr) % 16 == 0)
-        f, grid, mode, chunk = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch)
-        block = (256, 1, 1)
-        if mode == "small":
-            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k,
-                            int(bool(trans_a)), int(bool(trans_b)), stride_a, stride_b, stride_c)
-        elif mode == "tf32":
-            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a,
-                            stride_b, stride_c)
-        elif mode == "big":
-            f.prepared_call(grid, block, c_ptr, a_ptr, b_ptr, bias_ptr, m, n, k, stride_a,
-                            stride_b, stride_c, 0)
-        else:
-            splits = grid[2]
-            work = self.empty((splits, m, n))
-            f.prepared_call(grid, block, self._ptr(work), a_ptr, b_ptr, 0, m, n, k, 0, 0, m * n,
-                            chunk)
-            self._prepared("linear", "gemm_splitk_reduce", "PPPiqi").prepared_call(
-                (max(1, min((m * n + 255) // 256, self._max_blocks)), 1), block, c_ptr,
-                self._ptr(work), bias_ptr, splits, m * n, n)
+        f, grid, tail, splits = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch,
+                                                (stride_a, stride_b, stride_c))
+        if not splits:
+            f.prepared_call(grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, *tail)
+            return
+        work = self.empty((splits, m, n))
+        f.prepared_call(grid, (256, 1, 1), self._ptr(work), a_ptr, b_ptr, 0, *tail)
+        self._gemm_reduce(c_ptr, self._ptr(work), bias_ptr, splits, m * n, n)
 
     def _gemm_stepper(self, m, n, k, trans_a, trans_b, aligned):
         """A launcher ``call(c, a, b, bias=0)`` (int pointers) of one GEMM shape, planned
-        once: the recurrent layers run one per time step, where Python's per-launch cost
-        is most of the time."""
+        once (with its split-K workspace): the recurrent layers run one per time step,
+        where Python's per-launch cost is much of the time."""
         if m == 0 or n == 0:
             return lambda c, a, b, bias=0: None
-        f, grid, mode, _ = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
-        if mode == "split":  # not a per-step shape; keep it correct anyway
-            return lambda c, a, b, bias=0: self._gemm_launch(c, a, b, bias, m, n, k, trans_a, trans_b)
-        tail = {"small": (m, n, k, int(bool(trans_a)), int(bool(trans_b)), 0, 0, 0),
-                "tf32": (m, n, k, 0, 0, 0), "big": (m, n, k, 0, 0, 0, 0)}[mode]
+        f, grid, tail, splits = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
         block = (256, 1, 1)
+        if not splits:
+            def call(c, a, b, bias=0):
+                f.prepared_call(grid, block, c, a, b, bias, *tail)
+            return call
+        work = self.empty((splits, m, n))
+        work_p = int(self._ptr(work))
+        reduce_f = self._prepared("linear", "gemm_splitk_reduce", "PPPiqi")
+        rgrid = (max(1, min((m * n + 255) // 256, self._max_blocks)), 1)
 
-        def call(c, a, b, bias=0):
-            f.prepared_call(grid, block, c, a, b, bias, *tail)
-        return call
+        def call_split(c, a, b, bias=0, _keep=work):
+            f.prepared_call(grid, block, work_p, a, b, 0, *tail)
+            reduce_f.prepared_call(rgrid, block, c, work_p, bias, splits, m * n, n)
+        return call_split
 
     def matmul(self, a, b, transpose_a=False, transpose_b=False):
         check_matmul(a, b, transpose_a, transpose_b)

@@ -1,6 +1,11 @@
-// Batched SGEMM: C[b] = op(A[b]) @ op(B[b]) (+ bias per column), row-major, op = optional
-// transpose read through the indexing (never copied). 64x64 tiles of C per block of 256
-// threads, 16-deep K slices staged in shared memory, 4x4 outputs per thread.
+// SGEMMs: C[b] = op(A[b]) @ op(B[b]) (+ bias per column), row-major, op = optional
+// transpose read through the indexing (never copied). CudaBackend._gemm_plan picks the
+// kernel: `gemm` (64x64 tiles, for thin problems), `gemm128_*` (128x128 tiles, float4
+// loads) or `gemm_tf32_*` (tensor cores, when allowed); the first two can split K
+// (partial sums in a workspace, added by gemm_splitk_reduce).
+//
+// `gemm`: 64x64 tiles of C per block of 256 threads, 16-deep K slices staged in shared
+// memory, 4x4 outputs per thread.
 #include "common.cuh"
 
 #define BM 64
@@ -9,9 +14,17 @@
 
 extern "C" __global__ void __launch_bounds__(256)
 gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,
-     int trans_a, int trans_b, long long stride_a, long long stride_b, long long stride_c) {
-    A += blockIdx.z * stride_a;
-    B += blockIdx.z * stride_b;
+     int trans_a, int trans_b, long long stride_a, long long stride_b, long long stride_c,
+     int kchunk) {
+    // kchunk > 0: split K as in gemm128_body (block z sums its K range into slice z)
+    int kbeg = 0, kend = K;
+    if (kchunk > 0) {
+        kbeg = blockIdx.z * kchunk;
+        kend = min(K, kbeg + kchunk);
+    } else {
+        A += blockIdx.z * stride_a;
+        B += blockIdx.z * stride_b;
+    }
     C += blockIdx.z * stride_c;
     __shared__ float As[BK][BM + 4];
     __shared__ float Bs[BK][BN + 4];
@@ -19,14 +32,14 @@ gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, 
     const int tx = t % 16, ty = t / 16;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     float acc[4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
         // consecutive threads read consecutive addresses in either layout (coalesced)
         for (int i = t; i < BM * BK; i += 256) {
             int m, k;
             if (trans_a) { m = i % BM; k = i / BM; } else { k = i % BK; m = i / BK; }
             int gm = row0 + m, gk = k0 + k;
             float v = 0.0f;
-            if (gm < M && gk < K) v = trans_a ? A[(long long)gk * M + gm] : A[(long long)gm * K + gk];
+            if (gm < M && gk < kend) v = trans_a ? A[(long long)gk * M + gm] : A[(long long)gm * K + gk];
             As[k][m] = v;
         }
         for (int i = t; i < BK * BN; i += 256) {
@@ -34,7 +47,7 @@ gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, 
             if (trans_b) { k = i % BK; n = i / BK; } else { n = i % BN; k = i / BN; }
             int gk = k0 + k, gn = col0 + n;
             float v = 0.0f;
-            if (gk < K && gn < N) v = trans_b ? B[(long long)gn * K + gk] : B[(long long)gk * N + gn];
+            if (gk < kend && gn < N) v = trans_b ? B[(long long)gn * K + gk] : B[(long long)gk * N + gn];
             Bs[k][n] = v;
         }
         __syncthreads();
