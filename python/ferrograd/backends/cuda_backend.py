@@ -1125,9 +1125,9 @@ class CudaBackend(base.Backend):
                                             mask, scale, is_causal)
             return out, lse
         if d == dv and d in (32, 64):
-            # the tiled kernel: 64 query rows per block of 256 threads (see attention.cu)
+            # the tiled kernel: 64 query rows per block of 128 threads (see attention.cu)
             self._prepared("attention", f"attention_forward_tiled_d{d}", "PPPPPPqqiiiifi").prepared_call(
-                ((lq + 63) // 64, b * h), (256, 1, 1), self._ptr(out), self._ptr(lse), self._ptr(q),
+                ((lq + 63) // 64, b * h), (128, 1, 1), self._ptr(out), self._ptr(lse), self._ptr(q),
                 self._ptr(k), self._ptr(v), *margs, h, hk, lq, lk, float(tail[6]), int(tail[7]))
             return out, lse
         t = self._ATT_THREADS

@@ -247,17 +247,20 @@ FG_ATT_KERNELS(_d32, 32)
 FG_ATT_KERNELS(_d64, 64)
 
 // ---------------------------------------------------------------------------------------
-// The tiled forward for D = Dv = DC in {32, 64}: a block of 256 threads owns 64 query
-// rows; per 64-key tile it computes the 64x64 score tile S = Q K^T (each thread a 4x4
-// block: rows 4 ty.., keys 4 tx..), updates the running max / sum of its rows (the 16
+// The tiled forward for D = Dv = DC in {32, 64}: a block of 128 threads (16 x 8) owns 64
+// query rows; per 64-key tile it computes the 64x64 score tile S = Q K^T (each thread an
+// 8x4 block: rows 8 ty.., keys 4 tx..), updates the running max / sum of its rows (the 16
 // threads sharing ty hold a row between them: half-warp shuffles), writes P = exp(S - m)
-// to shared memory and adds P V into its 4 x DC/16 output block. Q and K are staged
-// transposed (d-major) so that a thread's four rows / keys are one float4; P reuses the
-// K buffer once S is in registers. Same results and lse as attention_forward (online
-// softmax, fully hidden rows give 0 and -inf), about 20x the arithmetic per shared load
-// of the one-row-per-thread kernel.
+// to shared memory and adds P V into its 8 x DC/16 output block. Q and K are staged
+// transposed (d-major) so that a thread's rows / keys are float4s; P is stored transposed
+// too (P^T[j][i], in the K buffer once S is in registers) with its float4 columns
+// XOR-swizzled by j / 4, so both its stores and its reads are conflict-free. Scores are
+// kept in base 2 (exp2). Same results and lse as attention_forward (online softmax; fully
+// hidden rows give 0 and -inf).
 #define FA_BR 64
 #define FA_BC 64
+#define FA_LOG2E 1.4426950408889634f
+#define FA_LN2 0.6931471805599453f
 
 __device__ __forceinline__ float fa_half_max(float v) {
 #pragma unroll
@@ -270,6 +273,9 @@ __device__ __forceinline__ float fa_half_sum(float v) {
     return v;
 }
 
+// index of P^T[j][4 q .. 4 q + 3] (q = the float4 of rows) in the swizzled layout
+__device__ __forceinline__ int fa_pt_at(int j, int q) { return j * FA_BR + ((q ^ ((j >> 2) & 15)) << 2); }
+
 template <int DC>
 __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* lse, const float* q,
                                                              const float* k, const float* v,
@@ -277,6 +283,7 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
                                                              long long msh, int H, int Hk, int Lq,
                                                              int Lk, float scale, int causal) {
     constexpr int OC = DC / 16;  // output columns per thread
+    constexpr int NT = 128;
     __shared__ __align__(16) float qs[DC * FA_BR];   // qs[d][i]
     __shared__ __align__(16) float kps[DC * FA_BC > FA_BR * FA_BC ? DC * FA_BC : FA_BR * FA_BC];
     __shared__ __align__(16) float vs[FA_BC * DC];   // vs[j][d]
@@ -286,18 +293,20 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
     const float* qb = q + ((long long)bh * Lq + i0) * DC;
     const float* kb = k + ((long long)b * Hk + hk) * Lk * DC;
     const float* vb = v + ((long long)b * Hk + hk) * Lk * DC;
+    const float* mb = mask ? mask + b * msb + h * msh : nullptr;
+    const float sc2 = scale * FA_LOG2E;
     // Q tile, transposed; rows past Lq are zeros (computed, never written)
-    for (int f = t; f < FA_BR * DC / 4; f += 256) {
+    for (int f = t; f < FA_BR * DC / 4; f += NT) {
         const int i = f % FA_BR, d = (f / FA_BR) * 4;
         float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i0 + i < Lq) x = *reinterpret_cast<const float4*>(qb + (long long)i * DC + d);
         qs[d * FA_BR + i] = x.x; qs[(d + 1) * FA_BR + i] = x.y;
         qs[(d + 2) * FA_BR + i] = x.z; qs[(d + 3) * FA_BR + i] = x.w;
     }
-    float o[4][OC], m[4], l[4];
+    float o[8][OC], m[8], l[8];
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        m[r] = FG_NEG_INF;
+    for (int r = 0; r < 8; ++r) {
+        m[r] = FG_NEG_INF;  // running max of the base-2 scores
         l[r] = 0.0f;
 #pragma unroll
         for (int c = 0; c < OC; ++c) o[r][c] = 0.0f;
@@ -306,7 +315,7 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
     if (causal) kend = min(Lk, min(Lq, i0 + FA_BR));  // keys past the block's last row are hidden
     for (int j0 = 0; j0 < kend; j0 += FA_BC) {
         __syncthreads();  // the previous tile's P and V are no longer read
-        for (int f = t; f < FA_BC * DC / 4; f += 256) {
+        for (int f = t; f < FA_BC * DC / 4; f += NT) {
             const int j = f % FA_BC, d = (f / FA_BC) * 4;
             float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
             if (j0 + j < Lk) {
@@ -318,31 +327,32 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
             *reinterpret_cast<float4*>(vs + j * DC + d) = y;
         }
         __syncthreads();
-        float s[4][4];
+        float s[8][4];
 #pragma unroll
-        for (int r = 0; r < 4; ++r)
+        for (int r = 0; r < 8; ++r)
 #pragma unroll
             for (int c = 0; c < 4; ++c) s[r][c] = 0.0f;
-#pragma unroll 8
+#pragma unroll 4
         for (int d = 0; d < DC; ++d) {
-            const float4 a = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 4);
+            const float4 a0 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8);
+            const float4 a1 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8 + 4);
             const float4 bb = *reinterpret_cast<const float4*>(kps + d * FA_BC + tx * 4);
-            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {bb.x, bb.y, bb.z, bb.w};
+            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float bv[4] = {bb.x, bb.y, bb.z, bb.w};
 #pragma unroll
-            for (int r = 0; r < 4; ++r)
+            for (int r = 0; r < 8; ++r)
 #pragma unroll
                 for (int c = 0; c < 4; ++c) s[r][c] = fmaf(av[r], bv[c], s[r][c]);
         }
-        float p[4][4];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const int i = i0 + ty * 4 + r;
+        for (int r = 0; r < 8; ++r) {
+            const int i = i0 + ty * 8 + r;
             float tmax = FG_NEG_INF;
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
                 const int j = j0 + tx * 4 + c;
-                float x = s[r][c] * scale;
-                if (mask && i < Lq && j < Lk) x += mask[b * msb + h * msh + (long long)i * Lk + j];
+                float x = s[r][c] * sc2;
+                if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
                 if (j >= Lk || (causal && j > i)) x = FG_NEG_INF;
                 s[r][c] = x;
                 tmax = fmaxf(tmax, x);
@@ -350,25 +360,29 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
             tmax = fa_half_max(tmax);
             const float mnew = fmaxf(m[r], tmax);
             // a row with every key so far hidden keeps m = -inf, p = 0 and l = 0
-            const float corr = mnew == FG_NEG_INF ? 1.0f : expf(m[r] - mnew);
+            const float corr = mnew == FG_NEG_INF ? 1.0f : exp2f(m[r] - mnew);
             float rsum = 0.0f;
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
-                p[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : expf(s[r][c] - mnew);
-                rsum += p[r][c];
+                s[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : exp2f(s[r][c] - mnew);  // s := p
+                rsum += s[r][c];
             }
             l[r] = l[r] * corr + fa_half_sum(rsum);
             m[r] = mnew;
 #pragma unroll
             for (int c = 0; c < OC; ++c) o[r][c] *= corr;
         }
-        __syncthreads();  // every thread is done reading K^T: P takes its place
+        __syncthreads();  // every thread is done reading K^T: P^T takes its place
 #pragma unroll
-        for (int r = 0; r < 4; ++r)
-            *reinterpret_cast<float4*>(kps + (ty * 4 + r) * FA_BC + tx * 4) =
-                make_float4(p[r][0], p[r][1], p[r][2], p[r][3]);
+        for (int c = 0; c < 4; ++c) {
+            const int j = tx * 4 + c;
+            *reinterpret_cast<float4*>(kps + fa_pt_at(j, ty * 2)) =
+                make_float4(s[0][c], s[1][c], s[2][c], s[3][c]);
+            *reinterpret_cast<float4*>(kps + fa_pt_at(j, ty * 2 + 1)) =
+                make_float4(s[4][c], s[5][c], s[6][c], s[7][c]);
+        }
         __syncthreads();
-#pragma unroll 8
+#pragma unroll 4
         for (int j = 0; j < FA_BC; ++j) {
             float vv[OC];
             if (OC == 4) {
@@ -378,28 +392,30 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
                 const float2 y = *reinterpret_cast<const float2*>(vs + j * DC + tx * OC);
                 vv[0] = y.x; vv[1 % OC] = y.y;
             }
+            const float4 p0 = *reinterpret_cast<const float4*>(kps + fa_pt_at(j, ty * 2));
+            const float4 p1 = *reinterpret_cast<const float4*>(kps + fa_pt_at(j, ty * 2 + 1));
+            const float pv[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
 #pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const float pr = kps[(ty * 4 + r) * FA_BC + j];
+            for (int r = 0; r < 8; ++r)
 #pragma unroll
-                for (int c = 0; c < OC; ++c) o[r][c] = fmaf(pr, vv[c], o[r][c]);
-            }
+                for (int c = 0; c < OC; ++c) o[r][c] = fmaf(pv[r], vv[c], o[r][c]);
         }
     }
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const int i = i0 + ty * 4 + r;
+    for (int r = 0; r < 8; ++r) {
+        const int i = i0 + ty * 8 + r;
         if (i >= Lq) continue;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         float* op = out + ((long long)bh * Lq + i) * DC + tx * OC;
 #pragma unroll
         for (int c = 0; c < OC; ++c) op[c] = o[r][c] * inv;
-        if (tx == 0) lse[(long long)bh * Lq + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : FG_NEG_INF;
+        if (tx == 0)
+            lse[(long long)bh * Lq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * FA_LN2 : FG_NEG_INF;
     }
 }
 
 #define FG_ATT_TILED(SUFFIX, DC)                                                              \
-    extern "C" __global__ void __launch_bounds__(256) attention_forward_tiled##SUFFIX(         \
+    extern "C" __global__ void __launch_bounds__(128) attention_forward_tiled##SUFFIX(         \
         float* out, float* lse, const float* q, const float* k, const float* v,                \
         const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
         float scale, int causal) {                                                             \
