@@ -91,9 +91,11 @@ _CUDA_GEMM_SHAPES = [
     (1536, 1536, 256),   # 144 tiles of 128: gemm128, float4 loads
     (1536, 1538, 258),   # rows not float4-sized: gemm128 without float4 loads
     (1537, 1541, 131),   # ragged edges in every dimension
+    (64, 20000, 64),     # at most 64 rows: 64x128 tiles
+    (50, 17001, 30),     # 64x128 tiles, ragged, not float4-sized
     (96, 200, 100),      # few tiles, short K: the 64x64 kernel
     (96, 200, 1000),     # few tiles: the 64x64 kernel with split K
-    (64, 576, 20000),    # split K over a long K (float4-sized rows)
+    (64, 576, 20000),    # split K over a long K, 64x128 tiles (a conv weight gradient)
     (70, 130, 9001),     # split K, ragged, not float4-sized
     (300, 500, 5000),    # gemm128 with split K
 ]

@@ -447,15 +447,17 @@ class CudaBackend(base.Backend):
         kernel, grid, the arguments after the four pointers, splits). ``aligned``: the
         pointers are 16-byte aligned and the batch strides multiples of 4. In order:
 
-        * at least one 128x128 tile per SM: TF32 tensor cores (``gemm_tf32_*``) when
+        * fewer 128-wide tiles than SMs and a long K (a convolution's or recurrent
+          layer's weight gradient): split K. ``splits`` blocks per tile each sum a K
+          range into a workspace slice and gemm_splitk_reduce adds the slices;
+        * else TF32 tensor cores (``gemm_tf32_*``) when
           ``fg.backends.cuda.matmul.allow_tf32`` is set and every row is a whole number
-          of aligned float4s, else the 128x128-tile SIMT kernel (``gemm128_*``, float4
-          loads when aligned);
-        * fewer tiles but a long K (a convolution's weight gradient, the recurrent
-          layers' per-step and weight GEMMs): split K. ``splits`` blocks per tile each sum
-          a K range into a workspace slice and gemm_splitk_reduce adds the slices
-          (128x128 tiles when both sides of C reach 128, else 64x64);
-        * else the 64x64-tile kernel, whose smaller tiles keep more SMs busy.
+          of aligned float4s;
+        * at least one tile per SM: the SIMT kernel with 128x128 tiles (``gemm128_*``),
+          or 64x128 (``gemm64x128_*``) when C has at most 64 rows, float4 loads when
+          aligned;
+        * else the 64x64-tile kernel (split K when that keeps more SMs busy: the
+          recurrent layers' per-step GEMMs).
         """
         from . import cuda as flags
 
@@ -466,17 +468,19 @@ class CudaBackend(base.Backend):
         vec = aligned and contig_a % 4 == 0 and contig_b % 4 == 0
         kind = "nt"[ta] + "nt"[tb]
         sm = self._sm_count
-        g128 = ((n + 127) // 128, (m + 127) // 128)
+        rows = 64 if m <= 64 else 128  # 64x128 tiles when C has at most 64 rows
+        g128 = ((n + 127) // 128, (m + rows - 1) // rows)
         t128 = g128[0] * g128[1] * batch
-        k128 = f"gemm128_{kind}" + ("_v" if vec else "")
+        k128 = ("gemm128_" if rows == 128 else "gemm64x128_") + kind + ("_v" if vec else "")
+        long_k = batch == 1 and t128 < sm and m >= 64 and n >= 128 and k >= 1024
+        if flags.matmul.allow_tf32 and vec and not long_k:
+            return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"),
+                    ((n + 127) // 128, (m + 127) // 128, batch), (m, n, k, sa, sb, sc), 0)
         if t128 >= sm:
-            if flags.matmul.allow_tf32 and vec:
-                return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"), g128 + (batch,),
-                        (m, n, k, sa, sb, sc), 0)
             return self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (batch,), (m, n, k, sa, sb, sc, 0), 0
         g64 = ((n + 63) // 64, (m + 63) // 64)
         t64 = g64[0] * g64[1] * batch
-        if batch == 1 and m >= 128 and n >= 128 and k >= 1024:
+        if long_k:
             splits = min(-(-2 * sm // t128), k // 256)
             chunk = -(-(-(-k // splits)) // 8) * 8  # whole 8-deep slices
             splits = -(-k // chunk)

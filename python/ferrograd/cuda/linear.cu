@@ -107,20 +107,21 @@ __device__ __forceinline__ float4 gemm_load4(const float* p, long long ld, int r
     return v;
 }
 
-// A tile (BM x BK of op(A)) as smem As[k][m]; B tile (BK x BN of op(B)) as Bs[k][n].
-// Each of the 256 threads moves one float4 of each per slice.
-template <bool TA, bool VEC>
+// A tile (TBM x BK of op(A)) as smem As[k][m]; B tile (BK x BN of op(B)) as Bs[k][n].
+// Threads t < 2 TBM move one float4 of A per slice (all 256 when TBM = 128), every thread
+// one float4 of B.
+template <bool TA, bool VEC, int TBM>
 __device__ __forceinline__ float4 gemm_fetch_a(const float* A, int M, int K, int kend, int row0, int k0,
                                                int t) {
     // op(A) = A (M x K, row-major): a float4 runs along k; op(A) = A^T: A is K x M, runs along m.
     // Columns k >= kend read as zeros (the end of this block's K range).
-    return TA ? gemm_load4<VEC>(A, M, k0 + t / 32, row0 + (t % 32) * 4, kend, M)
+    return TA ? gemm_load4<VEC>(A, M, k0 + t / (TBM / 4), row0 + (t % (TBM / 4)) * 4, kend, M)
               : gemm_load4<VEC>(A, K, row0 + t / 2, k0 + (t % 2) * 4, M, kend);
 }
-template <bool TA>
-__device__ __forceinline__ void gemm_stash_a(float (*As)[G_BM + 4], float4 v, int t) {
+template <bool TA, int TBM>
+__device__ __forceinline__ void gemm_stash_a(float (*As)[TBM + 4], float4 v, int t) {
     if (TA) {
-        *reinterpret_cast<float4*>(&As[t / 32][(t % 32) * 4]) = v;
+        *reinterpret_cast<float4*>(&As[t / (TBM / 4)][(t % (TBM / 4)) * 4]) = v;
     } else {
         const int m = t / 2, k = (t % 2) * 4;
         As[k][m] = v.x; As[k + 1][m] = v.y; As[k + 2][m] = v.z; As[k + 3][m] = v.w;
@@ -147,7 +148,7 @@ __device__ __forceinline__ void gemm_stash_b(float (*Bs)[G_BN], float4 v, int t)
 // (split K, for problems with few tiles and a long K): block z sums k in
 // [z kchunk, (z + 1) kchunk) into its own slice C + z stride_c of a workspace that
 // gemm_splitk_reduce adds up; kchunk is a multiple of G_BK.
-template <bool TA, bool TB, bool VEC>
+template <bool TA, bool TB, bool VEC, int TBM>
 __device__ __forceinline__ void gemm128_body(float* C, const float* A, const float* B,
                                              const float* bias, int M, int N, int K,
                                              long long stride_a, long long stride_b,
@@ -161,50 +162,55 @@ __device__ __forceinline__ void gemm128_body(float* C, const float* A, const flo
         B += blockIdx.z * stride_b;
     }
     C += blockIdx.z * stride_c;
-    __shared__ __align__(16) float As[2][G_BK][G_BM + 4];  // +4: the transposing stores hit 32 banks
+    __shared__ __align__(16) float As[2][G_BK][TBM + 4];  // +4: the transposing stores hit 32 banks
     __shared__ __align__(16) float Bs[2][G_BK][G_BN];
     const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int row0 = blockIdx.y * G_BM, col0 = blockIdx.x * G_BN;
-    float acc[8][8];
+    constexpr int RM = TBM / 16;  // rows per thread: 4 + 4 rows 64 apart (TBM 128), or 4
+    const bool loads_a = TBM == 128 || t < 2 * TBM;
+    const int row0 = blockIdx.y * TBM, col0 = blockIdx.x * G_BN;
+    float acc[RM][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < RM; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-    float4 ra = gemm_fetch_a<TA, VEC>(A, M, K, kend, row0, kbeg, t);
+    float4 ra = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (loads_a) ra = gemm_fetch_a<TA, VEC, TBM>(A, M, K, kend, row0, kbeg, t);
     float4 rb = gemm_fetch_b<TB, VEC>(B, N, K, kend, col0, kbeg, t);
-    gemm_stash_a<TA>(As[0], ra, t);
+    if (loads_a) gemm_stash_a<TA, TBM>(As[0], ra, t);
     gemm_stash_b<TB>(Bs[0], rb, t);
     __syncthreads();
     int buf = 0;
     for (int k0 = kbeg; k0 < kend; k0 += G_BK) {
         const bool more = k0 + G_BK < kend;
         if (more) {  // in flight while this slice is multiplied
-            ra = gemm_fetch_a<TA, VEC>(A, M, K, kend, row0, k0 + G_BK, t);
+            if (loads_a) ra = gemm_fetch_a<TA, VEC, TBM>(A, M, K, kend, row0, k0 + G_BK, t);
             rb = gemm_fetch_b<TB, VEC>(B, N, K, kend, col0, k0 + G_BK, t);
         }
 #pragma unroll
         for (int k = 0; k < G_BK; ++k) {
-            float a[8], b[8];
+            float a[RM], b[8];
             *reinterpret_cast<float4*>(a) = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
-            *reinterpret_cast<float4*>(a + 4) = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4 + 64]);
+            if (RM == 8)
+                *reinterpret_cast<float4*>(a + 4 * (RM / 8)) =
+                    *reinterpret_cast<const float4*>(&As[buf][k][ty * 4 + 64 * (RM / 8)]);
             *reinterpret_cast<float4*>(b) = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
             *reinterpret_cast<float4*>(b + 4) = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4 + 64]);
 #pragma unroll
-            for (int i = 0; i < 8; ++i)
+            for (int i = 0; i < RM; ++i)
 #pragma unroll
                 for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
         if (more) {
             // the other buffer was last read before the previous slice's barrier
-            gemm_stash_a<TA>(As[buf ^ 1], ra, t);
+            if (loads_a) gemm_stash_a<TA, TBM>(As[buf ^ 1], ra, t);
             gemm_stash_b<TB>(Bs[buf ^ 1], rb, t);
             __syncthreads();
             buf ^= 1;
         }
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < RM; ++i) {
         const int r = row0 + ty * 4 + (i % 4) + (i / 4) * 64;
         if (r >= M) continue;
 #pragma unroll
@@ -230,21 +236,32 @@ __device__ __forceinline__ void gemm128_body(float* C, const float* A, const flo
     }
 }
 
-#define FG_GEMM128(name, TA, TB, VEC)                                                          \
+#define FG_GEMM128(name, TA, TB, VEC, TBM)                                                      \
     extern "C" __global__ void __launch_bounds__(256, 2)                                       \
     name(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,     \
          long long stride_a, long long stride_b, long long stride_c, int kchunk) {             \
-        gemm128_body<TA, TB, VEC>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c,        \
-                                  kchunk);                                                     \
+        gemm128_body<TA, TB, VEC, TBM>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c,    \
+                                      kchunk);                                                 \
     }
-FG_GEMM128(gemm128_nn_v, false, false, true)
-FG_GEMM128(gemm128_nt_v, false, true, true)
-FG_GEMM128(gemm128_tn_v, true, false, true)
-FG_GEMM128(gemm128_tt_v, true, true, true)
-FG_GEMM128(gemm128_nn, false, false, false)
-FG_GEMM128(gemm128_nt, false, true, false)
-FG_GEMM128(gemm128_tn, true, false, false)
-FG_GEMM128(gemm128_tt, true, true, false)
+// gemm128_*: 128x128 tiles; gemm64x128_*: 64x128 tiles (4x8 per thread) for problems with
+// 64 or fewer rows (a convolution's output channels), which would leave half of a
+// 128-row tile idle. _v: float4 loads.
+FG_GEMM128(gemm128_nn_v, false, false, true, 128)
+FG_GEMM128(gemm128_nt_v, false, true, true, 128)
+FG_GEMM128(gemm128_tn_v, true, false, true, 128)
+FG_GEMM128(gemm128_tt_v, true, true, true, 128)
+FG_GEMM128(gemm128_nn, false, false, false, 128)
+FG_GEMM128(gemm128_nt, false, true, false, 128)
+FG_GEMM128(gemm128_tn, true, false, false, 128)
+FG_GEMM128(gemm128_tt, true, true, false, 128)
+FG_GEMM128(gemm64x128_nn_v, false, false, true, 64)
+FG_GEMM128(gemm64x128_nt_v, false, true, true, 64)
+FG_GEMM128(gemm64x128_tn_v, true, false, true, 64)
+FG_GEMM128(gemm64x128_tt_v, true, true, true, 64)
+FG_GEMM128(gemm64x128_nn, false, false, false, 64)
+FG_GEMM128(gemm64x128_nt, false, true, false, 64)
+FG_GEMM128(gemm64x128_tn, true, false, false, 64)
+FG_GEMM128(gemm64x128_tt, true, true, false, 64)
 
 // ---------------------------------------------------------------------------------------
 // The TF32 tensor-core GEMM (used only when the user allows TF32, as PyTorch's
