@@ -276,7 +276,7 @@ __device__ __forceinline__ float fa_half_sum(float v) {
 // index of P^T[j][4 q .. 4 q + 3] (q = the float4 of rows) in the swizzled layout
 __device__ __forceinline__ int fa_pt_at(int j, int q) { return j * FA_BR + ((q ^ ((j >> 2) & 15)) << 2); }
 
-template <int DC>
+template <int DC, int U>
 __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* lse, const float* q,
                                                              const float* k, const float* v,
                                                              const float* mask, long long msb,
@@ -332,7 +332,7 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
         for (int r = 0; r < 8; ++r)
 #pragma unroll
             for (int c = 0; c < 4; ++c) s[r][c] = 0.0f;
-#pragma unroll 4
+#pragma unroll U
         for (int d = 0; d < DC; ++d) {
             const float4 a0 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8);
             const float4 a1 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8 + 4);
@@ -382,7 +382,7 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
                 make_float4(s[4][c], s[5][c], s[6][c], s[7][c]);
         }
         __syncthreads();
-#pragma unroll 4
+#pragma unroll U
         for (int j = 0; j < FA_BC; ++j) {
             float vv[OC];
             if (OC == 4) {
@@ -414,13 +414,15 @@ __device__ __forceinline__ void attention_forward_tiled_body(float* out, float* 
     }
 }
 
-#define FG_ATT_TILED(SUFFIX, DC)                                                              \
+#define FG_ATT_TILED(SUFFIX, DC, U)                                                            \
     extern "C" __global__ void __launch_bounds__(128) attention_forward_tiled##SUFFIX(         \
         float* out, float* lse, const float* q, const float* k, const float* v,                \
         const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
         float scale, int causal) {                                                             \
-        attention_forward_tiled_body<DC>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,     \
+        attention_forward_tiled_body<DC, U>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,  \
                                          scale, causal);                                       \
     }
-FG_ATT_TILED(_d32, 32)
-FG_ATT_TILED(_d64, 64)
+FG_ATT_TILED(_d32, 32, 4)
+FG_ATT_TILED(_d64, 64, 4)
+FG_ATT_TILED(_d64u8, 64, 8)
+FG_ATT_TILED(_d64u16, 64, 16)

@@ -6,6 +6,9 @@
 //     cols[(c * KH + a) * KW + b][n * L + i * OW + j] = x_pad[n, c, i*sh + a*dh, j*sw + b*dw]
 //   so that y_g (O/G, N * L) = w_g (O/G, C/G * KH * KW) @ cols_g: one GEMM per group,
 //   batched over G by linear.cu's gemm (grid.z).
+// Every kernel has a 64-bit-index entry point and an `_i32` one (int index arithmetic,
+// several times cheaper in the per-element divisions) that the host picks when every
+// index fits in 31 bits.
 // col2im gathers (one thread per input element, no atomics, deterministic): an input
 // element (n, c, h, w) receives every column entry (a, b, i, j) with h + ph = i*sh + a*dh
 // and w + pw = j*sw + b*dw.
@@ -20,18 +23,20 @@ struct ConvGeom {
         int pw, int dh, int dw
 #define CONV_GEOM_MAKE ConvGeom g = {N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw}
 
-extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __restrict__ x,
+template <typename I>
+__device__ __forceinline__ void conv_im2col_body(float* __restrict__ cols, const float* __restrict__ x,
                                        CONV_GEOM_ARGS) {
     CONV_GEOM_MAKE;
-    const long long L = (long long)g.OH * g.OW;
-    const long long NL = (long long)g.N * L;
-    const long long total = (long long)g.C * g.KH * g.KW * NL;
-    FG_GRID_LOOP(idx, total) {
-        long long col = idx % NL;
-        long long row = idx / NL;
+    const I L = (I)g.OH * g.OW;
+    const I NL = (I)g.N * L;
+    const I total = (I)g.C * g.KH * g.KW * NL;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (I)gridDim.x * blockDim.x) {
+        I col = idx % NL;
+        I row = idx / NL;
         int b = (int)(row % g.KW);
         int a = (int)((row / g.KW) % g.KH);
-        int c = (int)(row / ((long long)g.KW * g.KH));
+        int c = (int)(row / ((I)g.KW * g.KH));
         int n = (int)(col / L);
         int ij = (int)(col % L);
         int i = ij / g.OW, j = ij % g.OW;
@@ -39,22 +44,32 @@ extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __
         int w = j * g.sw + b * g.dw - g.pw;
         float v = 0.0f;
         if (h >= 0 && h < g.H && w >= 0 && w < g.W)
-            v = x[(((long long)n * g.C + c) * g.H + h) * g.W + w];
+            v = x[(((I)n * g.C + c) * g.H + h) * g.W + w];
         cols[idx] = v;
     }
 }
+extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __restrict__ x,
+                                       CONV_GEOM_ARGS) {
+    conv_im2col_body<long long>(cols, x, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw);
+}
+extern "C" __global__ void conv_im2col_i32(float* __restrict__ cols, const float* __restrict__ x,
+                                       CONV_GEOM_ARGS) {
+    conv_im2col_body<int>(cols, x, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw);
+}
 
-extern "C" __global__ void conv_col2im(float* __restrict__ gx, const float* __restrict__ gcols,
+template <typename I>
+__device__ __forceinline__ void conv_col2im_body(float* __restrict__ gx, const float* __restrict__ gcols,
                                        CONV_GEOM_ARGS) {
     CONV_GEOM_MAKE;
-    const long long L = (long long)g.OH * g.OW;
-    const long long NL = (long long)g.N * L;
-    const long long total = (long long)g.N * g.C * g.H * g.W;
-    FG_GRID_LOOP(idx, total) {
+    const I L = (I)g.OH * g.OW;
+    const I NL = (I)g.N * L;
+    const I total = (I)g.N * g.C * g.H * g.W;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (I)gridDim.x * blockDim.x) {
         int w = (int)(idx % g.W);
         int h = (int)((idx / g.W) % g.H);
-        int c = (int)((idx / ((long long)g.W * g.H)) % g.C);
-        int n = (int)(idx / ((long long)g.W * g.H * g.C));
+        int c = (int)((idx / ((I)g.W * g.H)) % g.C);
+        int n = (int)(idx / ((I)g.W * g.H * g.C));
         float acc = 0.0f;
         for (int a = 0; a < g.KH; ++a) {
             int hi = h + g.ph - a * g.dh;
@@ -66,38 +81,70 @@ extern "C" __global__ void conv_col2im(float* __restrict__ gx, const float* __re
                 if (wi < 0 || wi % g.sw) continue;
                 int j = wi / g.sw;
                 if (j >= g.OW) continue;
-                long long row = ((long long)c * g.KH + a) * g.KW + b;
-                acc += gcols[row * NL + (long long)n * L + (long long)i * g.OW + j];
+                I row = ((I)c * g.KH + a) * g.KW + b;
+                acc += gcols[row * NL + (I)n * L + (I)i * g.OW + j];
             }
         }
         gx[idx] = acc;
     }
 }
+extern "C" __global__ void conv_col2im(float* __restrict__ gx, const float* __restrict__ gcols,
+                                       CONV_GEOM_ARGS) {
+    conv_col2im_body<long long>(gx, gcols, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw);
+}
+extern "C" __global__ void conv_col2im_i32(float* __restrict__ gx, const float* __restrict__ gcols,
+                                       CONV_GEOM_ARGS) {
+    conv_col2im_body<int>(gx, gcols, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw);
+}
 
 // (G, Og, N, L) -> (N, G*Og, L), adding bias[o] when bias is not null (the GEMM's output
 // back to NCHW).
-extern "C" __global__ void conv_ungroup(float* __restrict__ y, const float* __restrict__ yg,
+template <typename I>
+__device__ __forceinline__ void conv_ungroup_body(float* __restrict__ y, const float* __restrict__ yg,
                                         const float* __restrict__ bias, int N, int O,
-                                        long long L) {
-    const long long total = (long long)N * O * L;
-    FG_GRID_LOOP(idx, total) {
-        long long l = idx % L;
+                                        long long L_) {
+    const I L = (I)L_;
+    const I total = (I)N * O * L;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (I)gridDim.x * blockDim.x) {
+        I l = idx % L;
         int o = (int)((idx / L) % O);
         int n = (int)(idx / (L * O));
-        float v = yg[((long long)o * N + n) * L + l];
+        float v = yg[((I)o * N + n) * L + l];
         if (bias) v += bias[o];
         y[idx] = v;
     }
 }
+extern "C" __global__ void conv_ungroup(float* __restrict__ y, const float* __restrict__ yg,
+                                        const float* __restrict__ bias, int N, int O,
+                                        long long L) {
+    conv_ungroup_body<long long>(y, yg, bias, N, O, L);
+}
+extern "C" __global__ void conv_ungroup_i32(float* __restrict__ y, const float* __restrict__ yg,
+                                        const float* __restrict__ bias, int N, int O,
+                                        long long L) {
+    conv_ungroup_body<int>(y, yg, bias, N, O, L);
+}
 
 // (N, O, L) -> (O, N, L): gy in the GEMM's layout (G, Og, N * L).
-extern "C" __global__ void conv_group(float* __restrict__ out, const float* __restrict__ gy,
-                                      int N, int O, long long L) {
-    const long long total = (long long)N * O * L;
-    FG_GRID_LOOP(idx, total) {
-        long long l = idx % L;
+template <typename I>
+__device__ __forceinline__ void conv_group_body(float* __restrict__ out, const float* __restrict__ gy,
+                                      int N, int O, long long L_) {
+    const I L = (I)L_;
+    const I total = (I)N * O * L;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (I)gridDim.x * blockDim.x) {
+        I l = idx % L;
         int n = (int)((idx / L) % N);
         int o = (int)(idx / (L * N));
-        out[idx] = gy[((long long)n * O + o) * L + l];
+        out[idx] = gy[((I)n * O + o) * L + l];
     }
+}
+extern "C" __global__ void conv_group(float* __restrict__ out, const float* __restrict__ gy,
+                                      int N, int O, long long L) {
+    conv_group_body<long long>(out, gy, N, O, L);
+}
+extern "C" __global__ void conv_group_i32(float* __restrict__ out, const float* __restrict__ gy,
+                                      int N, int O, long long L) {
+    conv_group_body<int>(out, gy, N, O, L);
 }
