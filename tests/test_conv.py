@@ -271,3 +271,29 @@ def test_rust_kernels_raise_value_errors_not_panics():
         _core.conv2d_backward(x, w, np.zeros((1, 4, 2, 2), np.float32), (1, 1), (0, 0), (1, 1), 1, True)
     with pytest.raises(TypeError, match="weight"):
         _core.conv2d_forward(x, w.astype(np.float64), None, (1, 1), (0, 0), (1, 1), 1)
+
+
+@pytest.mark.cuda
+def test_cuda_conv_64bit_index_kernels_match(monkeypatch):
+    """conv.cu's 64-bit-index kernels (used past 2^30 elements) give the int-index ones'
+    results: forced here by lowering the switch-over size."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+
+    def run():
+        tx = fg.tensor(x, backend="cuda", requires_grad=True)
+        tw = fg.tensor(w, backend="cuda", requires_grad=True)
+        y = F.conv2d(tx, tw, None, stride=(2, 1), padding=1, groups=2)
+        y.sum().backward()
+        return y.numpy(), tx.grad.numpy(), tw.grad.numpy()
+
+    small = run()
+    monkeypatch.setattr(type(be), "_CONV_I32_LIMIT", 0)
+    big = run()
+    for a, b in zip(small, big):
+        np.testing.assert_array_equal(a, b)

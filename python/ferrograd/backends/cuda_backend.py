@@ -1168,11 +1168,13 @@ class CudaBackend(base.Backend):
         vals = (n, c, h, wd, kh, kw, out[0], out[1], s[0], s[1], p[0], p[1], d[0], d[1])
         return tuple(np.int32(v) for v in vals)
 
-    @staticmethod
-    def _conv_kernel(name: str, *arrays) -> str:
+    #: arrays below this many elements use conv.cu's int-index kernels (tests lower it)
+    _CONV_I32_LIMIT = 1 << 30
+
+    def _conv_kernel(self, name: str, *arrays) -> str:
         """conv.cu's int-index copy of a kernel when every array involved has fewer than
         2^30 elements (its per-element divisions are several times cheaper)."""
-        return name + "_i32" if max(int(a.size) for a in arrays) < (1 << 30) else name
+        return name + "_i32" if max(int(a.size) for a in arrays) < self._CONV_I32_LIMIT else name
 
     def _conv_cols(self, x, w, s, p, d, g, out):
         n, c = int(x.shape[0]), int(x.shape[1])
