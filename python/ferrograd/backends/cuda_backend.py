@@ -1116,6 +1116,18 @@ class CudaBackend(base.Backend):
         """The kernels specialized for D = Dv = 32 / 64 (per-row arrays in registers)."""
         return f"_d{d}" if d == dv and d in (32, 64) else ""
 
+    def _attention_wide(self, d: int):
+        """attention_forward_wide_d{d}, prepared, with the dynamic shared memory it needs
+        (Q^T, K^T, V and P^T tiles: 96 KB for d = 64, past the 48 KB default) allowed."""
+        key = ("attention", f"wide{d}", "smem")
+        hit = self._functions.get(key)
+        if hit is None:
+            f = self._prepared("attention", f"attention_forward_wide_d{d}", "PPPPPPqqiiiifi")
+            smem = 4 * (d * 128 + d * 64 + 64 * d + 64 * 128)
+            f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+            hit = self._functions[key] = (f, smem)
+        return hit
+
     def attention_forward(self, q, k, v, mask, scale, is_causal):
         (b, h, hk, lq, lk, d, dv), margs, tail = self._attention_args(q, k, v, mask, scale, is_causal)
         out = self.empty((b, h, lq, dv))
@@ -1129,10 +1141,11 @@ class CudaBackend(base.Backend):
                                             mask, scale, is_causal)
             return out, lse
         if d == dv and d in (32, 64):
-            # the tiled kernel: 64 query rows per block of 128 threads (see attention.cu)
-            self._prepared("attention", f"attention_forward_tiled_d{d}", "PPPPPPqqiiiifi").prepared_call(
-                ((lq + 63) // 64, b * h), (128, 1, 1), self._ptr(out), self._ptr(lse), self._ptr(q),
-                self._ptr(k), self._ptr(v), *margs, h, hk, lq, lk, float(tail[6]), int(tail[7]))
+            # the wide kernel: 128 query rows per block of 128 threads (see attention.cu)
+            f, smem = self._attention_wide(d)
+            f.prepared_call(((lq + 127) // 128, b * h), (128, 1, 1), self._ptr(out), self._ptr(lse),
+                            self._ptr(q), self._ptr(k), self._ptr(v), *margs, h, hk, lq, lk,
+                            float(tail[6]), int(tail[7]), shared_size=smem)
             return out, lse
         t = self._ATT_THREADS
         self._fn("attention", "attention_forward" + self._attention_suffix(d, dv))(
@@ -1181,8 +1194,16 @@ class CudaBackend(base.Backend):
         kh, kw = int(w.shape[2]), int(w.shape[3])
         nl = n * out[0] * out[1]
         cols = self.empty((g, (c // g) * kh * kw, nl))
-        self._launch("conv", self._conv_kernel("conv_im2col", cols, x), cols.size, self._ptr(cols), self._ptr(x),
-                     *self._conv_geom_args(x, w, s, p, d, out))
+        rows, L = c * kh * kw, out[0] * out[1]
+        if cols.size == 0:
+            return cols
+        if rows <= 65535 and n <= 65535 and self._conv_kernel("", cols, x) == "_i32":
+            self._prepared("conv", "conv_im2col_rows", "PP" + "i" * 14).prepared_call(
+                ((L + 255) // 256, rows, n), (256, 1, 1), self._ptr(cols), self._ptr(x),
+                *(int(v) for v in self._conv_geom_args(x, w, s, p, d, out)))
+        else:
+            self._launch("conv", self._conv_kernel("conv_im2col", cols, x), cols.size,
+                         self._ptr(cols), self._ptr(x), *self._conv_geom_args(x, w, s, p, d, out))
         return cols
 
     def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):

@@ -426,3 +426,174 @@ FG_ATT_TILED(_d32, 32, 4)
 FG_ATT_TILED(_d64, 64, 4)
 FG_ATT_TILED(_d64u8, 64, 8)
 FG_ATT_TILED(_d64u16, 64, 16)
+
+// ---------------------------------------------------------------------------------------
+// attention_forward_wide_*: the same algorithm with 8x8 blocks per thread. A block of 128
+// threads (8 x 16) owns 128 query rows; per 64-key tile each thread computes an 8x8 block
+// of S (rows 8 ty.., keys 8 tx..) and an 8 x DC/8 block of O, so each float4 read from
+// shared memory feeds 16 FMAs (8 in the 4x4 / 8x4 kernels). Shared memory (dynamic,
+// 96 KB for DC = 64): Q^T (DC x 128), K^T (DC x 64), V (64 x DC) and P^T (64 x 128, float4
+// columns XOR-swizzled by j / 8 so the stores spread over all banks).
+#define FW_BR 128
+#define FW_BC 64
+
+__device__ __forceinline__ float fw_oct_max(float v) {
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float fw_oct_sum(float v) {
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+// index of P^T[j][4 q .. 4 q + 3] in the swizzled layout (32 float4s per row of 128)
+__device__ __forceinline__ int fw_pt_at(int j, int q) { return j * FW_BR + ((q ^ ((j >> 3) & 7)) << 2); }
+
+template <int DC>
+__device__ __forceinline__ void attention_forward_wide_body(float* out, float* lse, const float* q,
+                                                            const float* k, const float* v,
+                                                            const float* mask, long long msb,
+                                                            long long msh, int H, int Hk, int Lq,
+                                                            int Lk, float scale, int causal) {
+    constexpr int OC = DC / 8;  // output columns per thread
+    constexpr int NT = 128;
+    extern __shared__ __align__(16) float fw_smem[];
+    float* qs = fw_smem;                 // qs[d][i], DC x 128
+    float* ks = qs + DC * FW_BR;         // ks[d][j], DC x 64
+    float* vs = ks + DC * FW_BC;         // vs[j][d], 64 x DC
+    float* ps = vs + FW_BC * DC;         // P^T, 64 x 128 (swizzled)
+    const int t = threadIdx.x, tx = t % 8, ty = t / 8;
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
+    const int i0 = blockIdx.x * FW_BR;
+    const float* qb = q + ((long long)bh * Lq + i0) * DC;
+    const float* kb = k + ((long long)b * Hk + hk) * Lk * DC;
+    const float* vb = v + ((long long)b * Hk + hk) * Lk * DC;
+    const float* mb = mask ? mask + b * msb + h * msh : nullptr;
+    const float sc2 = scale * FA_LOG2E;
+    for (int f = t; f < FW_BR * DC / 4; f += NT) {
+        const int i = f % FW_BR, d = (f / FW_BR) * 4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i0 + i < Lq) x = *reinterpret_cast<const float4*>(qb + (long long)i * DC + d);
+        qs[d * FW_BR + i] = x.x; qs[(d + 1) * FW_BR + i] = x.y;
+        qs[(d + 2) * FW_BR + i] = x.z; qs[(d + 3) * FW_BR + i] = x.w;
+    }
+    float o[8][OC], m[8], l[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+        m[r] = FG_NEG_INF;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < OC; ++c) o[r][c] = 0.0f;
+    }
+    int kend = Lk;
+    if (causal) kend = min(Lk, min(Lq, i0 + FW_BR));
+    for (int j0 = 0; j0 < kend; j0 += FW_BC) {
+        __syncthreads();  // the previous tile's K^T, V and P^T are no longer read
+        for (int f = t; f < FW_BC * DC / 4; f += NT) {
+            const int j = f % FW_BC, d = (f / FW_BC) * 4;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+            if (j0 + j < Lk) {
+                x = *reinterpret_cast<const float4*>(kb + (long long)(j0 + j) * DC + d);
+                y = *reinterpret_cast<const float4*>(vb + (long long)(j0 + j) * DC + d);
+            }
+            ks[d * FW_BC + j] = x.x; ks[(d + 1) * FW_BC + j] = x.y;
+            ks[(d + 2) * FW_BC + j] = x.z; ks[(d + 3) * FW_BC + j] = x.w;
+            *reinterpret_cast<float4*>(vs + j * DC + d) = y;
+        }
+        __syncthreads();
+        float s[8][8];
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+#pragma unroll
+            for (int c = 0; c < 8; ++c) s[r][c] = 0.0f;
+#pragma unroll 2
+        for (int d = 0; d < DC; ++d) {
+            const float4 a0 = *reinterpret_cast<const float4*>(qs + d * FW_BR + ty * 8);
+            const float4 a1 = *reinterpret_cast<const float4*>(qs + d * FW_BR + ty * 8 + 4);
+            const float4 b0 = *reinterpret_cast<const float4*>(ks + d * FW_BC + tx * 8);
+            const float4 b1 = *reinterpret_cast<const float4*>(ks + d * FW_BC + tx * 8 + 4);
+            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+#pragma unroll
+                for (int c = 0; c < 8; ++c) s[r][c] = fmaf(av[r], bv[c], s[r][c]);
+        }
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+            const int i = i0 + ty * 8 + r;
+            float tmax = FG_NEG_INF;
+#pragma unroll
+            for (int c = 0; c < 8; ++c) {
+                const int j = j0 + tx * 8 + c;
+                float x = s[r][c] * sc2;
+                if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
+                if (j >= Lk || (causal && j > i)) x = FG_NEG_INF;
+                s[r][c] = x;
+                tmax = fmaxf(tmax, x);
+            }
+            tmax = fw_oct_max(tmax);
+            const float mnew = fmaxf(m[r], tmax);
+            const float corr = mnew == FG_NEG_INF ? 1.0f : exp2f(m[r] - mnew);
+            float rsum = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 8; ++c) {
+                s[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : exp2f(s[r][c] - mnew);  // s := p
+                rsum += s[r][c];
+            }
+            l[r] = l[r] * corr + fw_oct_sum(rsum);
+            m[r] = mnew;
+#pragma unroll
+            for (int c = 0; c < OC; ++c) o[r][c] *= corr;
+        }
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+            const int j = tx * 8 + c;
+            *reinterpret_cast<float4*>(ps + fw_pt_at(j, ty * 2)) =
+                make_float4(s[0][c], s[1][c], s[2][c], s[3][c]);
+            *reinterpret_cast<float4*>(ps + fw_pt_at(j, ty * 2 + 1)) =
+                make_float4(s[4][c], s[5][c], s[6][c], s[7][c]);
+        }
+        __syncthreads();
+#pragma unroll 2
+        for (int j = 0; j < FW_BC; ++j) {
+            float vv[OC];
+            const float4 y0 = *reinterpret_cast<const float4*>(vs + j * DC + tx * OC);
+            vv[0] = y0.x; vv[1] = y0.y; vv[2] = y0.z; vv[3] = y0.w;
+            if (OC == 8) {
+                const float4 y1 = *reinterpret_cast<const float4*>(vs + j * DC + tx * OC + 4 % OC);
+                vv[4 % OC] = y1.x; vv[5 % OC] = y1.y; vv[6 % OC] = y1.z; vv[7 % OC] = y1.w;
+            }
+            const float4 p0 = *reinterpret_cast<const float4*>(ps + fw_pt_at(j, ty * 2));
+            const float4 p1 = *reinterpret_cast<const float4*>(ps + fw_pt_at(j, ty * 2 + 1));
+            const float pv[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+#pragma unroll
+                for (int c = 0; c < OC; ++c) o[r][c] = fmaf(pv[r], vv[c], o[r][c]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+        const int i = i0 + ty * 8 + r;
+        if (i >= Lq) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        float* op = out + ((long long)bh * Lq + i) * DC + tx * OC;
+#pragma unroll
+        for (int c = 0; c < OC; ++c) op[c] = o[r][c] * inv;
+        if (tx == 0)
+            lse[(long long)bh * Lq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * FA_LN2 : FG_NEG_INF;
+    }
+}
+
+#define FG_ATT_WIDE(SUFFIX, DC)                                                               \
+    extern "C" __global__ void __launch_bounds__(128, 2) attention_forward_wide##SUFFIX(       \
+        float* out, float* lse, const float* q, const float* k, const float* v,                \
+        const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
+        float scale, int causal) {                                                             \
+        attention_forward_wide_body<DC>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,      \
+                                        scale, causal);                                        \
+    }
+FG_ATT_WIDE(_d32, 32)
+FG_ATT_WIDE(_d64, 64)

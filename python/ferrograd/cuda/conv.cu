@@ -148,3 +148,24 @@ extern "C" __global__ void conv_group_i32(float* __restrict__ out, const float* 
                                       int N, int O, long long L) {
     conv_group_body<int>(out, gy, N, O, L);
 }
+
+// im2col on a (ceil(L / 256), C * KH * KW, N) grid: blockIdx.y is the column row
+// (c, a, b), blockIdx.z the image, threads run over output pixels, so a thread does one
+// division (pixel -> i, j) instead of six, writes are coalesced and neighbouring threads
+// read neighbouring input pixels (stride 1). Same cols layout as conv_im2col; the host uses
+// it when the grid fits (rows and images up to 65535, every index in 31 bits).
+extern "C" __global__ void conv_im2col_rows(float* __restrict__ cols, const float* __restrict__ x,
+                                            CONV_GEOM_ARGS) {
+    CONV_GEOM_MAKE;
+    const int L = g.OH * g.OW;
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= L) return;
+    const int row = blockIdx.y, n = blockIdx.z;
+    const int b = row % g.KW, a = (row / g.KW) % g.KH, c = row / (g.KW * g.KH);
+    const int i = p / g.OW, j = p - i * g.OW;
+    const int h = i * g.sh + a * g.dh - g.ph;
+    const int w = j * g.sw + b * g.dw - g.pw;
+    float v = 0.0f;
+    if (h >= 0 && h < g.H && w >= 0 && w < g.W) v = x[((n * g.C + c) * g.H + h) * g.W + w];
+    cols[(row * g.N + n) * L + p] = v;
+}
