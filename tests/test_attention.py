@@ -32,7 +32,7 @@ def attention_case(draw, dtype):
     hk = draw(st.sampled_from([1, 2]), label="kv_heads")
     h = hk * draw(st.sampled_from([1, 2, 3]), label="group")
     lq, lk = draw(LENGTHS, label="lq"), draw(LENGTHS, label="lk")
-    d = draw(st.sampled_from([1, 3, 8, 16, 32, 64]), label="d")  # 32, 64: cuda tiled kernel
+    d = draw(st.sampled_from([1, 3, 8, 16, 32, 64]), label="d")  # 32, 64: cuda wide kernel
     dv = draw(st.sampled_from([d, 5]), label="dv")
     mask_kind = draw(st.sampled_from(["none", "bool", "float", "causal", "one_key"]), label="mask")
     rng = np.random.default_rng(draw(st.integers(0, 2**16), label="seed"))
@@ -62,8 +62,8 @@ def _sdpa(mask, causal, scale=None):
 @pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
                                              (129, 191, "float"), (64, 64, "bool"),
                                              (70, 300, "one_key"), (1, 257, "none")])
-def test_cuda_tiled_forward_matches_numpy(d, lq, lk, mask_kind):
-    """attention.cu's tiled forward (head dims 32 and 64) over several 64-row / 64-key
+def test_cuda_wide_forward_matches_numpy(d, lq, lk, mask_kind):
+    """attention.cu's wide forward (head dims 32 and 64) over several 128-row / 64-key
     tiles, ragged edges, causal with lq != lk, masks and grouped key/value heads."""
     from conftest import require_backend
 

@@ -1090,8 +1090,8 @@ class CudaBackend(base.Backend):
         return m
 
     # ---------------------------------------------------------------- attention
-    # attention.cu: flash attention. Forward for head dims 32 and 64: 64-row query tiles
-    # per block (attention_forward_tiled_*); other head dims (up to 128) and the backward:
+    # attention.cu: flash attention. Forward for head dims 32 and 64: 128-row query tiles
+    # per block (attention_forward_wide_*); other head dims (up to 128) and the backward:
     # one thread per query (or key) row, the other side staged tile by tile in shared memory.
     _ATT_THREADS = 64
 

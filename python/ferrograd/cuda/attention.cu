@@ -246,194 +246,22 @@ FG_ATT_KERNELS(, 0)
 FG_ATT_KERNELS(_d32, 32)
 FG_ATT_KERNELS(_d64, 64)
 
-// ---------------------------------------------------------------------------------------
-// The tiled forward for D = Dv = DC in {32, 64}: a block of 128 threads (16 x 8) owns 64
-// query rows; per 64-key tile it computes the 64x64 score tile S = Q K^T (each thread an
-// 8x4 block: rows 8 ty.., keys 4 tx..), updates the running max / sum of its rows (the 16
-// threads sharing ty hold a row between them: half-warp shuffles), writes P = exp(S - m)
-// to shared memory and adds P V into its 8 x DC/16 output block. Q and K are staged
-// transposed (d-major) so that a thread's rows / keys are float4s; P is stored transposed
-// too (P^T[j][i], in the K buffer once S is in registers) with its float4 columns
-// XOR-swizzled by j / 4, so both its stores and its reads are conflict-free. Scores are
-// kept in base 2 (exp2). Same results and lse as attention_forward (online softmax; fully
-// hidden rows give 0 and -inf).
-#define FA_BR 64
-#define FA_BC 64
+// Constants of the wide forward below (scores kept in base 2).
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
 
-__device__ __forceinline__ float fa_half_max(float v) {
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-__device__ __forceinline__ float fa_half_sum(float v) {
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// index of P^T[j][4 q .. 4 q + 3] (q = the float4 of rows) in the swizzled layout
-__device__ __forceinline__ int fa_pt_at(int j, int q) { return j * FA_BR + ((q ^ ((j >> 2) & 15)) << 2); }
-
-template <int DC, int U>
-__device__ __forceinline__ void attention_forward_tiled_body(float* out, float* lse, const float* q,
-                                                             const float* k, const float* v,
-                                                             const float* mask, long long msb,
-                                                             long long msh, int H, int Hk, int Lq,
-                                                             int Lk, float scale, int causal) {
-    constexpr int OC = DC / 16;  // output columns per thread
-    constexpr int NT = 128;
-    __shared__ __align__(16) float qs[DC * FA_BR];   // qs[d][i]
-    __shared__ __align__(16) float kps[DC * FA_BC > FA_BR * FA_BC ? DC * FA_BC : FA_BR * FA_BC];
-    __shared__ __align__(16) float vs[FA_BC * DC];   // vs[j][d]
-    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
-    const int i0 = blockIdx.x * FA_BR;
-    const float* qb = q + ((long long)bh * Lq + i0) * DC;
-    const float* kb = k + ((long long)b * Hk + hk) * Lk * DC;
-    const float* vb = v + ((long long)b * Hk + hk) * Lk * DC;
-    const float* mb = mask ? mask + b * msb + h * msh : nullptr;
-    const float sc2 = scale * FA_LOG2E;
-    // Q tile, transposed; rows past Lq are zeros (computed, never written)
-    for (int f = t; f < FA_BR * DC / 4; f += NT) {
-        const int i = f % FA_BR, d = (f / FA_BR) * 4;
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (i0 + i < Lq) x = *reinterpret_cast<const float4*>(qb + (long long)i * DC + d);
-        qs[d * FA_BR + i] = x.x; qs[(d + 1) * FA_BR + i] = x.y;
-        qs[(d + 2) * FA_BR + i] = x.z; qs[(d + 3) * FA_BR + i] = x.w;
-    }
-    float o[8][OC], m[8], l[8];
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-        m[r] = FG_NEG_INF;  // running max of the base-2 scores
-        l[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < OC; ++c) o[r][c] = 0.0f;
-    }
-    int kend = Lk;
-    if (causal) kend = min(Lk, min(Lq, i0 + FA_BR));  // keys past the block's last row are hidden
-    for (int j0 = 0; j0 < kend; j0 += FA_BC) {
-        __syncthreads();  // the previous tile's P and V are no longer read
-        for (int f = t; f < FA_BC * DC / 4; f += NT) {
-            const int j = f % FA_BC, d = (f / FA_BC) * 4;
-            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
-            if (j0 + j < Lk) {
-                x = *reinterpret_cast<const float4*>(kb + (long long)(j0 + j) * DC + d);
-                y = *reinterpret_cast<const float4*>(vb + (long long)(j0 + j) * DC + d);
-            }
-            kps[d * FA_BC + j] = x.x; kps[(d + 1) * FA_BC + j] = x.y;
-            kps[(d + 2) * FA_BC + j] = x.z; kps[(d + 3) * FA_BC + j] = x.w;
-            *reinterpret_cast<float4*>(vs + j * DC + d) = y;
-        }
-        __syncthreads();
-        float s[8][4];
-#pragma unroll
-        for (int r = 0; r < 8; ++r)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) s[r][c] = 0.0f;
-#pragma unroll U
-        for (int d = 0; d < DC; ++d) {
-            const float4 a0 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8);
-            const float4 a1 = *reinterpret_cast<const float4*>(qs + d * FA_BR + ty * 8 + 4);
-            const float4 bb = *reinterpret_cast<const float4*>(kps + d * FA_BC + tx * 4);
-            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-            const float bv[4] = {bb.x, bb.y, bb.z, bb.w};
-#pragma unroll
-            for (int r = 0; r < 8; ++r)
-#pragma unroll
-                for (int c = 0; c < 4; ++c) s[r][c] = fmaf(av[r], bv[c], s[r][c]);
-        }
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-            const int i = i0 + ty * 8 + r;
-            float tmax = FG_NEG_INF;
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const int j = j0 + tx * 4 + c;
-                float x = s[r][c] * sc2;
-                if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
-                if (j >= Lk || (causal && j > i)) x = FG_NEG_INF;
-                s[r][c] = x;
-                tmax = fmaxf(tmax, x);
-            }
-            tmax = fa_half_max(tmax);
-            const float mnew = fmaxf(m[r], tmax);
-            // a row with every key so far hidden keeps m = -inf, p = 0 and l = 0
-            const float corr = mnew == FG_NEG_INF ? 1.0f : exp2f(m[r] - mnew);
-            float rsum = 0.0f;
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                s[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : exp2f(s[r][c] - mnew);  // s := p
-                rsum += s[r][c];
-            }
-            l[r] = l[r] * corr + fa_half_sum(rsum);
-            m[r] = mnew;
-#pragma unroll
-            for (int c = 0; c < OC; ++c) o[r][c] *= corr;
-        }
-        __syncthreads();  // every thread is done reading K^T: P^T takes its place
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-            const int j = tx * 4 + c;
-            *reinterpret_cast<float4*>(kps + fa_pt_at(j, ty * 2)) =
-                make_float4(s[0][c], s[1][c], s[2][c], s[3][c]);
-            *reinterpret_cast<float4*>(kps + fa_pt_at(j, ty * 2 + 1)) =
-                make_float4(s[4][c], s[5][c], s[6][c], s[7][c]);
-        }
-        __syncthreads();
-#pragma unroll U
-        for (int j = 0; j < FA_BC; ++j) {
-            float vv[OC];
-            if (OC == 4) {
-                const float4 y = *reinterpret_cast<const float4*>(vs + j * DC + tx * 4);
-                vv[0] = y.x; vv[1] = y.y; vv[2 % OC] = y.z; vv[3 % OC] = y.w;
-            } else {
-                const float2 y = *reinterpret_cast<const float2*>(vs + j * DC + tx * OC);
-                vv[0] = y.x; vv[1 % OC] = y.y;
-            }
-            const float4 p0 = *reinterpret_cast<const float4*>(kps + fa_pt_at(j, ty * 2));
-            const float4 p1 = *reinterpret_cast<const float4*>(kps + fa_pt_at(j, ty * 2 + 1));
-            const float pv[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
-#pragma unroll
-            for (int r = 0; r < 8; ++r)
-#pragma unroll
-                for (int c = 0; c < OC; ++c) o[r][c] = fmaf(pv[r], vv[c], o[r][c]);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-        const int i = i0 + ty * 8 + r;
-        if (i >= Lq) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        float* op = out + ((long long)bh * Lq + i) * DC + tx * OC;
-#pragma unroll
-        for (int c = 0; c < OC; ++c) op[c] = o[r][c] * inv;
-        if (tx == 0)
-            lse[(long long)bh * Lq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * FA_LN2 : FG_NEG_INF;
-    }
-}
-
-#define FG_ATT_TILED(SUFFIX, DC, U)                                                            \
-    extern "C" __global__ void __launch_bounds__(128) attention_forward_tiled##SUFFIX(         \
-        float* out, float* lse, const float* q, const float* k, const float* v,                \
-        const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
-        float scale, int causal) {                                                             \
-        attention_forward_tiled_body<DC, U>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,  \
-                                         scale, causal);                                       \
-    }
-FG_ATT_TILED(_d32, 32, 4)
-FG_ATT_TILED(_d64, 64, 4)
-FG_ATT_TILED(_d64u8, 64, 8)
-FG_ATT_TILED(_d64u16, 64, 16)
-
 // ---------------------------------------------------------------------------------------
-// attention_forward_wide_*: the same algorithm with 8x8 blocks per thread. A block of 128
+// attention_forward_wide_*: the forward for D = Dv = DC in {32, 64}. A block of 128
 // threads (8 x 16) owns 128 query rows; per 64-key tile each thread computes an 8x8 block
-// of S (rows 8 ty.., keys 8 tx..) and an 8 x DC/8 block of O, so each float4 read from
-// shared memory feeds 16 FMAs (8 in the 4x4 / 8x4 kernels). Shared memory (dynamic,
-// 96 KB for DC = 64): Q^T (DC x 128), K^T (DC x 64), V (64 x DC) and P^T (64 x 128, float4
-// columns XOR-swizzled by j / 8 so the stores spread over all banks).
+// of S = Q K^T (rows 8 ty.., keys 8 tx..), updates the running max / sum of its rows (the
+// 8 threads sharing ty hold a row between them: shuffles), writes P = exp(S - m) to shared
+// memory and adds P V into its 8 x DC/8 block of O: each float4 read from shared memory
+// feeds 16 FMAs (4 in attention_forward). Scores are kept in base 2 (exp2). Shared memory
+// (dynamic, 96 KB for DC = 64): Q^T (DC x 128) and K^T (DC x 64), transposed so that a
+// thread's rows / keys are float4s, V (64 x DC) and P^T (64 x 128, float4 columns
+// XOR-swizzled by j / 8 so that the stores spread over all banks). Same results and lse
+// as attention_forward (online softmax; fully hidden rows give 0 and -inf). Measured on
+// the H100 at 8x12x2048x64: 3.69 ms, against 3.96 ms for a 4x4-per-thread version.
 #define FW_BR 128
 #define FW_BC 64
 
