@@ -297,3 +297,22 @@ def test_cuda_conv_64bit_index_kernels_match(monkeypatch):
     big = run()
     for a, b in zip(small, big):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ksize,stride,padding,dilation", [(1, 1, 0, 1), (1, 2, 0, 1), (3, 1, 1, 1),
+                                                           (3, 2, 2, 2), (5, 1, 0, 1)])
+def test_cuda_conv_batched_forward_matches_numpy(ksize, stride, padding, dilation):
+    """groups == 1: the forward as one GEMM batched over images (1x1 kernels read x as it
+    is, others per-image columns), bias added by the GEMM; against the numpy backend."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    rng = np.random.default_rng(ksize * 10 + stride)
+    x = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, ksize, ksize)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    got = F.conv2d(*(fg.tensor(a, backend="cuda") for a in (x, w, b)), **args).numpy()
+    want = F.conv2d(*(fg.tensor(a.astype(np.float64)) for a in (x, w, b)), **args).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.sqrt(5 * ksize * ksize) * 8)

@@ -1189,18 +1189,24 @@ class CudaBackend(base.Backend):
         2^30 elements (its per-element divisions are several times cheaper)."""
         return name + "_i32" if max(int(a.size) for a in arrays) < self._CONV_I32_LIMIT else name
 
-    def _conv_cols(self, x, w, s, p, d, g, out):
+    def _conv_rows_grid_ok(self, x, rows: int, cols_size: int) -> bool:
+        """conv_im2col_rows fits: a grid of (pixels, rows, images) and 31-bit indices."""
+        return (rows <= 65535 and int(x.shape[0]) <= 65535
+                and max(int(x.size), cols_size) < self._CONV_I32_LIMIT)
+
+    def _conv_cols(self, x, w, s, p, d, g, out, per_image: bool = False):
+        """im2col: (G, C/G KH KW, N L), or with per_image (N, C KH KW, L) (groups == 1 and
+        conv_im2col_rows' grid limits only: see conv2d_forward)."""
         n, c = int(x.shape[0]), int(x.shape[1])
         kh, kw = int(w.shape[2]), int(w.shape[3])
-        nl = n * out[0] * out[1]
-        cols = self.empty((g, (c // g) * kh * kw, nl))
         rows, L = c * kh * kw, out[0] * out[1]
+        cols = self.empty((n, rows, L) if per_image else (g, rows // g, n * L))
         if cols.size == 0:
             return cols
-        if rows <= 65535 and n <= 65535 and self._conv_kernel("", cols, x) == "_i32":
-            self._prepared("conv", "conv_im2col_rows", "PP" + "i" * 14).prepared_call(
+        if self._conv_rows_grid_ok(x, rows, int(cols.size)):
+            self._prepared("conv", "conv_im2col_rows", "PP" + "i" * 15).prepared_call(
                 ((L + 255) // 256, rows, n), (256, 1, 1), self._ptr(cols), self._ptr(x),
-                *(int(v) for v in self._conv_geom_args(x, w, s, p, d, out)))
+                *(int(v) for v in self._conv_geom_args(x, w, s, p, d, out)), int(per_image))
         else:
             self._launch("conv", self._conv_kernel("conv_im2col", cols, x), cols.size,
                          self._ptr(cols), self._ptr(x), *self._conv_geom_args(x, w, s, p, d, out))
@@ -1212,10 +1218,25 @@ class CudaBackend(base.Backend):
         _check_f32(x, "input")
         n, o = int(x.shape[0]), int(weight.shape[0])
         k = int(weight.shape[1]) * int(weight.shape[2]) * int(weight.shape[3])
-        cols = self._conv_cols(x, weight, s, p, d, g, out)
-        yg = self._gemm(weight.reshape(g, o // g, k), cols, False, False)  # (G, Og, N * L)
         y = self.empty((n, o, out[0], out[1]))
         L = out[0] * out[1]
+        if g == 1 and y.size and k:
+            # one GEMM batched over images writes y (N, O, L) with the bias: y[n] = W @ X_n,
+            # X_n = x[n] itself for a 1x1 / stride 1 / no padding kernel, else its columns
+            pointwise = (int(weight.shape[2]) == int(weight.shape[3]) == 1 and s == (1, 1)
+                         and p == (0, 0))
+            if pointwise:
+                b_src = x
+            elif self._conv_rows_grid_ok(x, k, n * k * L):
+                b_src = self._conv_cols(x, weight, s, p, d, g, out, per_image=True)
+            else:
+                b_src = None
+            if b_src is not None:
+                self._gemm_launch(self._ptr(y), self._ptr(weight), self._ptr(b_src), self._ptr(bias),
+                                  o, L, k, False, False, 0, k * L, o * L, n)
+                return y
+        cols = self._conv_cols(x, weight, s, p, d, g, out)
+        yg = self._gemm(weight.reshape(g, o // g, k), cols, False, False)  # (G, Og, N * L)
         self._launch("conv", self._conv_kernel("conv_ungroup", y), y.size, self._ptr(y), self._ptr(yg), self._ptr(bias),
                      np.int32(n), np.int32(o), np.int64(L))
         return y

@@ -152,10 +152,12 @@ extern "C" __global__ void conv_group_i32(float* __restrict__ out, const float* 
 // im2col on a (ceil(L / 256), C * KH * KW, N) grid: blockIdx.y is the column row
 // (c, a, b), blockIdx.z the image, threads run over output pixels, so a thread does one
 // division (pixel -> i, j) instead of six, writes are coalesced and neighbouring threads
-// read neighbouring input pixels (stride 1). Same cols layout as conv_im2col; the host uses
-// it when the grid fits (rows and images up to 65535, every index in 31 bits).
+// read neighbouring input pixels (stride 1). per_image == 0: conv_im2col's layout
+// (C KH KW, N L); 1: (N, C KH KW, L), each image's columns a matrix of its own (the batched
+// forward GEMM writes y directly). The host uses it when the grid fits (rows and images up
+// to 65535, every index in 31 bits).
 extern "C" __global__ void conv_im2col_rows(float* __restrict__ cols, const float* __restrict__ x,
-                                            CONV_GEOM_ARGS) {
+                                            CONV_GEOM_ARGS, int per_image) {
     CONV_GEOM_MAKE;
     const int L = g.OH * g.OW;
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
@@ -167,5 +169,5 @@ extern "C" __global__ void conv_im2col_rows(float* __restrict__ cols, const floa
     const int w = j * g.sw + b * g.dw - g.pw;
     float v = 0.0f;
     if (h >= 0 && h < g.H && w >= 0 && w < g.W) v = x[((n * g.C + c) * g.H + h) * g.W + w];
-    cols[(row * g.N + n) * L + p] = v;
+    cols[(per_image ? n * (int)gridDim.y + row : row * g.N + n) * L + p] = v;
 }
