@@ -304,7 +304,7 @@ def test_cuda_conv_64bit_index_kernels_match(monkeypatch):
                                                            (3, 2, 2, 2), (5, 1, 0, 1)])
 def test_cuda_conv_batched_forward_matches_numpy(ksize, stride, padding, dilation):
     """groups == 1: the forward as one GEMM batched over images (1x1 kernels read x as it
-    is, others per-image columns), bias added by the GEMM; against the numpy backend."""
+    is, others per-image columns), then the bias; against the numpy backend."""
     from conftest import require_backend
 
     require_backend("cuda")

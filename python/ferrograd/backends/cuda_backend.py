@@ -228,6 +228,16 @@ class CudaBackend(base.Backend):
         if not axes:
             return self.copy(x)
         trailing = tuple(axes) == tuple(range(nd - len(axes), nd))
+        t = nd
+        while t > 0 and (t - 1) in axes:
+            t -= 1
+        if not trailing and t < nd:
+            # sum the reduced trailing axes in place first (a conv bias gradient: (N, C, L)
+            # -> (N, C)), then the rest on the much smaller array
+            lead = tuple(shape[:t])
+            part = self._sum_rows(x, int(np.prod(lead, dtype=np.int64)),
+                                  int(np.prod(shape[t:], dtype=np.int64))).reshape(lead)
+            return self._sum_axes(part, tuple(a for a in axes if a < t))
         src = x if trailing else self.permute(x, kept + list(axes))
         rows = int(np.prod(kept_shape, dtype=np.int64))
         cols = int(np.prod([shape[a] for a in axes], dtype=np.int64))
@@ -481,7 +491,8 @@ class CudaBackend(base.Backend):
         g64 = ((n + 63) // 64, (m + 63) // 64)
         t64 = g64[0] * g64[1] * batch
         if long_k:
-            splits = min(-(-2 * sm // t128), k // 256)
+            # two resident blocks per SM: whole waves (a last partial wave costs a full one)
+            splits = max(2, min(2 * sm // t128, k // 256))
             chunk = -(-(-(-k // splits)) // 8) * 8  # whole 8-deep slices
             splits = -(-k // chunk)
             return (self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (splits,),
@@ -1190,9 +1201,8 @@ class CudaBackend(base.Backend):
         return name + "_i32" if max(int(a.size) for a in arrays) < self._CONV_I32_LIMIT else name
 
     def _conv_rows_grid_ok(self, x, rows: int, cols_size: int) -> bool:
-        """conv_im2col_rows fits: a grid of (pixels, rows, images) and 31-bit indices."""
-        return (rows <= 65535 and int(x.shape[0]) <= 65535
-                and max(int(x.size), cols_size) < self._CONV_I32_LIMIT)
+        """conv_im2col_rows fits: a grid of (images, rows) and 31-bit indices."""
+        return rows <= 65535 and max(int(x.size), cols_size) < self._CONV_I32_LIMIT
 
     def _conv_cols(self, x, w, s, p, d, g, out, per_image: bool = False):
         """im2col: (G, C/G KH KW, N L), or with per_image (N, C KH KW, L) (groups == 1 and
@@ -1205,7 +1215,7 @@ class CudaBackend(base.Backend):
             return cols
         if self._conv_rows_grid_ok(x, rows, int(cols.size)):
             self._prepared("conv", "conv_im2col_rows", "PP" + "i" * 15).prepared_call(
-                ((L + 255) // 256, rows, n), (256, 1, 1), self._ptr(cols), self._ptr(x),
+                (n, rows), (256, 1, 1), self._ptr(cols), self._ptr(x),
                 *(int(v) for v in self._conv_geom_args(x, w, s, p, d, out)), int(per_image))
         else:
             self._launch("conv", self._conv_kernel("conv_im2col", cols, x), cols.size,
@@ -1221,8 +1231,8 @@ class CudaBackend(base.Backend):
         y = self.empty((n, o, out[0], out[1]))
         L = out[0] * out[1]
         if g == 1 and y.size and k:
-            # one GEMM batched over images writes y (N, O, L) with the bias: y[n] = W @ X_n,
-            # X_n = x[n] itself for a 1x1 / stride 1 / no padding kernel, else its columns
+            # one GEMM batched over images writes y (N, O, L): y[n] = W @ X_n, X_n = x[n]
+            # itself for a 1x1 / stride 1 / no padding kernel, else its columns; then the bias
             pointwise = (int(weight.shape[2]) == int(weight.shape[3]) == 1 and s == (1, 1)
                          and p == (0, 0))
             if pointwise:
@@ -1232,8 +1242,13 @@ class CudaBackend(base.Backend):
             else:
                 b_src = None
             if b_src is not None:
-                self._gemm_launch(self._ptr(y), self._ptr(weight), self._ptr(b_src), self._ptr(bias),
+                self._gemm_launch(self._ptr(y), self._ptr(weight), self._ptr(b_src), np.uintp(0),
                                   o, L, k, False, False, 0, k * L, o * L, n)
+                if bias is not None and n * o <= 2**31 - 1:
+                    self._prepared("conv", "conv_add_bias", "PPii").prepared_call(
+                        (n * o, 1), (256, 1, 1), self._ptr(y), self._ptr(bias), o, L)
+                elif bias is not None:
+                    y = self.binary_forward("add", y, bias.reshape((1, o, 1, 1)))
                 return y
         cols = self._conv_cols(x, weight, s, p, d, g, out)
         yg = self._gemm(weight.reshape(g, o // g, k), cols, False, False)  # (G, Og, N * L)

@@ -149,25 +149,35 @@ extern "C" __global__ void conv_group_i32(float* __restrict__ out, const float* 
     conv_group_body<int>(out, gy, N, O, L);
 }
 
-// im2col on a (ceil(L / 256), C * KH * KW, N) grid: blockIdx.y is the column row
-// (c, a, b), blockIdx.z the image, threads run over output pixels, so a thread does one
-// division (pixel -> i, j) instead of six, writes are coalesced and neighbouring threads
-// read neighbouring input pixels (stride 1). per_image == 0: conv_im2col's layout
+// im2col on an (N, C * KH * KW) grid: block (n, row) fills one row (c, a, b) of image n's
+// columns, its threads striding over the output pixels. A thread does one division per
+// pixel (-> i, j) instead of six, writes are coalesced and neighbouring threads read
+// neighbouring input pixels (stride 1); a block has L / 256 pixels each (one per block
+// made the block scheduler the bottleneck). per_image == 0: conv_im2col's layout
 // (C KH KW, N L); 1: (N, C KH KW, L), each image's columns a matrix of its own (the batched
-// forward GEMM writes y directly). The host uses it when the grid fits (rows and images up
-// to 65535, every index in 31 bits).
+// forward GEMM writes y directly). The host uses it when rows fit the grid's y (65535) and
+// every index fits in 31 bits.
 extern "C" __global__ void conv_im2col_rows(float* __restrict__ cols, const float* __restrict__ x,
                                             CONV_GEOM_ARGS, int per_image) {
     CONV_GEOM_MAKE;
     const int L = g.OH * g.OW;
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= L) return;
-    const int row = blockIdx.y, n = blockIdx.z;
+    const int n = blockIdx.x, row = blockIdx.y;
     const int b = row % g.KW, a = (row / g.KW) % g.KH, c = row / (g.KW * g.KH);
-    const int i = p / g.OW, j = p - i * g.OW;
-    const int h = i * g.sh + a * g.dh - g.ph;
-    const int w = j * g.sw + b * g.dw - g.pw;
-    float v = 0.0f;
-    if (h >= 0 && h < g.H && w >= 0 && w < g.W) v = x[((n * g.C + c) * g.H + h) * g.W + w];
-    cols[(per_image ? n * (int)gridDim.y + row : row * g.N + n) * L + p] = v;
+    const float* xc = x + (n * g.C + c) * g.H * g.W;
+    float* out = cols + (per_image ? n * (int)gridDim.y + row : row * g.N + n) * L;
+    for (int p = threadIdx.x; p < L; p += blockDim.x) {
+        const int i = p / g.OW, j = p - i * g.OW;
+        const int h = i * g.sh + a * g.dh - g.ph;
+        const int w = j * g.sw + b * g.dw - g.pw;
+        out[p] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? xc[h * g.W + w] : 0.0f;
+    }
+}
+
+// y (N, O, L) += bias[o], in place (the batched forward GEMM adds a bias per column, and
+// a convolution's is per row); a (N * O) grid, threads over the L pixels of one row.
+extern "C" __global__ void conv_add_bias(float* __restrict__ y, const float* __restrict__ bias,
+                                         int O, int L) {
+    const float bo = bias[blockIdx.x % O];
+    float* row = y + (long long)blockIdx.x * L;
+    for (int p = threadIdx.x; p < L; p += blockDim.x) row[p] += bo;
 }
