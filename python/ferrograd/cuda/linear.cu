@@ -265,17 +265,19 @@ FG_GEMM128(gemm64x128_tt, true, true, false, 64)
 
 // ---------------------------------------------------------------------------------------
 // The TF32 tensor-core GEMM (used only when the user allows TF32, as PyTorch's
-// allow_tf32): inputs rounded to TF32 (cvt.rna), products summed in float32 by
-// mma.sync m16n8k8. 128x128 tiles per block of 8 warps, each warp 64x32 (4x4 mma tiles);
-// 16-deep K slices copied global -> shared by cp.async (16 bytes, zero-filled past the
-// edges) in two stages, so the next slice streams in while this one is multiplied.
+// allow_tf32): mma.sync m16n8k8 reads the top 19 bits of each float32 input (TF32,
+// truncated to a 10-bit mantissa: rounding first with cvt.rna would cost an instruction
+// per fragment element) and sums the products in float32. 128x128 tiles per block of 8 warps, each warp
+// 64x32 (4x4 mma tiles); 32-deep K slices copied global -> shared by cp.async (16 bytes,
+// zero-filled past the edges) in two stages (72 KB of dynamic shared memory), so the next
+// slice streams in while this one is multiplied.
 // Shared layouts keep each operand's contiguous memory axis contiguous (A: k-major rows
 // when not transposed, m-major when transposed; B likewise), padded so that the fragment
 // reads of a warp hit 32 distinct banks. Needs VEC's conditions (the host checks them).
 #define T_BM 128
 #define T_BN 128
-#define T_BK 16
-#define T_STAGE 2560  // floats per operand per stage: max(128 * (16 + 4), 16 * (128 + 8))
+#define T_BK 32
+#define T_STAGE 4608  // floats per operand per stage: max(128 * (32 + 4), 32 * (128 + 8))
 
 __device__ __forceinline__ void tf32_cp_async16(float* smem, const float* gmem, bool pred) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -283,20 +285,15 @@ __device__ __forceinline__ void tf32_cp_async16(float* smem, const float* gmem, 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
 }
 
-__device__ __forceinline__ unsigned tf32_round(float x) {
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return r;
-}
 
 template <bool TA, bool TB>
 __device__ __forceinline__ void tf32_load_stage(float* As, float* Bs, const float* A, const float* B,
                                                 int M, int N, int K, int row0, int col0, int k0, int t) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int f = t + h * 256;  // 512 float4s per operand tile
+    for (int h = 0; h < 4; ++h) {
+        const int f = t + h * 256;  // 1024 float4s per operand tile
         if (!TA) {  // A is M x K: As[m][k], row length T_BK + 4
-            const int m = f / 4, k = (f % 4) * 4;
+            const int m = f / 8, k = (f % 8) * 4;
             const bool ok = row0 + m < M && k0 + k < K;
             tf32_cp_async16(As + m * (T_BK + 4) + k, ok ? A + (long long)(row0 + m) * K + k0 + k : A, ok);
         } else {  // A is K x M: As[k][m], row length T_BM + 8
@@ -305,7 +302,7 @@ __device__ __forceinline__ void tf32_load_stage(float* As, float* Bs, const floa
             tf32_cp_async16(As + k * (T_BM + 8) + m, ok ? A + (long long)(k0 + k) * M + row0 + m : A, ok);
         }
         if (TB) {  // B is N x K: Bs[n][k]
-            const int n = f / 4, k = (f % 4) * 4;
+            const int n = f / 8, k = (f % 8) * 4;
             const bool ok = col0 + n < N && k0 + k < K;
             tf32_cp_async16(Bs + n * (T_BK + 4) + k, ok ? B + (long long)(col0 + n) * K + k0 + k : B, ok);
         } else {  // B is K x N: Bs[k][n]
@@ -324,8 +321,10 @@ __device__ __forceinline__ void gemm_tf32_body(float* C, const float* A, const f
     A += blockIdx.z * stride_a;
     B += blockIdx.z * stride_b;
     C += blockIdx.z * stride_c;
-    __shared__ __align__(16) float As[2][T_STAGE];
-    __shared__ __align__(16) float Bs[2][T_STAGE];
+    // 72 KB: dynamic shared memory (the host allows it past the 48 KB default)
+    extern __shared__ __align__(16) float tf32_smem[];
+    float* As[2] = {tf32_smem, tf32_smem + T_STAGE};
+    float* Bs[2] = {tf32_smem + 2 * T_STAGE, tf32_smem + 3 * T_STAGE};
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     const int g = lane / 4, tq = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
@@ -357,18 +356,18 @@ __device__ __forceinline__ void gemm_tf32_body(float* C, const float* A, const f
             for (int i = 0; i < 4; ++i) {
                 const int r = wm + i * 16 + g;
 #define FG_AS(m, k) (TA ? as[(k) * (T_BM + 8) + (m)] : as[(m) * (T_BK + 4) + (k)])
-                a[i][0] = tf32_round(FG_AS(r, kk + tq));
-                a[i][1] = tf32_round(FG_AS(r + 8, kk + tq));
-                a[i][2] = tf32_round(FG_AS(r, kk + tq + 4));
-                a[i][3] = tf32_round(FG_AS(r + 8, kk + tq + 4));
+                a[i][0] = __float_as_uint(FG_AS(r, kk + tq));
+                a[i][1] = __float_as_uint(FG_AS(r + 8, kk + tq));
+                a[i][2] = __float_as_uint(FG_AS(r, kk + tq + 4));
+                a[i][3] = __float_as_uint(FG_AS(r + 8, kk + tq + 4));
 #undef FG_AS
             }
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const int c = wn + j * 8 + g;
 #define FG_BS(k, n) (TB ? bs[(n) * (T_BK + 4) + (k)] : bs[(k) * (T_BN + 8) + (n)])
-                b[j][0] = tf32_round(FG_BS(kk + tq, c));
-                b[j][1] = tf32_round(FG_BS(kk + tq + 4, c));
+                b[j][0] = __float_as_uint(FG_BS(kk + tq, c));
+                b[j][1] = __float_as_uint(FG_BS(kk + tq + 4, c));
 #undef FG_BS
             }
 #pragma unroll
