@@ -454,7 +454,7 @@ class CudaBackend(base.Backend):
 
     def _gemm_plan(self, m, n, k, trans_a, trans_b, aligned, batch=1, strides=(0, 0, 0)):
         """How linear.cu computes C[z] = op(A[z]) @ op(B[z]) with C m x n, as (prepared
-        kernel, grid, the arguments after the four pointers, splits, dynamic shared memory). ``aligned``: the
+        kernel, grid, the arguments after the four pointers, splits). ``aligned``: the
         pointers are 16-byte aligned and the batch strides multiples of 4. In order:
 
         * fewer 128-wide tiles than SMs and a long K (a convolution's or recurrent
@@ -484,10 +484,10 @@ class CudaBackend(base.Backend):
         k128 = ("gemm128_" if rows == 128 else "gemm64x128_") + kind + ("_v" if vec else "")
         long_k = batch == 1 and t128 < sm and m >= 64 and n >= 128 and k >= 1024
         if flags.matmul.allow_tf32 and vec and not long_k:
-            return (self._gemm_tf32_kernel(kind), ((n + 127) // 128, (m + 127) // 128, batch),
-                    (m, n, k, sa, sb, sc), 0, self._TF32_SMEM)
+            return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"),
+                    ((n + 127) // 128, (m + 127) // 128, batch), (m, n, k, sa, sb, sc), 0)
         if t128 >= sm:
-            return self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (batch,), (m, n, k, sa, sb, sc, 0), 0, 0
+            return self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (batch,), (m, n, k, sa, sb, sc, 0), 0
         g64 = ((n + 63) // 64, (m + 63) // 64)
         t64 = g64[0] * g64[1] * batch
         if long_k:
@@ -496,30 +496,16 @@ class CudaBackend(base.Backend):
             chunk = -(-(-(-k // splits)) // 8) * 8  # whole 8-deep slices
             splits = -(-k // chunk)
             return (self._prepared("linear", k128, "PPPPiiiqqqi"), g128 + (splits,),
-                    (m, n, k, 0, 0, m * n, chunk), splits, 0)
+                    (m, n, k, 0, 0, m * n, chunk), splits)
         if batch == 1 and t64 < sm // 2 and k >= 128:
             splits = min(-(-sm // t64), k // 64)
             if splits >= 2:
                 chunk = -(-(-(-k // splits)) // 16) * 16  # whole 16-deep slices
                 splits = -(-k // chunk)
                 return (self._prepared("linear", "gemm", "PPPPiiiiiqqqi"), g64 + (splits,),
-                        (m, n, k, ta, tb, 0, 0, m * n, chunk), splits, 0)
+                        (m, n, k, ta, tb, 0, 0, m * n, chunk), splits)
         return (self._prepared("linear", "gemm", "PPPPiiiiiqqqi"), g64 + (batch,),
-                (m, n, k, ta, tb, sa, sb, sc, 0), 0, 0)
-
-    #: dynamic shared memory of linear.cu's gemm_tf32_* (two stages of 128x32 A and B tiles)
-    _TF32_SMEM = 2 * 2 * 4608 * 4
-
-    def _gemm_tf32_kernel(self, kind: str):
-        """gemm_tf32_{kind}, prepared, allowed its 72 KB of dynamic shared memory."""
-        key = ("linear", f"gemm_tf32_{kind}", "smem")
-        f = self._functions.get(key)
-        if f is None:
-            f = self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq")
-            f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                            self._TF32_SMEM)
-            self._functions[key] = f
-        return f
+                (m, n, k, ta, tb, sa, sb, sc, 0), 0)
 
     def _gemm_reduce(self, c_ptr, work_ptr, bias_ptr, splits, mn, n):
         self._prepared("linear", "gemm_splitk_reduce", "PPPiqi").prepared_call(
@@ -532,10 +518,10 @@ class CudaBackend(base.Backend):
         row-major (k == 0 writes the bias or zeros); the kernel from :meth:`_gemm_plan`."""
         aligned = (stride_a % 4 == 0 and stride_b % 4 == 0 and int(a_ptr) % 16 == 0
                    and int(b_ptr) % 16 == 0)
-        f, grid, tail, splits, smem = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch,
-                                                      (stride_a, stride_b, stride_c))
+        f, grid, tail, splits = self._gemm_plan(m, n, k, trans_a, trans_b, aligned, batch,
+                                                (stride_a, stride_b, stride_c))
         if not splits:
-            f.prepared_call(grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, *tail, shared_size=smem)
+            f.prepared_call(grid, (256, 1, 1), c_ptr, a_ptr, b_ptr, bias_ptr, *tail)
             return
         work = self.empty((splits, m, n))
         f.prepared_call(grid, (256, 1, 1), self._ptr(work), a_ptr, b_ptr, 0, *tail)
@@ -547,11 +533,11 @@ class CudaBackend(base.Backend):
         where Python's per-launch cost is much of the time."""
         if m == 0 or n == 0:
             return lambda c, a, b, bias=0: None
-        f, grid, tail, splits, smem = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
+        f, grid, tail, splits = self._gemm_plan(m, n, k, trans_a, trans_b, aligned)
         block = (256, 1, 1)
         if not splits:
             def call(c, a, b, bias=0):
-                f.prepared_call(grid, block, c, a, b, bias, *tail, shared_size=smem)
+                f.prepared_call(grid, block, c, a, b, bias, *tail)
             return call
         work = self.empty((splits, m, n))
         work_p = int(self._ptr(work))
