@@ -22,8 +22,12 @@ use crate::ops::activation::{self, Gelu};
 use crate::ops::linear::{self, gemm_into, Mat};
 use crate::ops::reduce::column_sums;
 use crate::ops::loss::{self, Reduction};
+use crate::ops::norm::Running;
 use crate::real::Real;
 use crate::{shape_err, value_err};
+use super::tape_dropout::DropoutOp;
+use super::tape_norm::{BatchNormOp, RowsNormOp};
+use super::tape_rnn::{ConcatLastOp, RnnLayerOp, Swap01Op};
 
 /// An activation with its parameters (PyTorch's defaults are the caller's to pass).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,7 +135,7 @@ impl PoolGeom {
 
 /// A value recorded on a tape (its index in the list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Var(usize);
+pub struct Var(pub(super) usize);
 
 impl Var {
     pub fn index(self) -> usize {
@@ -139,7 +143,7 @@ impl Var {
     }
 }
 
-enum Op<T> {
+pub(super) enum Op<T> {
     Leaf,
     Linear { x: Var, w: Var, b: Option<Var>, n: usize, fin: usize, fout: usize },
     Act { x: Var, f: Activation },
@@ -150,20 +154,26 @@ enum Op<T> {
     Reshape { x: Var },
     Mse { x: Var, target: Vec<T>, reduction: Reduction },
     CrossEntropy { logits: Var, target: Vec<i64>, n: usize, c: usize, reduction: Reduction },
+    BatchNorm(BatchNormOp<T>),
+    RowsNorm(RowsNormOp<T>),
+    Dropout(DropoutOp),
+    RnnLayer(RnnLayerOp<T>),
+    Swap01(Swap01Op),
+    ConcatLast(ConcatLastOp),
 }
 
-struct Entry<T> {
-    op: Op<T>,
-    value: Vec<T>,
-    shape: Vec<usize>,
+pub(super) struct Entry<T> {
+    pub(super) op: Op<T>,
+    pub(super) value: Vec<T>,
+    pub(super) shape: Vec<usize>,
     /// a leaf from `leaf`, or an op with such a leaf upstream (a `constant` and what
     /// depends on constants only get no gradient, and none is computed for them)
-    needs_grad: bool,
+    pub(super) needs_grad: bool,
 }
 
 /// The Wengert list.
 pub struct Tape<T> {
-    entries: Vec<Entry<T>>,
+    pub(super) entries: Vec<Entry<T>>,
 }
 
 impl<T: Real> Default for Tape<T> {
@@ -185,7 +195,7 @@ impl<T: Real> Tape<T> {
         self.entries.is_empty()
     }
 
-    fn entry(&self, v: Var, name: &str) -> Result<&Entry<T>> {
+    pub(super) fn entry(&self, v: Var, name: &str) -> Result<&Entry<T>> {
         self.entries.get(v.0).ok_or_else(|| {
             FerroError::Value(format!(
                 "{name}: expected a value of this tape (index < {}), got index {}",
@@ -195,7 +205,7 @@ impl<T: Real> Tape<T> {
         })
     }
 
-    fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
+    pub(super) fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
         let needs_grad = match &op {
             Op::Leaf => true,
             Op::Linear { x, w, b, .. } | Op::Conv2d { x, w, b, .. } => {
@@ -208,12 +218,18 @@ impl<T: Real> Tape<T> {
             | Op::Reshape { x }
             | Op::Mse { x, .. }
             | Op::CrossEntropy { logits: x, .. } => self.needs_grad(*x),
+            Op::BatchNorm(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::RowsNorm(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::Dropout(op) => self.needs_grad(op.x),
+            Op::RnnLayer(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::Swap01(op) => self.needs_grad(op.x),
+            Op::ConcatLast(op) => self.needs_grad(op.a) || self.needs_grad(op.b),
         };
         self.entries.push(Entry { op, value, shape, needs_grad });
         Var(self.entries.len() - 1)
     }
 
-    fn needs_grad(&self, v: Var) -> bool {
+    pub(super) fn needs_grad(&self, v: Var) -> bool {
         self.entries[v.0].needs_grad
     }
 
@@ -246,18 +262,22 @@ impl<T: Real> Tape<T> {
         self.entries.iter().map(|e| e.value.len() * std::mem::size_of::<T>()).sum()
     }
 
-    /// `x @ w.T + b` for x (n, fin), w (fout, fin), b (fout,).
+    /// `x @ w.T + b` for x (*, fin), w (fout, fin), b (fout,): the leading axes (at least
+    /// one, e.g. (batch, seq) after a recurrent layer) are rows.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         let (xe, we) = (self.entry(x, "input")?, self.entry(w, "weight")?);
-        if xe.shape.len() != 2 || we.shape.len() != 2 || xe.shape[1] != we.shape[1] {
+        let nd = xe.shape.len();
+        if nd < 2 || we.shape.len() != 2 || xe.shape[nd - 1] != we.shape[1] {
             return shape_err!(
-                "input: expected (n, in_features) with in_features = weight.shape[1] for weight \
-                 {:?}, got {:?}",
+                "input: expected (n, in_features) or (*, in_features) with in_features = \
+                 weight.shape[1] for weight {:?}, got {:?}",
                 we.shape,
                 xe.shape
             );
         }
-        let (n, fin, fout) = (xe.shape[0], xe.shape[1], we.shape[0]);
+        let (n, fin, fout) = (xe.shape[..nd - 1].iter().product(), xe.shape[nd - 1], we.shape[0]);
+        let mut out_shape = xe.shape[..nd - 1].to_vec();
+        out_shape.push(fout);
         let bias = match b {
             Some(bv) => {
                 let be = self.entry(bv, "bias")?;
@@ -269,7 +289,7 @@ impl<T: Real> Tape<T> {
             None => None,
         };
         let y = linear::linear_forward(&xe.value, n, fin, &we.value, fout, bias)?;
-        Ok(self.push(Op::Linear { x, w, b, n, fin, fout }, y, vec![n, fout]))
+        Ok(self.push(Op::Linear { x, w, b, n, fin, fout }, y, out_shape))
     }
 
     pub fn activation(&mut self, x: Var, f: Activation) -> Result<Var> {
@@ -503,6 +523,12 @@ impl<T: Real> Tape<T> {
                     let gl = loss::cross_entropy_backward(lv, *n, *c, target, &g, *reduction)?;
                     accumulate(&mut grads, *logits, gl);
                 }
+                Op::BatchNorm(op) => op.backward(self, &g, &mut grads)?,
+                Op::RowsNorm(op) => op.backward(self, &g, &mut grads)?,
+                Op::Dropout(op) => op.backward(&g, &mut grads)?,
+                Op::RnnLayer(op) => op.backward(self, &e.value, &g, &mut grads)?,
+                Op::Swap01(op) => op.backward(&g, &mut grads),
+                Op::ConcatLast(op) => op.backward(&g, &mut grads),
             }
         }
         for (g, e) in grads.iter_mut().zip(&self.entries) {
@@ -514,7 +540,7 @@ impl<T: Real> Tape<T> {
     }
 }
 
-fn accumulate<T: Real>(grads: &mut [Option<Vec<T>>], v: Var, g: Vec<T>) {
+pub(super) fn accumulate<T: Real>(grads: &mut [Option<Vec<T>>], v: Var, g: Vec<T>) {
     match &mut grads[v.0] {
         Some(acc) => acc.iter_mut().zip(g).for_each(|(a, b)| *a += b),
         slot => *slot = Some(g),
@@ -689,6 +715,24 @@ pub enum Layer {
     /// `divisor` 0: none
     AvgPool2d { geom: PoolGeom, count_include_pad: bool, divisor: i64 },
     Flatten { start_dim: i64, end_dim: i64 },
+    /// BatchNorm1d (`two_d` false: (N, C) or (N, C, L)) or BatchNorm2d ((N, C, H, W)); takes
+    /// weight and bias (C,) when `affine`, and the next two buffers (running_mean,
+    /// running_var) when `running`. `batch_stats`: normalize with the batch statistics
+    /// (training, or no running statistics) and update the running ones in place.
+    BatchNorm { num_features: usize, two_d: bool, affine: bool, running: bool, batch_stats: bool, momentum: f64, eps: f64 },
+    /// LayerNorm over the trailing `shape[..k]`; takes weight, then bias, of that shape
+    LayerNorm { shape: [usize; 4], k: usize, weight: bool, bias: bool, eps: f64 },
+    /// GroupNorm; takes weight and bias (C,) when `affine`
+    GroupNorm { groups: usize, channels: usize, affine: bool, eps: f64 },
+    /// InstanceNorm2d on (N, C, H, W): instance statistics when `input_stats` (moving the
+    /// running statistics, the next two buffers when `running`), else the running ones
+    InstanceNorm { num_features: usize, affine: bool, running: bool, input_stats: bool, momentum: f64, eps: f64 },
+    /// Dropout; in training takes the next stream `(seed, offset)`, in eval the identity
+    Dropout { p: f64, training: bool },
+    /// LSTM (`lstm`) or GRU as torch.nn.LSTM / GRU with zero initial states, passing on
+    /// `output` only; takes per layer and direction w_ih, w_hh (then b_ih, b_hh when
+    /// `bias`); dropout `p` between layers in training takes one stream per boundary
+    Rnn { lstm: bool, layers: usize, bidirectional: bool, bias: bool, batch_first: bool, p: f64, training: bool },
 }
 
 /// The loss closing a sequential model, with its target.
@@ -699,10 +743,15 @@ pub enum LossTarget<'a, T> {
 
 /// Forward and backward of `layers` on input `x` (shape `x_shape`, (n, features)) under
 /// `loss`, recorded on one tape: returns the scalar loss and the gradient of every
-/// parameter, in order. `params[i]` is `(values, shape)`.
+/// parameter, in order. `params[i]` is `(values, shape)`; `buffers` are the norms'
+/// running statistics, updated in place; `streams` the dropout `(seed, offset)`s, one per
+/// training-mode Dropout and per layer boundary of a training-mode recurrent dropout, in
+/// layer order (all must be used).
 pub fn sequential_grads<T: Real>(
     layers: &[Layer],
     params: &[(&[T], &[usize])],
+    buffers: &mut [&mut [T]],
+    streams: &[(u64, u64)],
     x: &[T],
     x_shape: &[usize],
     loss: LossTarget<'_, T>,
@@ -711,24 +760,111 @@ pub fn sequential_grads<T: Real>(
     let mut h = t.constant(x.to_vec(), x_shape)?;
     let mut vars = Vec::with_capacity(params.len());
     let mut next = 0usize;
+    let n_buffers = buffers.len();
+    let mut bufs = buffers.iter_mut();
+    let mut streams_left = streams.iter();
+    // the next `k` parameters as leaves
+    let mut take = |t: &mut Tape<T>, vars: &mut Vec<Var>, k: usize, i: usize, kind: &str| -> Result<Vec<Var>> {
+        if next + k > params.len() {
+            return value_err!("params: layer {i} ({kind}) needs {k} more parameters, {} left", params.len() - next);
+        }
+        let out = (next..next + k).map(|j| t.leaf(params[j].0.to_vec(), params[j].1)).collect::<Result<Vec<_>>>()?;
+        vars.extend_from_slice(&out);
+        next += k;
+        Ok(out)
+    };
+    fn next_running<'a, T>(bufs: &mut std::slice::IterMut<'a, &mut [T]>, i: usize, kind: &str, n: usize) -> Result<Running<'a, T>> {
+        match (bufs.next(), bufs.next()) {
+            (Some(m), Some(v)) => Ok(Running { mean: &mut m[..], var: &mut v[..] }),
+            _ => value_err!("buffers: layer {i} ({kind}) needs running_mean and running_var, got {n} buffers in all"),
+        }
+    }
+    let mut stream = |i: usize, kind: &str| -> Result<(u64, u64)> {
+        match streams_left.next() {
+            Some(&s) => Ok(s),
+            None => value_err!("streams: layer {i} ({kind}) needs a dropout stream, got {} in all", streams.len()),
+        }
+    };
+    let channels = |t: &Tape<T>, h: Var, c: usize, nd: &[usize], kind: &str| -> Result<()> {
+        let s = t.shape(h)?;
+        if !nd.contains(&s.len()) || s[1] != c {
+            return shape_err!("input: {kind} expected a {nd:?}-D input with {c} channels at axis 1, got shape {s:?}");
+        }
+        Ok(())
+    };
     for (i, layer) in layers.iter().enumerate() {
         h = match *layer {
-            Layer::Linear { bias } | Layer::Conv2d { bias, .. } => {
-                let need = if bias { 2 } else { 1 };
-                let kind = if matches!(layer, Layer::Linear { .. }) { "linear" } else { "conv2d" };
-                if next + need > params.len() {
-                    return value_err!("params: layer {i} ({kind}) needs {need} more parameters, {} left", params.len() - next);
+            Layer::BatchNorm { num_features, two_d, affine, running: has_running, batch_stats, momentum, eps } => {
+                let kind = if two_d { "batch_norm2d" } else { "batch_norm1d" };
+                channels(&t, h, num_features, if two_d { &[4] } else { &[2, 3] }, kind)?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, kind)? } else { vec![] };
+                let r = if has_running { Some(next_running(&mut bufs, i, kind, n_buffers)?) } else { None };
+                t.batch_norm(h, wb.first().copied(), wb.get(1).copied(), r, batch_stats, momentum, eps)?
+            }
+            Layer::LayerNorm { shape, k, weight, bias, eps } => {
+                if k == 0 || k > 4 {
+                    return value_err!("layers[{i}]: layer_norm expected 1 to 4 normalized dimensions, got {k}");
                 }
-                let w = t.leaf(params[next].0.to_vec(), params[next].1)?;
-                vars.push(w);
-                let b = if bias {
-                    let b = t.leaf(params[next + 1].0.to_vec(), params[next + 1].1)?;
-                    vars.push(b);
-                    Some(b)
-                } else {
-                    None
+                let wb = take(&mut t, &mut vars, weight as usize + bias as usize, i, "layer_norm")?;
+                let (w, b) = match (weight, bias) {
+                    (true, true) => (Some(wb[0]), Some(wb[1])),
+                    (true, false) => (Some(wb[0]), None),
+                    (false, true) => (None, Some(wb[0])),
+                    (false, false) => (None, None),
                 };
-                next += need;
+                t.layer_norm(h, &shape[..k], w, b, eps)?
+            }
+            Layer::GroupNorm { groups, channels: c, affine, eps } => {
+                let nd = t.shape(h)?.len();
+                channels(&t, h, c, &[nd.max(2)], "group_norm")?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, "group_norm")? } else { vec![] };
+                t.group_norm(h, groups, wb.first().copied(), wb.get(1).copied(), eps)?
+            }
+            Layer::InstanceNorm { num_features, affine, running: has_running, input_stats, momentum, eps } => {
+                channels(&t, h, num_features, &[4], "instance_norm2d")?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, "instance_norm2d")? } else { vec![] };
+                let r = if has_running { Some(next_running(&mut bufs, i, "instance_norm2d", n_buffers)?) } else { None };
+                let (w, b) = (wb.first().copied(), wb.get(1).copied());
+                if input_stats {
+                    t.instance_norm(h, w, b, r, momentum, eps)?
+                } else {
+                    t.batch_norm(h, w, b, r, false, momentum, eps)?
+                }
+            }
+            Layer::Dropout { p, training } => {
+                if training {
+                    let (seed, offset) = stream(i, "dropout")?;
+                    t.dropout(h, p, seed, offset)?
+                } else {
+                    h
+                }
+            }
+            Layer::Rnn { lstm, layers: nl, bidirectional, bias, batch_first, p, training } => {
+                let kind = if lstm { "lstm" } else { "gru" };
+                if t.shape(h)?.len() != 3 {
+                    return shape_err!("input: {kind} expected a 3-D (batched) sequence, got shape {:?}", t.shape(h)?);
+                }
+                let per = if bias { 4 } else { 2 };
+                let mut y = if batch_first { t.swap01(h)? } else { h };
+                for layer in 0..nl {
+                    if layer > 0 && training && p > 0.0 {
+                        let (seed, offset) = stream(i, kind)?;
+                        y = t.dropout(y, p, seed, offset)?;
+                    }
+                    let mut outs = Vec::with_capacity(2);
+                    for reverse in [false, true].into_iter().take(1 + bidirectional as usize) {
+                        let w = take(&mut t, &mut vars, per, i, kind)?;
+                        let b = bias.then(|| (w[2], w[3]));
+                        outs.push(t.rnn_layer(y, w[0], w[1], b, lstm, reverse)?);
+                    }
+                    y = if outs.len() == 2 { t.concat_last(outs[0], outs[1])? } else { outs[0] };
+                }
+                if batch_first { t.swap01(y)? } else { y }
+            }
+            Layer::Linear { bias } | Layer::Conv2d { bias, .. } => {
+                let kind = if matches!(layer, Layer::Linear { .. }) { "linear" } else { "conv2d" };
+                let wb = take(&mut t, &mut vars, 1 + bias as usize, i, kind)?;
+                let (w, b) = (wb[0], wb.get(1).copied());
                 match *layer {
                     Layer::Conv2d { stride, padding, dilation, groups, .. } => {
                         t.conv2d(h, w, b, stride, padding, dilation, groups)?
@@ -742,8 +878,15 @@ pub fn sequential_grads<T: Real>(
             Layer::Act(f) => t.activation(h, f)?,
         };
     }
-    if next != params.len() {
-        return value_err!("params: the layers use {next} parameters, got {}", params.len());
+    let used = vars.len();
+    if used != params.len() {
+        return value_err!("params: the layers use {used} parameters, got {}", params.len());
+    }
+    if bufs.next().is_some() {
+        return value_err!("buffers: the layers use fewer than the {n_buffers} buffers given");
+    }
+    if streams_left.next().is_some() {
+        return value_err!("streams: the layers use fewer than the {} dropout streams given", streams.len());
     }
     let l = match loss {
         LossTarget::Mse(target, r) => t.mse_loss(h, target, r)?,
@@ -772,7 +915,7 @@ mod sequential_tests {
         let layers = [Layer::Linear { bias: true }, Layer::Act(Activation::Tanh), Layer::Linear { bias: false }];
         let params: [(&[f64], &[usize]); 3] = [(&w1, &[2, 3]), (&b1, &[2]), (&w2, &[1, 2])];
         let target = [0.2, -0.4];
-        let (l, g) = sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
+        let (l, g) = sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
         let mut t = Tape::new();
         let xv = t.leaf(x.to_vec(), &[2, 3]).unwrap();
         let (a, b, c) = (t.leaf(w1.to_vec(), &[2, 3]).unwrap(), t.leaf(b1.to_vec(), &[2]).unwrap(), t.leaf(w2.to_vec(), &[1, 2]).unwrap());
@@ -786,10 +929,10 @@ mod sequential_tests {
         assert_eq!(g[1], *gr[b.index()].as_ref().unwrap());
         assert_eq!(g[2], *gr[c.index()].as_ref().unwrap());
         // too few / too many parameters, unreduced loss
-        assert!(sequential_grads(&layers, &params[..2], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params[..2], &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
         let extra: [(&[f64], &[usize]); 4] = [params[0], params[1], params[2], (&b1, &[2])];
-        assert!(sequential_grads(&layers, &extra, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
-        assert!(sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
+        assert!(sequential_grads(&layers, &extra, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
     }
 
     fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
@@ -823,7 +966,7 @@ mod sequential_tests {
         let target = [2i64, 0];
         let eval = |ps: &[Vec<f64>]| {
             let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
-            sequential_grads(&layers, &views, &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
+            sequential_grads(&layers, &views, &mut [], &[], &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
         };
         let (_, grads) = eval(&ps);
         for pi in 0..ps.len() {
