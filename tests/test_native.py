@@ -346,6 +346,59 @@ def test_native_rnn_equals_python_engine(data, train, loss, dtype, seed):
     _compare_with_engine(model, xv, target, loss, "mean", dtype)
 
 
+@given(data=st.data(), train=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_native_transformer_equals_python_engine(data, train, dtype, seed):
+    draw = data.draw
+    fg.manual_seed(seed)
+    n, length, heads = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2]))
+    e = heads * draw(st.integers(1, 3))
+    batch_first = draw(st.booleans())
+    layer = nn.TransformerEncoderLayer(e, heads, dim_feedforward=draw(st.integers(1, 6)),
+                                       dropout=draw(st.sampled_from([0.0, 0.2])),
+                                       activation=draw(st.sampled_from(["relu", "gelu"])),
+                                       batch_first=batch_first, norm_first=draw(st.booleans()),
+                                       bias=draw(st.booleans()))
+    if draw(st.booleans()):
+        layer = nn.TransformerEncoder(layer, draw(st.integers(1, 2)),
+                                      norm=nn.LayerNorm(e) if draw(st.booleans()) else None)
+    head = [nn.Flatten(), nn.Linear(length * e, 3)] if batch_first else [nn.Linear(e, 3)]
+    model = _to_dtype(nn.Sequential(nn.Linear(2, e), layer, *head), dtype).to("rust")
+    model.train(train)
+    rng = np.random.default_rng(seed)
+    xv = rng.standard_normal((n, length, 2) if batch_first else (length, n, 2)).astype(dtype)
+    loss = "cross_entropy" if batch_first else "mse"
+    target = (rng.integers(0, 3, n) if batch_first
+              else rng.standard_normal((length, n, 3)).astype(dtype))
+    _compare_with_engine(model, xv, target, loss, "mean", dtype)
+
+
+@given(size=st.sampled_from([1, 2, 3, (2, None), (None, 1)]), h=st.integers(3, 7), w=st.integers(3, 7),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_native_adaptive_avg_pool_equals_python_engine(size, h, w, dtype, seed):
+    fg.manual_seed(seed)
+    probe = nn.AdaptiveAvgPool2d(size)(fg.tensor(np.zeros((1, 2, h, w), np.float32), backend="rust"))
+    model = _to_dtype(nn.Sequential(nn.Conv2d(1, 2, 1), nn.AdaptiveAvgPool2d(size), nn.Flatten(),
+                                    nn.Linear(int(np.prod(probe.shape[1:])), 3)), dtype).to("rust")
+    xv = np.random.default_rng(seed).standard_normal((2, 1, h, w)).astype(dtype)
+    _compare_with_engine(model, xv, np.array([0, 2]), "cross_entropy", "sum", dtype)
+
+
+def test_transformer_trains():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 8), nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1,
+                                                                      batch_first=True),
+                          nn.Flatten(), nn.Linear(4 * 8, 2)).to("rust")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 4, 1)).astype(np.float32)
+    y = (x[:, :2, 0].sum(axis=1) > x[:, 2:, 0].sum(axis=1)).astype(np.int64)
+    native = NativeSequential(model, "cross_entropy")
+    first = native.step(x, y, lr=0.1)
+    for _ in range(60):
+        last = native.step(x, y, lr=0.1)
+    assert last < 0.5 * first
+
+
 def test_lstm_model_trains():
     fg.manual_seed(0)
     model = nn.Sequential(nn.LSTM(2, 8, batch_first=True), nn.Flatten(), nn.LayerNorm(5 * 8),
@@ -410,10 +463,10 @@ def test_unsupported_modules_are_named():
         NativeSequential(nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2)))
     with pytest.raises(TypeError, match="model: PReLU is not supported"):
         NativeSequential(nn.PReLU())
-    with pytest.raises(TypeError, match="TransformerEncoderLayer is not supported"):
-        NativeSequential(nn.Sequential(nn.Linear(2, 4), nn.TransformerEncoderLayer(4, 2)))
-    with pytest.raises(TypeError, match=r"model\[1\]: AdaptiveAvgPool2d is not supported"):
-        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1)))
+    with pytest.raises(TypeError, match="TransformerEncoderLayer with a callable activation"):
+        NativeSequential(nn.TransformerEncoderLayer(4, 2, activation=F.tanh))
+    with pytest.raises(TypeError, match=r"model\[1\]: AdaptiveMaxPool2d is not supported"):
+        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveMaxPool2d(1)))
     with pytest.raises(TypeError, match="DropBlock2d is not supported"):
         NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.DropBlock2d(0.1, 2)))
     with pytest.raises(TypeError, match="LSTMCell is not supported"):
@@ -484,6 +537,13 @@ def test_bad_input():
         lstm.grads(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match="weight_ih"):
         lstm.grads(np.ones((4, 1, 2), np.float32), np.ones((4, 1, 2), np.float32))
+    enc = NativeSequential(nn.TransformerEncoderLayer(4, 2, 8).to("rust"), "mse")
+    with pytest.raises(ValueError, match="transformer_encoder_layer expected a 3-D"):
+        enc.grads(np.ones((3, 4), np.float32), np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="in_proj_weight|input"):
+        enc.grads(np.ones((3, 1, 6), np.float32), np.ones((3, 1, 6), np.float32))
+    with pytest.raises(ValueError, match="output_size"):
+        NativeSequential(nn.AdaptiveAvgPool2d(0))
 
 
 def test_bench_training_rows():
@@ -496,9 +556,10 @@ def test_bench_training_rows():
     assert "native" in ALL
     cases = train_cases(quick=True)
     names = [c.name for c in cases]
-    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn") for b in (1, 8, 64)]
+    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn", "lstm")
+                     for b in (1, 8, 64)]
     assert set(names) <= {c.name for c in default_suite(quick=True)}
-    for case in cases[:1] + cases[3:4]:
+    for case in cases[:1] + cases[3:4] + cases[6:7]:
         assert case.impls == ("rust", "native", "torch-cpu")
         for impl in ("rust", "native"):
             case.make(impl)()

@@ -10,7 +10,8 @@ kernels; tests/test_native.py checks it on random models).
 
 Supported modules:
 
-* Linear (on (N, F) or (*, F) inputs), Conv2d, MaxPool2d, AvgPool2d, Flatten;
+* Linear (on (N, F) or (*, F) inputs), Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+  Flatten;
 * ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Swish;
 * BatchNorm1d, BatchNorm2d, InstanceNorm2d (4-D input), LayerNorm (up to 4 normalized
   dimensions), GroupNorm: train and eval mode read from each module's ``training`` flag
@@ -25,12 +26,19 @@ Supported modules:
   3-D batched input) from zero initial states. **Rule:** where PyTorch's module returns
   ``(output, h_n[, c_n])``, a recurrent layer inside NativeSequential passes on
   ``output`` only (what ``lambda out: out[0]`` would), e.g. ``Sequential(LSTM(4, 8,
-  batch_first=True), Flatten(), Linear(T * 8, 3))``.
+  batch_first=True), Flatten(), Linear(T * 8, 3))``;
+* TransformerEncoderLayer (post-norm or norm_first, relu or gelu, bias or not,
+  batch_first or not, dropout) and TransformerEncoder (its layers, then its norm), on a
+  3-D batched input without masks: self-attention runs the flash kernels, or, in training
+  with attention dropout, the composed path with the Python engine's Philox masks. The
+  layer's own ``training`` flag sets all of its dropouts.
 
 Losses ``"mse"`` and ``"cross_entropy"`` with reduction ``"mean"`` or ``"sum"``, and
 plain SGD (``step(x, target, lr)``). Any other module raises TypeError naming it (as
-does a Conv2d with string padding, or a pooling layer with return_indices). Attention
-layers (MultiheadAttention, TransformerEncoderLayer) are not in the native op set yet.
+does a Conv2d with string padding, a pooling layer with return_indices, or a
+TransformerEncoderLayer with a callable activation). A bare MultiheadAttention takes
+(query, key, value) and returns a tuple, so it is not a Sequential layer (use it through
+TransformerEncoderLayer).
 """
 
 from __future__ import annotations
@@ -48,12 +56,14 @@ _LOSSES = ("mse", "cross_entropy")
 _REDUCTIONS = ("mean", "sum")
 
 
-_SUPPORTED = ("Sequential, Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, "
-              "Sigmoid, Tanh, GELU, SiLU, Swish, BatchNorm1d, BatchNorm2d, InstanceNorm2d, "
-              "LayerNorm, GroupNorm, Dropout, LSTM, GRU")
+_SUPPORTED = ("Sequential, Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, "
+              "ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Swish, BatchNorm1d, BatchNorm2d, "
+              "InstanceNorm2d, LayerNorm, GroupNorm, Dropout, LSTM, GRU, TransformerEncoderLayer, "
+              "TransformerEncoder")
 
 # modules whose spec depends on the call (train/eval, running statistics, random streams)
-_DYNAMIC = (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.Dropout, nn.LSTM, nn.GRU)
+_DYNAMIC = (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.Dropout, nn.LSTM, nn.GRU,
+            nn.TransformerEncoderLayer)
 
 
 def _affine(m) -> List:
@@ -68,6 +78,8 @@ def _layer_specs(model) -> Tuple[List[Tuple[str, List[float]]], List, List[Tuple
     specs, params, dynamic = [], [], []
     for i, m in enumerate(modules):
         where = f"model[{i}]" if isinstance(model, nn.Sequential) else "model"
+        if type(m) is nn.TransformerEncoder:  # its layers, then its final norm
+            m = nn.Sequential(*m.layers.children(), *([m.norm] if m.norm is not None else []))
         if isinstance(m, nn.Sequential):
             sub_specs, sub_params, sub_dynamic = _layer_specs(m)
             dynamic += [(j + len(specs), mod) for j, mod in sub_dynamic]
@@ -103,6 +115,15 @@ def _layer_specs(model) -> Tuple[List[Tuple[str, List[float]]], List, List[Tuple
                 div = _pool.check_divisor(m.divisor_override)
                 specs.append(("avg_pool2d", [float(v) for v in (*k, *st, *pd, bool(m.ceil_mode),
                                                                 bool(m.count_include_pad), div)]))
+        elif type(m) is nn.AdaptiveAvgPool2d:
+            size = m.output_size
+            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+            if len(size) != 2 or not all(v is None or (isinstance(v, numbers.Integral)
+                                                       and not isinstance(v, bool) and v >= 1)
+                                         for v in size):
+                raise ValueError(f"{where}: AdaptiveAvgPool2d output_size: expected an int >= 1 or "
+                                 f"a pair of them (None keeps the input size), got {m.output_size!r}")
+            specs.append(("adaptive_avg_pool2d", [0.0 if v is None else float(v) for v in size]))
         elif type(m) is nn.Flatten:
             specs.append(("flatten", [float(m.start_dim), float(m.end_dim)]))
         elif type(m) is nn.ReLU:
@@ -136,6 +157,11 @@ def _layer_specs(model) -> Tuple[List[Tuple[str, List[float]]], List, List[Tuple
             specs.append(None)  # made at each call
             if type(m) in (nn.LSTM, nn.GRU):
                 params += m._flat_weights
+            elif type(m) is nn.TransformerEncoderLayer:
+                if m.activation not in ("relu", "gelu"):
+                    raise TypeError(f"{where}: TransformerEncoderLayer with a callable activation is "
+                                    "not supported by ferrograd.native (use 'relu' or 'gelu')")
+                params += list(m.parameters())
             elif type(m) is not nn.Dropout:
                 params += _affine(m)
         else:
@@ -174,6 +200,16 @@ def _call_spec(m, buffers: List, streams: List) -> Tuple[str, List[float]]:
         if m.training:
             streams.append(philox_next())
         return "dropout", [m.p, float(m.training)]
+    if type(m) is nn.TransformerEncoderLayer:
+        # the streams its forward draws: the attention weights' dropout (when p > 0), then
+        # dropout1, dropout, dropout2 (a training-mode Dropout draws even with p = 0)
+        a = m.self_attn
+        if m.training:
+            streams += [philox_next() for _ in range(4 if a.dropout > 0 else 3)]
+        return "transformer_encoder_layer", [
+            float(a.num_heads), float(m.norm_first), float(m.activation == "gelu"),
+            float(m.batch_first), float(m.linear1.bias is not None), m.norm1.eps, m.norm2.eps,
+            a.dropout, m.dropout.p, m.dropout1.p, m.dropout2.p, float(m.training)]
     # LSTM / GRU: one stream per layer boundary when dropout applies (ops/rnn.py's rule)
     if m.training and m.dropout > 0 and m.num_layers > 1:
         streams += [philox_next() for _ in range(m.num_layers - 1)]

@@ -25,6 +25,7 @@ use crate::ops::loss::{self, Reduction};
 use crate::ops::norm::Running;
 use crate::real::Real;
 use crate::{shape_err, value_err};
+use super::tape_attention::{DropoutAttentionOp, FlashAttentionOp, HeadsOp, SliceLastOp};
 use super::tape_dropout::DropoutOp;
 use super::tape_norm::{BatchNormOp, RowsNormOp};
 use super::tape_rnn::{ConcatLastOp, RnnLayerOp, Swap01Op};
@@ -160,6 +161,10 @@ pub(super) enum Op<T> {
     RnnLayer(RnnLayerOp<T>),
     Swap01(Swap01Op),
     ConcatLast(ConcatLastOp),
+    SliceLast(SliceLastOp),
+    Heads(HeadsOp),
+    FlashAttention(FlashAttentionOp<T>),
+    DropoutAttention(DropoutAttentionOp<T>),
 }
 
 pub(super) struct Entry<T> {
@@ -224,6 +229,10 @@ impl<T: Real> Tape<T> {
             Op::RnnLayer(op) => op.inputs().any(|v| self.needs_grad(v)),
             Op::Swap01(op) => self.needs_grad(op.x),
             Op::ConcatLast(op) => self.needs_grad(op.a) || self.needs_grad(op.b),
+            Op::SliceLast(op) => self.needs_grad(op.x),
+            Op::Heads(op) => self.needs_grad(op.x),
+            Op::FlashAttention(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::DropoutAttention(op) => op.inputs().any(|v| self.needs_grad(v)),
         };
         self.entries.push(Entry { op, value, shape, needs_grad });
         Var(self.entries.len() - 1)
@@ -384,6 +393,22 @@ impl<T: Real> Tape<T> {
         Ok(self.push(Op::AvgPool { x, rows, cols, divisor, planes: n * c }, y, shape))
     }
 
+    /// torch.nn.functional.adaptive_avg_pool2d to (oh, ow) (0 keeps the input's size):
+    /// window o of an axis of n covers [floor(o n / out), ceil((o + 1) n / out)).
+    pub fn adaptive_avg_pool2d(&mut self, x: Var, out: (usize, usize)) -> Result<Var> {
+        let (n, c, h, w) = self.nchw(x)?;
+        let axis = |size: usize, o: usize| {
+            let o = if o == 0 { size } else { o };
+            let start: Vec<i64> = (0..o).map(|i| (i * size / o) as i64).collect();
+            let count: Vec<i64> = (0..o).map(|i| ((i + 1) * size).div_ceil(o) as i64 - start[i]).collect();
+            Axis { size, start, factor: count.clone(), count, step: 1 }
+        };
+        let (rows, cols) = (axis(h, out.0), axis(w, out.1));
+        let y = pool::avg_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, 0)?;
+        let shape = vec![n, c, rows.out(), cols.out()];
+        Ok(self.push(Op::AvgPool { x, rows, cols, divisor: 0, planes: n * c }, y, shape))
+    }
+
     /// The same values with a new shape of as many elements.
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let xe = self.entry(x, "input")?;
@@ -529,6 +554,10 @@ impl<T: Real> Tape<T> {
                 Op::RnnLayer(op) => op.backward(self, &e.value, &g, &mut grads)?,
                 Op::Swap01(op) => op.backward(&g, &mut grads),
                 Op::ConcatLast(op) => op.backward(&g, &mut grads),
+                Op::SliceLast(op) => op.backward(&g, &mut grads),
+                Op::Heads(op) => op.backward(&g, &mut grads),
+                Op::FlashAttention(op) => op.backward(self, &e.value, &g, &mut grads)?,
+                Op::DropoutAttention(op) => op.backward(self, &g, &mut grads)?,
             }
         }
         for (g, e) in grads.iter_mut().zip(&self.entries) {
@@ -733,6 +762,30 @@ pub enum Layer {
     /// `output` only; takes per layer and direction w_ih, w_hh (then b_ih, b_hh when
     /// `bias`); dropout `p` between layers in training takes one stream per boundary
     Rnn { lstm: bool, layers: usize, bidirectional: bool, bias: bool, batch_first: bool, p: f64, training: bool },
+    /// AdaptiveAvgPool2d to (oh, ow), 0 keeping the input's size
+    AdaptiveAvgPool2d { out: (usize, usize) },
+    /// TransformerEncoderLayer (self-attention, no masks); takes in_proj_weight,
+    /// [in_proj_bias], out_proj.weight, [out_proj.bias], linear1.weight, [bias],
+    /// linear2.weight, [bias], norm1.weight, [bias], norm2.weight, [bias] (biases when
+    /// `bias`); in training, one stream for the attention weights' dropout when
+    /// `p_attn` > 0, then one each for dropout1, dropout and dropout2
+    TransformerEncoderLayer(EncoderLayer),
+}
+
+/// The configuration of a TransformerEncoderLayer on the tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderLayer {
+    pub heads: usize,
+    pub norm_first: bool,
+    pub gelu: bool,
+    pub batch_first: bool,
+    pub bias: bool,
+    pub eps: (f64, f64),
+    /// dropout of the attention weights, after the feed-forward activation (dropout),
+    /// after self-attention (dropout1) and after the feed-forward block (dropout2)
+    pub p_attn: f64,
+    pub p: (f64, f64, f64),
+    pub training: bool,
 }
 
 /// The loss closing a sequential model, with its target.
@@ -873,6 +926,66 @@ pub fn sequential_grads<T: Real>(
                 }
             }
             Layer::MaxPool2d(p) => t.max_pool2d(h, p)?,
+            Layer::AdaptiveAvgPool2d { out } => t.adaptive_avg_pool2d(h, out)?,
+            Layer::TransformerEncoderLayer(c) => {
+                const KIND: &str = "transformer_encoder_layer";
+                let s = t.shape(h)?.to_vec();
+                if s.len() != 3 {
+                    return shape_err!("input: {KIND} expected a 3-D (batched) sequence, got shape {s:?}");
+                }
+                let e = s[2];
+                let per = if c.bias { 2 } else { 1 };
+                let w = take(&mut t, &mut vars, 6 * per, i, KIND)?;
+                // (weight, bias) of in_proj, out_proj, linear1, linear2, norm1, norm2
+                let wb = |j: usize| (w[j * per], if c.bias { Some(w[j * per + 1]) } else { None });
+                let ((wi, bi), (wo, bo), (w1, b1), (w2, b2), (n1w, n1b), (n2w, n2b)) = (wb(0), wb(1), wb(2), wb(3), wb(4), wb(5));
+                // the streams in the order the Python forward draws them: attention weights
+                // (only when p_attn > 0), dropout1, dropout, dropout2
+                let attn = if c.training && c.p_attn > 0.0 { Some(stream(i, KIND)?) } else { None };
+                let mut st = [None; 3];
+                if c.training {
+                    for slot in st.iter_mut() {
+                        *slot = Some(stream(i, KIND)?);
+                    }
+                }
+                let drop = |t: &mut Tape<T>, x: Var, p: f64, s: Option<(u64, u64)>| match s {
+                    Some((seed, offset)) => t.dropout(x, p, seed, offset),
+                    None => Ok(x),
+                };
+                // attention runs batch first (as MultiheadAttention transposes); the dropouts
+                // see the layer's own layout, which places their masks
+                let sa = |t: &mut Tape<T>, x: Var| -> Result<Var> {
+                    let a = attn.map(|(seed, offset)| (c.p_attn, seed, offset));
+                    let xb = if c.batch_first { x } else { t.swap01(x)? };
+                    let y = t.self_attention(xb, wi, bi, wo, bo, c.heads, a)?;
+                    let y = if c.batch_first { y } else { t.swap01(y)? };
+                    drop(t, y, c.p.1, st[0])
+                };
+                let act = if c.gelu { Activation::Gelu(Gelu::None) } else { Activation::Relu };
+                let ff = |t: &mut Tape<T>, x: Var| -> Result<Var> {
+                    let y = t.linear(x, w1, b1)?;
+                    let y = t.activation(y, act)?;
+                    let y = drop(t, y, c.p.0, st[1])?;
+                    let y = t.linear(y, w2, b2)?;
+                    drop(t, y, c.p.2, st[2])
+                };
+                let x = h;
+                if c.norm_first {
+                    let n1 = t.layer_norm(x, &[e], Some(n1w), n1b, c.eps.0)?;
+                    let a = sa(&mut t, n1)?;
+                    let x = t.add(x, a)?;
+                    let n2 = t.layer_norm(x, &[e], Some(n2w), n2b, c.eps.1)?;
+                    let f = ff(&mut t, n2)?;
+                    t.add(x, f)?
+                } else {
+                    let a = sa(&mut t, x)?;
+                    let r = t.add(x, a)?;
+                    let x = t.layer_norm(r, &[e], Some(n1w), n1b, c.eps.0)?;
+                    let f = ff(&mut t, x)?;
+                    let r = t.add(x, f)?;
+                    t.layer_norm(r, &[e], Some(n2w), n2b, c.eps.1)?
+                }
+            }
             Layer::AvgPool2d { geom, count_include_pad, divisor } => t.avg_pool2d(h, geom, count_include_pad, divisor)?,
             Layer::Flatten { start_dim, end_dim } => t.flatten(h, start_dim, end_dim)?,
             Layer::Act(f) => t.activation(h, f)?,

@@ -2,7 +2,7 @@
 //! forward, loss, backward and (optionally) an SGD step inside Rust.
 
 use super::{arr, data, float_dtype, out, run, writable, Dt};
-use crate::autograd::tape::{self, Activation, Layer, LossTarget, PoolGeom};
+use crate::autograd::tape::{self, Activation, EncoderLayer, Layer, LossTarget, PoolGeom};
 use crate::ops::activation::Gelu;
 use crate::ops::loss::Reduction;
 use crate::ops::optim::Sgd;
@@ -25,14 +25,16 @@ fn parse_layers(specs: &[(String, Vec<f64>)]) -> PyResult<Vec<Layer>> {
                 "avg_pool2d" => 9,
                 "batch_norm1d" | "batch_norm2d" | "instance_norm2d" | "lstm" | "gru" => 6,
                 "group_norm" => 4,
-                "dropout" => 2,
+                "dropout" | "adaptive_avg_pool2d" => 2,
+                "transformer_encoder_layer" => 12,
                 // eps, weight, bias, k, then the k normalized dimensions
                 "layer_norm" => 4 + p.get(3).map_or(0, |&k| if (1.0..=4.0).contains(&k) { k as usize } else { 0 }),
                 other => {
                     return Err(PyValueError::new_err(format!(
                         "layers[{i}]: expected one of linear, conv2d, max_pool2d, avg_pool2d, flatten, relu, \
                          leaky_relu, sigmoid, tanh, gelu, swish, batch_norm1d, batch_norm2d, layer_norm, \
-                         group_norm, instance_norm2d, dropout, lstm, gru, got {other:?}"
+                         group_norm, instance_norm2d, dropout, lstm, gru, adaptive_avg_pool2d, \
+                         transformer_encoder_layer, got {other:?}"
                     )))
                 }
             };
@@ -119,6 +121,21 @@ fn parse_layers(specs: &[(String, Vec<f64>)]) -> PyResult<Vec<Layer>> {
                 // groups, channels, affine, eps
                 "group_norm" => Layer::GroupNorm { groups: u(0)?, channels: u(1)?, affine: p[2] != 0.0, eps: p[3] },
                 "dropout" => Layer::Dropout { p: p[0], training: p[1] != 0.0 },
+                // output (h, w), 0 keeping the input's size
+                "adaptive_avg_pool2d" => Layer::AdaptiveAvgPool2d { out: (u(0)?, u(1)?) },
+                // heads, norm_first, gelu, batch_first, bias, eps1, eps2, p_attn, p (dropout,
+                // dropout1, dropout2), training
+                "transformer_encoder_layer" => Layer::TransformerEncoderLayer(EncoderLayer {
+                    heads: u(0)?,
+                    norm_first: p[1] != 0.0,
+                    gelu: p[2] != 0.0,
+                    batch_first: p[3] != 0.0,
+                    bias: p[4] != 0.0,
+                    eps: (p[5], p[6]),
+                    p_attn: p[7],
+                    p: (p[8], p[9], p[10]),
+                    training: p[11] != 0.0,
+                }),
                 // num_layers, bidirectional, bias, batch_first, dropout, training
                 "lstm" | "gru" => Layer::Rnn {
                     lstm: kind == "lstm",
