@@ -10,10 +10,13 @@
 //! All shapes are checked when an op is recorded and errors are `FerroError`s, never
 //! panics.
 //!
-//! The op set is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
-//! GEMM), max and average pooling (`ops::pool`), reshape (flatten), the activations, add
-//! for residuals, mse and cross-entropy losses; a new op is one `Op` variant, one
-//! recording method and one arm in `backward`.
+//! The op set here is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
+//! GEMM), max, average and adaptive average pooling (`ops::pool`), reshape (flatten), the
+//! activations, add for residuals, mse and cross-entropy losses. Further families keep
+//! their recording methods and backward beside this file (`tape_norm`, `tape_dropout`,
+//! `tape_rnn`, `tape_attention`); a new op is one `Op` variant, one recording method and
+//! one arm in `backward`. `sequential_grads` composes them into whole layers (a
+//! multi-layer bidirectional LSTM, a TransformerEncoderLayer) for `ferrograd.native`.
 
 use crate::conv::{self, Geom};
 use crate::error::{FerroError, Result};
