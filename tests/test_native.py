@@ -301,9 +301,9 @@ def test_dropout_mask_and_gradient():
     target = np.zeros((1, 300))
     _, (gw, gb) = native.grads(x, target)
     y = lin(fg.tensor(x, backend="rust")).numpy()[0]
-    mask = gb / (2 * y)  # d/db of sum((mask * y)^2) = 2 mask^2 y = 2 (mask * scale) y * ...
-    kept = mask != 0
-    np.testing.assert_allclose(mask[kept], (1 / 0.6) ** 2, rtol=1e-9)
+    m2 = gb / (2 * y)  # d/db sum((m y)^2) = 2 m^2 y, m = 0 (dropped) or 1 / (1 - p) (kept)
+    kept = m2 != 0
+    np.testing.assert_allclose(m2[kept], (1 / 0.6) ** 2, rtol=1e-9)
     assert abs((~kept).mean() - 0.4) < 0.1
     np.testing.assert_allclose(gw, np.outer(gb, x[0]), rtol=1e-9, atol=1e-12)
     model.eval()

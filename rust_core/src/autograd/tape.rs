@@ -1099,6 +1099,101 @@ mod sequential_tests {
         }
     }
 
+    /// Central differences of `sequential_grads` over every parameter (buffers are
+    /// restored before each evaluation, so each sees the same running statistics).
+    fn check_sequential(layers: &[Layer], shapes: &[&[usize]], buffers: &[Vec<f64>], streams: &[(u64, u64)], x: &[f64], x_shape: &[usize], target: &[i64]) {
+        let mut s = 29;
+        let mut ps: Vec<Vec<f64>> = shapes.iter().map(|sh| lcg(&mut s, sh.iter().product())).collect();
+        let eval = |ps: &[Vec<f64>]| {
+            let views: Vec<(&[f64], &[usize])> = ps.iter().zip(shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
+            let mut bufs = buffers.to_vec();
+            let mut refs: Vec<&mut [f64]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let r = sequential_grads(layers, &views, &mut refs, streams, x, x_shape, LossTarget::CrossEntropy(target, Reduction::Sum)).unwrap();
+            (r, bufs)
+        };
+        let ((_, grads), moved) = eval(&ps);
+        assert!(moved.iter().zip(buffers).all(|(a, b)| a != b), "training-mode norms move their running statistics");
+        for pi in 0..ps.len() {
+            for j in 0..ps[pi].len() {
+                let (h, orig) = (1e-6, ps[pi][j]);
+                ps[pi][j] = orig + h;
+                let lp = eval(&ps).0 .0;
+                ps[pi][j] = orig - h;
+                let lm = eval(&ps).0 .0;
+                ps[pi][j] = orig;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_model_gradients_match_central_differences() {
+        // x (2, 3, 4) batch first -> linear 4 -> transformer encoder layer (2 heads, gelu,
+        // ff 5, all dropouts) -> 2-layer bidirectional LSTM (H 2, dropout) -> flatten ->
+        // batch_norm1d (12) -> dropout -> linear 3 -> cross-entropy
+        let enc = EncoderLayer {
+            heads: 2, norm_first: false, gelu: true, batch_first: true, bias: true, eps: (1e-5, 1e-5),
+            p_attn: 0.2, p: (0.1, 0.1, 0.1), training: true,
+        };
+        let layers = [
+            Layer::Linear { bias: true },
+            Layer::TransformerEncoderLayer(enc),
+            Layer::Rnn { lstm: true, layers: 2, bidirectional: true, bias: true, batch_first: true, p: 0.3, training: true },
+            Layer::Flatten { start_dim: 1, end_dim: -1 },
+            Layer::BatchNorm { num_features: 12, two_d: false, affine: true, running: true, batch_stats: true, momentum: 0.1, eps: 1e-5 },
+            Layer::Dropout { p: 0.2, training: true },
+            Layer::Linear { bias: true },
+        ];
+        let rnn: [&[usize]; 4] = [&[8, 4], &[8, 2], &[8], &[8]];
+        let mut shapes: Vec<&[usize]> = vec![&[4, 4], &[4], &[12, 4], &[12], &[4, 4], &[4], &[5, 4], &[5], &[4, 5], &[4], &[4], &[4], &[4], &[4]];
+        for _ in 0..4 {
+            shapes.extend_from_slice(&rnn);
+        }
+        shapes.extend_from_slice(&[&[12], &[12], &[3, 12], &[3]]);
+        let streams: Vec<(u64, u64)> = (0..6).map(|i| (7, i)).collect();
+        let mut s = 3;
+        let x = lcg(&mut s, 24);
+        let buffers = vec![vec![0.0; 12], vec![1.0; 12]];
+        check_sequential(&layers, &shapes, &buffers, &streams, &x, &[2, 3, 4], &[2, 0]);
+        // missing buffers, a stream too few or too many: errors naming them
+        let ps: Vec<Vec<f64>> = shapes.iter().map(|sh| vec![0.1; sh.iter().product()]).collect();
+        let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
+        let (mut m, mut v) = (vec![0.0; 12], vec![1.0; 12]);
+        let run = |bufs: &mut [&mut [f64]], streams: &[(u64, u64)]| {
+            let target = LossTarget::CrossEntropy(&[2, 0], Reduction::Sum);
+            match sequential_grads(&layers, &views, bufs, streams, &x, &[2, 3, 4], target) {
+                Err(FerroError::Value(msg)) => msg,
+                other => panic!("expected a value error, got {:?}", other.map(|r| r.0)),
+            }
+        };
+        assert!(run(&mut [], &streams).starts_with("buffers: layer 4"));
+        assert!(run(&mut [&mut m, &mut v], &streams[..5]).starts_with("streams: layer 5"));
+        let seven: Vec<(u64, u64)> = (0..7).map(|i| (7, i)).collect();
+        assert!(run(&mut [&mut m, &mut v], &seven).starts_with("streams: the layers use fewer"));
+        assert!(sequential_grads(&layers, &views, &mut [&mut m, &mut v], &streams, &x, &[2, 3, 4],
+                                 LossTarget::CrossEntropy(&[2, 0], Reduction::Sum)).is_ok());
+    }
+
+    #[test]
+    fn adaptive_pool_and_instance_norm_gradients_match_central_differences() {
+        // x (2, 1, 5, 7) -> conv 2 (3x3, pad 1) -> adaptive avg pool (2, 3) -> instance norm
+        // (affine, running) -> group norm (1 group) -> flatten -> linear 3
+        let layers = [
+            Layer::Conv2d { bias: true, stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 1 },
+            Layer::AdaptiveAvgPool2d { out: (2, 3) },
+            Layer::InstanceNorm { num_features: 2, affine: true, running: true, input_stats: true, momentum: 0.1, eps: 1e-5 },
+            Layer::Act(Activation::Tanh),
+            Layer::GroupNorm { groups: 1, channels: 2, affine: true, eps: 1e-5 },
+            Layer::Flatten { start_dim: 1, end_dim: -1 },
+            Layer::Linear { bias: false },
+        ];
+        let shapes: [&[usize]; 7] = [&[2, 1, 3, 3], &[2], &[2], &[2], &[2], &[2], &[3, 12]];
+        let mut s = 5;
+        let x = lcg(&mut s, 70);
+        check_sequential(&layers, &shapes, &[vec![0.0; 2], vec![1.0; 2]], &[], &x, &[2, 1, 5, 7], &[1, 2]);
+    }
+
     #[test]
     fn cnn_bad_input_is_an_error() {
         let mut t = Tape::<f32>::new();
