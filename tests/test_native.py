@@ -144,6 +144,275 @@ def test_native_cnn_equals_python_engine(data, loss, reduction, dtype, seed):
         np.testing.assert_allclose(p.numpy(), e, **tol)
 
 
+# ------------------------------------------------------------ norms, dropout, recurrent
+def _to_dtype(model, dtype):
+    """Parameters and float buffers in ``dtype`` (float64 for the tight comparisons)."""
+    if dtype == np.float64:
+        for p in model.parameters():
+            p.data = np.require(p.data, np.float64, requirements="C")
+        for m in model.modules():
+            for name in ("running_mean", "running_var"):
+                t = getattr(m, name, None)
+                if t is not None:
+                    t.data = np.require(t.data, np.float64, requirements="C")
+    return model
+
+
+def _buffers(model):
+    return [b.numpy().copy() for b in model.buffers()]
+
+
+def _engine_forward(model, x):
+    """The model's forward on the Python engine under NativeSequential's rule: a layer
+    that returns a tuple (LSTM, GRU) passes on its first element (the output)."""
+    for m in model.children():
+        x = m(x)
+        if isinstance(x, tuple):
+            x = x[0]
+    return x
+
+
+def _compare_with_engine(model, xv, target, loss, reduction, dtype):
+    """The Python engine's loss, gradients, running statistics and random-stream position
+    after one forward/backward, against NativeSequential's from the same starting state."""
+    from ferrograd.tensor import _philox
+
+    bufs0, stream0 = _buffers(model), dict(_philox)
+    out = _engine_forward(model, fg.tensor(xv, backend="rust"))
+    ref = (F.mse_loss(out, fg.tensor(target, backend="rust"), reduction=reduction) if loss == "mse"
+           else F.cross_entropy(out, target, reduction=reduction))
+    ref.backward()
+    bufs1, stream1 = _buffers(model), dict(_philox)
+    for b, v in zip(model.buffers(), bufs0):  # back to the starting state
+        b.data = np.ascontiguousarray(v)
+    _philox.update(stream0)
+    native = NativeSequential(model, loss, reduction)
+    lv, grads = native.grads(xv, target)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
+    params = list(model.parameters())
+    assert len(grads) == len(params)
+    for g, p in zip(grads, params):
+        assert g.dtype == p.dtype and g.shape == p.shape
+        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
+    for b, v in zip(_buffers(model), bufs1):
+        np.testing.assert_allclose(b, v, **tol)
+    assert dict(_philox) == stream1
+    return native
+
+
+NORMS = ["bn1d", "bn1d_3d", "bn2d", "ln", "ln_2dims", "gn", "in2d"]
+
+
+def random_norm_model(draw, kind, dtype, seed):
+    """A small model around one normalization layer (with dropout and an activation
+    drawn too); returns (model, input shape)."""
+    fg.manual_seed(seed)
+    n, c = draw(st.integers(2, 4)), draw(st.sampled_from([2, 4]))
+    affine = draw(st.booleans())
+    track = draw(st.booleans())
+    momentum = draw(st.sampled_from([0.1, 0.5, None]))
+    if kind in ("bn1d", "ln"):
+        shape = (n, 3)
+        first = [nn.Linear(3, c)]
+        norm = (nn.BatchNorm1d(c, affine=affine, track_running_stats=track, momentum=momentum)
+                if kind == "bn1d" else nn.LayerNorm(c, elementwise_affine=affine,
+                                                    bias=draw(st.booleans())))
+        tail = [nn.Linear(c, 3)]
+    elif kind in ("bn1d_3d", "ln_2dims"):
+        shape = (n, c, 3)
+        first = []
+        norm = (nn.BatchNorm1d(c, affine=affine, track_running_stats=track, momentum=momentum)
+                if kind == "bn1d_3d" else nn.LayerNorm((c, 3), elementwise_affine=affine))
+        tail = [nn.Linear(3, 2), nn.Flatten(), nn.Linear(2 * c, 3)]
+    else:
+        shape = (n, 2, 4, 3)
+        first = [nn.Conv2d(2, c, 3, padding=1)]
+        norm = {"bn2d": lambda: nn.BatchNorm2d(c, affine=affine, track_running_stats=track,
+                                               momentum=momentum),
+                "gn": lambda: nn.GroupNorm(draw(st.sampled_from([1, 2])), c, affine=affine),
+                "in2d": lambda: nn.InstanceNorm2d(c, affine=affine, track_running_stats=track,
+                                                  momentum=momentum if momentum else 0.1)}[kind]()
+        tail = [nn.Flatten(), nn.Linear(c * 12, 3)]
+    act = ACTS[draw(st.integers(0, len(ACTS) - 1))]()
+    middle = [norm, act]
+    if draw(st.booleans()):
+        middle.append(nn.Dropout(draw(st.sampled_from([0.0, 0.3, 1.0]))))
+    model = nn.Sequential(*first, *middle, *tail)
+    return _to_dtype(model, dtype).to("rust"), shape
+
+
+@given(data=st.data(), kind=st.sampled_from(NORMS), train=st.booleans(),
+       loss=st.sampled_from(["mse", "cross_entropy"]), reduction=st.sampled_from(["mean", "sum"]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_native_norm_and_dropout_equal_python_engine(data, kind, train, loss, reduction, dtype,
+                                                      seed):
+    model, xshape = random_norm_model(data.draw, kind, dtype, seed)
+    model.train(train)
+    rng = np.random.default_rng(seed)
+    xv = (rng.standard_normal(xshape) * 2 + 0.5).astype(dtype)
+    target = (rng.standard_normal((xshape[0], 3)).astype(dtype) if loss == "mse"
+              else rng.integers(0, 3, xshape[0]))
+    _compare_with_engine(model, xv, target, loss, reduction, dtype)
+
+
+def test_running_statistics_follow_the_engine_over_steps():
+    """Three SGD steps in train mode, then eval: the native runner and the Python engine
+    (with fg.optim.SGD) keep the same parameters, running statistics and counters."""
+    def make():
+        fg.manual_seed(3)
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, momentum=None), nn.ReLU(),
+                             nn.Dropout(0.25), nn.Flatten(), nn.Linear(3 * 4 * 4, 2),
+                             nn.BatchNorm1d(2)).to("rust")
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((5, 1, 6, 6)).astype(np.float32) for _ in range(3)]
+    ys = [rng.integers(0, 2, 5) for _ in range(3)]
+    engine, native_model = make(), make()
+    opt = fg.optim.SGD(engine.parameters(), lr=0.1)
+    native = NativeSequential(native_model, "cross_entropy")
+    fg.manual_seed(11)
+    for x, y in zip(xs, ys):
+        opt.zero_grad()
+        F.cross_entropy(engine(fg.tensor(x, backend="rust")), y).backward()
+        opt.step()
+    fg.manual_seed(11)
+    for x, y in zip(xs, ys):
+        native.step(x, y, lr=0.1)
+    for a, b in zip(list(engine.parameters()) + list(engine.buffers()),
+                    list(native_model.parameters()) + list(native_model.buffers())):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+    assert int(native_model[1].num_batches_tracked.numpy()) == 3
+    engine.eval()
+    native_model.eval()
+    ref = float(F.cross_entropy(engine(fg.tensor(xs[0], backend="rust")), ys[0]).numpy())
+    assert abs(native.grads(xs[0], ys[0])[0] - ref) < 1e-5
+
+
+def test_dropout_mask_and_gradient():
+    """In training the gradient through Dropout is the forward's mask times 1 / (1 - p);
+    about p of the elements drop; eval is the identity."""
+    fg.manual_seed(0)
+    lin = nn.Linear(200, 300).to("rust")
+    model = nn.Sequential(lin, nn.Dropout(0.4))
+    native = NativeSequential(model, "mse", "sum")
+    x = np.random.default_rng(0).standard_normal((1, 200)).astype(np.float64)
+    for p in model.parameters():
+        p.data = np.require(p.data, np.float64, requirements="C")
+    target = np.zeros((1, 300))
+    _, (gw, gb) = native.grads(x, target)
+    y = lin(fg.tensor(x, backend="rust")).numpy()[0]
+    m2 = gb / (2 * y)  # d/db sum((m y)^2) = 2 m^2 y, m = 0 (dropped) or 1 / (1 - p) (kept)
+    kept = m2 != 0
+    np.testing.assert_allclose(m2[kept], (1 / 0.6) ** 2, rtol=1e-9)
+    assert abs((~kept).mean() - 0.4) < 0.1
+    np.testing.assert_allclose(gw, np.outer(gb, x[0]), rtol=1e-9, atol=1e-12)
+    model.eval()
+    _, (gw, gb) = native.grads(x, target)
+    np.testing.assert_allclose(gb, 2 * y, rtol=1e-9)
+
+
+RNNS = [nn.LSTM, nn.GRU]
+
+
+@given(data=st.data(), train=st.booleans(), loss=st.sampled_from(["mse", "cross_entropy"]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_native_rnn_equals_python_engine(data, train, loss, dtype, seed):
+    draw = data.draw
+    fg.manual_seed(seed)
+    n, t, i, h = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    layers, bidir = draw(st.integers(1, 2)), draw(st.booleans())
+    batch_first = draw(st.booleans())
+    rnn = draw(st.sampled_from(RNNS))(i, h, num_layers=layers, bias=draw(st.booleans()),
+                                      batch_first=batch_first, bidirectional=bidir,
+                                      dropout=draw(st.sampled_from([0.0, 0.5])))
+    width = h * (2 if bidir else 1)
+    if not batch_first:  # (T, N, width) -> per-step head (T, N, 3), an mse target
+        tail = [nn.Linear(width, 3)]
+    elif draw(st.booleans()):  # (N, T, width) -> per-step head, then the steps flattened
+        tail = [nn.Linear(width, 2), nn.Flatten(), nn.Linear(2 * t, 3)]
+    else:
+        tail = [nn.Flatten(), nn.Linear(width * t, 3)]
+    model = _to_dtype(nn.Sequential(rnn, nn.Tanh(), *tail), dtype).to("rust")
+    model.train(train)
+    rng = np.random.default_rng(seed)
+    xv = rng.standard_normal((n, t, i) if batch_first else (t, n, i)).astype(dtype)
+    out_shape = _engine_forward(model, fg.tensor(xv, backend="rust")).shape
+    if len(out_shape) != 2 and loss == "cross_entropy":
+        loss = "mse"
+    target = (rng.standard_normal(out_shape).astype(dtype) if loss == "mse"
+              else rng.integers(0, 3, n))
+    for prm in model.parameters():
+        prm.grad = None
+    _compare_with_engine(model, xv, target, loss, "mean", dtype)
+
+
+@given(data=st.data(), train=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_native_transformer_equals_python_engine(data, train, dtype, seed):
+    draw = data.draw
+    fg.manual_seed(seed)
+    n, length, heads = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2]))
+    e = heads * draw(st.integers(1, 3))
+    batch_first = draw(st.booleans())
+    layer = nn.TransformerEncoderLayer(e, heads, dim_feedforward=draw(st.integers(1, 6)),
+                                       dropout=draw(st.sampled_from([0.0, 0.2])),
+                                       activation=draw(st.sampled_from(["relu", "gelu"])),
+                                       batch_first=batch_first, norm_first=draw(st.booleans()),
+                                       bias=draw(st.booleans()))
+    if draw(st.booleans()):
+        layer = nn.TransformerEncoder(layer, draw(st.integers(1, 2)),
+                                      norm=nn.LayerNorm(e) if draw(st.booleans()) else None)
+    head = [nn.Flatten(), nn.Linear(length * e, 3)] if batch_first else [nn.Linear(e, 3)]
+    model = _to_dtype(nn.Sequential(nn.Linear(2, e), layer, *head), dtype).to("rust")
+    model.train(train)
+    rng = np.random.default_rng(seed)
+    xv = rng.standard_normal((n, length, 2) if batch_first else (length, n, 2)).astype(dtype)
+    loss = "cross_entropy" if batch_first else "mse"
+    target = (rng.integers(0, 3, n) if batch_first
+              else rng.standard_normal((length, n, 3)).astype(dtype))
+    _compare_with_engine(model, xv, target, loss, "mean", dtype)
+
+
+@given(size=st.sampled_from([1, 2, 3, (2, None), (None, 1)]), h=st.integers(3, 7), w=st.integers(3, 7),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_native_adaptive_avg_pool_equals_python_engine(size, h, w, dtype, seed):
+    fg.manual_seed(seed)
+    probe = nn.AdaptiveAvgPool2d(size)(fg.tensor(np.zeros((1, 2, h, w), np.float32), backend="rust"))
+    model = _to_dtype(nn.Sequential(nn.Conv2d(1, 2, 1), nn.AdaptiveAvgPool2d(size), nn.Flatten(),
+                                    nn.Linear(int(np.prod(probe.shape[1:])), 3)), dtype).to("rust")
+    xv = np.random.default_rng(seed).standard_normal((2, 1, h, w)).astype(dtype)
+    _compare_with_engine(model, xv, np.array([0, 2]), "cross_entropy", "sum", dtype)
+
+
+def test_transformer_trains():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 8), nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1,
+                                                                      batch_first=True),
+                          nn.Flatten(), nn.Linear(4 * 8, 2)).to("rust")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 4, 1)).astype(np.float32)
+    y = (x[:, :2, 0].sum(axis=1) > x[:, 2:, 0].sum(axis=1)).astype(np.int64)
+    native = NativeSequential(model, "cross_entropy")
+    first = native.step(x, y, lr=0.1)
+    for _ in range(60):
+        last = native.step(x, y, lr=0.1)
+    assert last < 0.5 * first
+
+
+def test_lstm_model_trains():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.LSTM(2, 8, batch_first=True), nn.Flatten(), nn.LayerNorm(5 * 8),
+                          nn.Linear(5 * 8, 2)).to("rust")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 5, 2)).astype(np.float32)
+    y = (x[:, :, 0].sum(axis=1) > 0).astype(np.int64)
+    native = NativeSequential(model, "cross_entropy")
+    first = native.step(x, y, lr=0.3)
+    for _ in range(60):
+        last = native.step(x, y, lr=0.3)
+    assert last < 0.5 * first
+
+
 def test_flatten_module():
     x = fg.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4), backend="rust", requires_grad=True)
     assert nn.Flatten()(x).shape == (2, 12)
@@ -189,16 +458,21 @@ def test_training_reduces_the_loss():
 
 
 def test_unsupported_modules_are_named():
-    with pytest.raises(TypeError, match=r"model\[1\]: LayerNorm is not supported by ferrograd.native"):
-        NativeSequential(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
+    with pytest.raises(TypeError, match=r"model\[1\]: MultiheadAttention is not supported by "
+                                        "ferrograd.native"):
+        NativeSequential(nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2)))
     with pytest.raises(TypeError, match="model: PReLU is not supported"):
         NativeSequential(nn.PReLU())
-    with pytest.raises(TypeError, match="Dropout"):
-        NativeSequential(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
-    with pytest.raises(TypeError, match=r"model\[0\]: BatchNorm2d is not supported"):
-        NativeSequential(nn.Sequential(nn.BatchNorm2d(3), nn.Flatten()))
-    with pytest.raises(TypeError, match=r"model\[1\]: AdaptiveAvgPool2d is not supported"):
-        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1)))
+    with pytest.raises(TypeError, match="TransformerEncoderLayer with a callable activation"):
+        NativeSequential(nn.TransformerEncoderLayer(4, 2, activation=F.tanh))
+    with pytest.raises(TypeError, match=r"model\[1\]: AdaptiveMaxPool2d is not supported"):
+        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveMaxPool2d(1)))
+    with pytest.raises(TypeError, match="DropBlock2d is not supported"):
+        NativeSequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.DropBlock2d(0.1, 2)))
+    with pytest.raises(TypeError, match="LSTMCell is not supported"):
+        NativeSequential(nn.LSTMCell(2, 3))
+    with pytest.raises(TypeError, match="LayerNorm with more than 4 normalized dimensions"):
+        NativeSequential(nn.LayerNorm((1, 1, 1, 1, 2)))
     with pytest.raises(TypeError, match="Conv2d with padding='same'"):
         NativeSequential(nn.Conv2d(1, 2, 3, padding="same"))
     with pytest.raises(TypeError, match="MaxPool2d with return_indices"):
@@ -242,6 +516,34 @@ def test_bad_input():
     pool = NativeSequential(nn.Sequential(nn.MaxPool2d(4), nn.Flatten(), nn.Linear(2, 2)).to("rust"))
     with pytest.raises(ValueError, match="empty output"):
         pool.grads(np.ones((1, 2, 3, 3), np.float32), np.array([0]))
+    # norms and recurrent layers: wrong channels or rank, one value per channel, dtypes
+    bn = NativeSequential(nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)).to("rust"))
+    with pytest.raises(ValueError, match="input: batch_norm1d expected"):
+        bn.grads(np.ones((4, 2), np.float32), np.array([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn.grads(np.ones((1, 3), np.float32), np.array([0]))
+    for prm in bn.params:  # float64 parameters, float32 running statistics
+        prm.data = prm.data.astype(np.float64)
+    with pytest.raises(TypeError, match="buffers\\[0\\]: expected a writable float64"):
+        bn.grads(np.ones((4, 3)), np.array([0, 1, 1, 0]))
+    inorm = NativeSequential(nn.Sequential(nn.InstanceNorm2d(2), nn.Flatten(), nn.Linear(8, 2)).to("rust"))
+    with pytest.raises(ValueError, match="instance_norm2d expected"):
+        inorm.grads(np.ones((2, 2, 4), np.float32), np.array([0, 1]))
+    ln = NativeSequential(nn.Sequential(nn.LayerNorm((2, 3)), nn.Flatten(), nn.Linear(6, 2)).to("rust"))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        ln.grads(np.ones((2, 3, 2), np.float32), np.array([0, 1]))
+    lstm = NativeSequential(nn.Sequential(nn.LSTM(3, 2), nn.Linear(2, 2)).to("rust"), "mse")
+    with pytest.raises(ValueError, match="lstm expected a 3-D"):
+        lstm.grads(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="weight_ih"):
+        lstm.grads(np.ones((4, 1, 2), np.float32), np.ones((4, 1, 2), np.float32))
+    enc = NativeSequential(nn.TransformerEncoderLayer(4, 2, 8).to("rust"), "mse")
+    with pytest.raises(ValueError, match="transformer_encoder_layer expected a 3-D"):
+        enc.grads(np.ones((3, 4), np.float32), np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="in_proj_weight|input"):
+        enc.grads(np.ones((3, 1, 6), np.float32), np.ones((3, 1, 6), np.float32))
+    with pytest.raises(ValueError, match="output_size"):
+        NativeSequential(nn.AdaptiveAvgPool2d(0))
 
 
 def test_bench_training_rows():
@@ -254,9 +556,10 @@ def test_bench_training_rows():
     assert "native" in ALL
     cases = train_cases(quick=True)
     names = [c.name for c in cases]
-    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn") for b in (1, 8, 64)]
+    assert names == [f"{k} train step batch {b}" for k in ("mlp", "cnn", "lstm")
+                     for b in (1, 8, 64)]
     assert set(names) <= {c.name for c in default_suite(quick=True)}
-    for case in cases[:1] + cases[3:4]:
+    for case in cases[:1] + cases[3:4] + cases[6:7]:
         assert case.impls == ("rust", "native", "torch-cpu")
         for impl in ("rust", "native"):
             case.make(impl)()

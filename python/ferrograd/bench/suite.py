@@ -452,13 +452,33 @@ def _cnn(nn):
                          nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
 
 
+SEQ_SIZES = (16, 16, 64)  # sequence length, input features, hidden size
+
+
+def _lstm_model(nn):
+    """A sequence classifier on (N, 16, 16): LSTM 64 (batch first), LayerNorm, flatten,
+    linear 10; run by ``_seq_forward`` (the LSTM passes on its output only)."""
+    t, i, h = SEQ_SIZES
+    return nn.Sequential(nn.LSTM(i, h, batch_first=True), nn.LayerNorm(h), nn.Flatten(),
+                         nn.Linear(t * h, 10))
+
+
+def _seq_forward(model, x):
+    """The layers of ``model`` in turn, a tuple result (LSTM's) passing on its first item."""
+    for m in model:
+        x = m(x)
+        if isinstance(x, tuple):
+            x = x[0]
+    return x
+
+
 def _train_case(kind: str, batch: int, impls, group: str) -> Case:
     """One SGD training step (lr 1e-3, cross-entropy, float32): zero_grad, forward, loss,
     backward, step. rust: the Python engine on the rust backend with fg.optim.SGD;
     native: NativeSequential.step (forward, backward and the update in one Rust call);
     torch-cpu: the same model and torch.optim.SGD."""
-    build = _mlp if kind == "mlp" else _cnn
-    in_shape = (MLP_SIZES[0],) if kind == "mlp" else (1, 28, 28)
+    build = {"mlp": _mlp, "cnn": _cnn, "lstm": _lstm_model}[kind]
+    in_shape = {"mlp": (MLP_SIZES[0],), "cnn": (1, 28, 28), "lstm": SEQ_SIZES[:2]}[kind]
 
     def make(impl: str):
         rng = np.random.default_rng(0)
@@ -469,12 +489,13 @@ def _train_case(kind: str, batch: int, impls, group: str) -> Case:
 
             torch.manual_seed(0)
             model = build(torch.nn)
+            fwd = model if kind != "lstm" else (lambda x: _seq_forward(model, x))
             opt = torch.optim.SGD(model.parameters(), lr=1e-3)
             x, y = torch.from_numpy(x_host), torch.from_numpy(y_host)
 
             def run():
                 opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss = torch.nn.functional.cross_entropy(fwd(x), y)
                 loss.backward()
                 opt.step()
                 return loss
@@ -492,10 +513,11 @@ def _train_case(kind: str, batch: int, impls, group: str) -> Case:
             return lambda: native.step(x_host, y_host, lr=1e-3)
         opt = fg.optim.SGD(model.parameters(), lr=1e-3)
         x = fg.tensor(x_host, backend=impl)
+        fwd = model if kind != "lstm" else (lambda x: _seq_forward(model, x))
 
         def run():
             opt.zero_grad()
-            loss = F.cross_entropy(model(x), y_host)
+            loss = F.cross_entropy(fwd(x), y_host)
             loss.backward()
             opt.step()
             return loss
@@ -506,11 +528,12 @@ def _train_case(kind: str, batch: int, impls, group: str) -> Case:
 
 
 def train_cases(quick: bool = False) -> List[Case]:
-    """Time per SGD training step of a small MLP (784-256-256-10) and a small CNN (see
-    ``_cnn``) at batch 1, 8 and 64: the Python engine on the rust backend, ferrograd.native
-    and PyTorch on the CPU. The models are small already, so ``quick`` keeps them."""
+    """Time per SGD training step of a small MLP (784-256-256-10), a small CNN (see
+    ``_cnn``) and a small LSTM sequence classifier (``_lstm_model``) at batch 1, 8 and 64:
+    the Python engine on the rust backend, ferrograd.native and PyTorch on the CPU. The
+    models are small already, so ``quick`` keeps them."""
     return [_train_case(kind, b, TRAIN_IMPLS, "training step")
-            for kind in ("mlp", "cnn") for b in (1, 8, 64)]
+            for kind in ("mlp", "cnn", "lstm") for b in (1, 8, 64)]
 
 
 # ------------------------------------------------------------------ attention

@@ -10,10 +10,13 @@
 //! All shapes are checked when an op is recorded and errors are `FerroError`s, never
 //! panics.
 //!
-//! The op set is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
-//! GEMM), max and average pooling (`ops::pool`), reshape (flatten), the activations, add
-//! for residuals, mse and cross-entropy losses; a new op is one `Op` variant, one
-//! recording method and one arm in `backward`.
+//! The op set here is what an MLP or a small CNN needs: linear, conv2d (`conv::`, im2col +
+//! GEMM), max, average and adaptive average pooling (`ops::pool`), reshape (flatten), the
+//! activations, add for residuals, mse and cross-entropy losses. Further families keep
+//! their recording methods and backward beside this file (`tape_norm`, `tape_dropout`,
+//! `tape_rnn`, `tape_attention`); a new op is one `Op` variant, one recording method and
+//! one arm in `backward`. `sequential_grads` composes them into whole layers (a
+//! multi-layer bidirectional LSTM, a TransformerEncoderLayer) for `ferrograd.native`.
 
 use crate::conv::{self, Geom};
 use crate::error::{FerroError, Result};
@@ -22,8 +25,13 @@ use crate::ops::activation::{self, Gelu};
 use crate::ops::linear::{self, gemm_into, Mat};
 use crate::ops::reduce::column_sums;
 use crate::ops::loss::{self, Reduction};
+use crate::ops::norm::Running;
 use crate::real::Real;
 use crate::{shape_err, value_err};
+use super::tape_attention::{DropoutAttentionOp, FlashAttentionOp, HeadsOp, SliceLastOp};
+use super::tape_dropout::DropoutOp;
+use super::tape_norm::{BatchNormOp, RowsNormOp};
+use super::tape_rnn::{ConcatLastOp, RnnLayerOp, Swap01Op};
 
 /// An activation with its parameters (PyTorch's defaults are the caller's to pass).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,7 +139,7 @@ impl PoolGeom {
 
 /// A value recorded on a tape (its index in the list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Var(usize);
+pub struct Var(pub(super) usize);
 
 impl Var {
     pub fn index(self) -> usize {
@@ -139,7 +147,7 @@ impl Var {
     }
 }
 
-enum Op<T> {
+pub(super) enum Op<T> {
     Leaf,
     Linear { x: Var, w: Var, b: Option<Var>, n: usize, fin: usize, fout: usize },
     Act { x: Var, f: Activation },
@@ -150,20 +158,30 @@ enum Op<T> {
     Reshape { x: Var },
     Mse { x: Var, target: Vec<T>, reduction: Reduction },
     CrossEntropy { logits: Var, target: Vec<i64>, n: usize, c: usize, reduction: Reduction },
+    BatchNorm(BatchNormOp<T>),
+    RowsNorm(RowsNormOp<T>),
+    Dropout(DropoutOp),
+    RnnLayer(RnnLayerOp<T>),
+    Swap01(Swap01Op),
+    ConcatLast(ConcatLastOp),
+    SliceLast(SliceLastOp),
+    Heads(HeadsOp),
+    FlashAttention(FlashAttentionOp<T>),
+    DropoutAttention(DropoutAttentionOp<T>),
 }
 
-struct Entry<T> {
-    op: Op<T>,
-    value: Vec<T>,
-    shape: Vec<usize>,
+pub(super) struct Entry<T> {
+    pub(super) op: Op<T>,
+    pub(super) value: Vec<T>,
+    pub(super) shape: Vec<usize>,
     /// a leaf from `leaf`, or an op with such a leaf upstream (a `constant` and what
     /// depends on constants only get no gradient, and none is computed for them)
-    needs_grad: bool,
+    pub(super) needs_grad: bool,
 }
 
 /// The Wengert list.
 pub struct Tape<T> {
-    entries: Vec<Entry<T>>,
+    pub(super) entries: Vec<Entry<T>>,
 }
 
 impl<T: Real> Default for Tape<T> {
@@ -185,7 +203,7 @@ impl<T: Real> Tape<T> {
         self.entries.is_empty()
     }
 
-    fn entry(&self, v: Var, name: &str) -> Result<&Entry<T>> {
+    pub(super) fn entry(&self, v: Var, name: &str) -> Result<&Entry<T>> {
         self.entries.get(v.0).ok_or_else(|| {
             FerroError::Value(format!(
                 "{name}: expected a value of this tape (index < {}), got index {}",
@@ -195,7 +213,7 @@ impl<T: Real> Tape<T> {
         })
     }
 
-    fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
+    pub(super) fn push(&mut self, op: Op<T>, value: Vec<T>, shape: Vec<usize>) -> Var {
         let needs_grad = match &op {
             Op::Leaf => true,
             Op::Linear { x, w, b, .. } | Op::Conv2d { x, w, b, .. } => {
@@ -208,12 +226,22 @@ impl<T: Real> Tape<T> {
             | Op::Reshape { x }
             | Op::Mse { x, .. }
             | Op::CrossEntropy { logits: x, .. } => self.needs_grad(*x),
+            Op::BatchNorm(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::RowsNorm(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::Dropout(op) => self.needs_grad(op.x),
+            Op::RnnLayer(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::Swap01(op) => self.needs_grad(op.x),
+            Op::ConcatLast(op) => self.needs_grad(op.a) || self.needs_grad(op.b),
+            Op::SliceLast(op) => self.needs_grad(op.x),
+            Op::Heads(op) => self.needs_grad(op.x),
+            Op::FlashAttention(op) => op.inputs().any(|v| self.needs_grad(v)),
+            Op::DropoutAttention(op) => op.inputs().any(|v| self.needs_grad(v)),
         };
         self.entries.push(Entry { op, value, shape, needs_grad });
         Var(self.entries.len() - 1)
     }
 
-    fn needs_grad(&self, v: Var) -> bool {
+    pub(super) fn needs_grad(&self, v: Var) -> bool {
         self.entries[v.0].needs_grad
     }
 
@@ -246,18 +274,22 @@ impl<T: Real> Tape<T> {
         self.entries.iter().map(|e| e.value.len() * std::mem::size_of::<T>()).sum()
     }
 
-    /// `x @ w.T + b` for x (n, fin), w (fout, fin), b (fout,).
+    /// `x @ w.T + b` for x (*, fin), w (fout, fin), b (fout,): the leading axes (at least
+    /// one, e.g. (batch, seq) after a recurrent layer) are rows.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
         let (xe, we) = (self.entry(x, "input")?, self.entry(w, "weight")?);
-        if xe.shape.len() != 2 || we.shape.len() != 2 || xe.shape[1] != we.shape[1] {
+        let nd = xe.shape.len();
+        if nd < 2 || we.shape.len() != 2 || xe.shape[nd - 1] != we.shape[1] {
             return shape_err!(
-                "input: expected (n, in_features) with in_features = weight.shape[1] for weight \
-                 {:?}, got {:?}",
+                "input: expected (n, in_features) or (*, in_features) with in_features = \
+                 weight.shape[1] for weight {:?}, got {:?}",
                 we.shape,
                 xe.shape
             );
         }
-        let (n, fin, fout) = (xe.shape[0], xe.shape[1], we.shape[0]);
+        let (n, fin, fout) = (xe.shape[..nd - 1].iter().product(), xe.shape[nd - 1], we.shape[0]);
+        let mut out_shape = xe.shape[..nd - 1].to_vec();
+        out_shape.push(fout);
         let bias = match b {
             Some(bv) => {
                 let be = self.entry(bv, "bias")?;
@@ -269,7 +301,7 @@ impl<T: Real> Tape<T> {
             None => None,
         };
         let y = linear::linear_forward(&xe.value, n, fin, &we.value, fout, bias)?;
-        Ok(self.push(Op::Linear { x, w, b, n, fin, fout }, y, vec![n, fout]))
+        Ok(self.push(Op::Linear { x, w, b, n, fin, fout }, y, out_shape))
     }
 
     pub fn activation(&mut self, x: Var, f: Activation) -> Result<Var> {
@@ -362,6 +394,22 @@ impl<T: Real> Tape<T> {
         let y = pool::avg_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, divisor)?;
         let shape = vec![n, c, rows.out(), cols.out()];
         Ok(self.push(Op::AvgPool { x, rows, cols, divisor, planes: n * c }, y, shape))
+    }
+
+    /// torch.nn.functional.adaptive_avg_pool2d to (oh, ow) (0 keeps the input's size):
+    /// window o of an axis of n covers [floor(o n / out), ceil((o + 1) n / out)).
+    pub fn adaptive_avg_pool2d(&mut self, x: Var, out: (usize, usize)) -> Result<Var> {
+        let (n, c, h, w) = self.nchw(x)?;
+        let axis = |size: usize, o: usize| {
+            let o = if o == 0 { size } else { o };
+            let start: Vec<i64> = (0..o).map(|i| (i * size / o) as i64).collect();
+            let count: Vec<i64> = (0..o).map(|i| ((i + 1) * size).div_ceil(o) as i64 - start[i]).collect();
+            Axis { size, start, factor: count.clone(), count, step: 1 }
+        };
+        let (rows, cols) = (axis(h, out.0), axis(w, out.1));
+        let y = pool::avg_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, 0)?;
+        let shape = vec![n, c, rows.out(), cols.out()];
+        Ok(self.push(Op::AvgPool { x, rows, cols, divisor: 0, planes: n * c }, y, shape))
     }
 
     /// The same values with a new shape of as many elements.
@@ -503,6 +551,16 @@ impl<T: Real> Tape<T> {
                     let gl = loss::cross_entropy_backward(lv, *n, *c, target, &g, *reduction)?;
                     accumulate(&mut grads, *logits, gl);
                 }
+                Op::BatchNorm(op) => op.backward(self, &g, &mut grads)?,
+                Op::RowsNorm(op) => op.backward(self, &g, &mut grads)?,
+                Op::Dropout(op) => op.backward(&g, &mut grads)?,
+                Op::RnnLayer(op) => op.backward(self, &e.value, &g, &mut grads)?,
+                Op::Swap01(op) => op.backward(&g, &mut grads),
+                Op::ConcatLast(op) => op.backward(&g, &mut grads),
+                Op::SliceLast(op) => op.backward(&g, &mut grads),
+                Op::Heads(op) => op.backward(&g, &mut grads),
+                Op::FlashAttention(op) => op.backward(self, &e.value, &g, &mut grads)?,
+                Op::DropoutAttention(op) => op.backward(self, &g, &mut grads)?,
             }
         }
         for (g, e) in grads.iter_mut().zip(&self.entries) {
@@ -514,7 +572,7 @@ impl<T: Real> Tape<T> {
     }
 }
 
-fn accumulate<T: Real>(grads: &mut [Option<Vec<T>>], v: Var, g: Vec<T>) {
+pub(super) fn accumulate<T: Real>(grads: &mut [Option<Vec<T>>], v: Var, g: Vec<T>) {
     match &mut grads[v.0] {
         Some(acc) => acc.iter_mut().zip(g).for_each(|(a, b)| *a += b),
         slot => *slot = Some(g),
@@ -689,6 +747,48 @@ pub enum Layer {
     /// `divisor` 0: none
     AvgPool2d { geom: PoolGeom, count_include_pad: bool, divisor: i64 },
     Flatten { start_dim: i64, end_dim: i64 },
+    /// BatchNorm1d (`two_d` false: (N, C) or (N, C, L)) or BatchNorm2d ((N, C, H, W)); takes
+    /// weight and bias (C,) when `affine`, and the next two buffers (running_mean,
+    /// running_var) when `running`. `batch_stats`: normalize with the batch statistics
+    /// (training, or no running statistics) and update the running ones in place.
+    BatchNorm { num_features: usize, two_d: bool, affine: bool, running: bool, batch_stats: bool, momentum: f64, eps: f64 },
+    /// LayerNorm over the trailing `shape[..k]`; takes weight, then bias, of that shape
+    LayerNorm { shape: [usize; 4], k: usize, weight: bool, bias: bool, eps: f64 },
+    /// GroupNorm; takes weight and bias (C,) when `affine`
+    GroupNorm { groups: usize, channels: usize, affine: bool, eps: f64 },
+    /// InstanceNorm2d on (N, C, H, W): instance statistics when `input_stats` (moving the
+    /// running statistics, the next two buffers when `running`), else the running ones
+    InstanceNorm { num_features: usize, affine: bool, running: bool, input_stats: bool, momentum: f64, eps: f64 },
+    /// Dropout; in training takes the next stream `(seed, offset)`, in eval the identity
+    Dropout { p: f64, training: bool },
+    /// LSTM (`lstm`) or GRU as torch.nn.LSTM / GRU with zero initial states, passing on
+    /// `output` only; takes per layer and direction w_ih, w_hh (then b_ih, b_hh when
+    /// `bias`); dropout `p` between layers in training takes one stream per boundary
+    Rnn { lstm: bool, layers: usize, bidirectional: bool, bias: bool, batch_first: bool, p: f64, training: bool },
+    /// AdaptiveAvgPool2d to (oh, ow), 0 keeping the input's size
+    AdaptiveAvgPool2d { out: (usize, usize) },
+    /// TransformerEncoderLayer (self-attention, no masks); takes in_proj_weight,
+    /// [in_proj_bias], out_proj.weight, [out_proj.bias], linear1.weight, [bias],
+    /// linear2.weight, [bias], norm1.weight, [bias], norm2.weight, [bias] (biases when
+    /// `bias`); in training, one stream for the attention weights' dropout when
+    /// `p_attn` > 0, then one each for dropout1, dropout and dropout2
+    TransformerEncoderLayer(EncoderLayer),
+}
+
+/// The configuration of a TransformerEncoderLayer on the tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderLayer {
+    pub heads: usize,
+    pub norm_first: bool,
+    pub gelu: bool,
+    pub batch_first: bool,
+    pub bias: bool,
+    pub eps: (f64, f64),
+    /// dropout of the attention weights, after the feed-forward activation (dropout),
+    /// after self-attention (dropout1) and after the feed-forward block (dropout2)
+    pub p_attn: f64,
+    pub p: (f64, f64, f64),
+    pub training: bool,
 }
 
 /// The loss closing a sequential model, with its target.
@@ -699,10 +799,15 @@ pub enum LossTarget<'a, T> {
 
 /// Forward and backward of `layers` on input `x` (shape `x_shape`, (n, features)) under
 /// `loss`, recorded on one tape: returns the scalar loss and the gradient of every
-/// parameter, in order. `params[i]` is `(values, shape)`.
+/// parameter, in order. `params[i]` is `(values, shape)`; `buffers` are the norms'
+/// running statistics, updated in place; `streams` the dropout `(seed, offset)`s, one per
+/// training-mode Dropout and per layer boundary of a training-mode recurrent dropout, in
+/// layer order (all must be used).
 pub fn sequential_grads<T: Real>(
     layers: &[Layer],
     params: &[(&[T], &[usize])],
+    buffers: &mut [&mut [T]],
+    streams: &[(u64, u64)],
     x: &[T],
     x_shape: &[usize],
     loss: LossTarget<'_, T>,
@@ -711,24 +816,111 @@ pub fn sequential_grads<T: Real>(
     let mut h = t.constant(x.to_vec(), x_shape)?;
     let mut vars = Vec::with_capacity(params.len());
     let mut next = 0usize;
+    let n_buffers = buffers.len();
+    let mut bufs = buffers.iter_mut();
+    let mut streams_left = streams.iter();
+    // the next `k` parameters as leaves
+    let mut take = |t: &mut Tape<T>, vars: &mut Vec<Var>, k: usize, i: usize, kind: &str| -> Result<Vec<Var>> {
+        if next + k > params.len() {
+            return value_err!("params: layer {i} ({kind}) needs {k} more parameters, {} left", params.len() - next);
+        }
+        let out = (next..next + k).map(|j| t.leaf(params[j].0.to_vec(), params[j].1)).collect::<Result<Vec<_>>>()?;
+        vars.extend_from_slice(&out);
+        next += k;
+        Ok(out)
+    };
+    fn next_running<'a, T>(bufs: &mut std::slice::IterMut<'a, &mut [T]>, i: usize, kind: &str, n: usize) -> Result<Running<'a, T>> {
+        match (bufs.next(), bufs.next()) {
+            (Some(m), Some(v)) => Ok(Running { mean: &mut m[..], var: &mut v[..] }),
+            _ => value_err!("buffers: layer {i} ({kind}) needs running_mean and running_var, got {n} buffers in all"),
+        }
+    }
+    let mut stream = |i: usize, kind: &str| -> Result<(u64, u64)> {
+        match streams_left.next() {
+            Some(&s) => Ok(s),
+            None => value_err!("streams: layer {i} ({kind}) needs a dropout stream, got {} in all", streams.len()),
+        }
+    };
+    let channels = |t: &Tape<T>, h: Var, c: usize, nd: &[usize], kind: &str| -> Result<()> {
+        let s = t.shape(h)?;
+        if !nd.contains(&s.len()) || s[1] != c {
+            return shape_err!("input: {kind} expected a {nd:?}-D input with {c} channels at axis 1, got shape {s:?}");
+        }
+        Ok(())
+    };
     for (i, layer) in layers.iter().enumerate() {
         h = match *layer {
-            Layer::Linear { bias } | Layer::Conv2d { bias, .. } => {
-                let need = if bias { 2 } else { 1 };
-                let kind = if matches!(layer, Layer::Linear { .. }) { "linear" } else { "conv2d" };
-                if next + need > params.len() {
-                    return value_err!("params: layer {i} ({kind}) needs {need} more parameters, {} left", params.len() - next);
+            Layer::BatchNorm { num_features, two_d, affine, running: has_running, batch_stats, momentum, eps } => {
+                let kind = if two_d { "batch_norm2d" } else { "batch_norm1d" };
+                channels(&t, h, num_features, if two_d { &[4] } else { &[2, 3] }, kind)?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, kind)? } else { vec![] };
+                let r = if has_running { Some(next_running(&mut bufs, i, kind, n_buffers)?) } else { None };
+                t.batch_norm(h, wb.first().copied(), wb.get(1).copied(), r, batch_stats, momentum, eps)?
+            }
+            Layer::LayerNorm { shape, k, weight, bias, eps } => {
+                if k == 0 || k > 4 {
+                    return value_err!("layers[{i}]: layer_norm expected 1 to 4 normalized dimensions, got {k}");
                 }
-                let w = t.leaf(params[next].0.to_vec(), params[next].1)?;
-                vars.push(w);
-                let b = if bias {
-                    let b = t.leaf(params[next + 1].0.to_vec(), params[next + 1].1)?;
-                    vars.push(b);
-                    Some(b)
-                } else {
-                    None
+                let wb = take(&mut t, &mut vars, weight as usize + bias as usize, i, "layer_norm")?;
+                let (w, b) = match (weight, bias) {
+                    (true, true) => (Some(wb[0]), Some(wb[1])),
+                    (true, false) => (Some(wb[0]), None),
+                    (false, true) => (None, Some(wb[0])),
+                    (false, false) => (None, None),
                 };
-                next += need;
+                t.layer_norm(h, &shape[..k], w, b, eps)?
+            }
+            Layer::GroupNorm { groups, channels: c, affine, eps } => {
+                let nd = t.shape(h)?.len();
+                channels(&t, h, c, &[nd.max(2)], "group_norm")?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, "group_norm")? } else { vec![] };
+                t.group_norm(h, groups, wb.first().copied(), wb.get(1).copied(), eps)?
+            }
+            Layer::InstanceNorm { num_features, affine, running: has_running, input_stats, momentum, eps } => {
+                channels(&t, h, num_features, &[4], "instance_norm2d")?;
+                let wb = if affine { take(&mut t, &mut vars, 2, i, "instance_norm2d")? } else { vec![] };
+                let r = if has_running { Some(next_running(&mut bufs, i, "instance_norm2d", n_buffers)?) } else { None };
+                let (w, b) = (wb.first().copied(), wb.get(1).copied());
+                if input_stats {
+                    t.instance_norm(h, w, b, r, momentum, eps)?
+                } else {
+                    t.batch_norm(h, w, b, r, false, momentum, eps)?
+                }
+            }
+            Layer::Dropout { p, training } => {
+                if training {
+                    let (seed, offset) = stream(i, "dropout")?;
+                    t.dropout(h, p, seed, offset)?
+                } else {
+                    h
+                }
+            }
+            Layer::Rnn { lstm, layers: nl, bidirectional, bias, batch_first, p, training } => {
+                let kind = if lstm { "lstm" } else { "gru" };
+                if t.shape(h)?.len() != 3 {
+                    return shape_err!("input: {kind} expected a 3-D (batched) sequence, got shape {:?}", t.shape(h)?);
+                }
+                let per = if bias { 4 } else { 2 };
+                let mut y = if batch_first { t.swap01(h)? } else { h };
+                for layer in 0..nl {
+                    if layer > 0 && training && p > 0.0 {
+                        let (seed, offset) = stream(i, kind)?;
+                        y = t.dropout(y, p, seed, offset)?;
+                    }
+                    let mut outs = Vec::with_capacity(2);
+                    for reverse in [false, true].into_iter().take(1 + bidirectional as usize) {
+                        let w = take(&mut t, &mut vars, per, i, kind)?;
+                        let b = bias.then(|| (w[2], w[3]));
+                        outs.push(t.rnn_layer(y, w[0], w[1], b, lstm, reverse)?);
+                    }
+                    y = if outs.len() == 2 { t.concat_last(outs[0], outs[1])? } else { outs[0] };
+                }
+                if batch_first { t.swap01(y)? } else { y }
+            }
+            Layer::Linear { bias } | Layer::Conv2d { bias, .. } => {
+                let kind = if matches!(layer, Layer::Linear { .. }) { "linear" } else { "conv2d" };
+                let wb = take(&mut t, &mut vars, 1 + bias as usize, i, kind)?;
+                let (w, b) = (wb[0], wb.get(1).copied());
                 match *layer {
                     Layer::Conv2d { stride, padding, dilation, groups, .. } => {
                         t.conv2d(h, w, b, stride, padding, dilation, groups)?
@@ -737,13 +929,80 @@ pub fn sequential_grads<T: Real>(
                 }
             }
             Layer::MaxPool2d(p) => t.max_pool2d(h, p)?,
+            Layer::AdaptiveAvgPool2d { out } => t.adaptive_avg_pool2d(h, out)?,
+            Layer::TransformerEncoderLayer(c) => {
+                const KIND: &str = "transformer_encoder_layer";
+                let s = t.shape(h)?.to_vec();
+                if s.len() != 3 {
+                    return shape_err!("input: {KIND} expected a 3-D (batched) sequence, got shape {s:?}");
+                }
+                let e = s[2];
+                let per = if c.bias { 2 } else { 1 };
+                let w = take(&mut t, &mut vars, 6 * per, i, KIND)?;
+                // (weight, bias) of in_proj, out_proj, linear1, linear2, norm1, norm2
+                let wb = |j: usize| (w[j * per], if c.bias { Some(w[j * per + 1]) } else { None });
+                let ((wi, bi), (wo, bo), (w1, b1), (w2, b2), (n1w, n1b), (n2w, n2b)) = (wb(0), wb(1), wb(2), wb(3), wb(4), wb(5));
+                // the streams in the order the Python forward draws them: attention weights
+                // (only when p_attn > 0), dropout1, dropout, dropout2
+                let attn = if c.training && c.p_attn > 0.0 { Some(stream(i, KIND)?) } else { None };
+                let mut st = [None; 3];
+                if c.training {
+                    for slot in st.iter_mut() {
+                        *slot = Some(stream(i, KIND)?);
+                    }
+                }
+                let drop = |t: &mut Tape<T>, x: Var, p: f64, s: Option<(u64, u64)>| match s {
+                    Some((seed, offset)) => t.dropout(x, p, seed, offset),
+                    None => Ok(x),
+                };
+                // attention runs batch first (as MultiheadAttention transposes); the dropouts
+                // see the layer's own layout, which places their masks
+                let sa = |t: &mut Tape<T>, x: Var| -> Result<Var> {
+                    let a = attn.map(|(seed, offset)| (c.p_attn, seed, offset));
+                    let xb = if c.batch_first { x } else { t.swap01(x)? };
+                    let y = t.self_attention(xb, wi, bi, wo, bo, c.heads, a)?;
+                    let y = if c.batch_first { y } else { t.swap01(y)? };
+                    drop(t, y, c.p.1, st[0])
+                };
+                let act = if c.gelu { Activation::Gelu(Gelu::None) } else { Activation::Relu };
+                let ff = |t: &mut Tape<T>, x: Var| -> Result<Var> {
+                    let y = t.linear(x, w1, b1)?;
+                    let y = t.activation(y, act)?;
+                    let y = drop(t, y, c.p.0, st[1])?;
+                    let y = t.linear(y, w2, b2)?;
+                    drop(t, y, c.p.2, st[2])
+                };
+                let x = h;
+                if c.norm_first {
+                    let n1 = t.layer_norm(x, &[e], Some(n1w), n1b, c.eps.0)?;
+                    let a = sa(&mut t, n1)?;
+                    let x = t.add(x, a)?;
+                    let n2 = t.layer_norm(x, &[e], Some(n2w), n2b, c.eps.1)?;
+                    let f = ff(&mut t, n2)?;
+                    t.add(x, f)?
+                } else {
+                    let a = sa(&mut t, x)?;
+                    let r = t.add(x, a)?;
+                    let x = t.layer_norm(r, &[e], Some(n1w), n1b, c.eps.0)?;
+                    let f = ff(&mut t, x)?;
+                    let r = t.add(x, f)?;
+                    t.layer_norm(r, &[e], Some(n2w), n2b, c.eps.1)?
+                }
+            }
             Layer::AvgPool2d { geom, count_include_pad, divisor } => t.avg_pool2d(h, geom, count_include_pad, divisor)?,
             Layer::Flatten { start_dim, end_dim } => t.flatten(h, start_dim, end_dim)?,
             Layer::Act(f) => t.activation(h, f)?,
         };
     }
-    if next != params.len() {
-        return value_err!("params: the layers use {next} parameters, got {}", params.len());
+    let used = vars.len();
+    if used != params.len() {
+        return value_err!("params: the layers use {used} parameters, got {}", params.len());
+    }
+    if bufs.next().is_some() {
+        return value_err!("buffers: the layers use fewer than the {n_buffers} buffers given");
+    }
+    if streams_left.next().is_some() {
+        return value_err!("streams: the layers use fewer than the {} dropout streams given", streams.len());
     }
     let l = match loss {
         LossTarget::Mse(target, r) => t.mse_loss(h, target, r)?,
@@ -772,7 +1031,7 @@ mod sequential_tests {
         let layers = [Layer::Linear { bias: true }, Layer::Act(Activation::Tanh), Layer::Linear { bias: false }];
         let params: [(&[f64], &[usize]); 3] = [(&w1, &[2, 3]), (&b1, &[2]), (&w2, &[1, 2])];
         let target = [0.2, -0.4];
-        let (l, g) = sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
+        let (l, g) = sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
         let mut t = Tape::new();
         let xv = t.leaf(x.to_vec(), &[2, 3]).unwrap();
         let (a, b, c) = (t.leaf(w1.to_vec(), &[2, 3]).unwrap(), t.leaf(b1.to_vec(), &[2]).unwrap(), t.leaf(w2.to_vec(), &[1, 2]).unwrap());
@@ -786,10 +1045,10 @@ mod sequential_tests {
         assert_eq!(g[1], *gr[b.index()].as_ref().unwrap());
         assert_eq!(g[2], *gr[c.index()].as_ref().unwrap());
         // too few / too many parameters, unreduced loss
-        assert!(sequential_grads(&layers, &params[..2], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params[..2], &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
         let extra: [(&[f64], &[usize]); 4] = [params[0], params[1], params[2], (&b1, &[2])];
-        assert!(sequential_grads(&layers, &extra, &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
-        assert!(sequential_grads(&layers, &params, &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
+        assert!(sequential_grads(&layers, &extra, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
     }
 
     fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
@@ -823,7 +1082,7 @@ mod sequential_tests {
         let target = [2i64, 0];
         let eval = |ps: &[Vec<f64>]| {
             let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
-            sequential_grads(&layers, &views, &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
+            sequential_grads(&layers, &views, &mut [], &[], &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
         };
         let (_, grads) = eval(&ps);
         for pi in 0..ps.len() {
@@ -838,6 +1097,101 @@ mod sequential_tests {
                 assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
             }
         }
+    }
+
+    /// Central differences of `sequential_grads` over every parameter (buffers are
+    /// restored before each evaluation, so each sees the same running statistics).
+    fn check_sequential(layers: &[Layer], shapes: &[&[usize]], buffers: &[Vec<f64>], streams: &[(u64, u64)], x: &[f64], x_shape: &[usize], target: &[i64]) {
+        let mut s = 29;
+        let mut ps: Vec<Vec<f64>> = shapes.iter().map(|sh| lcg(&mut s, sh.iter().product())).collect();
+        let eval = |ps: &[Vec<f64>]| {
+            let views: Vec<(&[f64], &[usize])> = ps.iter().zip(shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
+            let mut bufs = buffers.to_vec();
+            let mut refs: Vec<&mut [f64]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let r = sequential_grads(layers, &views, &mut refs, streams, x, x_shape, LossTarget::CrossEntropy(target, Reduction::Sum)).unwrap();
+            (r, bufs)
+        };
+        let ((_, grads), moved) = eval(&ps);
+        assert!(moved.iter().zip(buffers).all(|(a, b)| a != b), "training-mode norms move their running statistics");
+        for pi in 0..ps.len() {
+            for j in 0..ps[pi].len() {
+                let (h, orig) = (1e-6, ps[pi][j]);
+                ps[pi][j] = orig + h;
+                let lp = eval(&ps).0 .0;
+                ps[pi][j] = orig - h;
+                let lm = eval(&ps).0 .0;
+                ps[pi][j] = orig;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_model_gradients_match_central_differences() {
+        // x (2, 3, 4) batch first -> linear 4 -> transformer encoder layer (2 heads, gelu,
+        // ff 5, all dropouts) -> 2-layer bidirectional LSTM (H 2, dropout) -> flatten ->
+        // batch_norm1d (12) -> dropout -> linear 3 -> cross-entropy
+        let enc = EncoderLayer {
+            heads: 2, norm_first: false, gelu: true, batch_first: true, bias: true, eps: (1e-5, 1e-5),
+            p_attn: 0.2, p: (0.1, 0.1, 0.1), training: true,
+        };
+        let layers = [
+            Layer::Linear { bias: true },
+            Layer::TransformerEncoderLayer(enc),
+            Layer::Rnn { lstm: true, layers: 2, bidirectional: true, bias: true, batch_first: true, p: 0.3, training: true },
+            Layer::Flatten { start_dim: 1, end_dim: -1 },
+            Layer::BatchNorm { num_features: 12, two_d: false, affine: true, running: true, batch_stats: true, momentum: 0.1, eps: 1e-5 },
+            Layer::Dropout { p: 0.2, training: true },
+            Layer::Linear { bias: true },
+        ];
+        let rnn: [&[usize]; 4] = [&[8, 4], &[8, 2], &[8], &[8]];
+        let mut shapes: Vec<&[usize]> = vec![&[4, 4], &[4], &[12, 4], &[12], &[4, 4], &[4], &[5, 4], &[5], &[4, 5], &[4], &[4], &[4], &[4], &[4]];
+        for _ in 0..4 {
+            shapes.extend_from_slice(&rnn);
+        }
+        shapes.extend_from_slice(&[&[12], &[12], &[3, 12], &[3]]);
+        let streams: Vec<(u64, u64)> = (0..6).map(|i| (7, i)).collect();
+        let mut s = 3;
+        let x = lcg(&mut s, 24);
+        let buffers = vec![vec![0.0; 12], vec![1.0; 12]];
+        check_sequential(&layers, &shapes, &buffers, &streams, &x, &[2, 3, 4], &[2, 0]);
+        // missing buffers, a stream too few or too many: errors naming them
+        let ps: Vec<Vec<f64>> = shapes.iter().map(|sh| vec![0.1; sh.iter().product()]).collect();
+        let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
+        let (mut m, mut v) = (vec![0.0; 12], vec![1.0; 12]);
+        let run = |bufs: &mut [&mut [f64]], streams: &[(u64, u64)]| {
+            let target = LossTarget::CrossEntropy(&[2, 0], Reduction::Sum);
+            match sequential_grads(&layers, &views, bufs, streams, &x, &[2, 3, 4], target) {
+                Err(FerroError::Value(msg)) => msg,
+                other => panic!("expected a value error, got {:?}", other.map(|r| r.0)),
+            }
+        };
+        assert!(run(&mut [], &streams).starts_with("buffers: layer 4"));
+        assert!(run(&mut [&mut m, &mut v], &streams[..5]).starts_with("streams: layer 5"));
+        let seven: Vec<(u64, u64)> = (0..7).map(|i| (7, i)).collect();
+        assert!(run(&mut [&mut m, &mut v], &seven).starts_with("streams: the layers use fewer"));
+        assert!(sequential_grads(&layers, &views, &mut [&mut m, &mut v], &streams, &x, &[2, 3, 4],
+                                 LossTarget::CrossEntropy(&[2, 0], Reduction::Sum)).is_ok());
+    }
+
+    #[test]
+    fn adaptive_pool_and_instance_norm_gradients_match_central_differences() {
+        // x (2, 1, 5, 7) -> conv 2 (3x3, pad 1) -> adaptive avg pool (2, 3) -> instance norm
+        // (affine, running) -> group norm (1 group) -> flatten -> linear 3
+        let layers = [
+            Layer::Conv2d { bias: true, stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 1 },
+            Layer::AdaptiveAvgPool2d { out: (2, 3) },
+            Layer::InstanceNorm { num_features: 2, affine: true, running: true, input_stats: true, momentum: 0.1, eps: 1e-5 },
+            Layer::Act(Activation::Tanh),
+            Layer::GroupNorm { groups: 1, channels: 2, affine: true, eps: 1e-5 },
+            Layer::Flatten { start_dim: 1, end_dim: -1 },
+            Layer::Linear { bias: false },
+        ];
+        let shapes: [&[usize]; 7] = [&[2, 1, 3, 3], &[2], &[2], &[2], &[2], &[2], &[3, 12]];
+        let mut s = 5;
+        let x = lcg(&mut s, 70);
+        check_sequential(&layers, &shapes, &[vec![0.0; 2], vec![1.0; 2]], &[], &x, &[2, 1, 5, 7], &[1, 2]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! forward, loss, backward and (optionally) an SGD step inside Rust.
 
 use super::{arr, data, float_dtype, out, run, writable, Dt};
-use crate::autograd::tape::{self, Activation, Layer, LossTarget, PoolGeom};
+use crate::autograd::tape::{self, Activation, EncoderLayer, Layer, LossTarget, PoolGeom};
 use crate::ops::activation::Gelu;
 use crate::ops::loss::Reduction;
 use crate::ops::optim::Sgd;
@@ -23,10 +23,18 @@ fn parse_layers(specs: &[(String, Vec<f64>)]) -> PyResult<Vec<Layer>> {
                 "conv2d" => 8,
                 "max_pool2d" => 9,
                 "avg_pool2d" => 9,
+                "batch_norm1d" | "batch_norm2d" | "instance_norm2d" | "lstm" | "gru" => 6,
+                "group_norm" => 4,
+                "dropout" | "adaptive_avg_pool2d" => 2,
+                "transformer_encoder_layer" => 12,
+                // eps, weight, bias, k, then the k normalized dimensions
+                "layer_norm" => 4 + p.get(3).map_or(0, |&k| if (1.0..=4.0).contains(&k) { k as usize } else { 0 }),
                 other => {
                     return Err(PyValueError::new_err(format!(
                         "layers[{i}]: expected one of linear, conv2d, max_pool2d, avg_pool2d, flatten, relu, \
-                         leaky_relu, sigmoid, tanh, gelu, swish, got {other:?}"
+                         leaky_relu, sigmoid, tanh, gelu, swish, batch_norm1d, batch_norm2d, layer_norm, \
+                         group_norm, instance_norm2d, dropout, lstm, gru, adaptive_avg_pool2d, \
+                         transformer_encoder_layer, got {other:?}"
                     )))
                 }
             };
@@ -79,6 +87,65 @@ fn parse_layers(specs: &[(String, Vec<f64>)]) -> PyResult<Vec<Layer>> {
                     dilation: (u(6)?, u(7)?),
                     ceil_mode: p[8] != 0.0,
                 }),
+                // num_features, affine, running, batch_stats, momentum, eps
+                "batch_norm1d" | "batch_norm2d" => Layer::BatchNorm {
+                    num_features: u(0)?,
+                    two_d: kind == "batch_norm2d",
+                    affine: p[1] != 0.0,
+                    running: p[2] != 0.0,
+                    batch_stats: p[3] != 0.0,
+                    momentum: p[4],
+                    eps: p[5],
+                },
+                // num_features, affine, running, input_stats, momentum, eps
+                "instance_norm2d" => Layer::InstanceNorm {
+                    num_features: u(0)?,
+                    affine: p[1] != 0.0,
+                    running: p[2] != 0.0,
+                    input_stats: p[3] != 0.0,
+                    momentum: p[4],
+                    eps: p[5],
+                },
+                "layer_norm" => {
+                    let k = u(3)?;
+                    if !(1..=4).contains(&k) {
+                        return Err(PyValueError::new_err(format!(
+                            "layers[{i}]: layer_norm supports 1 to 4 normalized dimensions, got {k}")));
+                    }
+                    let mut shape = [0usize; 4];
+                    for (j, d) in shape.iter_mut().take(k).enumerate() {
+                        *d = u(4 + j)?;
+                    }
+                    Layer::LayerNorm { shape, k, weight: p[1] != 0.0, bias: p[2] != 0.0, eps: p[0] }
+                }
+                // groups, channels, affine, eps
+                "group_norm" => Layer::GroupNorm { groups: u(0)?, channels: u(1)?, affine: p[2] != 0.0, eps: p[3] },
+                "dropout" => Layer::Dropout { p: p[0], training: p[1] != 0.0 },
+                // output (h, w), 0 keeping the input's size
+                "adaptive_avg_pool2d" => Layer::AdaptiveAvgPool2d { out: (u(0)?, u(1)?) },
+                // heads, norm_first, gelu, batch_first, bias, eps1, eps2, p_attn, p (dropout,
+                // dropout1, dropout2), training
+                "transformer_encoder_layer" => Layer::TransformerEncoderLayer(EncoderLayer {
+                    heads: u(0)?,
+                    norm_first: p[1] != 0.0,
+                    gelu: p[2] != 0.0,
+                    batch_first: p[3] != 0.0,
+                    bias: p[4] != 0.0,
+                    eps: (p[5], p[6]),
+                    p_attn: p[7],
+                    p: (p[8], p[9], p[10]),
+                    training: p[11] != 0.0,
+                }),
+                // num_layers, bidirectional, bias, batch_first, dropout, training
+                "lstm" | "gru" => Layer::Rnn {
+                    lstm: kind == "lstm",
+                    layers: u(0)?,
+                    bidirectional: p[1] != 0.0,
+                    bias: p[2] != 0.0,
+                    batch_first: p[3] != 0.0,
+                    p: p[4],
+                    training: p[5] != 0.0,
+                },
                 _ => Layer::AvgPool2d {
                     geom: PoolGeom {
                         kernel: (u(0)?, u(1)?),
@@ -104,8 +171,10 @@ fn parse_reduction(r: &str) -> PyResult<Reduction> {
 }
 
 /// `(loss, grads)` of a sequential model; with `lr`, also `param -= lr * grad` in place.
+/// `buffers` (running statistics) are updated in place by training-mode norms; `streams`
+/// are the dropout `(seed, offset)`s in layer order.
 #[pyfunction]
-#[pyo3(signature = (layers, params, x, target, loss, reduction, lr=None))]
+#[pyo3(signature = (layers, params, x, target, loss, reduction, lr=None, buffers=Vec::new(), streams=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn native_sequential_step<'py>(
     py: Python<'py>,
@@ -116,6 +185,8 @@ fn native_sequential_step<'py>(
     loss: &str,
     reduction: &str,
     lr: Option<f64>,
+    buffers: Vec<Bound<'py, PyAny>>,
+    streams: Vec<(u64, u64)>,
 ) -> PyResult<(f64, Vec<Bound<'py, PyAny>>)> {
     let layers = parse_layers(&layers)?;
     let red = parse_reduction(reduction)?;
@@ -132,6 +203,12 @@ fn native_sequential_step<'py>(
             .map(|(i, p)| writable::<T>(p, &format!("params[{i}]")))
             .collect::<PyResult<_>>()?;
         let shapes: Vec<Vec<usize>> = pw.iter().map(|a| a.shape().to_vec()).collect();
+        let mut bw: Vec<PyReadwriteArrayDyn<'py, T>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| writable::<T>(b, &format!("buffers[{i}]")))
+            .collect::<PyResult<_>>()?;
+        let mut bufs: Vec<&mut [T]> = bw.iter_mut().map(|a| a.as_slice_mut().expect("checked contiguous")).collect();
         let (lv, grads) = {
             let views: Vec<(&[T], &[usize])> = pw
                 .iter()
@@ -141,13 +218,13 @@ fn native_sequential_step<'py>(
             if loss == "mse" {
                 let ta = arr::<T>(target, "target")?;
                 let ts = data(&ta);
-                run(py, || tape::sequential_grads(&layers, &views, &xs, &xshape, LossTarget::Mse(&ts, red)))?
+                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::Mse(&ts, red)))?
             } else {
                 let ta: PyReadonlyArrayDyn<'py, i64> = target.extract().map_err(|_| {
                     PyTypeError::new_err("target: expected an int64 numpy array of class indices")
                 })?;
                 let ts = data(&ta);
-                run(py, || tape::sequential_grads(&layers, &views, &xs, &xshape, LossTarget::CrossEntropy(&ts, red)))?
+                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::CrossEntropy(&ts, red)))?
             }
         };
         if let Some(lr) = lr {
