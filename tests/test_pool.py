@@ -87,7 +87,20 @@ def test_adaptive_pool2d_matches_numpy(backend, dtype, kind, shape, out, data):
 def test_max_pool2d_gradcheck(cpu_backend, geom, seed):
     shape, k, s, p, d, ceil = geom
     t = fg.tensor(distinct_values(shape, np.float64, seed), backend=cpu_backend, requires_grad=True)
+    # a dilated window can lie wholly in the padding: its -inf output has no numerical
+    # derivative (test_max_pool2d_window_in_padding checks those)
+    assume(np.isfinite(F.max_pool2d(t, k, s, p, d, ceil_mode=ceil).numpy()).all())
     assert fg.gradcheck(lambda a: F.max_pool2d(a, k, s, p, d, ceil_mode=ceil), [t])
+
+
+def test_max_pool2d_window_in_padding(backend):
+    """A dilated window whose taps all fall in the padding gives -inf and passes no
+    gradient, as in PyTorch (input 1x1, kernel (1, 2), padding (0, 1), dilation (1, 2))."""
+    t = fg.tensor(np.array([[[[3.0]]]], np.float32), backend=backend, requires_grad=True)
+    y = F.max_pool2d(t, (1, 2), 1, (0, 1), (1, 2))
+    assert y.numpy().ravel().tolist() == [-np.inf]
+    y.backward(fg.tensor(np.ones(y.shape, np.float32), backend=backend))
+    assert t.grad.numpy().ravel().tolist() == [0.0]
 
 
 @given(geom=pool_geometry(dilation=False, max_side=6), cip=st.booleans(),
