@@ -567,3 +567,15 @@ def test_bench_training_rows():
             (("rust", 4.0), ("native", 1.0), ("torch-cpu", 2.0))]
     add_ratios(rows)
     assert rows[1]["speedup_vs_torch"] == 2.0 and rows[1]["speedup_vs_numpy"] is None
+
+
+def test_bench_ratios_stay_within_a_group():
+    """Rows of the same name in two groups (relu fwd at 4M and at 256M) are compared
+    within their own group."""
+    from ferrograd.bench.report import add_ratios
+
+    rows = [{"group": g, "case": "relu fwd", "impl": i, "median_s": t}
+            for g, i, t in (("4M", "cuda", 1.0), ("4M", "torch-cuda", 0.5),
+                            ("256M", "cuda", 10.0), ("256M", "torch-cuda", 20.0))]
+    add_ratios(rows)
+    assert rows[0]["speedup_vs_torch"] == 0.5 and rows[2]["speedup_vs_torch"] == 2.0

@@ -14,11 +14,12 @@ TORCH_OF = {"numpy": "torch-cpu", "rust": "torch-cpu", "native": "torch-cpu", "c
 def add_ratios(rows: List[dict]) -> List[dict]:
     """speedup_vs_numpy = numpy's median / this median (> 1: faster than numpy), and
     speedup_vs_torch against PyTorch on the same device, for rows of one run."""
-    by_case: Dict[str, Dict[str, dict]] = {}
+    # keyed by (group, case): "relu fwd" is a row of the 4M and of the 256M group
+    by_case: Dict[tuple, Dict[str, dict]] = {}
     for r in rows:
-        by_case.setdefault(r["case"], {})[r["impl"]] = r
+        by_case.setdefault((r.get("group"), r["case"]), {})[r["impl"]] = r
     for r in rows:
-        same = by_case[r["case"]]
+        same = by_case[(r.get("group"), r["case"])]
         base = same.get("numpy")
         r["speedup_vs_numpy"] = base["median_s"] / r["median_s"] if base and r["median_s"] else None
         torch = same.get(TORCH_OF.get(r["impl"], ""))
