@@ -275,6 +275,14 @@ __device__ __forceinline__ float fw_oct_sum(float v) {
     for (int o = 4; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+// 2^x by the special-function unit alone (2^-inf = 0; about 2 ulp, well inside the
+// kernels' reduction tolerance; exp2f adds denormal handling around the same instruction)
+__device__ __forceinline__ float fw_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // index of P^T[j][4 q .. 4 q + 3] in the swizzled layout (32 float4s per row of 128)
 __device__ __forceinline__ int fw_pt_at(int j, int q) { return j * FW_BR + ((q ^ ((j >> 2) & 7)) << 2); }
 // index of K^T[d][4 g .. 4 g + 3] (g = a float4 of keys) in the swizzled layout: the
@@ -310,8 +318,9 @@ __device__ __forceinline__ void attention_forward_wide_body(float* out, float* l
         const int i = f % FW_BR, d = (f / FW_BR) * 4;
         float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i0 + i < Lq) x = *reinterpret_cast<const float4*>(qb + (long long)i * DC + d);
-        qs[d * FW_BR + i] = x.x; qs[(d + 1) * FW_BR + i] = x.y;
-        qs[(d + 2) * FW_BR + i] = x.z; qs[(d + 3) * FW_BR + i] = x.w;
+        // scaled once here rather than every score: S comes out in base 2
+        qs[d * FW_BR + i] = x.x * sc2; qs[(d + 1) * FW_BR + i] = x.y * sc2;
+        qs[(d + 2) * FW_BR + i] = x.z * sc2; qs[(d + 3) * FW_BR + i] = x.w * sc2;
     }
     float o[8][OC], m[8], l[8];
 #pragma unroll
@@ -357,26 +366,35 @@ __device__ __forceinline__ void attention_forward_wide_body(float* out, float* l
 #pragma unroll
                 for (int c = 0; c < 8; ++c) s[r][c] = fmaf(av[r], bv[c], s[r][c]);
         }
+        // S is already in base 2 (Q was scaled by scale * log2 e); tiles with no mask, no
+        // causal cut and no keys past Lk skip the per-element checks
+        if (mb || causal || j0 + FW_BC > Lk) {
+#pragma unroll
+            for (int r = 0; r < 8; ++r) {
+                const int i = i0 + ty * 8 + r;
+#pragma unroll
+                for (int c = 0; c < 8; ++c) {
+                    const int j = j0 + fw_col(tx, c);
+                    if (mb && i < Lq && j < Lk) s[r][c] = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, s[r][c]);
+                    if (j >= Lk || (causal && j > i)) s[r][c] = FG_NEG_INF;
+                }
+            }
+        }
 #pragma unroll
         for (int r = 0; r < 8; ++r) {
-            const int i = i0 + ty * 8 + r;
             float tmax = FG_NEG_INF;
 #pragma unroll
-            for (int c = 0; c < 8; ++c) {
-                const int j = j0 + fw_col(tx, c);
-                float x = s[r][c] * sc2;
-                if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
-                if (j >= Lk || (causal && j > i)) x = FG_NEG_INF;
-                s[r][c] = x;
-                tmax = fmaxf(tmax, x);
-            }
+            for (int c = 0; c < 8; ++c) tmax = fmaxf(tmax, s[r][c]);
             tmax = fw_oct_max(tmax);
             const float mnew = fmaxf(m[r], tmax);
-            const float corr = mnew == FG_NEG_INF ? 1.0f : exp2f(m[r] - mnew);
+            // while every key so far is hidden (mnew = -inf) subtract 0 instead: p = 2^-inf
+            // = 0 and corr = 0 leave l and o at 0, with no inf - inf
+            const float mref = mnew == FG_NEG_INF ? 0.0f : mnew;
+            const float corr = fw_exp2(m[r] - mref);
             float rsum = 0.0f;
 #pragma unroll
             for (int c = 0; c < 8; ++c) {
-                s[r][c] = s[r][c] == FG_NEG_INF ? 0.0f : exp2f(s[r][c] - mnew);  // s := p
+                s[r][c] = fw_exp2(s[r][c] - mref);  // s := p
                 rsum += s[r][c];
             }
             l[r] = l[r] * corr + fw_oct_sum(rsum);
