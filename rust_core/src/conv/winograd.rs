@@ -86,18 +86,13 @@ const F4_AT: [f64; 24] = [
 
 /// The transform matrices of one tile size, row-major, in T.
 struct Transforms<T> {
+    tile: WinoTile,
     m: usize,
     alpha: usize,
-    /// alpha x alpha: V = B^T d B
-    bt: Vec<T>,
     /// alpha x 3: U = G w G^T
     g: Vec<T>,
     /// 3 x alpha: dW = G^T S G
     gt: Vec<T>,
-    /// m x alpha: Y = A^T M A
-    at: Vec<T>,
-    /// alpha x m: GY_hat = A gy A^T
-    a: Vec<T>,
 }
 
 fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
@@ -108,20 +103,18 @@ fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 impl<T: Real> Transforms<T> {
     fn new(tile: WinoTile) -> Self {
-        let (m, bt, g, at): (usize, &[f64], &[f64], &[f64]) = match tile {
-            WinoTile::F2 => (2, &F2_BT, &F2_G, &F2_AT),
-            WinoTile::F4 => (4, &F4_BT, &F4_G, &F4_AT),
+        let (m, g): (usize, &[f64]) = match tile {
+            WinoTile::F2 => (2, &F2_G),
+            WinoTile::F4 => (4, &F4_G),
         };
         let alpha = m + 2;
         let cv = |v: &[f64]| v.iter().map(|&x| T::c(x)).collect::<Vec<T>>();
         Transforms {
+            tile,
             m,
             alpha,
-            bt: cv(bt),
             g: cv(g),
             gt: cv(&transpose(g, alpha, 3)),
-            at: cv(at),
-            a: cv(&transpose(at, m, alpha)),
         }
     }
 }
@@ -166,6 +159,118 @@ fn apply2d<T: Real>(
                 }
             }
         }
+    }
+}
+
+// The 1-D transforms written out (the generic `apply2d` multiplies by every zero and
+// makes a memory pass per coefficient; these make one pass and no wasted flops).
+#[inline(always)]
+fn bt2<T: Real>(d: [T; 4]) -> [T; 4] {
+    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+}
+#[inline(always)]
+fn at2<T: Real>(m: [T; 4]) -> [T; 2] {
+    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+}
+#[inline(always)]
+fn a2<T: Real>(y: [T; 2]) -> [T; 4] {
+    [y[0], y[0] + y[1], y[0] - y[1], -y[1]]
+}
+#[inline(always)]
+fn bt4<T: Real>(d: [T; 6]) -> [T; 6] {
+    let (c2, c4, c5) = (T::c(2.0), T::c(4.0), T::c(5.0));
+    let (p, q) = (d[4] - c4 * d[2], d[3] - c4 * d[1]);
+    let (r, s) = (d[4] - d[2], c2 * (d[3] - d[1]));
+    [
+        c4 * d[0] - c5 * d[2] + d[4],
+        p + q,
+        p - q,
+        r + s,
+        r - s,
+        c4 * d[1] - c5 * d[3] + d[5],
+    ]
+}
+#[inline(always)]
+fn at4<T: Real>(m: [T; 6]) -> [T; 4] {
+    let (c2, c4, c8) = (T::c(2.0), T::c(4.0), T::c(8.0));
+    let (s1, d1, s2, d2) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+    [m[0] + s1 + s2, d1 + c2 * d2, s1 + c4 * s2, d1 + c8 * d2 + m[5]]
+}
+#[inline(always)]
+fn a4<T: Real>(y: [T; 4]) -> [T; 6] {
+    let (c2, c4, c8) = (T::c(2.0), T::c(4.0), T::c(8.0));
+    let (e, o) = (y[0] + y[2], y[1] + y[3]);
+    let (e2, o2) = (y[0] + c4 * y[2], c2 * y[1] + c8 * y[3]);
+    [y[0], e + o, e - o, e2 + o2, e2 - o2, y[3]]
+}
+
+/// dst[i dst_st + t] = f(src[0 src_st + t], .., src[(Q-1) src_st + t])[i] for t < nt:
+/// one pass, vectorized over t.
+#[inline(always)]
+fn rows1d<T: Real, const Q: usize, const P: usize>(
+    f: impl Fn([T; Q]) -> [T; P],
+    src: &[T],
+    src_st: usize,
+    dst: &mut [T],
+    dst_st: usize,
+    nt: usize,
+) {
+    assert!(src.len() >= (Q - 1) * src_st + nt && dst.len() >= (P - 1) * dst_st + nt);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for t in 0..nt {
+        // SAFETY: the indices are within the lengths asserted above.
+        unsafe {
+            let v: [T; Q] = std::array::from_fn(|r| *sp.add(r * src_st + t));
+            let o = f(v);
+            for (i, &x) in o.iter().enumerate() {
+                *dp.add(i * dst_st + t) = x;
+            }
+        }
+    }
+}
+
+/// `apply2d` with the 1-D transform `f` (Q points in, P out) on both axes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn apply2d_fn<T: Real, const Q: usize, const P: usize>(
+    f: impl Fn([T; Q]) -> [T; P] + Copy,
+    inp: &[T],
+    is: usize,
+    out: &mut [T],
+    os: usize,
+    nt: usize,
+    tmp: &mut [T],
+) {
+    // tmp[(i Q + s) nt + t] = f over r of inp[(r Q + s) is + t]
+    for s in 0..Q {
+        rows1d(f, &inp[s * is..], Q * is, &mut tmp[s * nt..], Q * nt, nt);
+    }
+    // out[(i P + j) os + t] = f over s of tmp[(i Q + s) nt + t]
+    for i in 0..P {
+        rows1d(f, &tmp[i * Q * nt..], nt, &mut out[i * P * os..], os, nt);
+    }
+}
+
+/// The three per-tile transforms of the hot loops, by tile size.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// B^T d B (alpha^2 in, alpha^2 out)
+    Input,
+    /// A^T M A (alpha^2 in, m^2 out)
+    Output,
+    /// A gy A^T (m^2 in, alpha^2 out)
+    GradOut,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transform<T: Real>(tile: WinoTile, pass: Pass, inp: &[T], is: usize, out: &mut [T], os: usize, nt: usize, tmp: &mut [T]) {
+    match (tile, pass) {
+        (WinoTile::F2, Pass::Input) => apply2d_fn(bt2::<T>, inp, is, out, os, nt, tmp),
+        (WinoTile::F2, Pass::Output) => apply2d_fn(at2::<T>, inp, is, out, os, nt, tmp),
+        (WinoTile::F2, Pass::GradOut) => apply2d_fn(a2::<T>, inp, is, out, os, nt, tmp),
+        (WinoTile::F4, Pass::Input) => apply2d_fn(bt4::<T>, inp, is, out, os, nt, tmp),
+        (WinoTile::F4, Pass::Output) => apply2d_fn(at4::<T>, inp, is, out, os, nt, tmp),
+        (WinoTile::F4, Pass::GradOut) => apply2d_fn(a4::<T>, inp, is, out, os, nt, tmp),
     }
 }
 
@@ -318,6 +423,16 @@ impl<T: Real> Scratch<T> {
     }
 }
 
+/// The t < count with 0 <= t * m + off < len, as a range lo..hi.
+fn valid(len: usize, off: isize, m: usize, count: usize) -> (usize, usize) {
+    let m_ = m as isize;
+    let lo = if off >= 0 { 0 } else { ((-off + m_ - 1) / m_) as usize };
+    let rest = len as isize - off;
+    let hi = if rest <= 0 { 0 } else { ((rest + m_ - 1) / m_) as usize };
+    let lo = lo.min(count);
+    (lo, hi.clamp(lo, count))
+}
+
 /// Gathers the `size` x `size` patches at stride m of `plane` (rows x cols) for the tiles
 /// of block rows tr0.. (k rows of tw tiles), offset by (-ph, -pw), zero outside, into
 /// patch[(r size + s) nt + t].
@@ -343,13 +458,15 @@ fn gather<T: Real>(
                     continue;
                 }
                 let src = &plane[hr as usize * cols..][..cols];
-                for (tj, d) in dst.iter_mut().enumerate() {
-                    let wc = (tj * m + s) as isize - pw;
-                    *d = if wc >= 0 && (wc as usize) < cols {
-                        src[wc as usize]
-                    } else {
-                        T::ZERO
-                    };
+                let off = s as isize - pw;
+                let (lo, hi) = valid(cols, off, m, tw);
+                dst[..lo].iter_mut().for_each(|v| *v = T::ZERO);
+                dst[hi..].iter_mut().for_each(|v| *v = T::ZERO);
+                if lo < hi {
+                    let first = (lo as isize * m as isize + off) as usize;
+                    for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(m)) {
+                        *d = v;
+                    }
                 }
             }
         }
@@ -365,7 +482,7 @@ fn input_transform<T: Real>(tf: &Transforms<T>, x: &[T], p: &Plan, blk: (usize, 
     for c in 0..p.c {
         let plane = &x[(n * p.c + c) * hw..][..hw];
         gather(plane, (p.h, p.w), (p.ph, p.pw), tf.m, tf.alpha, (tr0, k, p.tw), &mut sc.patch);
-        apply2d(&tf.bt, tf.alpha, tf.alpha, &sc.patch, nt, &mut sc.v[c * nt..], os, nt, &mut sc.tmp);
+        transform(tf.tile, Pass::Input, &sc.patch, nt, &mut sc.v[c * nt..], os, nt, &mut sc.tmp);
     }
 }
 
@@ -423,7 +540,7 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
             }
             let y = yp;
             for oc in 0..o {
-                apply2d(&tf.at, m, tf.alpha, &sc.mm[oc * nt..], o * nt, tile_out, nt, nt, &mut sc.tmp);
+                transform(tf.tile, Pass::Output, &sc.mm[oc * nt..], o * nt, tile_out, nt, nt, &mut sc.tmp);
                 let b = bias.map_or(T::ZERO, |b| b[oc]);
                 let base = (n * o + oc) * ohw;
                 for ti in 0..k {
@@ -433,14 +550,14 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
                             break;
                         }
                         for j in 0..m {
-                            let src = &tile_out[(i * m + j) * nt + ti * p.tw..][..p.tw];
+                            let (_, cols) = valid(p.ow, j as isize, m, p.tw);
+                            let src = &tile_out[(i * m + j) * nt + ti * p.tw..][..cols];
+                            let dst = base + row * p.ow + j;
                             for (tj, &v) in src.iter().enumerate() {
-                                let col = tj * m + j;
-                                if col < p.ow {
-                                    // SAFETY: block (n, rows tr0..tr0+k) owns these rows of
-                                    // every channel of image n; no other task writes them.
-                                    unsafe { *y.0.add(base + row * p.ow + col) = v + b };
-                                }
+                                // SAFETY: block (n, rows tr0..tr0+k) owns these rows of every
+                                // channel of image n (no other task writes them); column
+                                // tj * m + j < OW.
+                                unsafe { *y.0.add(dst + tj * m) = v + b };
                             }
                         }
                     }
@@ -512,7 +629,7 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
                 for oi in 0..o {
                     let plane = &gy[(n * o + oi) * ohw..][..ohw];
                     gather(plane, (g.oh, g.ow), (0, 0), m, m, (tr0, k, p.tw), &mut gpatch);
-                    apply2d(&tf.a, tf.alpha, m, &gpatch, nt, &mut sc.mm[oi * nt..], o * nt, nt, &mut sc.tmp);
+                    transform(tf.tile, Pass::GradOut, &gpatch, nt, &mut sc.mm[oi * nt..], o * nt, nt, &mut sc.tmp);
                 }
                 for pt in 0..a2 {
                     for gi in 0..g.groups {
@@ -651,6 +768,27 @@ mod tests {
         for (a, b) in y.iter().zip(&e) {
             assert!((*a as f64 - b).abs() < 144.0 * 1e-6, "{a} vs {b}");
         }
+    }
+
+    /// The written-out 1-D transforms are the matrices B^T, A^T and A.
+    #[test]
+    fn explicit_transforms_are_the_matrices() {
+        fn check<const Q: usize, const P: usize>(f: impl Fn([f64; Q]) -> [f64; P], mat: &[f64]) {
+            for k in 0..Q {
+                let mut e = [0.0; Q];
+                e[k] = 1.0;
+                let col = f(e);
+                for i in 0..P {
+                    assert_eq!(col[i], mat[i * Q + k], "row {i} col {k}");
+                }
+            }
+        }
+        check(bt2::<f64>, &F2_BT);
+        check(at2::<f64>, &F2_AT);
+        check(a2::<f64>, &transpose(&F2_AT, 2, 4));
+        check(bt4::<f64>, &F4_BT);
+        check(at4::<f64>, &F4_AT);
+        check(a4::<f64>, &transpose(&F4_AT, 4, 6));
     }
 
     #[test]
