@@ -28,6 +28,7 @@ use crate::error::Result;
 use crate::real::Real;
 use crate::value_err;
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// The output tile size: F(2x2, 3x3) or F(4x4, 3x3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,24 +403,51 @@ impl Plan {
     }
 }
 
-/// Per-task scratch: gathered patches, the transform's temporary, V, and M / GY_hat.
+/// One thread's buffers: gathered patches, the transform's temporary, V, M (or GY_hat),
+/// the output tiles (or gy patches), a padded input row and its phases, and (weight
+/// gradient) the per-point sums. Allocated once per thread and call, not per rayon job:
+/// fresh megabyte buffers cost a page fault per 4 KiB.
 struct Scratch<T> {
     patch: Vec<T>,
     tmp: Vec<T>,
     v: Vec<T>,
     mm: Vec<T>,
+    small: Vec<T>,
+    row: Vec<T>,
+    phases: Vec<T>,
+    acc: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
-    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize) -> Self {
+    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize, acc_len: usize) -> Self {
         let nt = p.rows * p.tw;
         let a2 = tf.alpha * tf.alpha;
+        let z = |n: usize| vec![T::ZERO; n];
         Scratch {
-            patch: vec![T::ZERO; a2 * nt],
-            tmp: vec![T::ZERO; a2 * nt],
-            v: vec![T::ZERO; a2 * p.c * nt],
-            mm: vec![T::ZERO; a2 * ch_out * nt],
+            patch: z(a2 * nt),
+            tmp: z(a2 * nt),
+            v: z(a2 * p.c * nt),
+            mm: z(a2 * ch_out * nt),
+            small: z(tf.m * tf.m * nt),
+            row: z((p.tw + 1) * tf.m),
+            phases: z((p.tw + 1) * tf.m),
+            acc: z(acc_len),
         }
+    }
+}
+
+/// One scratch per rayon thread; a task takes its thread's (uncontended lock).
+struct Pool<T>(Vec<Mutex<Scratch<T>>>);
+
+impl<T: Real> Pool<T> {
+    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize, acc_len: usize) -> Self {
+        let n = rayon::current_num_threads().max(1);
+        Pool((0..n).map(|_| Mutex::new(Scratch::new(tf, p, ch_out, acc_len))).collect())
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
+        let i = rayon::current_thread_index().unwrap_or(0) % self.0.len();
+        let mut guard = self.0[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
     }
 }
 
@@ -433,9 +461,38 @@ fn valid(len: usize, off: isize, m: usize, count: usize) -> (usize, usize) {
     (lo, hi.clamp(lo, count))
 }
 
-/// Gathers the `size` x `size` patches at stride m of `plane` (rows x cols) for the tiles
-/// of block rows tr0.. (k rows of tw tiles), offset by (-ph, -pw), zero outside, into
-/// patch[(r size + s) nt + t].
+/// dst[q len + t] = src[t M + q] for q < M, t < len: a vector loop (wide loads and
+/// shuffles) where a stride-M gather would be one element at a time.
+#[inline(always)]
+fn deinterleave<T: Real, const M: usize>(src: &[T], dst: &mut [T], len: usize) {
+    assert!(src.len() >= len * M && dst.len() >= len * M);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for t in 0..len {
+        for q in 0..M {
+            // SAFETY: t M + q < len M and q len + t < len M, within the asserted lengths.
+            unsafe { *dp.add(q * len + t) = *sp.add(t * M + q) };
+        }
+    }
+}
+
+/// dst[t M + j] = src[j stride + t] for j < M, t < len: the inverse of [`deinterleave`].
+#[inline(always)]
+fn interleave<T: Real, const M: usize>(src: &[T], stride: usize, dst: &mut [T], len: usize) {
+    assert!(src.len() >= (M - 1) * stride + len && dst.len() >= len * M);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for t in 0..len {
+        for j in 0..M {
+            // SAFETY: within the asserted lengths.
+            unsafe { *dp.add(t * M + j) = *sp.add(j * stride + t) };
+        }
+    }
+}
+
+/// Gathers the `size` x `size` patches at stride m (size <= 2 m) of `plane` (rows x cols)
+/// for the tiles of block rows tr0.. (k rows of tw tiles), offset by (-ph, -pw), zero
+/// outside, into patch[(r size + s) nt + t]. Each input row is copied once into `row`
+/// (zero-padded), split into its m phases, and patch column s is phase s % m shifted by
+/// s / m tiles.
 #[allow(clippy::too_many_arguments)]
 fn gather<T: Real>(
     plane: &[T],
@@ -444,30 +501,37 @@ fn gather<T: Real>(
     m: usize,
     size: usize,
     (tr0, k, tw): (usize, usize, usize),
-    patch: &mut [T],
+    sc: &mut Scratch<T>,
+    patch_is_small: bool,
 ) {
     let nt = k * tw;
-    for r in 0..size {
-        for ti in 0..k {
+    let span = (tw + 1) * m;
+    let (row, phases) = (&mut sc.row[..span], &mut sc.phases[..span]);
+    let patch = if patch_is_small { &mut sc.small } else { &mut sc.patch };
+    // row[q] = plane[hr][q - pw] for the q inside the input
+    let (lo, hi) = valid(cols, -pw, 1, span);
+    for ti in 0..k {
+        for r in 0..size {
             let hr = ((tr0 + ti) * m + r) as isize - ph;
-            let inside = hr >= 0 && (hr as usize) < rows;
+            if hr < 0 || hr as usize >= rows {
+                for s in 0..size {
+                    patch[(r * size + s) * nt + ti * tw..][..tw].iter_mut().for_each(|v| *v = T::ZERO);
+                }
+                continue;
+            }
+            row[..lo].iter_mut().for_each(|v| *v = T::ZERO);
+            row[hi..].iter_mut().for_each(|v| *v = T::ZERO);
+            if lo < hi {
+                let first = (lo as isize - pw) as usize;
+                row[lo..hi].copy_from_slice(&plane[hr as usize * cols + first..][..hi - lo]);
+            }
+            match m {
+                2 => deinterleave::<T, 2>(row, phases, tw + 1),
+                _ => deinterleave::<T, 4>(row, phases, tw + 1),
+            }
             for s in 0..size {
-                let dst = &mut patch[(r * size + s) * nt + ti * tw..][..tw];
-                if !inside {
-                    dst.iter_mut().for_each(|v| *v = T::ZERO);
-                    continue;
-                }
-                let src = &plane[hr as usize * cols..][..cols];
-                let off = s as isize - pw;
-                let (lo, hi) = valid(cols, off, m, tw);
-                dst[..lo].iter_mut().for_each(|v| *v = T::ZERO);
-                dst[hi..].iter_mut().for_each(|v| *v = T::ZERO);
-                if lo < hi {
-                    let first = (lo as isize * m as isize + off) as usize;
-                    for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(m)) {
-                        *d = v;
-                    }
-                }
+                let src = &phases[(s % m) * (tw + 1) + s / m..][..tw];
+                patch[(r * size + s) * nt + ti * tw..][..tw].copy_from_slice(src);
             }
         }
     }
@@ -481,7 +545,7 @@ fn input_transform<T: Real>(tf: &Transforms<T>, x: &[T], p: &Plan, blk: (usize, 
     let os = p.c * nt;
     for c in 0..p.c {
         let plane = &x[(n * p.c + c) * hw..][..hw];
-        gather(plane, (p.h, p.w), (p.ph, p.pw), tf.m, tf.alpha, (tr0, k, p.tw), &mut sc.patch);
+        gather(plane, (p.h, p.w), (p.ph, p.pw), tf.m, tf.alpha, (tr0, k, p.tw), sc, false);
         transform(tf.tile, Pass::Input, &sc.patch, nt, &mut sc.v[c * nt..], os, nt, &mut sc.tmp);
     }
 }
@@ -510,9 +574,9 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
     let ohw = p.oh * p.ow;
     let mut y = vec![T::ZERO; p.n * o * ohw];
     let yp = SyncPtr(y.as_mut_ptr());
-    p.blocks().into_par_iter().for_each_init(
-        || (Scratch::new(tf, p, o), vec![T::ZERO; m * m * p.rows * p.tw]),
-        |(sc, tile_out), blk| {
+    let pool = Pool::new(tf, p, o, 0);
+    p.blocks().into_par_iter().for_each(|blk| {
+        pool.with(|sc| {
             let (n, tr0, k) = blk;
             let nt = k * p.tw;
             input_transform(tf, x, p, blk, sc);
@@ -540,31 +604,33 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
             }
             let y = yp;
             for oc in 0..o {
-                transform(tf.tile, Pass::Output, &sc.mm[oc * nt..], o * nt, tile_out, nt, nt, &mut sc.tmp);
+                transform(tf.tile, Pass::Output, &sc.mm[oc * nt..], o * nt, &mut sc.small, nt, nt, &mut sc.tmp);
                 let b = bias.map_or(T::ZERO, |b| b[oc]);
                 let base = (n * o + oc) * ohw;
+                let row = &mut sc.row[..(p.tw + 1) * m];
                 for ti in 0..k {
                     for i in 0..m {
-                        let row = (tr0 + ti) * m + i;
-                        if row >= p.oh {
+                        let r = (tr0 + ti) * m + i;
+                        if r >= p.oh {
                             break;
                         }
-                        for j in 0..m {
-                            let (_, cols) = valid(p.ow, j as isize, m, p.tw);
-                            let src = &tile_out[(i * m + j) * nt + ti * p.tw..][..cols];
-                            let dst = base + row * p.ow + j;
-                            for (tj, &v) in src.iter().enumerate() {
-                                // SAFETY: block (n, rows tr0..tr0+k) owns these rows of every
-                                // channel of image n (no other task writes them); column
-                                // tj * m + j < OW.
-                                unsafe { *y.0.add(dst + tj * m) = v + b };
-                            }
+                        // row[tj m + j] = tile (ti, tj)'s output (i, j)
+                        let src = &sc.small[i * m * nt + ti * p.tw..];
+                        match m {
+                            2 => interleave::<T, 2>(src, nt, row, p.tw),
+                            _ => interleave::<T, 4>(src, nt, row, p.tw),
+                        }
+                        // SAFETY: block (n, rows tr0..tr0+k) owns output row r of every
+                        // channel of image n; no other task writes it.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add(base + r * p.ow), p.ow) };
+                        for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                            *d = v + b;
                         }
                     }
                 }
             }
-        },
-    );
+        })
+    });
     y
 }
 
@@ -616,54 +682,47 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
     );
     let ohw = g.oh * g.ow;
     let oc = o * cg;
-    let sums = p
-        .blocks()
-        .into_par_iter()
-        .fold(
-            || (vec![T::ZERO; a2 * oc], Scratch::new(tf, &p, o), vec![T::ZERO; m * m * p.rows * p.tw]),
-            |(mut acc, mut sc, mut gpatch), blk| {
-                let (n, tr0, k) = blk;
-                let nt = k * p.tw;
-                input_transform(tf, x, &p, blk, &mut sc);
-                // GY_hat[pt][o][t] = A gy_tile A^T (gy zero outside OH x OW)
-                for oi in 0..o {
-                    let plane = &gy[(n * o + oi) * ohw..][..ohw];
-                    gather(plane, (g.oh, g.ow), (0, 0), m, m, (tr0, k, p.tw), &mut gpatch);
-                    transform(tf.tile, Pass::GradOut, &gpatch, nt, &mut sc.mm[oi * nt..], o * nt, nt, &mut sc.tmp);
-                }
-                for pt in 0..a2 {
-                    for gi in 0..g.groups {
-                        // SAFETY: acc[pt][group] (og x cg), GY_hat[pt][group rows] (og x nt)
-                        // and V[pt][group channels] (cg x nt, read transposed) are in bounds.
-                        unsafe {
-                            gemm_seq(
-                                og,
-                                cg,
-                                nt,
-                                acc.as_mut_ptr().add(pt * oc + gi * og * cg),
-                                cg as isize,
-                                true,
-                                sc.mm.as_ptr().add((pt * o + gi * og) * nt),
-                                1,
-                                nt as isize,
-                                sc.v.as_ptr().add((pt * g.c + gi * cg) * nt),
-                                nt as isize,
-                                1,
-                            )
-                        }
+    let pool = Pool::new(tf, &p, o, a2 * oc);
+    p.blocks().into_par_iter().for_each(|blk| {
+        pool.with(|sc| {
+            let (n, tr0, k) = blk;
+            let nt = k * p.tw;
+            input_transform(tf, x, &p, blk, sc);
+            // GY_hat[pt][o][t] = A gy_tile A^T (gy zero outside OH x OW)
+            for oi in 0..o {
+                let plane = &gy[(n * o + oi) * ohw..][..ohw];
+                gather(plane, (g.oh, g.ow), (0, 0), m, m, (tr0, k, p.tw), sc, true);
+                transform(tf.tile, Pass::GradOut, &sc.small, nt, &mut sc.mm[oi * nt..], o * nt, nt, &mut sc.tmp);
+            }
+            for pt in 0..a2 {
+                for gi in 0..g.groups {
+                    // SAFETY: acc[pt][group] (og x cg), GY_hat[pt][group rows] (og x nt)
+                    // and V[pt][group channels] (cg x nt, read transposed) are in bounds.
+                    unsafe {
+                        gemm_seq(
+                            og,
+                            cg,
+                            nt,
+                            sc.acc.as_mut_ptr().add(pt * oc + gi * og * cg),
+                            cg as isize,
+                            true,
+                            sc.mm.as_ptr().add((pt * o + gi * og) * nt),
+                            1,
+                            nt as isize,
+                            sc.v.as_ptr().add((pt * g.c + gi * cg) * nt),
+                            nt as isize,
+                            1,
+                        )
                     }
                 }
-                (acc, sc, gpatch)
-            },
-        )
-        .map(|(acc, _, _)| acc)
-        .reduce(
-            || vec![T::ZERO; a2 * oc],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-                a
-            },
-        );
+            }
+        })
+    });
+    let mut sums = vec![T::ZERO; a2 * oc];
+    for sc in pool.0 {
+        let sc = sc.into_inner().unwrap_or_else(|e| e.into_inner());
+        sums.iter_mut().zip(&sc.acc).for_each(|(s, &v)| *s += v);
+    }
     // gw = G^T S G, then (9, O C/G) -> (O, C/G, 3, 3)
     let mut taps = vec![T::ZERO; 9 * oc];
     let mut tmp = vec![T::ZERO; 3 * tf.alpha * oc];
