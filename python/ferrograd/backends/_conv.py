@@ -109,7 +109,9 @@ def winograd_applies(w_shape, stride, dilation) -> bool:
 
 
 def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups) -> str:
-    """The algorithm "auto" picks (and a check that an explicit choice applies).
+    """The algorithm "auto" picks on the numpy backend (and a check that an explicit
+    choice applies); the rust backend has its own kernels and rule,
+    :func:`resolve_rust_algo`.
 
     Crossovers measured on the development machine (2 shared cores, x86-64 AVX-512, rust
     backend, float32 forward, min of 3 runs; see README "Convolution"):
@@ -138,6 +140,89 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
     kh, kw = w_shape[2], w_shape[3]
     if kh * kw >= 121 and tuple(stride) == (1, 1):
         return "fft"
+    return "im2col"
+
+
+def resolve_rust_algo(algo: str, w_shape, stride, dilation, groups, out, backward: bool) -> str:
+    """The rust backend's kernel for a call (``ferrograd._core`` names: "im2col", "naive",
+    "winograd2" = F(2x2, 3x3), "winograd4" = F(4x4, 3x3), "fft"); ``algo`` already checked
+    by :func:`resolve_algo` (an explicit "winograd" applies). Forward and backward choose separately (both gradients of one
+    call run together).
+
+    Crossovers measured on the development machine (2 shared AMD EPYC Zen 4 cores,
+    AVX-512, float32, medians of 5; busy neighbours: +-20%), times in ms as forward /
+    backward (input + weight + bias gradients):
+
+    * 3x3 stride 1 dilation 1, ch = min(C/g, O/g), size = min(OH, OW), ~4M input values:
+
+      ==========================  =============  =============  =============
+      shape (N, C=O, H=W)         im2col         F(2,3)         F(4,3)
+      ==========================  =============  =============  =============
+      64x4x56                     1.4 / 10.8     8.8 / 11.4     5.9 / 8.9
+      64x8x28                     1.1 / 4.8      2.2 / 4.0      1.5 / 3.2
+      64x16x28                    2.6 / 10.5     3.8 / 11.5     4.0 / 12.0
+      64x16x56                    19.1 / 56.1    22.7 / 47.2    14.4 / 34.6
+      64x32x28                    13.1 / 35.4    13.1 / 35.0    10.6 / 23.1
+      20x64x56                    26.8 / 89.3    23.1 / 51.3    17.2 / 37.2
+      64x64x14                    12.3 / 29.2    11.0 / 22.5    11.7 / 24.5
+      64x64x7                     2.9 / 9.9      4.9 / 10.4     9.7 / 15.0
+      64x128x7                    10.2 / 25.1    8.8 / 19.9     16.6 / 30.6
+      64x128x14                   25.7 / 58.6    17.5 / 67.9    35.1 / 66.8
+      41x128x28                   86.2 / 210.5   59.2 / 123.0   39.9 / 92.6
+      64x256x14                   133.0 / 312.2  80.7 / 186.5   97.4 / 234.1
+      ==========================  =============  =============  =============
+
+      F(4,3) does 4x fewer multiplies than im2col but its 6x6 tiles waste work on small
+      images (7x7 -> 2x2 tiles of 4) and its transforms cost more than they save below
+      ~16-32 channels; F(2,3) (2.25x fewer) wins on small images with many channels.
+      Rule: forward F(4,3) for size >= 24 and ch >= 32 (ch >= 16 from size 48); F(2,3)
+      for ch >= 64 and size >= 10, or ch >= 128; else im2col. Backward (its im2col weight
+      gradient is the slow part) F(4,3) from ch >= 8 at size >= 24, F(2,3) from ch >= 16
+      at size >= 10 or ch >= 128, else im2col.
+    * large kernels, stride 1 (any dilation), 4xCx64x64, "same" padding, im2col / fft:
+
+      =======  ==============  =============  ===============
+      kernel   C=4             C=16           C=64
+      =======  ==============  =============  ===============
+      3x3      0.10 / 0.53     0.81 / 3.7     8.2 / 107
+      5x5      0.28 / 0.52     2.3 / 3.8      29.6 / 110
+      7x7      0.54 / 0.53     5.0 / 3.8      81 / 129
+      9x9      1.1 / 0.18      10.2 / 2.4     186 / 98
+      11x11    1.3 / 0.72      18.9 / 4.9     249 / 130
+      =======  ==============  =============  ===============
+
+      (forward; backward: 5x5 C=16 19.0 / 8.3, C=64 117 / 175; 7x7 C=64 299 / 178.) The
+      FFT's cost is the (N + O) C spectra and an N O C product per frequency, nearly
+      independent of the kernel; im2col grows with KH * KW. Rule: forward FFT from KH * KW
+      >= 81, or >= 49 with ch <= 16; backward from >= 49, or >= 25 with ch <= 16.
+      Strided kernels stay on im2col (FFT computes every stride-1 output).
+    * 1x1 and everything else: im2col (a 1x1 stride-1 convolution is one GEMM per image).
+
+    An explicit "winograd" runs F(4,3) where size >= 24 and F(2,3) below.
+    """
+    kh, kw = w_shape[2], w_shape[3]
+    size = min(out)
+    ch = min(w_shape[1], w_shape[0] // groups)
+    if algo == "winograd":
+        return "winograd4" if size >= 24 else "winograd2"
+    if algo != "auto":
+        return algo
+    if winograd_applies(w_shape, stride, dilation):
+        if not backward:
+            if size >= 24 and (ch >= 32 or (ch >= 16 and size >= 48)):
+                return "winograd4"
+            if (ch >= 64 and size >= 10) or ch >= 128:
+                return "winograd2"
+            return "im2col"
+        if size >= 24 and ch >= 8:
+            return "winograd4"
+        if (ch >= 16 and size >= 10) or ch >= 128:
+            return "winograd2"
+        return "im2col"
+    if tuple(stride) == (1, 1):
+        taps = kh * kw
+        if taps >= (49 if backward else 81) or (taps >= (25 if backward else 49) and ch <= 16):
+            return "fft"
     return "im2col"
 
 
