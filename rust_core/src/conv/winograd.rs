@@ -404,7 +404,7 @@ impl Plan {
 }
 
 /// One thread's buffers: gathered patches, the transform's temporary, V, M (or GY_hat),
-/// the output tiles (or gy patches), a padded input row and its phases, and (weight
+/// the output tiles (or gy patches), a padded input row, and (weight
 /// gradient) the per-point sums. Allocated once per thread and call, not per rayon job:
 /// fresh megabyte buffers cost a page fault per 4 KiB.
 struct Scratch<T> {
@@ -414,7 +414,6 @@ struct Scratch<T> {
     mm: Vec<T>,
     small: Vec<T>,
     row: Vec<T>,
-    phases: Vec<T>,
     acc: Vec<T>,
 }
 
@@ -430,7 +429,6 @@ impl<T: Real> Scratch<T> {
             mm: z(a2 * ch_out * nt),
             small: z(tf.m * tf.m * nt),
             row: z((p.tw + 1) * tf.m),
-            phases: z((p.tw + 1) * tf.m),
             acc: z(acc_len),
         }
     }
@@ -461,16 +459,17 @@ fn valid(len: usize, off: isize, m: usize, count: usize) -> (usize, usize) {
     (lo, hi.clamp(lo, count))
 }
 
-/// dst[q len + t] = src[t M + q] for q < M, t < len: a vector loop (wide loads and
-/// shuffles) where a stride-M gather would be one element at a time.
+/// dst[s dst_st + t] = src[t M + s] for s < S, t < len (S <= 2 M): the S patch columns of
+/// one row of tiles, read from the zero-padded input row with every offset known at
+/// compile time (no bounds checks, no per-column calls).
 #[inline(always)]
-fn deinterleave<T: Real, const M: usize>(src: &[T], dst: &mut [T], len: usize) {
-    assert!(src.len() >= len * M && dst.len() >= len * M);
+fn split_row<T: Real, const M: usize, const S: usize>(src: &[T], dst: &mut [T], dst_st: usize, len: usize) {
+    assert!(src.len() >= len * M + S - M && dst.len() >= (S - 1) * dst_st + len);
     let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
     for t in 0..len {
-        for q in 0..M {
-            // SAFETY: t M + q < len M and q len + t < len M, within the asserted lengths.
-            unsafe { *dp.add(q * len + t) = *sp.add(t * M + q) };
+        for s in 0..S {
+            // SAFETY: t M + s < len M + S - M and s dst_st + t < (S - 1) dst_st + len.
+            unsafe { *dp.add(s * dst_st + t) = *sp.add(t * M + s) };
         }
     }
 }
@@ -491,8 +490,7 @@ fn interleave<T: Real, const M: usize>(src: &[T], stride: usize, dst: &mut [T], 
 /// Gathers the `size` x `size` patches at stride m (size <= 2 m) of `plane` (rows x cols)
 /// for the tiles of block rows tr0.. (k rows of tw tiles), offset by (-ph, -pw), zero
 /// outside, into patch[(r size + s) nt + t]. Each input row is copied once into `row`
-/// (zero-padded), split into its m phases, and patch column s is phase s % m shifted by
-/// s / m tiles.
+/// (zero-padded), then split into the patch columns without bounds logic.
 #[allow(clippy::too_many_arguments)]
 fn gather<T: Real>(
     plane: &[T],
@@ -506,7 +504,7 @@ fn gather<T: Real>(
 ) {
     let nt = k * tw;
     let span = (tw + 1) * m;
-    let (row, phases) = (&mut sc.row[..span], &mut sc.phases[..span]);
+    let row = &mut sc.row[..span];
     let patch = if patch_is_small { &mut sc.small } else { &mut sc.patch };
     // row[q] = plane[hr][q - pw] for the q inside the input
     let (lo, hi) = valid(cols, -pw, 1, span);
@@ -525,13 +523,12 @@ fn gather<T: Real>(
                 let first = (lo as isize - pw) as usize;
                 row[lo..hi].copy_from_slice(&plane[hr as usize * cols + first..][..hi - lo]);
             }
-            match m {
-                2 => deinterleave::<T, 2>(row, phases, tw + 1),
-                _ => deinterleave::<T, 4>(row, phases, tw + 1),
-            }
-            for s in 0..size {
-                let src = &phases[(s % m) * (tw + 1) + s / m..][..tw];
-                patch[(r * size + s) * nt + ti * tw..][..tw].copy_from_slice(src);
+            let dst = &mut patch[r * size * nt + ti * tw..];
+            match (m, size) {
+                (2, 2) => split_row::<T, 2, 2>(row, dst, nt, tw),
+                (2, _) => split_row::<T, 2, 4>(row, dst, nt, tw),
+                (4, 4) => split_row::<T, 4, 4>(row, dst, nt, tw),
+                _ => split_row::<T, 4, 6>(row, dst, nt, tw),
             }
         }
     }
