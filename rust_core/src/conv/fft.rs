@@ -98,7 +98,15 @@ impl<T: FftReal> Fft2<T> {
 
     /// The spectrum of `plane` (rows x cols) placed with element (i, j) at
     /// (i * step.0, j * step.1) + offset on the zero grid, into `out` (column-major).
-    fn forward(&self, plane: &[T], (rows, cols): (usize, usize), step: (usize, usize), off: (usize, usize), wk: &mut Work<T>, out: &mut [Complex<T>]) {
+    fn forward(
+        &self,
+        plane: &[T],
+        (rows, cols): (usize, usize),
+        step: (usize, usize),
+        off: (usize, usize),
+        wk: &mut Work<T>,
+        out: &mut [Complex<T>],
+    ) {
         let (hf, wf, wc) = (self.hf, self.wf, self.wc);
         wk.grid.iter_mut().for_each(|v| *v = T::ZERO);
         for i in 0..rows {
@@ -111,7 +119,8 @@ impl<T: FftReal> Fft2<T> {
             let spec = &mut wk.rows[r * wc..][..wc];
             let in_plane = r >= off.0 && (r - off.0) % step.0 == 0 && (r - off.0) / step.0 < rows;
             if !in_plane {
-                spec.iter_mut().for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
+                spec.iter_mut()
+                    .for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
                 continue;
             }
             let row = &mut wk.grid[r * wf..][..wf];
@@ -142,7 +151,9 @@ impl<T: FftReal> Fft2<T> {
             if wf % 2 == 0 {
                 row[wc - 1].im = T::ZERO;
             }
-            let _ = self.c2r.process_with_scratch(row, &mut wk.grid[r * wf..][..wf], &mut wk.scratch);
+            let _ =
+                self.c2r
+                    .process_with_scratch(row, &mut wk.grid[r * wf..][..wf], &mut wk.scratch);
         }
     }
 }
@@ -163,18 +174,29 @@ fn mac<T: FftReal>(acc: &mut [Complex<T>], a: &[Complex<T>], b: &[Complex<T>], c
 }
 
 /// Spectra of `count` planes of `src` (each rows x cols), placed as in [`Fft2::forward`].
-fn spectra<T: FftReal>(f: &Fft2<T>, src: &[T], count: usize, dims: (usize, usize), step: (usize, usize), off: (usize, usize)) -> Vec<Complex<T>> {
+fn spectra<T: FftReal>(
+    f: &Fft2<T>,
+    src: &[T],
+    count: usize,
+    dims: (usize, usize),
+    step: (usize, usize),
+    off: (usize, usize),
+) -> Vec<Complex<T>> {
     let s = f.len();
     let mut out = vec![Complex::new(T::ZERO, T::ZERO); count * s];
     let pl = dims.0 * dims.1;
-    out.par_chunks_mut(s)
-        .enumerate()
-        .for_each_init(|| f.work(), |wk, (i, spec)| f.forward(&src[i * pl..][..pl], dims, step, off, wk, spec));
+    out.par_chunks_mut(s).enumerate().for_each_init(
+        || f.work(),
+        |wk, (i, spec)| f.forward(&src[i * pl..][..pl], dims, step, off, wk, spec),
+    );
     out
 }
 
 fn plan<T: FftReal>(g: &Geom) -> Fft2<T> {
-    Fft2::new(good_size(g.h + 2 * g.padding.0), good_size(g.w + 2 * g.padding.1))
+    Fft2::new(
+        good_size(g.h + 2 * g.padding.0),
+        good_size(g.w + 2 * g.padding.1),
+    )
 }
 
 /// y (N, O, OH, OW) = conv(x, w) + bias by FFT.
@@ -195,7 +217,8 @@ pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
         |(wk, acc), (no, plane)| {
             let (n, o) = (no / g.o, no % g.o);
             let gi = o / og;
-            acc.iter_mut().for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
+            acc.iter_mut()
+                .for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
             for ci in 0..cg {
                 let xc = &xs[(n * g.c + gi * cg + ci) * s..][..s];
                 mac(acc, xc, &ws[(o * cg + ci) * s..][..s], true);
@@ -240,9 +263,15 @@ pub fn fft_backward<T: FftReal>(
         |(wk, acc), (nc, plane)| {
             let (n, c) = (nc / g.c, nc % g.c);
             let (gi, ci) = (c / cg, c % cg);
-            acc.iter_mut().for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
+            acc.iter_mut()
+                .for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
             for o in gi * og..(gi + 1) * og {
-                mac(acc, &gys[(n * g.o + o) * s..][..s], &ws[(o * cg + ci) * s..][..s], false);
+                mac(
+                    acc,
+                    &gys[(n * g.o + o) * s..][..s],
+                    &ws[(o * cg + ci) * s..][..s],
+                    false,
+                );
             }
             f.inverse(acc, wk);
             for h in 0..g.h {
@@ -260,14 +289,21 @@ pub fn fft_backward<T: FftReal>(
         |(wk, acc), (oci, taps)| {
             let (o, ci) = (oci / cg, oci % cg);
             let c = (o / og) * cg + ci;
-            acc.iter_mut().for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
+            acc.iter_mut()
+                .for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));
             for n in 0..g.n {
-                mac(acc, &xs[(n * g.c + c) * s..][..s], &gys[(n * g.o + o) * s..][..s], true);
+                mac(
+                    acc,
+                    &xs[(n * g.c + c) * s..][..s],
+                    &gys[(n * g.o + o) * s..][..s],
+                    true,
+                );
             }
             f.inverse(acc, wk);
             for a in 0..g.kh {
                 for b in 0..g.kw {
-                    taps[a * g.kw + b] = wk.grid[a * g.dilation.0 * f.wf + b * g.dilation.1] * scale;
+                    taps[a * g.kw + b] =
+                        wk.grid[a * g.dilation.0 * f.wf + b * g.dilation.1] * scale;
                 }
             }
         },
@@ -304,7 +340,12 @@ mod tests {
             }
             let (gx, gw, gb) = fft_backward(&x, &w, &gy, &g, true).unwrap();
             let (ex, ew, eb) = naive::naive_backward(&x, &w, &gy, &g, true).unwrap();
-            for (a, e) in gx.iter().zip(&ex).chain(gw.iter().zip(&ew)).chain(gb.unwrap().iter().zip(&eb.unwrap())) {
+            for (a, e) in gx
+                .iter()
+                .zip(&ex)
+                .chain(gw.iter().zip(&ew))
+                .chain(gb.unwrap().iter().zip(&eb.unwrap()))
+            {
                 assert!((a - e).abs() < 1e-10, "{g:?}: {a} vs {e}");
             }
         }

@@ -38,7 +38,8 @@ pub fn naive_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) ->
                             continue;
                         };
                         for bb in 0..g.kw {
-                            if let Some(ww) = src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w) {
+                            if let Some(ww) = src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)
+                            {
                                 s += xc[h * g.w + ww] * wc[a * g.kw + bb];
                             }
                         }
@@ -80,7 +81,9 @@ pub fn naive_backward<T: Real>(
                         };
                         for j in 0..g.ow {
                             for bb in 0..g.kw {
-                                if let Some(ww) = src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w) {
+                                if let Some(ww) =
+                                    src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)
+                                {
                                     plane[h * g.w + ww] += gyp[i * g.ow + j] * wc[a * g.kw + bb];
                                 }
                             }
@@ -102,11 +105,14 @@ pub fn naive_backward<T: Real>(
                     for bb in 0..g.kw {
                         let mut s = T::ZERO;
                         for i in 0..g.oh {
-                            let Some(h) = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h) else {
+                            let Some(h) = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h)
+                            else {
                                 continue;
                             };
                             for j in 0..g.ow {
-                                if let Some(ww) = src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w) {
+                                if let Some(ww) =
+                                    src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)
+                                {
                                     s += gyp[i * g.ow + j] * xc[h * g.w + ww];
                                 }
                             }
@@ -139,7 +145,12 @@ mod tests {
             }
             let (gx, gw, gb) = naive_backward(&x, &w, &gy, &g, true).unwrap();
             let (ex, ew, eb) = super::super::conv2d_backward(&x, &w, &gy, &g, true).unwrap();
-            for (a, e) in gx.iter().zip(&ex).chain(gw.iter().zip(&ew)).chain(gb.unwrap().iter().zip(&eb.unwrap())) {
+            for (a, e) in gx
+                .iter()
+                .zip(&ex)
+                .chain(gw.iter().zip(&ew))
+                .chain(gb.unwrap().iter().zip(&eb.unwrap()))
+            {
                 assert!((a - e).abs() < 1e-10, "{g:?}: {a} vs {e}");
             }
         }

@@ -40,6 +40,7 @@ pub enum WinoTile {
 /// Tiles per block: 64 tiles of F(4,3) with 64 channels make V and M 590 KB each.
 const BLOCK_TILES: usize = 64;
 
+#[cfg(test)] // the matrices bt2.. are written out from; checked there
 #[rustfmt::skip]
 const F2_BT: [f64; 16] = [
     1.0, 0.0, -1.0, 0.0,
@@ -54,11 +55,13 @@ const F2_G: [f64; 12] = [
     0.5, -0.5, 0.5,
     0.0, 0.0, 1.0,
 ];
+#[cfg(test)] // the matrices bt2.. are written out from; checked there
 #[rustfmt::skip]
 const F2_AT: [f64; 8] = [
     1.0, 1.0, 1.0, 0.0,
     0.0, 1.0, -1.0, -1.0,
 ];
+#[cfg(test)] // the matrices bt2.. are written out from; checked there
 #[rustfmt::skip]
 const F4_BT: [f64; 36] = [
     4.0, 0.0, -5.0, 0.0, 1.0, 0.0,
@@ -77,6 +80,7 @@ const F4_G: [f64; 18] = [
     1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0,
     0.0, 0.0, 1.0,
 ];
+#[cfg(test)] // the matrices bt2.. are written out from; checked there
 #[rustfmt::skip]
 const F4_AT: [f64; 24] = [
     1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
@@ -195,7 +199,12 @@ fn bt4<T: Real>(d: [T; 6]) -> [T; 6] {
 fn at4<T: Real>(m: [T; 6]) -> [T; 4] {
     let (c2, c4, c8) = (T::c(2.0), T::c(4.0), T::c(8.0));
     let (s1, d1, s2, d2) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
-    [m[0] + s1 + s2, d1 + c2 * d2, s1 + c4 * s2, d1 + c8 * d2 + m[5]]
+    [
+        m[0] + s1 + s2,
+        d1 + c2 * d2,
+        s1 + c4 * s2,
+        d1 + c8 * d2 + m[5],
+    ]
 }
 #[inline(always)]
 fn a4<T: Real>(y: [T; 4]) -> [T; 6] {
@@ -264,7 +273,16 @@ enum Pass {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn transform<T: Real>(tile: WinoTile, pass: Pass, inp: &[T], is: usize, out: &mut [T], os: usize, nt: usize, tmp: &mut [T]) {
+fn transform<T: Real>(
+    tile: WinoTile,
+    pass: Pass,
+    inp: &[T],
+    is: usize,
+    out: &mut [T],
+    os: usize,
+    nt: usize,
+    tmp: &mut [T],
+) {
     match (tile, pass) {
         (WinoTile::F2, Pass::Input) => apply2d_fn(bt2::<T>, inp, is, out, os, nt, tmp),
         (WinoTile::F2, Pass::Output) => apply2d_fn(at2::<T>, inp, is, out, os, nt, tmp),
@@ -440,7 +458,11 @@ struct Pool<T>(Vec<Mutex<Scratch<T>>>);
 impl<T: Real> Pool<T> {
     fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize, acc_len: usize) -> Self {
         let n = rayon::current_num_threads().max(1);
-        Pool((0..n).map(|_| Mutex::new(Scratch::new(tf, p, ch_out, acc_len))).collect())
+        Pool(
+            (0..n)
+                .map(|_| Mutex::new(Scratch::new(tf, p, ch_out, acc_len)))
+                .collect(),
+        )
     }
     fn with<R>(&self, f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
         let i = rayon::current_thread_index().unwrap_or(0) % self.0.len();
@@ -452,9 +474,17 @@ impl<T: Real> Pool<T> {
 /// The t < count with 0 <= t * m + off < len, as a range lo..hi.
 fn valid(len: usize, off: isize, m: usize, count: usize) -> (usize, usize) {
     let m_ = m as isize;
-    let lo = if off >= 0 { 0 } else { ((-off + m_ - 1) / m_) as usize };
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + m_ - 1) / m_) as usize
+    };
     let rest = len as isize - off;
-    let hi = if rest <= 0 { 0 } else { ((rest + m_ - 1) / m_) as usize };
+    let hi = if rest <= 0 {
+        0
+    } else {
+        ((rest + m_ - 1) / m_) as usize
+    };
     let lo = lo.min(count);
     (lo, hi.clamp(lo, count))
 }
@@ -463,7 +493,12 @@ fn valid(len: usize, off: isize, m: usize, count: usize) -> (usize, usize) {
 /// one row of tiles, read from the zero-padded input row with every offset known at
 /// compile time (no bounds checks, no per-column calls).
 #[inline(always)]
-fn split_row<T: Real, const M: usize, const S: usize>(src: &[T], dst: &mut [T], dst_st: usize, len: usize) {
+fn split_row<T: Real, const M: usize, const S: usize>(
+    src: &[T],
+    dst: &mut [T],
+    dst_st: usize,
+    len: usize,
+) {
     assert!(src.len() >= len * M + S - M && dst.len() >= (S - 1) * dst_st + len);
     let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
     for t in 0..len {
@@ -505,7 +540,11 @@ fn gather<T: Real>(
     let nt = k * tw;
     let span = (tw + 1) * m;
     let row = &mut sc.row[..span];
-    let patch = if patch_is_small { &mut sc.small } else { &mut sc.patch };
+    let patch = if patch_is_small {
+        &mut sc.small
+    } else {
+        &mut sc.patch
+    };
     // row[q] = plane[hr][q - pw] for the q inside the input
     let (lo, hi) = valid(cols, -pw, 1, span);
     for ti in 0..k {
@@ -513,7 +552,9 @@ fn gather<T: Real>(
             let hr = ((tr0 + ti) * m + r) as isize - ph;
             if hr < 0 || hr as usize >= rows {
                 for s in 0..size {
-                    patch[(r * size + s) * nt + ti * tw..][..tw].iter_mut().for_each(|v| *v = T::ZERO);
+                    patch[(r * size + s) * nt + ti * tw..][..tw]
+                        .iter_mut()
+                        .for_each(|v| *v = T::ZERO);
                 }
                 continue;
             }
@@ -535,15 +576,39 @@ fn gather<T: Real>(
 }
 
 /// V[(point) C nt + c nt + t] = B^T d B for every channel of image `n` in the block.
-fn input_transform<T: Real>(tf: &Transforms<T>, x: &[T], p: &Plan, blk: (usize, usize, usize), sc: &mut Scratch<T>) {
+fn input_transform<T: Real>(
+    tf: &Transforms<T>,
+    x: &[T],
+    p: &Plan,
+    blk: (usize, usize, usize),
+    sc: &mut Scratch<T>,
+) {
     let (n, tr0, k) = blk;
     let nt = k * p.tw;
     let hw = p.h * p.w;
     let os = p.c * nt;
     for c in 0..p.c {
         let plane = &x[(n * p.c + c) * hw..][..hw];
-        gather(plane, (p.h, p.w), (p.ph, p.pw), tf.m, tf.alpha, (tr0, k, p.tw), sc, false);
-        transform(tf.tile, Pass::Input, &sc.patch, nt, &mut sc.v[c * nt..], os, nt, &mut sc.tmp);
+        gather(
+            plane,
+            (p.h, p.w),
+            (p.ph, p.pw),
+            tf.m,
+            tf.alpha,
+            (tr0, k, p.tw),
+            sc,
+            false,
+        );
+        transform(
+            tf.tile,
+            Pass::Input,
+            &sc.patch,
+            nt,
+            &mut sc.v[c * nt..],
+            os,
+            nt,
+            &mut sc.tmp,
+        );
     }
 }
 
@@ -565,7 +630,13 @@ fn weight_transform<T: Real>(tf: &Transforms<T>, w: &[T], o: usize, cg: usize) -
 }
 
 /// y (N, O, OH, OW) = bias + the 3x3 correlation of x by the transformed kernel `u`.
-fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]>, p: &Plan) -> Vec<T> {
+fn forward_core<T: Real>(
+    tf: &Transforms<T>,
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    p: &Plan,
+) -> Vec<T> {
     let (o, m, a2) = (p.o, tf.m, tf.alpha * tf.alpha);
     let (cg, og) = (p.c / p.groups, p.o / p.groups);
     let ohw = p.oh * p.ow;
@@ -601,7 +672,16 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
             }
             let y = yp;
             for oc in 0..o {
-                transform(tf.tile, Pass::Output, &sc.mm[oc * nt..], o * nt, &mut sc.small, nt, nt, &mut sc.tmp);
+                transform(
+                    tf.tile,
+                    Pass::Output,
+                    &sc.mm[oc * nt..],
+                    o * nt,
+                    &mut sc.small,
+                    nt,
+                    nt,
+                    &mut sc.tmp,
+                );
                 let b = bias.map_or(T::ZERO, |b| b[oc]);
                 let base = (n * o + oc) * ohw;
                 let row = &mut sc.row[..(p.tw + 1) * m];
@@ -619,7 +699,9 @@ fn forward_core<T: Real>(tf: &Transforms<T>, x: &[T], u: &[T], bias: Option<&[T]
                         }
                         // SAFETY: block (n, rows tr0..tr0+k) owns output row r of every
                         // channel of image n; no other task writes it.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add(base + r * p.ow), p.ow) };
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(y.0.add(base + r * p.ow), p.ow)
+                        };
                         for (d, &v) in dst.iter_mut().zip(row.iter()) {
                             *d = v + b;
                         }
@@ -645,7 +727,13 @@ fn check_geom(g: &Geom) -> Result<()> {
 }
 
 /// y (N, O, OH, OW) = conv(x, w) + bias by Winograd `tile`.
-pub fn winograd_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom, tile: WinoTile) -> Result<Vec<T>> {
+pub fn winograd_forward<T: Real>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geom,
+    tile: WinoTile,
+) -> Result<Vec<T>> {
     check_geom(g)?;
     super::check_args(x, w, bias, None, g)?;
     let tf = Transforms::<T>::new(tile);
@@ -689,7 +777,16 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
             for oi in 0..o {
                 let plane = &gy[(n * o + oi) * ohw..][..ohw];
                 gather(plane, (g.oh, g.ow), (0, 0), m, m, (tr0, k, p.tw), sc, true);
-                transform(tf.tile, Pass::GradOut, &sc.small, nt, &mut sc.mm[oi * nt..], o * nt, nt, &mut sc.tmp);
+                transform(
+                    tf.tile,
+                    Pass::GradOut,
+                    &sc.small,
+                    nt,
+                    &mut sc.mm[oi * nt..],
+                    o * nt,
+                    nt,
+                    &mut sc.tmp,
+                );
             }
             for pt in 0..a2 {
                 for gi in 0..g.groups {
@@ -787,7 +884,10 @@ mod tests {
     fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
         }
     }
 
@@ -801,7 +901,12 @@ mod tests {
                 let gy = vals(g.n * g.o * g.l(), 4);
                 let what = format!("{tile:?} {g:?}");
                 let y = winograd_forward(&x, &w, Some(&b), &g, tile).unwrap();
-                close(&y, &naive::naive_forward(&x, &w, Some(&b), &g).unwrap(), 1e-12, &what);
+                close(
+                    &y,
+                    &naive::naive_forward(&x, &w, Some(&b), &g).unwrap(),
+                    1e-12,
+                    &what,
+                );
                 let (gx, gw, gb) = winograd_backward(&x, &w, &gy, &g, tile, true).unwrap();
                 let (ex, ew, eb) = naive::naive_backward(&x, &w, &gy, &g, true).unwrap();
                 close(&gx, &ex, 1e-12, &format!("{what} gx"));
