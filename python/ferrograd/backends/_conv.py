@@ -146,8 +146,8 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
 def resolve_rust_algo(algo: str, w_shape, stride, dilation, groups, out, backward: bool) -> str:
     """The rust backend's kernel for a call (``ferrograd._core`` names: "im2col", "naive",
     "winograd2" = F(2x2, 3x3), "winograd4" = F(4x4, 3x3), "fft"); ``algo`` already checked
-    by :func:`resolve_algo` (an explicit "winograd" applies). Forward and backward choose separately (both gradients of one
-    call run together).
+    by :func:`resolve_algo` (an explicit "winograd" applies). Forward and backward choose
+    separately (both gradients of one call run together).
 
     Crossovers measured on the development machine (2 shared AMD EPYC Zen 4 cores,
     AVX-512, float32, medians of 5; busy neighbours: +-20%), times in ms as forward /
@@ -158,70 +158,66 @@ def resolve_rust_algo(algo: str, w_shape, stride, dilation, groups, out, backwar
       ==========================  =============  =============  =============
       shape (N, C=O, H=W)         im2col         F(2,3)         F(4,3)
       ==========================  =============  =============  =============
-      64x4x56                     1.4 / 10.8     8.8 / 11.4     5.9 / 8.9
-      64x8x28                     1.1 / 4.8      2.2 / 4.0      1.5 / 3.2
-      64x16x28                    2.6 / 10.5     3.8 / 11.5     4.0 / 12.0
-      64x16x56                    19.1 / 56.1    22.7 / 47.2    14.4 / 34.6
-      64x32x28                    13.1 / 35.4    13.1 / 35.0    10.6 / 23.1
-      20x64x56                    26.8 / 89.3    23.1 / 51.3    17.2 / 37.2
-      64x64x14                    12.3 / 29.2    11.0 / 22.5    11.7 / 24.5
-      64x64x7                     2.9 / 9.9      4.9 / 10.4     9.7 / 15.0
-      64x128x7                    10.2 / 25.1    8.8 / 19.9     16.6 / 30.6
-      64x128x14                   25.7 / 58.6    17.5 / 67.9    35.1 / 66.8
-      41x128x28                   86.2 / 210.5   59.2 / 123.0   39.9 / 92.6
-      64x256x14                   133.0 / 312.2  80.7 / 186.5   97.4 / 234.1
+      64x4x7                      0.22 / 0.38    0.12 / 0.22    0.37 / 0.60
+      64x4x28                     0.50 / 1.78    0.84 / 1.27    0.44 / 0.82
+      64x4x56                     1.67 / 6.59    2.26 / 4.17    1.64 / 3.06
+      64x16x14                    0.93 / 3.17    0.62 / 1.38    0.56 / 1.40
+      64x16x56                    6.51 / 33.1    8.05 / 15.9    7.02 / 14.1
+      64x32x14                    2.01 / 4.88    1.97 / 3.14    1.28 / 2.81
+      64x32x28                    5.64 / 18.4    8.56 / 10.3    3.39 / 7.38
+      64x64x7                     1.89 / 3.50    1.50 / 2.96    2.70 / 4.60
+      64x64x14                    5.27 / 12.4    3.20 / 6.41    3.74 / 8.33
+      20x64x56                    17.4 / 60.9    11.9 / 24.3    8.75 / 19.5
+      64x128x14                   15.4 / 31.0    8.91 / 17.9    10.1 / 22.9
+      41x128x28                   31.4 / 78.4    19.7 / 41.5    13.9 / 30.5
+      64x256x7                    27.3 / 59.8    25.6 / 52.5    61.6 / 127.7
+      64x256x14                   121.8 / 236.0  53.5 / 129.6   68.6 / 181.8
+      5x256x56                    107.1 / 225.1  56.2 / 149.3   41.9 / 110.3
       ==========================  =============  =============  =============
 
-      F(4,3) does 4x fewer multiplies than im2col but its 6x6 tiles waste work on small
-      images (7x7 -> 2x2 tiles of 4) and its transforms cost more than they save below
-      ~16-32 channels; F(2,3) (2.25x fewer) wins on small images with many channels.
-      Rule: forward F(4,3) for size >= 24 and ch >= 32 (ch >= 16 from size 48); F(2,3)
-      for ch >= 64 and size >= 10, or ch >= 128; else im2col. Backward (its im2col weight
-      gradient is the slow part) F(4,3) from ch >= 8 at size >= 24, F(2,3) from ch >= 16
-      at size >= 10 or ch >= 128, else im2col.
-    * large kernels, stride 1 (any dilation), 4xCx64x64, "same" padding, im2col / fft:
+      F(4,3) does 4x fewer multiplies than im2col, F(2,3) 2.25x; the 6x6 tiles of F(4,3)
+      waste work on small images (7x7 -> 2x2 tiles of 4 outputs) and its transforms weigh
+      more against the GEMMs with many channels. Rule (forward and backward): F(4,3) for
+      size >= 24, and for size 10-23 with ch <= 32; F(2,3) for the other small images;
+      im2col below 4 channels per group (depthwise: the per-point GEMMs are 1x1).
+    * large kernels, stride 1 (any dilation), 4xCx64x64, "same" padding, im2col / fft
+      (FFT grids of 2^a 3^b):
 
       =======  ==============  =============  ===============
       kernel   C=4             C=16           C=64
       =======  ==============  =============  ===============
-      3x3      0.10 / 0.53     0.81 / 3.7     8.2 / 107
-      5x5      0.28 / 0.52     2.3 / 3.8      29.6 / 110
-      7x7      0.54 / 0.53     5.0 / 3.8      81 / 129
-      9x9      1.1 / 0.18      10.2 / 2.4     186 / 98
-      11x11    1.3 / 0.72      18.9 / 4.9     249 / 130
+      3x3      0.27 / 0.31     1.3 / 2.3      4.6 / 78
+      5x5      0.69 / 0.32     3.8 / 2.5      20.7 / 72
+      7x7      1.4 / 0.28      5.9 / 2.8      54 / 78
+      9x9      1.9 / 0.28      12.0 / 1.9     157 / 71
+      11x11    2.8 / 0.49      16.6 / 2.5     137 / 95
       =======  ==============  =============  ===============
 
-      (forward; backward: 5x5 C=16 19.0 / 8.3, C=64 117 / 175; 7x7 C=64 299 / 178.) The
+      (forward; backward: 5x5 C=16 20.1 / 4.1, C=64 79 / 100; 7x7 C=64 169 / 108.) The
       FFT's cost is the (N + O) C spectra and an N O C product per frequency, nearly
-      independent of the kernel; im2col grows with KH * KW. Rule: forward FFT from KH * KW
-      >= 81, or >= 49 with ch <= 16; backward from >= 49, or >= 25 with ch <= 16.
-      Strided kernels stay on im2col (FFT computes every stride-1 output).
+      independent of the kernel; im2col grows with KH * KW (and its backward, at 5-10x
+      its forward here, grows faster). Rule: FFT from KH * KW >= 81 forward and >= 49
+      backward, or from >= 25 with ch <= 16. Strided kernels stay on im2col (FFT computes
+      every stride-1 output).
     * 1x1 and everything else: im2col (a 1x1 stride-1 convolution is one GEMM per image).
 
-    An explicit "winograd" runs F(4,3) where size >= 24 and F(2,3) below.
+    An explicit "winograd" picks its tile size by the same rule, at any channel count.
     """
     kh, kw = w_shape[2], w_shape[3]
     size = min(out)
     ch = min(w_shape[1], w_shape[0] // groups)
+    f43 = size >= 24 or (size >= 10 and ch <= 32)
     if algo == "winograd":
-        return "winograd4" if size >= 24 else "winograd2"
+        return "winograd4" if f43 else "winograd2"
     if algo != "auto":
         return algo
     if winograd_applies(w_shape, stride, dilation):
-        if not backward:
-            if size >= 24 and (ch >= 32 or (ch >= 16 and size >= 48)):
-                return "winograd4"
-            if (ch >= 64 and size >= 10) or ch >= 128:
-                return "winograd2"
+        if ch < 4:
             return "im2col"
-        if size >= 24 and ch >= 8:
-            return "winograd4"
-        if (ch >= 16 and size >= 10) or ch >= 128:
-            return "winograd2"
-        return "im2col"
+        return "winograd4" if f43 else "winograd2"
     if tuple(stride) == (1, 1):
         taps = kh * kw
-        if taps >= (49 if backward else 81) or (taps >= (25 if backward else 49) and ch <= 16):
+        if taps >= (49 if backward else 81) or (taps >= 25 and ch <= 16):
             return "fft"
     return "im2col"
 
