@@ -186,13 +186,24 @@ pub fn conv2d_backward<T: Real>(
     let mut gx = vec![T::ZERO; g.n * chw];
     let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
     let mut gcols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let mut gwt = vec![T::ZERO; k * og];
     for n in 0..g.n {
         im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
         let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
         for gi in 0..g.groups {
             let gyg = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, false);
-            let colt = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, true);
-            gemm_into(&mut gw[gi * og * k..(gi + 1) * og * k], gyg, colt, true);
+            // gw_g^T (K x O/G) = cols_g (K x L) @ gy_n,g^T, added to gw_g transposed: the
+            // gemm crate takes 3-8x longer for gy @ cols^T (it packs the transposed L x K
+            // columns) than for this form (measured: 2.6 vs 0.9 ms at K=576, L=3136, O=64)
+            let colg = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
+            let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
+            gemm_into(&mut gwt, colg, gyt, false);
+            let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
+            for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
+                for (oi, &v) in row.iter().enumerate() {
+                    gwg[oi * k + kk] += v;
+                }
+            }
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
         }
