@@ -20,8 +20,10 @@
 //!   transform of the (O, C/G) sums. Same transforms of x as the forward, 4x (F(4,3)) or
 //!   2.25x (F(2,3)) fewer multiplies than im2col's dW GEMM.
 //!
-//! Accuracy: F(4,3)'s points (0, +-1, +-2, +-1/2) amplify rounding by ~10x over a direct
-//! sum (f32: a few 1e-6 relative to the sum of |terms|); F(2,3) is as exact as im2col.
+//! Accuracy: F(4,3)'s points (0, +-1, +-2, +-1/2) amplify rounding ~10x over a direct
+//! sum; F(2,3) is as exact as im2col. Measured in f32 at 4x64x56x56, 64 3x3 filters
+//! (max |error| / max |value| against float64): im2col 6e-7 / 2e-7 / 4e-7 (y / gx / gw),
+//! F(2,3) 4e-7 / 4e-7 / 4e-7, F(4,3) 7e-6 / 6e-6 / 3e-6.
 
 use super::Geom;
 use crate::error::Result;
