@@ -90,6 +90,43 @@ def test_conv2d_winograd_matches_reference(backend, dtype, geom, seed):
     _check_algo(backend, dtype, "winograd", *geom, seed=seed)
 
 
+@pytest.mark.parametrize("kernel", ["winograd2", "winograd4", "fft", "naive"])
+@given(geom=conv_geometry(winograd=True, max_extra=9), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_rust_kernels_match_reference(kernel, geom, seed, dtype):
+    """Each Rust kernel called directly (the API's "winograd" picks the tile by size and
+    channels; here both tiles meet every drawn shape), forward and all gradients, against
+    the numpy reference in float64; F(4,3) in float32 within the reduction tolerance."""
+    from ferrograd import _core
+    xs, ws, s, p, d, g = geom
+    x, w, b = _inputs(xs, ws, dtype, seed)
+    y = _core.conv2d_forward(x, w, b, s, p, d, g, kernel)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    y0 = _conv.naive_forward(x64, w64, b64, s, p, d, g, y.shape[2:])
+    gy = np.random.default_rng(seed + 1).uniform(-1, 1, y.shape).astype(dtype)
+    gx, gw, gb = _core.conv2d_backward(x, w, gy, s, p, d, g, True, kernel)
+    gx0, gw0 = _conv.naive_backward(x64, w64, gy.astype(np.float64), s, p, d, g, y.shape[2:])
+    msg = f"{kernel} x{xs} w{ws} p{p} g{g}"
+    assert y.dtype == dtype and gx.dtype == dtype
+    assert_close(y, y0, dtype, "reduction", scale=_scale(x, w), msg=msg + " forward")
+    assert_close(gx, gx0, dtype, "reduction",
+                 scale=ws[0] * 9 * float(np.abs(w).max()) + 1, msg=msg + " gx")
+    assert_close(gw, gw0, dtype, "reduction", scale=2.0 * gy[:, :1].size + 1, msg=msg + " gw")
+    assert_close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), dtype, "reduction",
+                 scale=gy[:, :1].size + 1, msg=msg + " gb")
+
+
+def test_rust_f43_and_fft_gradcheck():
+    """float64 gradcheck of the rust F(4x4, 3x3) path ("winograd" at 24x24 outputs) and
+    of the rust FFT path with stride and dilation, through the autograd API."""
+    rng = np.random.default_rng(7)
+    for algo, xs, ws, kw in [("winograd", (1, 2, 24, 25), (2, 1, 3, 3), dict(padding=1, groups=2)),
+                             ("fft", (2, 2, 7, 6), (3, 2, 3, 2), dict(stride=2, dilation=(1, 2)))]:
+        ts = [fg.tensor(rng.uniform(-1, 1, shape), backend="rust", requires_grad=True)
+              for shape in (xs, ws, ws[:1])]
+        assert fg.gradcheck(lambda *t: F.conv2d(*t, algo=algo, **kw), ts), algo
+
+
 # ------------------------------------------------------------------ gradcheck
 @pytest.mark.parametrize("algo", ["naive", "im2col", "winograd", "fft"])
 @given(geom=conv_geometry(max_extra=2), seed=st.integers(0, 2**16))
@@ -160,10 +197,11 @@ def test_conv2d_unbatched_same_and_valid_padding(backend):
     assert yv.shape == (3, 5, 1)
 
 
-def test_conv2d_empty_batch(backend):
+@pytest.mark.parametrize("algo", ALGOS)
+def test_conv2d_empty_batch(backend, algo):
     x = fg.tensor(np.zeros((0, 2, 5, 5), np.float32), backend=backend, requires_grad=True)
     w = fg.tensor(np.ones((4, 2, 3, 3), np.float32), backend=backend, requires_grad=True)
-    y = F.conv2d(x, w)
+    y = F.conv2d(x, w, algo=algo)
     assert y.shape == (0, 4, 3, 3)
     y.sum().backward()
     assert x.grad.shape == x.shape
@@ -180,6 +218,34 @@ def test_auto_rule():
     assert r((1, 8, 64, 64), (8, 8, 11, 11)) == "fft"
     assert r((1, 8, 64, 64), (8, 8, 9, 9)) == "im2col"
     assert r((1, 3, 224, 224), (64, 3, 7, 7), s=(2, 2)) == "im2col"
+
+
+def test_rust_auto_rule():
+    """The rust backend's own choice (measured crossovers, _conv.resolve_rust_algo)."""
+    def r(ws, out, s=(1, 1), d=(1, 1), g=1, backward=False, algo="auto"):
+        return _conv.resolve_rust_algo(algo, ws, s, d, g, out, backward)
+    assert r((64, 64, 3, 3), (56, 56)) == "winograd4"           # the benchmark row
+    assert r((64, 64, 3, 3), (56, 56), backward=True) == "winograd4"
+    assert r((64, 64, 3, 3), (14, 14)) == "winograd2"
+    assert r((16, 16, 3, 3), (14, 14)) == "winograd4"
+    assert r((64, 64, 3, 3), (7, 7)) == "winograd2"
+    assert r((8, 8, 3, 3), (56, 56)) == "winograd4"
+    assert r((2, 2, 3, 3), (56, 56)) == "im2col"                 # too few channels
+    assert r((64, 1, 3, 3), (56, 56), g=64) == "im2col"          # depthwise
+    assert r((64, 64, 3, 3), (28, 28), s=(2, 2)) == "im2col"
+    assert r((64, 64, 1, 1), (56, 56)) == "im2col"
+    assert r((16, 16, 11, 11), (64, 64)) == "fft"
+    assert r((16, 16, 7, 7), (64, 64)) == "fft"
+    assert r((64, 64, 7, 7), (64, 64)) == "im2col"
+    assert r((64, 64, 7, 7), (64, 64), backward=True) == "fft"
+    assert r((16, 16, 5, 5), (64, 64)) == "fft"
+    assert r((32, 32, 5, 5), (64, 64)) == "im2col"
+    assert r((32, 32, 5, 5), (64, 64), backward=True) == "im2col"
+    assert r((16, 16, 3, 3), (64, 64), d=(2, 2)) == "im2col"
+    assert r((64, 3, 7, 7), (112, 112), s=(2, 2)) == "im2col"    # strided stem
+    assert r((4, 4, 3, 3), (30, 30), algo="winograd") == "winograd4"
+    assert r((4, 4, 3, 3), (5, 5), algo="winograd") == "winograd2"
+    assert r((4, 4, 3, 3), (5, 5), algo="naive") == "naive"
 
 
 def test_winograd_needs_3x3_stride1():
@@ -271,6 +337,16 @@ def test_rust_kernels_raise_value_errors_not_panics():
         _core.conv2d_backward(x, w, np.zeros((1, 4, 2, 2), np.float32), (1, 1), (0, 0), (1, 1), 1, True)
     with pytest.raises(TypeError, match="weight"):
         _core.conv2d_forward(x, w.astype(np.float64), None, (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="algo: expected one of"):
+        _core.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, "winograd3")
+    with pytest.raises(ValueError, match="algo: 'winograd' needs a 3x3 kernel with stride 1"):
+        _core.conv2d_forward(x, w, None, (2, 2), (0, 0), (1, 1), 1, "winograd4")
+    with pytest.raises(ValueError, match="algo: 'winograd' needs"):
+        _core.conv2d_backward(x, w[:, :, :2], np.zeros((1, 4, 4, 3), np.float32), (1, 1), (0, 0),
+                              (1, 1), 1, True, "winograd2")
+    for kernel in ("naive", "winograd2", "winograd4", "fft"):
+        with pytest.raises(ValueError, match="bias"):
+            _core.conv2d_forward(x, w, np.zeros(3, np.float32), (1, 1), (0, 0), (1, 1), 1, kernel)
 
 
 @pytest.mark.cuda

@@ -265,30 +265,24 @@ class RustBackend(NumpyBackend):
         _attention.check_saved(q, v, out, lse, gout)
         return _core.attention_backward(q, k, v, mask, float(scale), bool(is_causal), out, lse, gout)
     # ------------------------------------------------------------------ convolution
-    # im2col (and "auto" where it resolves to im2col) runs in rust_core/src/conv: a rayon
-    # im2col, the gemm crate per group, a gathering col2im for the input gradient.
-    # "winograd" runs _conv.py's tile transforms (numpy) around the Rust GEMM; "naive"
-    # (numpy einsum per tap, a test reference) and "fft" (numpy's pocketfft) run the numpy
-    # code of _conv.py.
-    @staticmethod
-    def _conv_gemm(a, b):
-        return _core.matmul(a, b, False, False)
-
+    # Every algorithm runs in rust_core/src/conv: naive (direct loops), im2col (rayon
+    # im2col, the gemm crate per group, a gathering col2im), Winograd F(2x2, 3x3) and
+    # F(4x4, 3x3) (winograd.rs), FFT (rustfft, fft.rs). "auto" picks by the crossovers
+    # measured on this machine, separately for forward and backward
+    # (_conv.resolve_rust_algo, where the numbers are).
     def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
-        s, p, d, g, _, resolved = _conv.prepare(x, weight, bias, None, stride, padding,
-                                                dilation, groups, algo)
-        if resolved == "im2col":
-            return _core.conv2d_forward(x, weight, bias, s, p, d, g)
-        return _conv.cpu_forward(x, weight, bias, s, p, d, g, resolved, self._conv_gemm)
+        s, p, d, g, out, _ = _conv.prepare(x, weight, bias, None, stride, padding, dilation,
+                                           groups, algo)
+        kernel = _conv.resolve_rust_algo(algo, weight.shape, s, d, g, out, backward=False)
+        return _core.conv2d_forward(x, weight, bias, s, p, d, g, kernel)
 
     def conv2d_backward(self, x, weight, gy, stride, padding, dilation, groups, algo="auto",
                         has_bias=True):
-        s, p, d, g, _, resolved = _conv.prepare(x, weight, None, gy, stride, padding,
-                                                dilation, groups, algo)
-        if resolved == "im2col":
-            return _core.conv2d_backward(x, weight, gy, s, p, d, g, bool(has_bias))
-        return _conv.cpu_backward(x, weight, gy, s, p, d, g, resolved, bool(has_bias),
-                                  self._conv_gemm)
+        s, p, d, g, out, _ = _conv.prepare(x, weight, None, gy, stride, padding, dilation,
+                                           groups, algo)
+        kernel = _conv.resolve_rust_algo(algo, weight.shape, s, d, g, out, backward=True)
+        return _core.conv2d_backward(x, weight, gy, s, p, d, g, bool(has_bias), kernel)
+
     # ---------------------------------------------------------------- recurrent
     # rnn_concat_cols / rnn_split_cols are numpy copies (inherited).
     def lstm_forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):

@@ -11,6 +11,16 @@ use super::Geom;
 use crate::real::Real;
 use rayon::prelude::*;
 
+/// The j < count with 0 <= off + j * step < len, as a range lo..hi.
+fn inside(len: usize, off: isize, step: usize, count: usize) -> (usize, usize) {
+    let st = step as isize;
+    let lo = if off >= 0 { 0 } else { ((-off + st - 1) / st) as usize };
+    let rest = len as isize - off;
+    let hi = if rest <= 0 { 0 } else { ((rest + st - 1) / st) as usize };
+    let lo = lo.min(count);
+    (lo, hi.clamp(lo, count))
+}
+
 /// Writes the columns of one image `x` (C, H, W) into `cols` (C * KH * KW, OH * OW),
 /// every element (the buffer is reused).
 pub fn im2col_image<T: Real>(x: &[T], g: &Geom, cols: &mut [T]) {
@@ -41,13 +51,14 @@ pub fn im2col_image<T: Real>(x: &[T], g: &Geom, cols: &mut [T]) {
                 }
                 orow[hi..].iter_mut().for_each(|v| *v = T::ZERO);
             } else {
-                for (j, o) in orow.iter_mut().enumerate() {
-                    let ww = w0 + (j * g.stride.1) as isize;
-                    *o = if ww >= 0 && ww < g.w as isize {
-                        src[ww as usize]
-                    } else {
-                        T::ZERO
-                    };
+                // strided: zeros, every stride-th input element of the inside part, zeros
+                let (lo, hi) = inside(g.w, w0, g.stride.1, g.ow);
+                orow[..lo].iter_mut().for_each(|v| *v = T::ZERO);
+                orow[hi..].iter_mut().for_each(|v| *v = T::ZERO);
+                if lo < hi {
+                    let first = (w0 + (lo * g.stride.1) as isize) as usize;
+                    let taken = src[first..].iter().step_by(g.stride.1);
+                    orow[lo..hi].iter_mut().zip(taken).for_each(|(o, &v)| *o = v);
                 }
             }
         }
@@ -76,11 +87,12 @@ pub fn col2im_image<T: Real>(cols: &[T], g: &Geom, gx: &mut [T]) {
                         }
                         let drow = &mut plane[h as usize * g.w..(h as usize + 1) * g.w];
                         let srow = &src[i * g.ow..(i + 1) * g.ow];
-                        for (j, &v) in srow.iter().enumerate() {
-                            let ww = w0 + (j * g.stride.1) as isize;
-                            if ww >= 0 && ww < g.w as isize {
-                                drow[ww as usize] += v;
-                            }
+                        // the outputs j whose input column is inside, then no bounds tests
+                        let (lo, hi) = inside(g.w, w0, g.stride.1, g.ow);
+                        if lo < hi {
+                            let first = (w0 + (lo * g.stride.1) as isize) as usize;
+                            let dst = drow[first..].iter_mut().step_by(g.stride.1);
+                            dst.zip(&srow[lo..hi]).for_each(|(d, &v)| *d += v);
                         }
                     }
                 }

@@ -6,10 +6,15 @@
 //! y_n,g (O/G, L) = w_g @ cols_g in place in y; the input gradient is
 //! col2im(w_g^T @ gy_n,g) (a gather, see `im2col.rs`), the weight gradient accumulates
 //! gy_n,g @ cols_g^T. (A batch-wide columns matrix measured 2x slower here: 115 MB of
-//! fresh pages per 3x3 layer of 16x64x56x56.) The Winograd and FFT algorithms of the
-//! Python layer drive this crate's GEMM through `ops::linear::matmul`.
+//! fresh pages per 3x3 layer of 16x64x56x56.)
+//!
+//! The other algorithms, same signatures: `naive` (the definition as loops, the test
+//! reference), `winograd` (F(2x2, 3x3) and F(4x4, 3x3)), `fft` (rustfft / realfft).
 
+pub mod fft;
 pub mod im2col;
+pub mod naive;
+pub mod winograd;
 
 use crate::error::Result;
 use crate::ops::linear::{gemm_into, Mat};
@@ -104,6 +109,34 @@ fn check_len<T>(v: &[T], want: usize, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The lengths of input, weight, bias and grad_output against the geometry.
+pub(crate) fn check_args<T>(x: &[T], w: &[T], bias: Option<&[T]>, gy: Option<&[T]>, g: &Geom) -> Result<()> {
+    check_len(x, g.n * g.c * g.h * g.w, "input")?;
+    check_len(w, g.o * g.k(), "weight")?;
+    if let Some(b) = bias {
+        check_len(b, g.o, "bias")?;
+    }
+    if let Some(gy) = gy {
+        check_len(gy, g.n * g.o * g.l(), "grad_output")?;
+    }
+    Ok(())
+}
+
+/// gb[o] = sum over images and positions of gy[n, o].
+pub(crate) fn bias_grad<T: Real>(gy: &[T], g: &Geom) -> Vec<T> {
+    let l = g.l();
+    (0..g.o)
+        .into_par_iter()
+        .map(|o| {
+            (0..g.n).fold(T::ZERO, |acc, n| {
+                gy[(n * g.o + o) * l..(n * g.o + o + 1) * l]
+                    .iter()
+                    .fold(acc, |a, &v| a + v)
+            })
+        })
+        .collect()
+}
+
 /// y (N, O, OH, OW) = conv(x, w) + bias, image by image: y_n,g (O/G, L) =
 /// w_g (O/G, K) @ cols_n,g (K, L) lands in NCHW order directly.
 pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
@@ -147,30 +180,30 @@ pub fn conv2d_backward<T: Real>(
     check_len(w, g.o * g.k(), "weight")?;
     let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
     check_len(gy, g.n * g.o * l, "grad_output")?;
-    let gb = with_bias.then(|| {
-        (0..g.o)
-            .into_par_iter()
-            .map(|o| {
-                (0..g.n).fold(T::ZERO, |acc, n| {
-                    gy[(n * g.o + o) * l..(n * g.o + o + 1) * l]
-                        .iter()
-                        .fold(acc, |a, &v| a + v)
-                })
-            })
-            .collect::<Vec<T>>()
-    });
+    let gb = with_bias.then(|| bias_grad(gy, g));
     let chw = g.c * g.h * g.w;
     let mut gw = vec![T::ZERO; g.o * k];
     let mut gx = vec![T::ZERO; g.n * chw];
     let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
     let mut gcols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let mut gwt = vec![T::ZERO; k * og];
     for n in 0..g.n {
         im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
         let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
         for gi in 0..g.groups {
             let gyg = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, false);
-            let colt = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, true);
-            gemm_into(&mut gw[gi * og * k..(gi + 1) * og * k], gyg, colt, true);
+            // gw_g^T (K x O/G) = cols_g (K x L) @ gy_n,g^T, added to gw_g transposed: the
+            // gemm crate takes 3-8x longer for gy @ cols^T (it packs the transposed L x K
+            // columns) than for this form (measured: 2.6 vs 0.9 ms at K=576, L=3136, O=64)
+            let colg = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
+            let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
+            gemm_into(&mut gwt, colg, gyt, false);
+            let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
+            for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
+                for (oi, &v) in row.iter().enumerate() {
+                    gwg[oi * k + kk] += v;
+                }
+            }
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
         }
@@ -180,11 +213,11 @@ pub fn conv2d_backward<T: Real>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The definition, one output at a time.
-    fn direct(x: &[f64], w: &[f64], b: &[f64], g: &Geom) -> Vec<f64> {
+    pub(crate) fn direct(x: &[f64], w: &[f64], b: &[f64], g: &Geom) -> Vec<f64> {
         let (cg, og) = (g.c / g.groups, g.o / g.groups);
         let mut y = vec![0.0; g.n * g.o * g.oh * g.ow];
         for n in 0..g.n {
@@ -216,7 +249,7 @@ mod tests {
         y
     }
 
-    fn vals(n: usize, seed: u64) -> Vec<f64> {
+    pub(crate) fn vals(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -230,7 +263,21 @@ mod tests {
             .collect()
     }
 
-    fn geoms() -> Vec<Geom> {
+    /// 3x3 stride-1 cases for Winograd: groups, odd sizes, padding 0..3, a 1x1 output.
+    pub(crate) fn geoms_3x3() -> Vec<Geom> {
+        let k = |x: [usize; 4], o: usize, p: (usize, usize), groups: usize| {
+            Geom::new(x, [o, x[1] / groups, 3, 3], (1, 1), p, (1, 1), groups).unwrap()
+        };
+        vec![
+            k([2, 4, 7, 6], 6, (1, 1), 2),
+            k([1, 3, 9, 13], 5, (0, 2), 1),
+            k([2, 2, 3, 3], 3, (0, 0), 1),
+            k([1, 3, 1, 2], 3, (3, 2), 3),
+            k([3, 5, 17, 10], 4, (1, 0), 1),
+        ]
+    }
+
+    pub(crate) fn geoms() -> Vec<Geom> {
         vec![
             Geom::new([2, 4, 7, 6], [6, 2, 3, 3], (1, 1), (1, 1), (1, 1), 2).unwrap(),
             Geom::new([1, 3, 9, 8], [3, 1, 5, 3], (2, 1), (2, 1), (1, 2), 3).unwrap(),

@@ -1,14 +1,41 @@
-//! Bindings of the convolution kernels (`conv/`): conv2d_forward / conv2d_backward by
-//! im2col + GEMM. Geometry arguments are (h, w) pairs already checked by
-//! `ferrograd/backends/_conv.py`; the kernels check them again (`conv::Geom::new`).
+//! Bindings of the convolution kernels (`conv/`): conv2d_forward / conv2d_backward with
+//! `algo` one of "im2col" (default), "naive", "winograd" (F(4x4, 3x3)), "winograd2"
+//! (F(2x2, 3x3)), "winograd4" and "fft". Geometry arguments are (h, w) pairs already
+//! checked by `ferrograd/backends/_conv.py`; the kernels check them again
+//! (`conv::Geom::new`).
 
 use super::{arr, data, float_dtype, out, run, Dt, PyArr};
+use crate::conv::winograd::WinoTile;
 use crate::conv::{self, Geom};
 use numpy::PyUntypedArrayMethods;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 type P = (usize, usize);
+
+/// The algorithms these bindings run.
+#[derive(Clone, Copy)]
+enum Algo {
+    Im2col,
+    Naive,
+    Winograd(WinoTile),
+    Fft,
+}
+
+fn parse_algo(algo: &str) -> PyResult<Algo> {
+    Ok(match algo {
+        "im2col" => Algo::Im2col,
+        "naive" => Algo::Naive,
+        "winograd" | "winograd4" => Algo::Winograd(WinoTile::F4),
+        "winograd2" => Algo::Winograd(WinoTile::F2),
+        "fft" => Algo::Fft,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "algo: expected one of 'im2col', 'naive', 'winograd', 'winograd2', 'winograd4', 'fft', got {algo:?}"
+            )))
+        }
+    })
+}
 
 fn dims4(shape: &[usize], name: &str) -> PyResult<[usize; 4]> {
     <[usize; 4]>::try_from(shape).map_err(|_| {
@@ -29,7 +56,7 @@ fn same_dtype(a: &Bound<'_, PyAny>, name: &str, dt: Dt) -> PyResult<()> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (x, weight, bias, stride, padding, dilation, groups))]
+#[pyo3(signature = (x, weight, bias, stride, padding, dilation, groups, algo = "im2col"))]
 #[allow(clippy::too_many_arguments)]
 fn conv2d_forward<'py>(
     py: Python<'py>,
@@ -40,7 +67,9 @@ fn conv2d_forward<'py>(
     padding: P,
     dilation: P,
     groups: usize,
+    algo: &str,
 ) -> PyArr<'py> {
+    let algo = parse_algo(algo)?;
     let dt = float_dtype(x, "input")?;
     same_dtype(weight, "weight", dt)?;
     if let Some(b) = bias {
@@ -54,7 +83,13 @@ fn conv2d_forward<'py>(
                           padding, dilation, groups)?;
         let (xs, ws) = (data(&xa), data(&wa));
         let bs = ba.as_ref().map(|b| data(b));
-        let y = run(py, || conv::conv2d_forward::<T>(&xs, &ws, bs.as_deref(), &g))?;
+        let bs = bs.as_deref();
+        let y = run(py, || match algo {
+            Algo::Im2col => conv::conv2d_forward::<T>(&xs, &ws, bs, &g),
+            Algo::Naive => conv::naive::naive_forward::<T>(&xs, &ws, bs, &g),
+            Algo::Winograd(t) => conv::winograd::winograd_forward::<T>(&xs, &ws, bs, &g, t),
+            Algo::Fft => conv::fft::fft_forward::<T>(&xs, &ws, bs, &g),
+        })?;
         out(py, y, &[g.n, g.o, g.oh, g.ow])
     })
 }
@@ -66,7 +101,7 @@ type Grads<'py> = (
 );
 
 #[pyfunction]
-#[pyo3(signature = (x, weight, gy, stride, padding, dilation, groups, has_bias))]
+#[pyo3(signature = (x, weight, gy, stride, padding, dilation, groups, has_bias, algo = "im2col"))]
 #[allow(clippy::too_many_arguments)]
 fn conv2d_backward<'py>(
     py: Python<'py>,
@@ -78,7 +113,9 @@ fn conv2d_backward<'py>(
     dilation: P,
     groups: usize,
     has_bias: bool,
+    algo: &str,
 ) -> PyResult<Grads<'py>> {
+    let algo = parse_algo(algo)?;
     let dt = float_dtype(x, "input")?;
     same_dtype(weight, "weight", dt)?;
     same_dtype(gy, "grad_output", dt)?;
@@ -95,7 +132,12 @@ fn conv2d_backward<'py>(
                 "grad_output: expected shape {want:?}, got {:?}", ga.shape())));
         }
         let (xs, ws, gs) = (data(&xa), data(&wa), data(&ga));
-        let (gx, gw, gb) = run(py, || conv::conv2d_backward::<T>(&xs, &ws, &gs, &g, has_bias))?;
+        let (gx, gw, gb) = run(py, || match algo {
+            Algo::Im2col => conv::conv2d_backward::<T>(&xs, &ws, &gs, &g, has_bias),
+            Algo::Naive => conv::naive::naive_backward::<T>(&xs, &ws, &gs, &g, has_bias),
+            Algo::Winograd(t) => conv::winograd::winograd_backward::<T>(&xs, &ws, &gs, &g, t, has_bias),
+            Algo::Fft => conv::fft::fft_backward::<T>(&xs, &ws, &gs, &g, has_bias),
+        })?;
         let gb = match gb { Some(v) => Some(out(py, v, &[g.o])?), None => None };
         Ok((out(py, gx, &xshape)?, out(py, gw, &wshape)?, gb))
     })
