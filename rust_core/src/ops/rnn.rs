@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
@@ -169,7 +170,71 @@ pub struct LstmForward<T> {
     pub cells: Vec<T>,
 }
 
+/// A raw pointer that may cross threads: the step loops below hand each task its own
+/// column range of shared (T, N, *) outputs, written through it; the ranges are disjoint.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used for writes to disjoint ranges (see each use).
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the Send wrapper, not the raw field).
+    fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: callers stay inside the allocation the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// The hidden units split into column blocks, one rayon task each per step: [j0, j1)
+/// ranges, widths a multiple of 16 (AVX-512 lanes). One block when the step is too small
+/// for a fork-join to pay (~2^18 multiply-adds, mm's threshold) or there is one thread.
+fn unit_blocks(n: usize, h: usize, gates: usize) -> Vec<(usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let work = (n as u128) * (h as u128) * (gates as u128) * (h as u128);
+    let parts = if work < 1 << 18 { 1 } else { threads.min(h.div_ceil(16)).max(1) };
+    let width = h.div_ceil(parts).div_ceil(16) * 16;
+    (0..h).step_by(width.max(1)).map(|j0| (j0, (j0 + width).min(h))).collect()
+}
+
+/// w_hh (gates*H, H) regrouped per unit block: block [j0, j1) gets the (H, gates*bw)
+/// matrix whose columns are, gate after gate, rows j0..j1 of that gate's block of w_hh
+/// (so one GEMM of the state gives the block's pre-activations of every gate).
+fn block_weights<T: Real>(w_hh: &[T], h: usize, gates: usize, blocks: &[(usize, usize)]) -> Vec<Vec<T>> {
+    let wt = transposed(w_hh, gates * h, h); // (H, gates*H)
+    blocks
+        .iter()
+        .map(|&(j0, j1)| {
+            let bw = j1 - j0;
+            let mut out = Vec::with_capacity(h * gates * bw);
+            for row in wt.chunks_exact(gates * h) {
+                for q in 0..gates {
+                    out.extend_from_slice(&row[q * h + j0..q * h + j1]);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// dst (m x n) := a (m x k) @ b (k x n), row-major, on the calling thread.
+fn mm_serial<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usize, k: usize) {
+    debug_assert!(dst.len() == m * n && a.len() >= m * k && b.len() >= k * n && k > 0);
+    // SAFETY: a, b and dst cover m*k, k*n and m*n elements with these strides, dst is
+    // a distinct mutable slice.
+    unsafe {
+        gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize,
+                   b.as_ptr(), 1, n as isize, T::ONE, T::ONE, false, false, false, Parallelism::None)
+    }
+}
+
 /// One LSTM layer: c = f * c_prev + i * g, h = o * tanh(c).
+///
+/// Each step splits the hidden units into column blocks (`unit_blocks`), one rayon task
+/// each: the task multiplies the previous state by its block of w_hh (all four gates,
+/// single-threaded GEMM) and runs the gate activations and the state update of its units,
+/// so the pointwise pass is parallel too and a step costs one fork-join. The state lives
+/// in the outputs: step s reads h, c of the previous step from y and cells.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T],
                              bias: Option<(&[T], &[T])>, d: RnnDims, reverse: bool)
@@ -182,37 +247,71 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let xp = input_projection(x, w_ih, b, d, g);
     let (mut y, mut cells, mut gates) = (vec![T::ZERO; t * n * h], vec![T::ZERO; t * n * h],
                                          vec![T::ZERO; t * n * g]);
-    let (mut hc, mut cc) = (h0.to_vec(), c0.to_vec());
-    let mut a = vec![T::ZERO; n * g];
-    let w_hh_t = transposed(w_hh, g, h);
+    let blocks = unit_blocks(n, h, 4);
+    let wb = block_weights(w_hh, h, 4, &blocks);
+    let mut scratch: Vec<Vec<T>> = blocks.iter().map(|&(j0, j1)| vec![T::ZERO; n * 4 * (j1 - j0)]).collect();
+    let (yp, cp, gp) = (SharedMut(y.as_mut_ptr()), SharedMut(cells.as_mut_ptr()), SharedMut(gates.as_mut_ptr()));
+    let mut prev: Option<usize> = None;
     for s in steps(t, reverse) {
-        // a = h @ w_hh^T; a + xp[s]: the step's pre-activations of all four gates
-        mm(&mut a, &hc, false, &w_hh_t, false, n, g, h, false);
+        // SAFETY: step `p` of y / cells was completed by the previous fork-join and is
+        // only read during this one, which writes step s (p != s) alone.
+        let (h_prev, c_prev): (&[T], &[T]) = match prev {
+            Some(p) => unsafe {
+                (std::slice::from_raw_parts(yp.at(p * n * h), n * h),
+                 std::slice::from_raw_parts(cp.at(p * n * h), n * h))
+            },
+            None => (h0, c0),
+        };
         let xs = &xp[s * n * g..(s + 1) * n * g];
-        let gs = &mut gates[s * n * g..(s + 1) * n * g];
-        wide(isa, || for (((ar, xr), gr), (cr, hr)) in a.chunks_exact(g).zip(xs.chunks_exact(g))
-            .zip(gs.chunks_exact_mut(g)).zip(cc.chunks_exact_mut(h).zip(hc.chunks_exact_mut(h)))
-        {
-            // activations gate by gate (equal-length slices: the loops vectorize)
-            for ((o, &v), &u) in gr.iter_mut().zip(ar).zip(xr) {
-                *o = sigmoid(v + u);
-            }
-            for ((o, &v), &u) in gr[2 * h..3 * h].iter_mut().zip(&ar[2 * h..3 * h]).zip(&xr[2 * h..3 * h]) {
-                *o = (v + u).tanh_();
-            }
-            // every slice re-cut to length h: the loop runs without bounds checks
-            let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
-            let (cr, hr) = (&mut cr[..h], &mut hr[..h]);
-            for j in 0..h {
-                let cn = gf[j] * cr[j] + gi[j] * gg[j];
-                cr[j] = cn;
-                hr[j] = go[j] * cn.tanh_();
-            }
-        });
-        y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
-        cells[s * n * h..(s + 1) * n * h].copy_from_slice(&cc);
+        let task = |(&(j0, j1), (w, a)): (&(usize, usize), (&Vec<T>, &mut Vec<T>))| {
+            let bw = j1 - j0;
+            // a = h_prev @ [w_i w_f w_g w_o] of this block: (N, 4*bw)
+            mm_serial(a, h_prev, w, n, 4 * bw, h);
+            wide(isa, || for r in 0..n {
+                let ar = &mut a[r * 4 * bw..(r + 1) * 4 * bw];
+                let xr = &xs[r * g..(r + 1) * g];
+                for q in 0..4 {
+                    let (av, xv) = (&mut ar[q * bw..(q + 1) * bw], &xr[q * h + j0..q * h + j1]);
+                    if q == 2 {
+                        av.iter_mut().zip(xv).for_each(|(o, &u)| *o = (*o + u).tanh_());
+                    } else {
+                        av.iter_mut().zip(xv).for_each(|(o, &u)| *o = sigmoid(*o + u));
+                    }
+                }
+                let row = (s * n + r) * h + j0;
+                // SAFETY: this task alone writes units [j0, j1) of row r of step s (the
+                // blocks are disjoint), inside the (T, N, H) / (T, N, 4H) buffers.
+                let (hr, cr) = unsafe {
+                    (std::slice::from_raw_parts_mut(yp.at(row), bw),
+                     std::slice::from_raw_parts_mut(cp.at(row), bw))
+                };
+                for q in 0..4 {
+                    // SAFETY: as above, gate q's units [j0, j1) of row r of step s
+                    let gr = unsafe {
+                        std::slice::from_raw_parts_mut(gp.at((s * n + r) * g + q * h + j0), bw)
+                    };
+                    gr.copy_from_slice(&ar[q * bw..(q + 1) * bw]);
+                }
+                let (gi, gf, gg, go) = (&ar[..bw], &ar[bw..2 * bw], &ar[2 * bw..3 * bw], &ar[3 * bw..4 * bw]);
+                let cpr = &c_prev[r * h + j0..r * h + j1];
+                for jj in 0..bw {
+                    let cn = gf[jj] * cpr[jj] + gi[jj] * gg[jj];
+                    cr[jj] = cn;
+                    hr[jj] = go[jj] * cn.tanh_();
+                }
+            });
+        };
+        if blocks.len() == 1 {
+            task((&blocks[0], (&wb[0], &mut scratch[0])));
+        } else {
+            blocks.par_iter().zip(wb.par_iter().zip(scratch.par_iter_mut())).for_each(task);
+        }
+        prev = Some(s);
     }
-    Ok(LstmForward { y, h_n: hc, c_n: cc, gates, cells })
+    let last = prev.expect("t > 0 was checked");
+    let h_n = y[last * n * h..(last + 1) * n * h].to_vec();
+    let c_n = cells[last * n * h..(last + 1) * n * h].to_vec();
+    Ok(LstmForward { y, h_n, c_n, gates, cells })
 }
 
 /// Gradients of one LSTM layer: (gx, gh0, gc0, gw_ih, gw_hh, gb), gb the gradient of
@@ -459,6 +558,59 @@ mod tests {
         }
     }
 
+    /// The step loop split into unit blocks (h = 100 and n = 8 make two uneven blocks on
+    /// two threads) against a plain per-unit LSTM, both directions.
+    #[test]
+    fn blocked_lstm_forward_matches_plain_loops() {
+        let d = RnnDims { t: 3, n: 8, i: 5, h: 100 };
+        let RnnDims { t, n, i, h } = d;
+        let (x, h0, c0) = (seq(t * n * i, 1), seq(n * h, 2), seq(n * h, 3));
+        let (w_ih, w_hh) = (seq(4 * h * i, 4), seq(4 * h * h, 5));
+        let (bi, bh) = (seq(4 * h, 6), seq(4 * h, 7));
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        for reverse in [false, true] {
+            let f = lstm_forward(&x, &h0, &c0, &w_ih, &w_hh, Some((&bi, &bh)), d, reverse).unwrap();
+            let (mut hc, mut cc) = (h0.clone(), c0.clone());
+            let order: Vec<usize> = if reverse { (0..t).rev().collect() } else { (0..t).collect() };
+            for s in order {
+                let (mut hn, mut cn) = (vec![0.0; n * h], vec![0.0; n * h]);
+                for r in 0..n {
+                    let pre = |q: usize, j: usize| -> f64 {
+                        let row = q * h + j;
+                        let mut a = bi[row] + bh[row];
+                        for c in 0..i {
+                            a += w_ih[row * i + c] * x[(s * n + r) * i + c];
+                        }
+                        for c in 0..h {
+                            a += w_hh[row * h + c] * hc[r * h + c];
+                        }
+                        a
+                    };
+                    for j in 0..h {
+                        let (ig, fg, gg, og) = (sig(pre(0, j)), sig(pre(1, j)), pre(2, j).tanh(), sig(pre(3, j)));
+                        cn[r * h + j] = fg * cc[r * h + j] + ig * gg;
+                        hn[r * h + j] = og * cn[r * h + j].tanh();
+                        let gs = &f.gates[(s * n + r) * 4 * h..];
+                        for (q, want) in [ig, fg, gg, og].into_iter().enumerate() {
+                            assert!((gs[q * h + j] - want).abs() < 1e-12, "gate {q} unit {j}");
+                        }
+                    }
+                }
+                hc = hn;
+                cc = cn;
+                for (a, b) in f.y[s * n * h..(s + 1) * n * h].iter().zip(&hc) {
+                    assert!((a - b).abs() < 1e-12, "reverse={reverse} step {s}: {a} vs {b}");
+                }
+                for (a, b) in f.cells[s * n * h..(s + 1) * n * h].iter().zip(&cc) {
+                    assert!((a - b).abs() < 1e-12);
+                }
+            }
+            for (a, b) in f.h_n.iter().chain(&f.c_n).zip(hc.iter().chain(&cc)) {
+                assert!((a - b).abs() < 1e-12, "final state: {a} vs {b}");
+            }
+        }
+    }
+
     #[test]
     fn bad_lengths_are_errors_not_panics() {
         let d = RnnDims { t: 2, n: 1, i: 2, h: 2 };
@@ -470,3 +622,4 @@ mod tests {
         assert!(gru_forward(&x, &s, &[0.0; 12], &[0.0; 12], None, empty, false).is_err());
     }
 }
+
