@@ -732,5 +732,3 @@ mod tests {
         assert!(gru_forward(&x, &s, &[0.0; 12], &[0.0; 12], None, empty, false).is_err());
     }
 }
-
-
