@@ -7,6 +7,13 @@
 //! the same shape: one fused pointwise pass and one GEMM per step, then three GEMMs for
 //! the input gradient and both weight gradients over the whole sequence.
 //!
+//! The LSTM splits each step over the threads by hidden unit (`unit_blocks`): a task owns
+//! a block of units, computes all four gates' pre-activations of its units with a
+//! single-threaded GEMM and runs their pointwise pass, so a step is one fork-join and
+//! the pointwise work is parallel as well (backward: the task's gate gradients times the
+//! matching rows of `w_hh` give a split-K share of the state gradient, summed by the
+//! next step). The GRU keeps the whole-step GEMM (threaded inside the `gemm` crate).
+//!
 //! Gate order is PyTorch's (LSTM i, f, g, o; GRU r, z, n with b_hn inside the reset
 //! product), so PyTorch weights load as they are.
 
