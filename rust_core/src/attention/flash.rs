@@ -10,6 +10,7 @@
 
 use super::AttnDims;
 use crate::error::Result;
+use crate::ops::map::{detect_isa, wide};
 use crate::real::Real;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -182,6 +183,7 @@ fn finish_scores<T: Real>(
 fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, out: &mut [T], lse: &mut [T]) {
     let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
     let neg_inf = T::c(f64::NEG_INFINITY);
+    let isa = detect_isa();
     let mut s = vec![T::ZERO; BQ * BK];
     let mut m = [neg_inf; BQ];
     let mut l = [T::ZERO; BQ];
@@ -195,24 +197,27 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, o
             let bk = BK.min(lk - j0);
             let st = &mut s[..bq * bk];
             gemm_tile(bq, bk, d, st, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
-            finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
-            for r in 0..bq {
-                let row = &mut st[r * bk..(r + 1) * bk];
-                let mx = row_max(row, m[r]);
-                if mx == neg_inf {
-                    // every key so far hidden: nothing to add
-                    row.iter_mut().for_each(|v| *v = T::ZERO);
-                    continue;
+            // the score passes run with 16 AVX-512 lanes where the CPU has them
+            wide(isa, || {
+                finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
+                for r in 0..bq {
+                    let row = &mut st[r * bk..(r + 1) * bk];
+                    let mx = row_max(row, m[r]);
+                    if mx == neg_inf {
+                        // every key so far hidden: nothing to add
+                        row.iter_mut().for_each(|v| *v = T::ZERO);
+                        continue;
+                    }
+                    row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
+                    let sum = lane_sum(row);
+                    let corr = (m[r] - mx).exp_(); // 0 when m was -inf
+                    l[r] = l[r] * corr + sum;
+                    m[r] = mx;
+                    if corr != T::ONE {
+                        acc[r * dv..(r + 1) * dv].iter_mut().for_each(|a| *a *= corr);
+                    }
                 }
-                row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
-                let sum = lane_sum(row);
-                let corr = (m[r] - mx).exp_(); // 0 when m was -inf
-                l[r] = l[r] * corr + sum;
-                m[r] = mx;
-                if corr != T::ONE {
-                    acc[r * dv..(r + 1) * dv].iter_mut().for_each(|a| *a *= corr);
-                }
-            }
+            });
             gemm_tile(bq, dv, bk, acc, dv, true, st, 1, bk, &x.v[j0 * dv..], 1, dv);
         }
         for r in 0..bq {
@@ -276,6 +281,7 @@ fn head_backward<T: Real>(
             acc
         })
         .collect();
+    let isa = detect_isa();
     let mut p = vec![T::ZERO; BQ * BK];
     let mut dp = vec![T::ZERO; BQ * BK];
     for i0 in (0..lq).step_by(BQ) {
@@ -286,29 +292,29 @@ fn head_backward<T: Real>(
             let bk = BK.min(lk - j0);
             let pt = &mut p[..bq * bk];
             gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
-            finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
-            for r in 0..bq {
-                let li = lse[i0 + r];
-                let row = &mut pt[r * bk..(r + 1) * bk];
-                if li == neg_inf {
-                    row.iter_mut().for_each(|v| *v = T::ZERO);
-                } else {
-                    row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+            wide(isa, || {
+                finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
+                for r in 0..bq {
+                    let li = lse[i0 + r];
+                    let row = &mut pt[r * bk..(r + 1) * bk];
+                    if li == neg_inf {
+                        row.iter_mut().for_each(|v| *v = T::ZERO);
+                    } else {
+                        row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+                    }
                 }
-            }
+            });
             // gv_j += p^T @ gout_i
             gemm_tile(bk, dv, bq, &mut gv[j0 * dv..], dv, true, pt, bk, 1, go, 1, dv);
             // dp = gout_i @ v_j^T
             let dpt = &mut dp[..bq * bk];
             gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
             // ds = scale * p * (dp - delta), stored in dp
-            for r in 0..bq {
+            wide(isa, || for r in 0..bq {
                 let dl = delta[i0 + r];
-                for c in 0..bk {
-                    let idx = r * bk + c;
-                    dpt[idx] = scale * pt[idx] * (dpt[idx] - dl);
-                }
-            }
+                let (dr, pr) = (&mut dpt[r * bk..(r + 1) * bk], &pt[r * bk..(r + 1) * bk]);
+                dr.iter_mut().zip(pr).for_each(|(dv_, &pv)| *dv_ = scale * pv * (*dv_ - dl));
+            });
             // gq_i += ds @ k_j ; gk_j += ds^T @ q_i
             gemm_tile(bq, d, bk, &mut gq[i0 * d..], d, true, dpt, 1, bk, &x.k[j0 * d..], 1, d);
             gemm_tile(bk, d, bq, &mut gk[j0 * d..], d, true, dpt, bk, 1, &x.q[i0 * d..], 1, d);

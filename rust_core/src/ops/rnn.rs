@@ -18,32 +18,13 @@
 //! product), so PyTorch weights load as they are.
 
 use super::activation::sigmoid;
-use super::map::{detect_isa, Isa};
+use super::map::{detect_isa, wide};
 use super::reduce::column_sums;
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
 use gemm::Parallelism;
 use rayon::prelude::*;
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// Runs a step's pointwise loop (inlined into `f`) compiled for AVX-512 when the CPU has
-/// it (16 f32 lanes for the polynomial exp/tanh), else for the crate's AVX2 baseline.
-#[inline(always)]
-fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        // SAFETY: called only when the CPU reports these features.
-        return unsafe { run_avx512(f) };
-    }
-    let _ = isa;
-    f()
-}
 
 /// Sizes of one layer: sequence length, batch, input and hidden size.
 #[derive(Clone, Copy, Debug)]
