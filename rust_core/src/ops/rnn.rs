@@ -194,15 +194,24 @@ fn unit_blocks(n: usize, h: usize, gates: usize) -> Vec<(usize, usize)> {
 /// matrix whose columns are, gate after gate, rows j0..j1 of that gate's block of w_hh
 /// (so one GEMM of the state gives the block's pre-activations of every gate).
 fn block_weights<T: Real>(w_hh: &[T], h: usize, gates: usize, blocks: &[(usize, usize)]) -> Vec<Vec<T>> {
-    let wt = transposed(w_hh, gates * h, h); // (H, gates*H)
+    // gathered straight from w_hh in 16 x 16 tiles (a row-by-row walk would stride H
+    // elements per read)
+    const B: usize = 16;
     blocks
         .iter()
         .map(|&(j0, j1)| {
-            let bw = j1 - j0;
-            let mut out = Vec::with_capacity(h * gates * bw);
-            for row in wt.chunks_exact(gates * h) {
-                for q in 0..gates {
-                    out.extend_from_slice(&row[q * h + j0..q * h + j1]);
+            let (bw, cols) = (j1 - j0, gates * (j1 - j0));
+            let mut out = vec![T::ZERO; h * cols];
+            for q in 0..gates {
+                for u0 in (0..bw).step_by(B) {
+                    for k0 in (0..h).step_by(B) {
+                        for u in u0..(u0 + B).min(bw) {
+                            let src = &w_hh[(q * h + j0 + u) * h..][..h];
+                            for k in k0..(k0 + B).min(h) {
+                                out[k * cols + q * bw + u] = src[k];
+                            }
+                        }
+                    }
                 }
             }
             out
