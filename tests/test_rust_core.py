@@ -24,6 +24,10 @@ def test_strided_and_fortran_inputs_are_read_in_logical_order(dtype):
     for view in (a[:, ::2], a.T, np.asfortranarray(a), a[::-1]):
         assert np.array_equal(_core.relu_forward(view), np.maximum(view, 0))
         assert np.array_equal(_core.softmax_forward(view), _core.softmax_forward(np.ascontiguousarray(view)))
+    # higher ranks: a head split (N, L, H, D) -> (N, H, L, D), reversed and sliced axes
+    b = np.arange(2 * 5 * 3 * 4, dtype=dtype).reshape(2, 5, 3, 4) - 50
+    for view in (b.transpose(0, 2, 1, 3), b[:, ::-2, :, 1:], b.transpose(3, 1, 0, 2)[::-1]):
+        assert np.array_equal(_core.relu_forward(view), np.maximum(view, 0))
 
 
 def test_output_dtype_follows_input():

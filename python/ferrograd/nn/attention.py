@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from ..autograd.engine import Function
 from ..backends import _dropout, get_backend
 from ..ops.attention import attention
 from ..tensor import Tensor
@@ -94,16 +95,24 @@ class MultiheadAttention(Module):
         if bias:
             self.out_proj.bias = param(np.zeros((e,), dtype))
 
-    def _projections(self, query, key, value):
+    def _projections(self, query, key, value, self_attention: bool):
         e, kv = self.embed_dim, self.num_kv_heads * self.head_dim
         b = self.in_proj_bias
+        if self._qkv_same_embed_dim and self_attention:
+            # one input: one GEMM with the whole (3E, E) in_proj_weight, then its columns
+            # split three ways (PyTorch's fast path does the same)
+            lead = query.shape[:-1]
+            y = F.linear(query.reshape((-1, e)), self.in_proj_weight, b)
+            return tuple(t.reshape(lead + (e,)) for t in split_cols(y, (e, e, e)))
         bq = bk = bv = None
         if self._qkv_same_embed_dim:
-            wq, wk, wv = _split3(self.in_proj_weight)
+            wq, wk, wv = (t.reshape((e, e)) for t in
+                          split_cols(self.in_proj_weight.reshape((1, 3 * e * e)), (e * e,) * 3))
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         if b is not None:
-            bq, bk, bv = _rows(b, 0, e), _rows(b, e, e + kv), _rows(b, e + kv, e + 2 * kv)
+            bq, bk, bv = (t.reshape((t.shape[1],)) for t in
+                          split_cols(b.reshape((1, e + 2 * kv)), (e, kv, kv)))
         return F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True,
@@ -111,6 +120,7 @@ class MultiheadAttention(Module):
         for name, t in (("query", query), ("key", key), ("value", value)):
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+        self_attention = query is key and key is value
         batched = query.ndim == 3
         want = (3,) if batched else (2,)
         for name, t, dim in (("query", query, self.embed_dim), ("key", key, self.kdim),
@@ -129,7 +139,7 @@ class MultiheadAttention(Module):
             raise ValueError(f"value: expected batch {n} and length {lk} like key, got key {key.shape}, "
                              f"value {value.shape} (batch first)")
         h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self._projections(query, key, value)
+        q, k, v = self._projections(query, key, value, self_attention)
         q = q.reshape((n, lq, h, d)).transpose(1, 2)
         k = k.reshape((n, lk, hk, d)).transpose(1, 2)
         v = v.reshape((n, lk, hk, d)).transpose(1, 2)
@@ -159,30 +169,34 @@ class MultiheadAttention(Module):
                 f"num_kv_heads={self.num_kv_heads}, dropout={self.dropout}, batch_first={self.batch_first}")
 
 
-def _split3(w):
-    """The three equal row blocks of a (3R, C) weight as differentiable tensors: viewed as
-    (3, R * C), block i is onehot(i) @ w (3 R C multiply-adds, the cost of a copy)."""
-    from ..ops.linear import matmul
-    be = w.backend
-    r, c = w.shape[0] // 3, w.shape[1]
-    w3 = w.reshape((3, r * c))
-    out = []
-    for i in range(3):
-        sel = np.zeros((1, 3), dtype=w.dtype)
-        sel[0, i] = 1
-        out.append(matmul(Tensor._wrap(be.from_numpy(sel), be), w3).reshape((r, c)))
-    return out
+class SplitCols(Function):
+    """The column blocks of a 2-D tensor, of the given widths, each a contiguous copy;
+    backward lays the blocks' gradients side by side again (zeros for a block that got
+    none). Exact: no arithmetic touches the values."""
+
+    @staticmethod
+    def forward(ctx, a, sizes):
+        ctx.rows, ctx.sizes, ctx.dtype = int(a.shape[0]), sizes, a.dtype
+        return tuple(ctx.backend.rnn_split_cols(a, list(sizes)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        be = ctx.backend
+        return be.rnn_concat_cols([g if g is not None else be.full((ctx.rows, w), 0.0, ctx.dtype)
+                                   for g, w in zip(grads, ctx.sizes)])
+
+    @staticmethod
+    def jvp(ctx, out, tangent):
+        return tuple(ctx.backend.rnn_split_cols(tangent, list(ctx.sizes)))
 
 
-def _rows(t, start, stop):
-    """Rows [start, stop) of a parameter as a differentiable tensor (slicing by a matmul
-    with a constant selection matrix keeps to existing ops)."""
-    from ..ops.linear import matmul
-    be = t.backend
-    sel = np.zeros((stop - start, t.shape[0]), dtype=t.dtype)
-    sel[np.arange(stop - start), np.arange(start, stop)] = 1
-    s = Tensor._wrap(be.from_numpy(sel), be)
-    return matmul(s, t)
+def split_cols(t, sizes):
+    """``t`` (R, sum(sizes)) split into column blocks (R, sizes[i]), differentiably."""
+    sizes = tuple(int(w) for w in sizes)
+    if t.ndim != 2 or sum(sizes) != t.shape[1]:
+        raise ValueError(f"sizes: expected widths summing to the columns of a 2-D tensor, "
+                         f"got {sizes} for shape {t.shape}")
+    return SplitCols.apply(t, sizes)
 
 
 def _as_host(mask, name):

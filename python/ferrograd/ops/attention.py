@@ -118,7 +118,9 @@ def _check_inputs(query, key, value, enable_gqa):
 
 
 def _to4(t, lead_batch: int, heads: int):
-    return t.reshape((lead_batch, heads) + t.shape[-2:])
+    shape = (lead_batch, heads) + t.shape[-2:]
+    # already 4-D (the usual SDPA call): no reshape node on the tape
+    return t if t.shape == shape else t.reshape(shape)
 
 
 def _plain(q, k, v, mask_t, scale, dropout_p):
@@ -184,7 +186,7 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
         from ..tensor import Tensor
         mask_arr = None if add is None else be.from_numpy(add)
         out = Attention.apply(q4, k4, v4, mask_arr, scale, bool(is_causal))
-        return out.reshape(out_shape), None
+        return (out if out.shape == out_shape else out.reshape(out_shape)), None
     # plain path: causal folds into the additive mask
     if is_causal:
         causal = np.where(np.arange(lk)[None, :] > np.arange(lq)[:, None], -np.inf, 0.0)

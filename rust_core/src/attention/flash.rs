@@ -10,6 +10,7 @@
 
 use super::AttnDims;
 use crate::error::Result;
+use crate::ops::map::{detect_isa, wide};
 use crate::real::Real;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -178,11 +179,11 @@ fn finish_scores<T: Real>(
 
 // tiles on the heap: BQ * BK f64 values would crowd a rayon worker's stack
 #[allow(clippy::useless_vec)]
-fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -> (Vec<T>, Vec<T>) {
+/// Writes one (batch, head)'s out (Lq, Dv; zero on entry) and lse (Lq).
+fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, out: &mut [T], lse: &mut [T]) {
     let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
     let neg_inf = T::c(f64::NEG_INFINITY);
-    let mut out = vec![T::ZERO; lq * dv];
-    let mut lse = vec![neg_inf; lq];
+    let isa = detect_isa();
     let mut s = vec![T::ZERO; BQ * BK];
     let mut m = [neg_inf; BQ];
     let mut l = [T::ZERO; BQ];
@@ -196,24 +197,27 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -
             let bk = BK.min(lk - j0);
             let st = &mut s[..bq * bk];
             gemm_tile(bq, bk, d, st, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
-            finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
-            for r in 0..bq {
-                let row = &mut st[r * bk..(r + 1) * bk];
-                let mx = row_max(row, m[r]);
-                if mx == neg_inf {
-                    // every key so far hidden: nothing to add
-                    row.iter_mut().for_each(|v| *v = T::ZERO);
-                    continue;
+            // the score passes run with 16 AVX-512 lanes where the CPU has them
+            wide(isa, || {
+                finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
+                for r in 0..bq {
+                    let row = &mut st[r * bk..(r + 1) * bk];
+                    let mx = row_max(row, m[r]);
+                    if mx == neg_inf {
+                        // every key so far hidden: nothing to add
+                        row.iter_mut().for_each(|v| *v = T::ZERO);
+                        continue;
+                    }
+                    row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
+                    let sum = lane_sum(row);
+                    let corr = (m[r] - mx).exp_(); // 0 when m was -inf
+                    l[r] = l[r] * corr + sum;
+                    m[r] = mx;
+                    if corr != T::ONE {
+                        acc[r * dv..(r + 1) * dv].iter_mut().for_each(|a| *a *= corr);
+                    }
                 }
-                row.iter_mut().for_each(|v| *v = (*v - mx).exp_()); // a map: vectorizes
-                let sum = lane_sum(row);
-                let corr = (m[r] - mx).exp_(); // 0 when m was -inf
-                l[r] = l[r] * corr + sum;
-                m[r] = mx;
-                if corr != T::ONE {
-                    acc[r * dv..(r + 1) * dv].iter_mut().for_each(|a| *a *= corr);
-                }
-            }
+            });
             gemm_tile(bq, dv, bk, acc, dv, true, st, 1, bk, &x.v[j0 * dv..], 1, dv);
         }
         for r in 0..bq {
@@ -228,7 +232,6 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool) -
             }
         }
     }
-    (out, lse)
 }
 
 /// (out (B, H, Lq, Dv), lse (B, H, Lq)) of softmax(scale * q k^T + mask) v.
@@ -242,16 +245,15 @@ pub fn forward<T: Real>(
     causal: bool,
 ) -> Result<(Vec<T>, Vec<T>)> {
     dims.check(q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
-    let parts: Vec<(Vec<T>, Vec<T>)> = (0..dims.b * dims.h)
+    // each head writes its rows of the outputs in place (no per-head buffers to gather)
+    let mut out = vec![T::ZERO; dims.b * dims.h * dims.lq * dims.dv];
+    let mut lse = vec![T::ZERO; dims.b * dims.h * dims.lq];
+    let bh = dims.b * dims.h;
+    blocks(&mut out, dims.lq * dims.dv, bh)
         .into_par_iter()
-        .map(|bh| head_forward(&head(q, k, v, mask, &dims, bh), &dims, scale, causal))
-        .collect();
-    let mut out = Vec::with_capacity(dims.b * dims.h * dims.lq * dims.dv);
-    let mut lse = Vec::with_capacity(dims.b * dims.h * dims.lq);
-    for (o, l) in parts {
-        out.extend_from_slice(&o);
-        lse.extend_from_slice(&l);
-    }
+        .zip(blocks(&mut lse, dims.lq, bh))
+        .enumerate()
+        .for_each(|(i, (o, l))| head_forward(&head(q, k, v, mask, &dims, i), &dims, scale, causal, o, l));
     Ok((out, lse))
 }
 
@@ -265,12 +267,10 @@ fn head_backward<T: Real>(
     out: &[T],
     lse: &[T],
     gout: &[T],
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+    (gq, gk, gv): (&mut [T], &mut [T], &mut [T]),
+) {
     let (lq, lk, d, dv) = (dims.lq, dims.lk, dims.d, dims.dv);
     let neg_inf = T::c(f64::NEG_INFINITY);
-    let mut gq = vec![T::ZERO; lq * d];
-    let mut gk = vec![T::ZERO; lk * d];
-    let mut gv = vec![T::ZERO; lk * dv];
     // delta_i = sum_c gout[i, c] out[i, c] = sum_j p_ij dp_ij
     let delta: Vec<T> = (0..lq)
         .map(|i| {
@@ -281,6 +281,7 @@ fn head_backward<T: Real>(
             acc
         })
         .collect();
+    let isa = detect_isa();
     let mut p = vec![T::ZERO; BQ * BK];
     let mut dp = vec![T::ZERO; BQ * BK];
     for i0 in (0..lq).step_by(BQ) {
@@ -291,35 +292,45 @@ fn head_backward<T: Real>(
             let bk = BK.min(lk - j0);
             let pt = &mut p[..bq * bk];
             gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
-            finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
-            for r in 0..bq {
-                let li = lse[i0 + r];
-                let row = &mut pt[r * bk..(r + 1) * bk];
-                if li == neg_inf {
-                    row.iter_mut().for_each(|v| *v = T::ZERO);
-                } else {
-                    row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+            wide(isa, || {
+                finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
+                for r in 0..bq {
+                    let li = lse[i0 + r];
+                    let row = &mut pt[r * bk..(r + 1) * bk];
+                    if li == neg_inf {
+                        row.iter_mut().for_each(|v| *v = T::ZERO);
+                    } else {
+                        row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+                    }
                 }
-            }
+            });
             // gv_j += p^T @ gout_i
             gemm_tile(bk, dv, bq, &mut gv[j0 * dv..], dv, true, pt, bk, 1, go, 1, dv);
             // dp = gout_i @ v_j^T
             let dpt = &mut dp[..bq * bk];
             gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
             // ds = scale * p * (dp - delta), stored in dp
-            for r in 0..bq {
+            wide(isa, || for r in 0..bq {
                 let dl = delta[i0 + r];
-                for c in 0..bk {
-                    let idx = r * bk + c;
-                    dpt[idx] = scale * pt[idx] * (dpt[idx] - dl);
-                }
-            }
+                let (dr, pr) = (&mut dpt[r * bk..(r + 1) * bk], &pt[r * bk..(r + 1) * bk]);
+                dr.iter_mut().zip(pr).for_each(|(dv_, &pv)| *dv_ = scale * pv * (*dv_ - dl));
+            });
             // gq_i += ds @ k_j ; gk_j += ds^T @ q_i
             gemm_tile(bq, d, bk, &mut gq[i0 * d..], d, true, dpt, 1, bk, &x.k[j0 * d..], 1, d);
             gemm_tile(bk, d, bq, &mut gk[j0 * d..], d, true, dpt, bk, 1, &x.q[i0 * d..], 1, d);
         }
     }
-    (gq, gk, gv)
+}
+
+/// `v` cut into `n` consecutive blocks of `len` elements (`len` may be 0).
+fn blocks<T>(mut v: &mut [T], len: usize, n: usize) -> Vec<&mut [T]> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (head, rest) = std::mem::take(&mut v).split_at_mut(len);
+        out.push(head);
+        v = rest;
+    }
+    out
 }
 
 /// (gq, gk, gv) of `forward` for the output gradient `gout`, recomputing the scores.
@@ -344,30 +355,41 @@ pub fn backward<T: Real>(
             return crate::shape_err!("{name}: expected {n} elements for sizes {dims:?}, got {got}");
         }
     }
-    let parts: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..b * h)
-        .into_par_iter()
-        .map(|bh| {
-            let x = head(q, k, v, mask, &dims, bh);
-            head_backward(
-                &x,
-                &dims,
-                scale,
-                causal,
-                &out[bh * lq * dv..(bh + 1) * lq * dv],
-                &lse[bh * lq..(bh + 1) * lq],
-                &gout[bh * lq * dv..(bh + 1) * lq * dv],
-            )
-        })
-        .collect();
-    let mut gq = Vec::with_capacity(b * h * lq * d);
+    let mut gq = vec![T::ZERO; b * h * lq * d];
     let mut gk = vec![T::ZERO; b * hk * lk * d];
     let mut gv = vec![T::ZERO; b * hk * lk * dv];
-    let group = h / hk;
-    for (bh, (q_, k_, v_)) in parts.into_iter().enumerate() {
-        gq.extend_from_slice(&q_);
-        let kv = (bh / h) * hk + (bh % h) / group;
-        gk[kv * lk * d..(kv + 1) * lk * d].iter_mut().zip(&k_).for_each(|(a, &g)| *a += g);
-        gv[kv * lk * dv..(kv + 1) * lk * dv].iter_mut().zip(&v_).for_each(|(a, &g)| *a += g);
+    if b * h == 0 || lq == 0 {
+        return Ok((gq, gk, gv));
+    }
+    let run = |bh: usize, grads: (&mut [T], &mut [T], &mut [T])| {
+        let x = head(q, k, v, mask, &dims, bh);
+        head_backward(&x, &dims, scale, causal, &out[bh * lq * dv..(bh + 1) * lq * dv],
+                      &lse[bh * lq..(bh + 1) * lq], &gout[bh * lq * dv..(bh + 1) * lq * dv], grads);
+    };
+    if hk == h {
+        // one query head per key/value head: every head writes its own gradient blocks in place
+        blocks(&mut gq, lq * d, b * h)
+            .into_par_iter()
+            .zip(blocks(&mut gk, lk * d, b * h).into_par_iter().zip(blocks(&mut gv, lk * dv, b * h)))
+            .enumerate()
+            .for_each(|(bh, (gq_, (gk_, gv_)))| run(bh, (gq_, gk_, gv_)));
+    } else {
+        // grouped-query: per-head key/value gradients, summed over each group's query heads
+        let parts: Vec<(Vec<T>, Vec<T>)> = blocks(&mut gq, lq * d, b * h)
+            .into_par_iter()
+            .enumerate()
+            .map(|(bh, gq_)| {
+                let (mut k_, mut v_) = (vec![T::ZERO; lk * d], vec![T::ZERO; lk * dv]);
+                run(bh, (gq_, &mut k_, &mut v_));
+                (k_, v_)
+            })
+            .collect();
+        let group = h / hk;
+        for (bh, (k_, v_)) in parts.into_iter().enumerate() {
+            let kv = (bh / h) * hk + (bh % h) / group;
+            gk[kv * lk * d..(kv + 1) * lk * d].iter_mut().zip(&k_).for_each(|(a, &g)| *a += g);
+            gv[kv * lk * dv..(kv + 1) * lk * dv].iter_mut().zip(&v_).for_each(|(a, &g)| *a += g);
+        }
     }
     Ok((gq, gk, gv))
 }

@@ -178,6 +178,25 @@ fn run2<T: Copy, F: Map2<T>>(x: &[T], y: &[T], out: &mut [MaybeUninit<T>], f: &F
     apply2(x, y, out, f)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs a pointwise loop (inlined into `f`) compiled for AVX-512 when the CPU has
+/// it (16 f32 lanes for the polynomial exp/tanh), else for the crate's AVX2 baseline.
+#[inline(always)]
+pub fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: called only when the CPU reports these features.
+        return unsafe { run_avx512(f) };
+    }
+    let _ = isa;
+    f()
+}
+
 /// An empty vector with room for `n` elements, backed by transparent huge pages when it is
 /// at least 32 MiB (what numpy does for its arrays). glibc serves such sizes from fresh
 /// mmap'ed memory every time (32 MiB is its largest mmap threshold), whose first touch
