@@ -443,27 +443,31 @@ pub fn rows_backward<T: Real>(
                 }
                 let sf = s.to_f64();
                 let c1 = T::c(-sf * sf * sf * b * inv_l);
-                let c2 = T::c(-sf * a * inv_l);
+                // gx = rstd (w gy - mean(w gy)) + c1 (x - mean): the mean of w gy is taken
+                // off before scaling by rstd, so that a one-element row (rstd up to
+                // 1/sqrt(eps), w gy - mean exactly 0) gives exactly 0 rather than rstd
+                // times a rounding error
+                let mg = T::c(a * inv_l);
                 if hw == 1 {
                     match weight {
                         Some(w) => {
                             let w = &w[c0..c0 + l];
                             for (((o, &xv), &gv), &wv) in gxr.iter_mut().zip(xr).zip(gr).zip(w) {
-                                *o = wv * s * gv + c1 * (xv - m) + c2;
+                                *o = (wv * gv - mg) * s + c1 * (xv - m);
                             }
                         }
                         None => {
                             for ((o, &xv), &gv) in gxr.iter_mut().zip(xr).zip(gr) {
-                                *o = s * gv + c1 * (xv - m) + c2;
+                                *o = (gv - mg) * s + c1 * (xv - m);
                             }
                         }
                     }
                 } else {
                     for k in 0..cg {
-                        let ws = weight.map_or(s, |w| w[c0 + k] * s);
+                        let wv = weight.map_or(T::ONE, |w| w[c0 + k]);
                         let span = k * hw..(k + 1) * hw;
                         for ((o, &xv), &gv) in gxr[span.clone()].iter_mut().zip(&xr[span.clone()]).zip(&gr[span]) {
-                            *o = ws * gv + c1 * (xv - m) + c2;
+                            *o = (wv * gv - mg) * s + c1 * (xv - m);
                         }
                     }
                 }
