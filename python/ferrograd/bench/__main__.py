@@ -91,26 +91,34 @@ def parse_args(argv=None):
     return args
 
 
-def _restart_with_sleeping_blas_threads() -> None:
-    """Run this command again with OPENBLAS_THREAD_TIMEOUT=4 unless the user set it.
+#: thread-pool settings the benchmark runs under (each only where the user has not set it)
+QUIET_WORKERS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
-    numpy's OpenBLAS workers busy-wait (about 0.1 s by default) after every BLAS call; on
-    a machine with few cores they then take the cores from the next implementation's
-    timed call (measured on the 2-core VM, LSTM T50 rows: rust fwd+bwd 23.7 ms instead of
-    13.2 ms, torch-cpu fwd 7.5 ms instead of 3.5 ms, when numpy ran in the same rounds).
-    The variable is read when OpenBLAS loads, before this module runs, hence the restart;
-    with it the workers sleep at once (numpy's own rows pay their wake-up: LSTM forward
-    +12%, one large GEMM unchanged)."""
-    if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+
+def _restart_with_sleeping_worker_threads() -> None:
+    """Run this command again with numpy's OpenBLAS and PyTorch's OpenMP workers set to
+    sleep as soon as a call ends (``QUIET_WORKERS``), unless the user set the variables.
+
+    Both pools busy-wait after every call by default (OpenBLAS for about 0.1 s, OpenMP for
+    a spin count). The rows time the implementations in alternating rounds, so on a
+    machine with few cores those spinning workers take the cores from the next
+    implementation's timed call. Measured on the 2-core VM: with numpy in the rounds, rust
+    LSTM T50 fwd+bwd took 23.7 ms instead of 13.2 ms and torch-cpu's forward 7.5 instead
+    of 3.5 ms; after torch calls, rust's 4M sigmoid took 0.94 ms instead of 0.51 ms. The
+    price is each library's wake-up in its own rows: numpy's LSTM forward +12%, torch's
+    4M relu and sigmoid +5%. The variables are read when the libraries load, before this
+    module runs, hence the restart."""
+    missing = {k: v for k, v in QUIET_WORKERS.items() if k not in os.environ}
+    if not missing:
         return
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+    os.environ.update(missing)
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "ferrograd.bench", *sys.argv[1:]])
 
 
 def main(argv=None) -> int:
     if argv is None:
-        _restart_with_sleeping_blas_threads()
+        _restart_with_sleeping_worker_threads()
     args = parse_args(argv)
     try:
         from rich.progress import Progress
@@ -148,7 +156,7 @@ def main(argv=None) -> int:
     add_ratios(rows)
     meta = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    meta["openblas_thread_timeout"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    meta["worker_env"] = {k: os.environ.get(k) for k in QUIET_WORKERS}
     try:
         from .. import _core
         meta["rust_threads"] = _core.num_threads()
