@@ -92,22 +92,24 @@ def parse_args(argv=None):
 
 
 #: thread-pool settings the benchmark runs under (each only where the user has not set it)
-QUIET_WORKERS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
+QUIET_WORKERS = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def _restart_with_sleeping_worker_threads() -> None:
-    """Run this command again with numpy's OpenBLAS and PyTorch's OpenMP workers set to
-    sleep as soon as a call ends (``QUIET_WORKERS``), unless the user set the variables.
+    """Run this command again with numpy's OpenBLAS workers set to sleep as soon as a call
+    ends (``QUIET_WORKERS``), unless the user set the variable.
 
-    Both pools busy-wait after every call by default (OpenBLAS for about 0.1 s, OpenMP for
-    a spin count). The rows time the implementations in alternating rounds, so on a
-    machine with few cores those spinning workers take the cores from the next
-    implementation's timed call. Measured on the 2-core VM: with numpy in the rounds, rust
-    LSTM T50 fwd+bwd took 23.7 ms instead of 13.2 ms and torch-cpu's forward 7.5 instead
-    of 3.5 ms; after torch calls, rust's 4M sigmoid took 0.94 ms instead of 0.51 ms. The
-    price is each library's wake-up in its own rows: numpy's LSTM forward +12%, torch's
-    4M relu and sigmoid +5%. The variables are read when the libraries load, before this
-    module runs, hence the restart."""
+    OpenBLAS workers busy-wait for about 0.1 s after every BLAS call. The rows time the
+    implementations in alternating rounds, so on a machine with few cores those spinning
+    workers take the cores from the next implementation's timed call. Measured on the
+    2-core VM with numpy in the rounds: rust LSTM T50 fwd+bwd took 23.7 ms instead of
+    13.2 ms and torch-cpu's forward 7.5 instead of 3.5 ms. The price is numpy's wake-up
+    in its own rows (its LSTM forward +12%). The variable is read when OpenBLAS loads,
+    before this module runs, hence the restart.
+
+    PyTorch's OpenMP workers are left as they are (the yardstick runs as users run it):
+    OMP_WAIT_POLICY=PASSIVE made rust's 4M sigmoid after torch calls 0.51 ms instead of
+    0.92 ms, but also doubled torch's own LSTM (3.4 -> 8.7 ms)."""
     missing = {k: v for k, v in QUIET_WORKERS.items() if k not in os.environ}
     if not missing:
         return
