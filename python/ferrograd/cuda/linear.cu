@@ -12,12 +12,15 @@
 #define BN 64
 #define BK 16
 
-extern "C" __global__ void __launch_bounds__(256)
-gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,
-     int trans_a, int trans_b, long long stride_a, long long stride_b, long long stride_c,
-     int kchunk) {
-    // kchunk > 0: split K as in gemm128_body (block z sums its K range into slice z)
-    int kbeg = 0, kend = K;
+// What blockIdx.z means for a GEMM block. kchunk == 0: a batch index (A, B and C advance
+// by their strides; the block sums all of K). kchunk > 0 (split K, for problems with few
+// tiles and a long K): block z sums k in [z kchunk, (z + 1) kchunk) into its own slice
+// C + z stride_c of a workspace that gemm_splitk_reduce adds up.
+__device__ __forceinline__ void gemm_block_z(const float*& A, const float*& B, float*& C, int K,
+                                             long long stride_a, long long stride_b,
+                                             long long stride_c, int kchunk, int& kbeg, int& kend) {
+    kbeg = 0;
+    kend = K;
     if (kchunk > 0) {
         kbeg = blockIdx.z * kchunk;
         kend = min(K, kbeg + kchunk);
@@ -26,6 +29,14 @@ gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, 
         B += blockIdx.z * stride_b;
     }
     C += blockIdx.z * stride_c;
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+gemm(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,
+     int trans_a, int trans_b, long long stride_a, long long stride_b, long long stride_c,
+     int kchunk) {
+    int kbeg, kend;
+    gemm_block_z(A, B, C, K, stride_a, stride_b, stride_c, kchunk, kbeg, kend);
     __shared__ float As[BK][BM + 4];
     __shared__ float Bs[BK][BN + 4];
     const int t = threadIdx.x;
@@ -144,24 +155,14 @@ __device__ __forceinline__ void gemm_stash_b(float (*Bs)[G_BN], float4 v, int t)
     }
 }
 
-// kchunk == 0: blockIdx.z is a batch index (A, B, C advance by their strides). kchunk > 0
-// (split K, for problems with few tiles and a long K): block z sums k in
-// [z kchunk, (z + 1) kchunk) into its own slice C + z stride_c of a workspace that
-// gemm_splitk_reduce adds up; kchunk is a multiple of G_BK.
+// blockIdx.z: see gemm_block_z (kchunk is a multiple of G_BK).
 template <bool TA, bool TB, bool VEC, int TBM>
 __device__ __forceinline__ void gemm128_body(float* C, const float* A, const float* B,
                                              const float* bias, int M, int N, int K,
                                              long long stride_a, long long stride_b,
                                              long long stride_c, int kchunk) {
-    int kbeg = 0, kend = K;
-    if (kchunk > 0) {
-        kbeg = blockIdx.z * kchunk;
-        kend = min(K, kbeg + kchunk);
-    } else {
-        A += blockIdx.z * stride_a;
-        B += blockIdx.z * stride_b;
-    }
-    C += blockIdx.z * stride_c;
+    int kbeg, kend;
+    gemm_block_z(A, B, C, K, stride_a, stride_b, stride_c, kchunk, kbeg, kend);
     __shared__ __align__(16) float As[2][G_BK][TBM + 4];  // +4: the transposing stores hit 32 banks
     __shared__ __align__(16) float Bs[2][G_BK][G_BN];
     const int t = threadIdx.x, tx = t % 16, ty = t / 16;
