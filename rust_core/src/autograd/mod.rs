@@ -14,3 +14,5 @@ mod tape_attention;
 mod tape_dropout;
 mod tape_norm;
 mod tape_rnn;
+#[cfg(test)]
+mod test_util;

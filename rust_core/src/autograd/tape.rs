@@ -582,16 +582,8 @@ pub(super) fn accumulate<T: Real>(grads: &mut [Option<Vec<T>>], v: Var, g: Vec<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autograd::test_util::lcg;
     use crate::ops::optim::Sgd;
-
-    fn rand(seed: &mut u64, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     struct Mlp {
         params: Vec<(Vec<f64>, Vec<usize>)>,
@@ -622,7 +614,7 @@ mod tests {
     fn mlp(seed: u64, acts: [Activation; 2]) -> Mlp {
         let mut s = seed;
         let shapes: [&[usize]; 5] = [&[4, 3], &[4], &[4, 4], &[2, 4], &[2]];
-        Mlp { params: shapes.iter().map(|sh| (rand(&mut s, sh.iter().product()), sh.to_vec())).collect(), acts }
+        Mlp { params: shapes.iter().map(|sh| (lcg(&mut s, sh.iter().product()), sh.to_vec())).collect(), acts }
     }
 
     #[test]
@@ -637,7 +629,7 @@ mod tests {
             let mut m = mlp(7 + k as u64, acts);
             let mut s = 99 + k as u64;
             let n = 5;
-            let x = rand(&mut s, n * 3);
+            let x = lcg(&mut s, n * 3);
             let (t, p, l) = build(&m, &x, n, ce);
             let grads = t.backward(l, None).unwrap();
             for (pi, var) in p.iter().enumerate() {
@@ -663,7 +655,7 @@ mod tests {
     fn sgd_steps_reduce_the_loss() {
         let mut m = mlp(3, [Activation::Tanh, Activation::Relu]);
         let mut s = 5;
-        let x = rand(&mut s, 8 * 3);
+        let x = lcg(&mut s, 8 * 3);
         let sgd = Sgd { lr: 0.3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, first_step: true };
         let first = {
             let (t, _, l) = build(&m, &x, 8, true);
@@ -1021,6 +1013,7 @@ pub fn sequential_grads<T: Real>(
 #[cfg(test)]
 mod sequential_tests {
     use super::*;
+    use crate::autograd::test_util::{assert_central_differences, lcg};
 
     #[test]
     fn sequential_matches_a_hand_built_tape_and_checks_params() {
@@ -1051,14 +1044,6 @@ mod sequential_tests {
         assert!(sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
     }
 
-    fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn cnn_gradients_match_central_differences() {
@@ -1085,18 +1070,7 @@ mod sequential_tests {
             sequential_grads(&layers, &views, &mut [], &[], &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
         };
         let (_, grads) = eval(&ps);
-        for pi in 0..ps.len() {
-            for j in 0..ps[pi].len() {
-                let (h, orig) = (1e-6, ps[pi][j]);
-                ps[pi][j] = orig + h;
-                let lp = eval(&ps).0;
-                ps[pi][j] = orig - h;
-                let lm = eval(&ps).0;
-                ps[pi][j] = orig;
-                let fd = (lp - lm) / (2.0 * h);
-                assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
-            }
-        }
+        assert_central_differences(&mut ps, &grads, |p| eval(p).0, "param");
     }
 
     /// Central differences of `sequential_grads` over every parameter (buffers are
@@ -1113,18 +1087,7 @@ mod sequential_tests {
         };
         let ((_, grads), moved) = eval(&ps);
         assert!(moved.iter().zip(buffers).all(|(a, b)| a != b), "training-mode norms move their running statistics");
-        for pi in 0..ps.len() {
-            for j in 0..ps[pi].len() {
-                let (h, orig) = (1e-6, ps[pi][j]);
-                ps[pi][j] = orig + h;
-                let lp = eval(&ps).0 .0;
-                ps[pi][j] = orig - h;
-                let lm = eval(&ps).0 .0;
-                ps[pi][j] = orig;
-                let fd = (lp - lm) / (2.0 * h);
-                assert!((grads[pi][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "param {pi}[{j}]: {} vs {fd}", grads[pi][j]);
-            }
-        }
+        assert_central_differences(&mut ps, &grads, |p| eval(p).0 .0, "param");
     }
 
     #[test]

@@ -242,15 +242,7 @@ impl<T: Real> Tape<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::autograd::test_util::{assert_central_differences, lcg};
 
     /// x (N=2, L=3, E=4), 2 heads; values: x, w_in, b_in, w_out, b_out.
     fn build(vals: &[Vec<f64>], dropout: Option<(f64, u64, u64)>) -> (Tape<f64>, Vec<Var>, Var) {
@@ -273,19 +265,8 @@ mod tests {
             };
             let (t, vars, y) = build(&vals, dropout);
             let grads = t.backward(y, Some(&u)).unwrap();
-            for (k, var) in vars.iter().enumerate() {
-                let gk = grads[var.index()].clone().unwrap();
-                for j in 0..vals[k].len() {
-                    let (h, orig) = (1e-6, vals[k][j]);
-                    vals[k][j] = orig + h;
-                    let lp = loss(&vals);
-                    vals[k][j] = orig - h;
-                    let lm = loss(&vals);
-                    vals[k][j] = orig;
-                    let fd = (lp - lm) / (2.0 * h);
-                    assert!((gk[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "{dropout:?} value {k}[{j}]: {} vs {fd}", gk[j]);
-                }
-            }
+            let analytic: Vec<Vec<f64>> = vars.iter().map(|v| grads[v.index()].clone().unwrap()).collect();
+            assert_central_differences(&mut vals, &analytic, loss, &format!("{dropout:?}"));
         }
     }
 

@@ -221,24 +221,16 @@ impl<T: Real> Tape<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::autograd::test_util::{assert_central_differences, lcg};
 
     /// Checks d(sum(y * u))/d(x, w, b) of `op` against central differences, where `op`
     /// records one normalization of x (shape `xs`) with weight and bias of `c` elements.
     fn check(xs: &[usize], c: usize, op: impl Fn(&mut Tape<f64>, Var, Var, Var) -> Var) {
         let mut s = 5;
         let n: usize = xs.iter().product();
-        let mut vals = [lcg(&mut s, n), lcg(&mut s, c), lcg(&mut s, c)];
+        let mut vals = vec![lcg(&mut s, n), lcg(&mut s, c), lcg(&mut s, c)];
         let u = lcg(&mut s, n);
-        let eval = |vals: &[Vec<f64>; 3], grad: bool| {
+        let eval = |vals: &[Vec<f64>], grad: bool| {
             let mut t = Tape::new();
             let x = t.leaf(vals[0].clone(), xs).unwrap();
             let w = t.leaf(vals[1].clone(), &[c]).unwrap();
@@ -250,18 +242,7 @@ mod tests {
         };
         let (_, gx, gw, gb) = eval(&vals, true);
         let analytic = [gx.unwrap(), gw.unwrap(), gb.unwrap()];
-        for k in 0..3 {
-            for j in 0..vals[k].len() {
-                let (h, orig) = (1e-6, vals[k][j]);
-                vals[k][j] = orig + h;
-                let lp = eval(&vals, false).0;
-                vals[k][j] = orig - h;
-                let lm = eval(&vals, false).0;
-                vals[k][j] = orig;
-                let fd = (lp - lm) / (2.0 * h);
-                assert!((analytic[k][j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "input {k}[{j}]: {} vs {fd}", analytic[k][j]);
-            }
-        }
+        assert_central_differences(&mut vals, &analytic, |v| eval(v, false).0, "input");
     }
 
     #[test]

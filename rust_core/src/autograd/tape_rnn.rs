@@ -183,15 +183,7 @@ impl<T: Real> Tape<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::autograd::test_util::{assert_central_differences, lcg};
 
     /// x (N=2, T=3, I=2), batch_first -> bidirectional layer (H=2) -> layer 2 (H=2,
     /// forward only) -> batch_first. Values: x, then per layer and
@@ -231,19 +223,8 @@ mod tests {
             };
             let (t, vars, y) = build(lstm, &vals);
             let grads = t.backward(y, Some(&u)).unwrap();
-            for (k, v) in vars.iter().enumerate() {
-                let gk = grads[v.index()].clone().unwrap();
-                for j in 0..vals[k].len() {
-                    let (h, orig) = (1e-6, vals[k][j]);
-                    vals[k][j] = orig + h;
-                    let lp = loss(&vals);
-                    vals[k][j] = orig - h;
-                    let lm = loss(&vals);
-                    vals[k][j] = orig;
-                    let fd = (lp - lm) / (2.0 * h);
-                    assert!((gk[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "lstm={lstm} value {k}[{j}]: {} vs {fd}", gk[j]);
-                }
-            }
+            let analytic: Vec<Vec<f64>> = vars.iter().map(|v| grads[v.index()].clone().unwrap()).collect();
+            assert_central_differences(&mut vals, &analytic, loss, &format!("lstm={lstm}"));
         }
     }
 
