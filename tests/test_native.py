@@ -31,6 +31,19 @@ def random_model(draw_widths, acts, bias, dtype, seed):
     return m.to("rust")
 
 
+def _assert_native_matches_engine(native, model, xv, target, ref, tol):
+    """The native loss and parameter gradients equal the Python engine's (``ref`` is the
+    engine's loss, already backpropagated into the model); returns the native loss."""
+    lv, grads = native.grads(xv, target)
+    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
+    params = list(model.parameters())
+    assert len(grads) == len(params)
+    for g, p in zip(grads, params):
+        assert g.dtype == p.dtype and g.shape == p.shape
+        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
+    return lv
+
+
 @given(widths=st.lists(st.integers(1, 6), min_size=2, max_size=5),
        acts=st.lists(st.integers(0, len(ACTS) - 1), min_size=0, max_size=4),
        bias=st.lists(st.booleans(), min_size=4, max_size=4),
@@ -51,14 +64,9 @@ def test_native_equals_python_engine(widths, acts, bias, batch, loss, reduction,
            else F.cross_entropy(out, target, reduction=reduction))
     ref.backward()
     native = NativeSequential(model, loss, reduction)
-    lv, grads = native.grads(xv, target)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
+    lv = _assert_native_matches_engine(native, model, xv, target, ref, tol)
     params = list(model.parameters())
-    assert len(grads) == len(params)
-    for g, p in zip(grads, params):
-        assert g.dtype == p.dtype and g.shape == p.shape
-        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
     # an SGD step in Rust equals fg.optim.SGD on the engine's gradients
     expected = [p.numpy() - 0.1 * p.grad.numpy() for p in params]
     before = native.step(xv, target, lr=0.1)
@@ -130,14 +138,9 @@ def test_native_cnn_equals_python_engine(data, loss, reduction, dtype, seed):
         ref = F.cross_entropy(out, target, reduction=reduction)
     ref.backward()
     native = NativeSequential(model, loss, reduction)
-    lv, grads = native.grads(xv, target)
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
+    _assert_native_matches_engine(native, model, xv, target, ref, tol)
     params = list(model.parameters())
-    assert len(grads) == len(params)
-    for g, p in zip(grads, params):
-        assert g.dtype == p.dtype and g.shape == p.shape
-        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
     expected = [p.numpy() - 0.05 * p.grad.numpy() for p in params]
     native.step(xv, target, lr=0.05)
     for p, e in zip(params, expected):
@@ -187,14 +190,8 @@ def _compare_with_engine(model, xv, target, loss, reduction, dtype):
         b.data = np.ascontiguousarray(v)
     _philox.update(stream0)
     native = NativeSequential(model, loss, reduction)
-    lv, grads = native.grads(xv, target)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(lv, float(ref.numpy()), **tol)
-    params = list(model.parameters())
-    assert len(grads) == len(params)
-    for g, p in zip(grads, params):
-        assert g.dtype == p.dtype and g.shape == p.shape
-        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
+    _assert_native_matches_engine(native, model, xv, target, ref, tol)
     for b, v in zip(_buffers(model), bufs1):
         np.testing.assert_allclose(b, v, **tol)
     assert dict(_philox) == stream1
