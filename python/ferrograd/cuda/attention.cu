@@ -25,6 +25,24 @@ __device__ __forceinline__ float fg_att_score(const float* qr, const float* kt, 
     return s;
 }
 
+// Keys past this end are hidden from every query row of the block (causal: the block's
+// last row; one thread per query row, rows blockIdx.x * blockDim.x ..).
+__device__ __forceinline__ int fg_att_query_key_end(int Lq, int Lk, int causal) {
+    if (!causal) return Lk;
+    const int last = min(Lq - 1, (int)(blockIdx.x * blockDim.x + blockDim.x - 1));
+    return min(Lk, last + 1);
+}
+
+// Stage n key rows (from j0) and their value rows in shared memory; the barriers keep the
+// previous tile's readers and this tile's writers apart.
+__device__ __forceinline__ void fg_att_stage_keys(float* ks, float* vs, const float* kb, const float* vb,
+                                                  int j0, int n, int D, int Dv) {
+    __syncthreads();
+    for (int t = threadIdx.x; t < n * D; t += blockDim.x) ks[t] = kb[(long long)j0 * D + t];
+    for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) vs[t] = vb[(long long)j0 * Dv + t];
+    __syncthreads();
+}
+
 // grid (ceil(Lq / blockDim.x), B * H)
 template <int DC>
 __device__ __forceinline__ void attention_forward_body(float* out, float* lse, const float* q, const float* k,
@@ -47,17 +65,10 @@ __device__ __forceinline__ void attention_forward_body(float* out, float* lse, c
     }
     _Pragma("unroll") for (int d = 0; d < Dv; ++d) acc[d] = 0.0f;
     float m = FG_NEG_INF, l = 0.0f;
-    int kend = Lk;
-    if (causal) {
-        int last = min(Lq - 1, (int)(blockIdx.x * blockDim.x + blockDim.x - 1));
-        kend = min(Lk, last + 1);
-    }
+    const int kend = fg_att_query_key_end(Lq, Lk, causal);
     for (int j0 = 0; j0 < kend; j0 += FG_ATT_TILE) {
         const int n = min(FG_ATT_TILE, Lk - j0);
-        __syncthreads();
-        for (int t = threadIdx.x; t < n * D; t += blockDim.x) ks[t] = kb[(long long)j0 * D + t];
-        for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) vs[t] = vb[(long long)j0 * Dv + t];
-        __syncthreads();
+        fg_att_stage_keys(ks, vs, kb, vb, j0, n, D, Dv);
         if (!row) continue;
         for (int jj = 0; jj < n; ++jj) {
             const int j = j0 + jj;
@@ -113,17 +124,10 @@ __device__ __forceinline__ void attention_backward_dq_body(float* gq, const floa
         li = lse[(long long)bh * Lq + i];
     }
     _Pragma("unroll") for (int d = 0; d < D; ++d) dq[d] = 0.0f;
-    int kend = Lk;
-    if (causal) {
-        int last = min(Lq - 1, (int)(blockIdx.x * blockDim.x + blockDim.x - 1));
-        kend = min(Lk, last + 1);
-    }
+    const int kend = fg_att_query_key_end(Lq, Lk, causal);
     for (int j0 = 0; j0 < kend; j0 += FG_ATT_TILE) {
         const int n = min(FG_ATT_TILE, Lk - j0);
-        __syncthreads();
-        for (int t = threadIdx.x; t < n * D; t += blockDim.x) ks[t] = kb[(long long)j0 * D + t];
-        for (int t = threadIdx.x; t < n * Dv; t += blockDim.x) vs[t] = vb[(long long)j0 * Dv + t];
-        __syncthreads();
+        fg_att_stage_keys(ks, vs, kb, vb, j0, n, D, Dv);
         if (!row || li == FG_NEG_INF) continue;
         for (int jj = 0; jj < n; ++jj) {
             const int j = j0 + jj;
