@@ -85,6 +85,62 @@ def test_cuda_wide_forward_matches_numpy(d, lq, lk, mask_kind):
     check_against_numpy(_sdpa(mask, mask_kind == "causal"), [q, k, v], "cuda", **RED)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [32, 64])
+@pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
+                                             (129, 191, "float"), (64, 64, "bool"),
+                                             (70, 300, "one_key"), (1, 257, "none")])
+def test_cuda_tf32_forward_only_when_allowed(d, lq, lk, mask_kind):
+    """attention_forward_tf32_* runs only with fg.backends.cuda.matmul.allow_tf32: values
+    of 1 + 2^-12 (exact in float32, 1 in TF32) under uniform attention come out unchanged
+    on the float32 path and as 1 on the TF32 one. With TF32 allowed, random inputs over
+    several query / key tiles, ragged edges, masks and grouped heads stay within TF32's
+    error of the float64 reference (lse too, without a mask)."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    flags = fg.backends.cuda.matmul
+    assert flags.allow_tf32 is False
+    q0 = np.zeros((1, 1, 5, d), np.float32)
+    k0 = np.random.default_rng(0).standard_normal((1, 1, 64, d)).astype(np.float32)
+    v0 = np.full((1, 1, 64, d), 1 + 2.0 ** -12, np.float32)
+    args = [be.from_numpy(a) for a in (q0, k0, v0)]
+    out, _ = be.attention_forward(*args, None, 1.0, False)
+    assert np.all(out.get() == np.float32(1 + 2.0 ** -12))
+    rng = np.random.default_rng(lq * 1000 + lk + d)
+    b, h, hk = 2, 4, 2
+    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
+    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    mask = None
+    if mask_kind == "bool":
+        mask = rng.random((b, h, lq, lk)) > 0.5
+        mask[0, 0, 3] = False                  # a row with every key hidden: zeros, lse -inf
+    elif mask_kind == "float":
+        mask = (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
+    elif mask_kind == "one_key":
+        mask = np.zeros((b, 1, lq, lk), dtype=bool)
+        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+    causal, scale = mask_kind == "causal", 1.0 / np.sqrt(d)
+    sdpa = _sdpa(mask, causal)
+    flags.allow_tf32 = True
+    try:
+        out, _ = be.attention_forward(*args, None, 1.0, False)
+        assert np.all(out.get() == np.float32(1.0))
+        got = sdpa(*(fg.tensor(a, backend="cuda") for a in (q, k, v))).numpy()
+        if mask is None:
+            _, lse = be.attention_forward(*(be.from_numpy(a) for a in (q, k, v)), None, scale, causal)
+    finally:
+        flags.allow_tf32 = False
+    want = sdpa(*(fg.tensor(a.astype(np.float64), backend="numpy") for a in (q, k, v))).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-2)
+    if mask is None:
+        ref = fg.get_backend("numpy")
+        _, lse_want = ref.attention_forward(*(a.astype(np.float64) for a in (q, k, v)), None, scale, causal)
+        np.testing.assert_allclose(lse.get(), lse_want, rtol=0, atol=1e-2)
+
+
 @given(data=st.data())
 def test_flash_matches_numpy(backend, dtype, data):
     dtype_backend_ok(backend, dtype)

@@ -82,6 +82,17 @@ def _check_f32(x, name: str) -> None:
                         "(use the numpy or rust backend for float64)")
 
 
+class _WithSharedMemory:
+    """A prepared kernel whose every launch asks for ``smem`` bytes of dynamic shared
+    memory (so that callers of :meth:`CudaBackend._gemm_plan` launch every plan alike)."""
+
+    def __init__(self, f, smem: int):
+        self.f, self.smem = f, smem
+
+    def prepared_call(self, grid, block, *args):
+        self.f.prepared_call(grid, block, *args, shared_size=self.smem)
+
+
 class CudaBackend(base.Backend):
     name = "cuda"
 
@@ -460,9 +471,10 @@ class CudaBackend(base.Backend):
         * fewer 128-wide tiles than SMs and a long K (a convolution's or recurrent
           layer's weight gradient): split K. ``splits`` blocks per tile each sum a K
           range into a workspace slice and gemm_splitk_reduce adds the slices;
-        * else TF32 tensor cores (``gemm_tf32_*``) when
-          ``fg.backends.cuda.matmul.allow_tf32`` is set and every row is a whole number
-          of aligned float4s;
+        * else TF32 tensor cores when ``fg.backends.cuda.matmul.allow_tf32`` is set and
+          every row is a whole number of aligned float4s: 128x256 tiles
+          (``gemm_tf32w_*``) when B is transposed (N x K) and there are at least as
+          many tiles as SMs, else 128x128 (``gemm_tf32_*``);
         * at least one tile per SM: the SIMT kernel with 128x128 tiles (``gemm128_*``),
           or 64x128 (``gemm64x128_*``) when C has at most 64 rows, float4 loads when
           aligned;
@@ -484,6 +496,9 @@ class CudaBackend(base.Backend):
         k128 = ("gemm128_" if rows == 128 else "gemm64x128_") + kind + ("_v" if vec else "")
         long_k = batch == 1 and t128 < sm and m >= 64 and n >= 128 and k >= 1024
         if flags.matmul.allow_tf32 and vec and not long_k:
+            gw = ((n + 255) // 256, (m + 127) // 128, batch)
+            if tb and gw[0] * gw[1] * batch >= sm:  # a wave of 128x256 tiles at least
+                return self._tf32_wide(kind), gw, (m, n, k, sa, sb, sc), 0
             return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"),
                     ((n + 127) // 128, (m + 127) // 128, batch), (m, n, k, sa, sb, sc), 0)
         if t128 >= sm:
@@ -506,6 +521,18 @@ class CudaBackend(base.Backend):
                         (m, n, k, ta, tb, 0, 0, m * n, chunk), splits)
         return (self._prepared("linear", "gemm", "PPPPiiiiiqqqi"), g64 + (batch,),
                 (m, n, k, ta, tb, sa, sb, sc, 0), 0)
+
+    def _tf32_wide(self, kind: str):
+        """gemm_tf32w_{kind}, prepared, launched with the 144 KB of dynamic shared memory
+        its three pipeline stages need (past the 48 KB default, so allowed once)."""
+        key = ("linear", f"gemm_tf32w_{kind}", "smem")
+        hit = self._functions.get(key)
+        if hit is None:
+            f = self._prepared("linear", f"gemm_tf32w_{kind}", "PPPPiiiqqq")
+            smem = 3 * (128 + 256) * 32 * 4  # TW_ST x (TW_SA + TW_SB) floats
+            f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+            hit = self._functions[key] = _WithSharedMemory(f, smem)
+        return hit
 
     def _gemm_reduce(self, c_ptr, work_ptr, bias_ptr, splits, mn, n):
         self._prepared("linear", "gemm_splitk_reduce", "PPPiqi").prepared_call(
@@ -1102,7 +1129,8 @@ class CudaBackend(base.Backend):
 
     # ---------------------------------------------------------------- attention
     # attention.cu: flash attention. Forward for head dims 32 and 64: 128-row query tiles
-    # per block (attention_forward_wide_*); other head dims (up to 128) and the backward:
+    # per block (attention_forward_wide_*), or on tensor cores when TF32 is allowed
+    # (attention_forward_tf32_*); other head dims (up to 128) and the backward:
     # one thread per query (or key) row, the other side staged tile by tile in shared memory.
     _ATT_THREADS = 64
 
@@ -1150,6 +1178,14 @@ class CudaBackend(base.Backend):
         if dv == 0:  # no value column: run with one zero column to get lse
             _, lse = self.attention_forward(q, k, self.full(tuple(v.shape[:3]) + (1,), 0.0, _F32),
                                             mask, scale, is_causal)
+            return out, lse
+        from . import cuda as flags
+
+        if d == dv and d in (32, 64) and flags.matmul.allow_tf32:
+            # tensor cores (TF32), only when allowed: 64 query rows per block of 4 warps
+            self._prepared("attention", f"attention_forward_tf32_d{d}", "PPPPPPqqiiiifi").prepared_call(
+                ((lq + 63) // 64, b * h), (128, 1, 1), self._ptr(out), self._ptr(lse), self._ptr(q),
+                self._ptr(k), self._ptr(v), *margs, h, hk, lq, lk, float(tail[6]), int(tail[7]))
             return out, lse
         if d == dv and d in (32, 64):
             # the wide kernel: 128 query rows per block of 128 threads (see attention.cu)

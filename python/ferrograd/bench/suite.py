@@ -537,8 +537,10 @@ def train_cases(quick: bool = False) -> List[Case]:
 
 
 # ------------------------------------------------------------------ attention
-def _sdpa_case(shape, backward: bool, impls, group: str, causal: bool = False) -> Case:
-    """SDPA on q, k, v of ``shape`` (B, H, L, E); fwd+bwd differentiates q, k and v."""
+def _sdpa_case(shape, backward: bool, impls, group: str, causal: bool = False,
+               tf32: bool = False) -> Case:
+    """SDPA on q, k, v of ``shape`` (B, H, L, E); fwd+bwd differentiates q, k and v.
+    ``tf32`` allows TF32 tensor cores on both sides (GPU rows)."""
     b, h, l, e = shape
     n = b * h * l * e
 
@@ -547,12 +549,13 @@ def _sdpa_case(shape, backward: bool, impls, group: str, causal: bool = False) -
         q, k, v = (lib.tensor(host_data(n, s).reshape(shape), backward) for s in range(3))
         g = lib.tensor(host_data(n, 3).reshape(shape))
         return _timed(lib, lambda: lib.F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-                      [q, k, v], g, backward)
+                      [q, k, v], g, backward, tf32=tf32)
 
     flops = 4.0 * b * h * l * l * e * (1 if not backward else 3.5) * (0.5 if causal else 1)
     dims = "x".join(str(d) for d in shape)
-    return Case(f"sdpa {dims}{' causal' if causal else ''} {'fwd+bwd' if backward else 'fwd'}", group,
-                tuple(impls), make, flops=flops, params={"shape": list(shape), "causal": causal})
+    return Case(f"sdpa {dims}{' causal' if causal else ''}{' tf32' if tf32 else ''} "
+                f"{'fwd+bwd' if backward else 'fwd'}", group, tuple(impls), make, flops=flops,
+                params={"shape": list(shape), "causal": causal, "tf32": tf32})
 
 
 def _encoder_case(kind: str, batch: int, seq: int, d_model: int, nhead: int, backward: bool,
@@ -604,6 +607,8 @@ def attention_suite(quick: bool = False) -> List[Case]:
             cases.append(_sdpa_case((2, 8, l, 64), bwd, ("rust", "torch-cpu") if l > 256 else everywhere,
                                     "attention"))
         cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention"))
+        if not bwd:  # the TF32 tensor-core forward (the backward has no TF32 path)
+            cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention", tf32=True))
         for kind in ("mha", "encoder"):
             cases.append(_encoder_case(kind, 8, 64 if quick else 128, 512, 8, bwd, everywhere, "transformer"))
     return cases

@@ -457,3 +457,186 @@ __device__ __forceinline__ void attention_forward_wide_body(float* out, float* l
     }
 FG_ATT_WIDE(_d32, 32)
 FG_ATT_WIDE(_d64, 64)
+
+// ---------------------------------------------------------------------------------------
+// attention_forward_tf32_*: the forward on tensor cores (mma.sync m16n8k8, TF32 inputs
+// rounded with cvt.rna, float32 sums), used only when fg.backends.cuda.matmul.allow_tf32
+// is set, for D = Dv = DC in {32, 64}. A block of 4 warps owns 64 query rows, a warp 16 of
+// them; per 64-key tile a warp computes its 16 x 64 block of S = Q K^T (8 mma tiles),
+// the online softmax of its rows in registers, and O += P V (DC / 8 mma tiles).
+//
+// Two choices keep the shuffles and shared-memory traffic down:
+// * The reduction index of an mma may be permuted at will, as long as A and B agree. For
+//   Q K^T, fragment column tq (and tq + 4) of k-step s within a 16-wide slice c stands
+//   for head dim 16 c + 4 tq + 2 s (and + 1): a thread's four dims are one float4, for Q
+//   (loaded once into registers) and for K (one LDS.128 per slice and key tile).
+// * For P V, fragment column tq (tq + 4) of key step j stands for key 8 j + 2 tq (+ 1):
+//   exactly the keys of S's accumulators c0 / c1 (rows g) and c2 / c3 (rows g + 8), so P
+//   goes from the S accumulators to the A operand without moving.
+// Shared rows are padded (K: DC + 16 floats, V: DC + 4) so that those reads are one bank
+// wavefront. Same results (to TF32 rounding) and lse as attention_forward.
+#define FT_BR 64
+#define FT_BC 64
+
+__device__ __forceinline__ unsigned ft_tf32(float x) {
+    unsigned y;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void ft_mma(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                       unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float ft_quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float ft_quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+template <int DC>
+__device__ __forceinline__ void attention_forward_tf32_body(float* out, float* lse, const float* q,
+                                                            const float* k, const float* v,
+                                                            const float* mask, long long msb,
+                                                            long long msh, int H, int Hk, int Lq,
+                                                            int Lk, float scale, int causal) {
+    constexpr int KS = DC + 16, VS = DC + 4;  // padded row lengths (see above)
+    constexpr int NC = DC / 16;               // 16-wide head-dim slices
+    constexpr int OT = DC / 8;                // output mma tiles per warp
+    __shared__ __align__(16) float ks[FT_BC * KS];
+    __shared__ __align__(16) float vs[FT_BC * VS];
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int g = lane / 4, tq = lane % 4;
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, hk = h / (H / Hk);
+    const int i0 = blockIdx.x * FT_BR;
+    const int r0 = i0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows
+    const float* kb = k + ((long long)b * Hk + hk) * Lk * DC;
+    const float* vb = v + ((long long)b * Hk + hk) * Lk * DC;
+    const float* mb = mask ? mask + b * msb + h * msh : nullptr;
+    const float sc2 = scale * FA_LOG2E;  // scores in base 2
+
+    // Q fragments: qa[c][0] row r0, qa[c][1] row r1, dims 16 c + 4 tq .. + 3, pre-scaled
+    unsigned qa[NC][2][4];
+#pragma unroll
+    for (int c = 0; c < NC; ++c)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int r = hh ? r1 : r0;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (r < Lq) x = *reinterpret_cast<const float4*>(q + ((long long)bh * Lq + r) * DC + 16 * c + 4 * tq);
+            qa[c][hh][0] = ft_tf32(x.x * sc2); qa[c][hh][1] = ft_tf32(x.y * sc2);
+            qa[c][hh][2] = ft_tf32(x.z * sc2); qa[c][hh][3] = ft_tf32(x.w * sc2);
+        }
+    float o[OT][4], m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int d = 0; d < OT; ++d)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[d][e] = 0.0f;
+
+    int kend = Lk;
+    if (causal) kend = min(Lk, min(Lq, i0 + FT_BR));
+    for (int j0 = 0; j0 < kend; j0 += FT_BC) {
+        __syncthreads();  // the previous tile is no longer read
+        for (int f = t; f < FT_BC * DC / 4; f += 128) {
+            const int j = f / (DC / 4), d = (f % (DC / 4)) * 4;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+            if (j0 + j < Lk) {
+                x = *reinterpret_cast<const float4*>(kb + (long long)(j0 + j) * DC + d);
+                y = *reinterpret_cast<const float4*>(vb + (long long)(j0 + j) * DC + d);
+            }
+            // rounded to TF32 once here instead of at every fragment read
+            *reinterpret_cast<uint4*>(ks + j * KS + d) = make_uint4(ft_tf32(x.x), ft_tf32(x.y), ft_tf32(x.z), ft_tf32(x.w));
+            *reinterpret_cast<uint4*>(vs + j * VS + d) = make_uint4(ft_tf32(y.x), ft_tf32(y.y), ft_tf32(y.z), ft_tf32(y.w));
+        }
+        __syncthreads();
+        // S: s[j] is the mma tile of keys 8 j ..: s[j][0..1] row r0, keys 8 j + 2 tq (+1);
+        // s[j][2..3] row r1, the same keys
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                const uint4 kv = *reinterpret_cast<const uint4*>(ks + (8 * j + g) * KS + 16 * c + 4 * tq);
+                ft_mma(s[j], qa[c][0][0], qa[c][1][0], qa[c][0][1], qa[c][1][1], kv.x, kv.y);
+                ft_mma(s[j], qa[c][0][2], qa[c][1][2], qa[c][0][3], qa[c][1][3], kv.z, kv.w);
+            }
+        }
+        if (mb || causal || j0 + FT_BC > Lk) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int i = e < 2 ? r0 : r1, key = j0 + 8 * j + 2 * tq + (e & 1);
+                    if (mb && i < Lq && key < Lk) s[j][e] = fmaf(mb[(long long)i * Lk + key], FA_LOG2E, s[j][e]);
+                    if (key >= Lk || (causal && key > i)) s[j][e] = FG_NEG_INF;
+                }
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            float tmax = FG_NEG_INF;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) tmax = fmaxf(tmax, fmaxf(s[j][2 * hh], s[j][2 * hh + 1]));
+            const float mnew = fmaxf(m[hh], ft_quad_max(tmax));
+            // while every key so far is hidden (mnew = -inf) subtract 0 instead: p = 0 and
+            // corr = 0 leave l and o at 0, with no inf - inf
+            const float mref = mnew == FG_NEG_INF ? 0.0f : mnew;
+            const float corr = fw_exp2(m[hh] - mref);
+            float rsum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                s[j][2 * hh] = fw_exp2(s[j][2 * hh] - mref);
+                s[j][2 * hh + 1] = fw_exp2(s[j][2 * hh + 1] - mref);
+                rsum += s[j][2 * hh] + s[j][2 * hh + 1];
+            }
+            l[hh] = l[hh] * corr + ft_quad_sum(rsum);
+            m[hh] = mnew;
+#pragma unroll
+            for (int d = 0; d < OT; ++d) {
+                o[d][2 * hh] *= corr;
+                o[d][2 * hh + 1] *= corr;
+            }
+        }
+        // O += P V: key step j's A fragment is s[j] in the order (r0, 2tq), (r1, 2tq),
+        // (r0, 2tq + 1), (r1, 2tq + 1)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const unsigned p0 = ft_tf32(s[j][0]), p1 = ft_tf32(s[j][2]);
+            const unsigned p2 = ft_tf32(s[j][1]), p3 = ft_tf32(s[j][3]);
+            const float* v0 = vs + (8 * j + 2 * tq) * VS + g;
+#pragma unroll
+            for (int d = 0; d < OT; ++d)
+                ft_mma(o[d], p0, p1, p2, p3, __float_as_uint(v0[8 * d]), __float_as_uint(v0[VS + 8 * d]));
+        }
+    }
+    // o[d][0..1]: row r0, output columns 8 d + 2 tq (+1); o[d][2..3]: row r1
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+        const int i = hh ? r1 : r0;
+        if (i >= Lq) continue;
+        const float inv = l[hh] > 0.0f ? 1.0f / l[hh] : 0.0f;
+        float* op = out + ((long long)bh * Lq + i) * DC;
+#pragma unroll
+        for (int d = 0; d < OT; ++d)
+            *reinterpret_cast<float2*>(op + 8 * d + 2 * tq) = make_float2(o[d][2 * hh] * inv, o[d][2 * hh + 1] * inv);
+        if (tq == 0)
+            lse[(long long)bh * Lq + i] = l[hh] > 0.0f ? (m[hh] + log2f(l[hh])) * FA_LN2 : FG_NEG_INF;
+    }
+}
+
+#define FG_ATT_TF32(SUFFIX, DC)                                                               \
+    extern "C" __global__ void __launch_bounds__(128) attention_forward_tf32##SUFFIX(          \
+        float* out, float* lse, const float* q, const float* k, const float* v,                \
+        const float* mask, long long msb, long long msh, int H, int Hk, int Lq, int Lk,        \
+        float scale, int causal) {                                                             \
+        attention_forward_tf32_body<DC>(out, lse, q, k, v, mask, msb, msh, H, Hk, Lq, Lk,      \
+                                        scale, causal);                                        \
+    }
+FG_ATT_TF32(_d32, 32)
+FG_ATT_TF32(_d64, 64)

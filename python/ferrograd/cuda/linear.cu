@@ -407,6 +407,173 @@ FG_GEMM_TF32(gemm_tf32_nt, false, true)
 FG_GEMM_TF32(gemm_tf32_tn, true, false)
 FG_GEMM_TF32(gemm_tf32_tt, true, true)
 
+// ---------------------------------------------------------------------------------------
+// gemm_tf32w_nt / _tt: the TF32 GEMM for large C (at least a wave of 128x256 tiles) when
+// B is N x K (k-contiguous rows: Linear's x @ W^T). 128x256 tiles per block of 8 warps,
+// each warp 64x64 (4x8 mma tiles), 32-deep K slices in a three-stage cp.async pipeline
+// (144 KB of dynamic shared memory), one barrier per slice. (On the H100 at 8192^3: nt
+// 7.0 ms, tt 7.1, against 9.0 and 8.3 for gemm_tf32; with a K x N B, read as [k][n]
+// tiles, this kernel was slower than gemm_tf32, which stays in use there.)
+//
+// Fragments are read as float4s (a quarter of gemm_tf32's shared-memory instructions per
+// mma), using two freedoms of a GEMM:
+// * the reduction index may be permuted as long as A and B agree: mma column tq (tq + 4)
+//   of k-step s in a 16-deep slice stands for k = 4 tq + 2 s (+ 1), so a thread's four k
+//   of a row are one float4 wherever k is the contiguous axis in shared memory;
+// * rows of A may be permuted if C is stored through the same map: where m is the
+//   contiguous axis (A transposed), mma row g (+ 8 h) of tile i stands for m = 8 g + 2 i
+//   + h, so the 8 rows a thread needs are two float4s.
+// Shared layouts: k-contiguous operands are kept as [row][32 k], their float4 chunks
+// XOR-ed by row parity; a transposed A as [k][128 m], chunks XOR-ed by bits 2 and 3 of k.
+// Both make every quarter-warp's float4 reads and cp.async writes one bank wavefront.
+// Needs VEC's conditions (the host checks them).
+#define TW_BM 128
+#define TW_BN 256
+#define TW_BK 32
+#define TW_ST 3
+#define TW_SA (TW_BM * TW_BK)
+#define TW_SB (TW_BN * TW_BK)
+
+// float offset of chunk c (4 floats) of row r in a [rows][32] k-contiguous tile
+__device__ __forceinline__ int tw_kc_at(int r, int c) { return r * TW_BK + ((c ^ ((r & 1) << 2)) << 2); }
+// float offset of chunk c of row k in the [32][128] tile of a transposed A: q = bits 2, 3
+// of k (the reading thread's tq) spreads the quarter-warps' reads over the banks
+__device__ __forceinline__ int tw_mn_at(int k, int c) {
+    const int q = (k >> 2) & 3;
+    return k * TW_BM + ((c ^ ((q & 1) | ((q >> 1) << 2))) << 2);
+}
+
+template <bool TA>
+__device__ __forceinline__ void tw_load_stage(float* As, float* Bs, const float* A, const float* B,
+                                              int M, int N, int K, int row0, int col0, int k0, int t) {
+#pragma unroll
+    for (int h = 0; h < TW_SA / 4 / 256; ++h) {  // 4 chunks of A per thread
+        const int f = t + h * 256;
+        if (!TA) {  // A is M x K
+            const int r = f / 8, c = f % 8;
+            const bool ok = row0 + r < M && k0 + 4 * c < K;
+            tf32_cp_async16(As + tw_kc_at(r, c), ok ? A + (long long)(row0 + r) * K + k0 + 4 * c : A, ok);
+        } else {  // A is K x M
+            const int kk = f / (TW_BM / 4), c = f % (TW_BM / 4);
+            const bool ok = k0 + kk < K && row0 + 4 * c < M;
+            tf32_cp_async16(As + tw_mn_at(kk, c), ok ? A + (long long)(k0 + kk) * M + row0 + 4 * c : A, ok);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < TW_SB / 4 / 256; ++h) {  // 8 chunks of B (N x K) per thread
+        const int f = t + h * 256;
+        const int r = f / 8, c = f % 8;
+        const bool ok = col0 + r < N && k0 + 4 * c < K;
+        tf32_cp_async16(Bs + tw_kc_at(r, c), ok ? B + (long long)(col0 + r) * K + k0 + 4 * c : B, ok);
+    }
+}
+
+template <bool TA>
+__device__ __forceinline__ void gemm_tf32w_body(float* C, const float* A, const float* B,
+                                                const float* bias, int M, int N, int K,
+                                                long long stride_a, long long stride_b,
+                                                long long stride_c) {
+    A += blockIdx.z * stride_a;
+    B += blockIdx.z * stride_b;
+    C += blockIdx.z * stride_c;
+    extern __shared__ __align__(16) float tw_smem[];
+    float* As = tw_smem;                // TW_ST x TW_SA
+    float* Bs = tw_smem + TW_ST * TW_SA;  // TW_ST x TW_SB
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int g = lane / 4, tq = lane % 4;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 64;
+    const int row0 = blockIdx.y * TW_BM, col0 = blockIdx.x * TW_BN;
+    float acc[4][8][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    const int nk = (K + TW_BK - 1) / TW_BK;
+#pragma unroll
+    for (int s = 0; s < TW_ST - 1; ++s) {
+        if (s < nk) tw_load_stage<TA>(As + s * TW_SA, Bs + s * TW_SB, A, B, M, N, K, row0, col0, s * TW_BK, t);
+        asm volatile("cp.async.commit_group;\n" ::);
+    }
+    for (int kt = 0; kt < nk; ++kt) {
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(TW_ST - 2));  // slice kt landed (mine)
+        __syncthreads();  // ... everyone's; and slice kt - 1's stage is free to refill
+        const int pf = kt + TW_ST - 1, ps = pf % TW_ST;
+        if (pf < nk) tw_load_stage<TA>(As + ps * TW_SA, Bs + ps * TW_SB, A, B, M, N, K, row0, col0, pf * TW_BK, t);
+        asm volatile("cp.async.commit_group;\n" ::);
+        const float* as = As + (kt % TW_ST) * TW_SA;
+        const float* bs = Bs + (kt % TW_ST) * TW_SB;
+#pragma unroll
+        for (int kk = 0; kk < TW_BK; kk += 16) {
+            // av[i][h][e]: A at mma row g + 8 h of tile i, k = kk + 4 tq + e
+            // bv[j][e]:    B at mma column g of tile j,   k = kk + 4 tq + e
+            float av[4][2][4], bv[8][4];
+            if (!TA) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const float4 x = *reinterpret_cast<const float4*>(as + tw_kc_at(wm + 16 * i + 8 * h + g, kk / 4 + tq));
+                        av[i][h][0] = x.x; av[i][h][1] = x.y; av[i][h][2] = x.z; av[i][h][3] = x.w;
+                    }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int k = kk + 4 * tq + e;
+                    const float4 x = *reinterpret_cast<const float4*>(as + tw_mn_at(k, (wm + 8 * g) / 4));
+                    const float4 y = *reinterpret_cast<const float4*>(as + tw_mn_at(k, (wm + 8 * g) / 4 + 1));
+                    // m = wm + 8 g + 2 i + h
+                    av[0][0][e] = x.x; av[0][1][e] = x.y; av[1][0][e] = x.z; av[1][1][e] = x.w;
+                    av[2][0][e] = y.x; av[2][1][e] = y.y; av[3][0][e] = y.z; av[3][1][e] = y.w;
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const float4 x = *reinterpret_cast<const float4*>(bs + tw_kc_at(wn + 8 * j + g, kk / 4 + tq));
+                bv[j][0] = x.x; bv[j][1] = x.y; bv[j][2] = x.z; bv[j][3] = x.w;
+            }
+#pragma unroll
+            for (int s = 0; s < 2; ++s)
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j)
+                        asm volatile(
+                            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                            : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                            : "r"(__float_as_uint(av[i][0][2 * s])), "r"(__float_as_uint(av[i][1][2 * s])),
+                              "r"(__float_as_uint(av[i][0][2 * s + 1])), "r"(__float_as_uint(av[i][1][2 * s + 1])),
+                              "r"(__float_as_uint(bv[j][2 * s])), "r"(__float_as_uint(bv[j][2 * s + 1])));
+        }
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                // accumulator e of tile (i, j): mma row g (+ 8 for e >= 2), column 2 tq (+ 1
+                // for odd e), rows mapped back through the transposed A's permutation
+                const int h = e >> 1;
+                const int r = row0 + wm + (TA ? 8 * g + 2 * i + h : 16 * i + 8 * h + g);
+                const int c = col0 + wn + 8 * j + 2 * tq + (e & 1);
+                if (r < M && c < N) C[(long long)r * N + c] = acc[i][j][e] + (bias ? bias[c] : 0.0f);
+            }
+}
+
+#define FG_GEMM_TF32W(name, TA)                                                                \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                       \
+    name(float* C, const float* A, const float* B, const float* bias, int M, int N, int K,     \
+         long long stride_a, long long stride_b, long long stride_c) {                         \
+        gemm_tf32w_body<TA>(C, A, B, bias, M, N, K, stride_a, stride_b, stride_c);              \
+    }
+FG_GEMM_TF32W(gemm_tf32w_nt, false)
+FG_GEMM_TF32W(gemm_tf32w_tt, true)
+
 // C = sum over s < splits of W[s] (+ bias per column): the second half of a split-K GEMM.
 extern "C" __global__ void gemm_splitk_reduce(float* __restrict__ C, const float* __restrict__ W,
                                               const float* __restrict__ bias, int splits,
