@@ -149,10 +149,9 @@ def test_cuda_tf32_matmul_only_when_allowed(ta, tb):
 
     require_backend("cuda")
     be = fg.get_backend("cuda")
-    # (2100, 2060, 100): enough 128x256 tiles for gemm_tf32w_* (B transposed), ragged in
-    # m, n and k
+    # (2100, 2060, 100): enough 128x256 tiles for gemm_wgmma_tf32_nt (Hopper) or
+    # gemm_tf32w_* (B transposed), ragged in m, n and k
     shapes = [(256, 384, 64), (2100, 2060, 100)]
-    kind = "nt"[ta] + "nt"[tb]
     plans = [be._gemm_plan(m, n, k, ta, tb, True)[0] for m, n, k in shapes]
     assert fg.backends.cuda.matmul.allow_tf32 is False
     for m, n, k in shapes:
@@ -161,32 +160,46 @@ def test_cuda_tf32_matmul_only_when_allowed(ta, tb):
         a_in = np.ascontiguousarray(a.T) if ta else a
         got = be.matmul(be.from_numpy(a_in), be.from_numpy(b), ta, tb).get()
         assert np.all(got == np.float32(k * (1 + 2.0 ** -12)))
+    hopper = be._wgmma
     fg.backends.cuda.matmul.allow_tf32 = True
     try:
-        small, wide = (be._gemm_plan(m, n, k, ta, tb, True)[0] for m, n, k in shapes)
-        assert small is be._functions[("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq")]
-        assert getattr(wide, "f", wide) is be._functions[("linear", f"gemm_tf32{'w' if tb else ''}_{kind}", "PPPPiiiqqq")]
-        assert all(p is not small and p is not wide for p in plans)  # float32 plans differ
-        for m, n, k in shapes:
-            a = np.full((m, k), 1 + 2.0 ** -12, np.float32)
-            b = np.full((n, k) if tb else (k, n), 1.0, np.float32)
-            a_in = np.ascontiguousarray(a.T) if ta else a
-            got = be.matmul(be.from_numpy(a_in), be.from_numpy(b), ta, tb).get()
-            assert np.all(got == np.float32(k))
-        rng = np.random.default_rng(0)
-        for (mm, nn, kk) in [(1000, 777, 300), (1536, 1536, 256), (2100, 2060, 100), (2304, 2048, 520)]:
-            x = rng.standard_normal((kk, mm) if ta else (mm, kk)).astype(np.float32)
-            y = rng.standard_normal((nn, kk) if tb else (kk, nn)).astype(np.float32)
-            want = (x.T if ta else x).astype(np.float64) @ (y.T if tb else y).astype(np.float64)
-            out = be.matmul(be.from_numpy(x), be.from_numpy(y), ta, tb).get()
-            np.testing.assert_allclose(out, want, rtol=0, atol=2e-3 * np.sqrt(kk) * 4)
-        # batched: 4 x 45 tiles of 128x256 (blockIdx.z walks the batch)
-        bsz, mm, nn, kk = 4, 1100, 1030, 68
-        x = rng.standard_normal((bsz, kk, mm) if ta else (bsz, mm, kk)).astype(np.float32)
-        y = rng.standard_normal((bsz, nn, kk) if tb else (bsz, kk, nn)).astype(np.float32)
-        want = (x.transpose(0, 2, 1) if ta else x).astype(np.float64) @ (
-            y.transpose(0, 2, 1) if tb else y).astype(np.float64)
+        # on Hopper, also with the warpgroup kernel switched off: the mma.sync kernels
+        # that other GPUs run
+        for wgmma in ([True, False] if hopper else [False]):
+            be._wgmma = wgmma
+            _check_tf32_paths(be, ta, tb, shapes, plans, wgmma)
+    finally:
+        be._wgmma = hopper
+        fg.backends.cuda.matmul.allow_tf32 = False
+
+
+def _check_tf32_paths(be, ta, tb, shapes, float32_plans, wgmma):
+    """The plans and results of test_cuda_tf32_matmul_only_when_allowed with TF32 allowed."""
+    kind = "nt"[ta] + "nt"[tb]
+    small, wide = (be._gemm_plan(m, n, k, ta, tb, True)[0] for m, n, k in shapes)
+    assert small is be._functions[("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq")]
+    want_wide = "gemm_wgmma_tf32_nt" if wgmma else f"gemm_tf32w_{kind}" if tb else f"gemm_tf32_{kind}"
+    assert getattr(wide, "name", None) == want_wide or (
+        want_wide == f"gemm_tf32_{kind}" and wide is small)
+    assert all(p is not small and p is not wide for p in float32_plans)
+    for m, n, k in shapes:
+        a = np.full((m, k), 1 + 2.0 ** -12, np.float32)
+        b = np.full((n, k) if tb else (k, n), 1.0, np.float32)
+        a_in = np.ascontiguousarray(a.T) if ta else a
+        got = be.matmul(be.from_numpy(a_in), be.from_numpy(b), ta, tb).get()
+        assert np.all(got == np.float32(k))
+    rng = np.random.default_rng(0)
+    for (mm, nn, kk) in [(1000, 777, 300), (1536, 1536, 256), (2100, 2060, 100), (2304, 2048, 520)]:
+        x = rng.standard_normal((kk, mm) if ta else (mm, kk)).astype(np.float32)
+        y = rng.standard_normal((nn, kk) if tb else (kk, nn)).astype(np.float32)
+        want = (x.T if ta else x).astype(np.float64) @ (y.T if tb else y).astype(np.float64)
         out = be.matmul(be.from_numpy(x), be.from_numpy(y), ta, tb).get()
         np.testing.assert_allclose(out, want, rtol=0, atol=2e-3 * np.sqrt(kk) * 4)
-    finally:
-        fg.backends.cuda.matmul.allow_tf32 = False
+    # batched: 4 x 45 tiles of 128x256 (blockIdx.z walks the batch)
+    bsz, mm, nn, kk = 4, 1100, 1030, 68
+    x = rng.standard_normal((bsz, kk, mm) if ta else (bsz, mm, kk)).astype(np.float32)
+    y = rng.standard_normal((bsz, nn, kk) if tb else (bsz, kk, nn)).astype(np.float32)
+    want = (x.transpose(0, 2, 1) if ta else x).astype(np.float64) @ (
+        y.transpose(0, 2, 1) if tb else y).astype(np.float64)
+    out = be.matmul(be.from_numpy(x), be.from_numpy(y), ta, tb).get()
+    np.testing.assert_allclose(out, want, rtol=0, atol=2e-3 * np.sqrt(kk) * 4)

@@ -3,7 +3,8 @@
     python tools/gemm_tf32_layouts.py
 
 gemm_tf32_* (128x128 tiles) runs every layout; gemm_tf32w_* (128x256 tiles, float4
-fragment reads) the two with B transposed. Prints milliseconds (median of 7 timed calls,
+fragment reads) the two with B transposed; on Hopper, linear_sm90.cu's
+gemm_wgmma_tf32_nt every layout (the others transposed first, included in its time). Prints milliseconds (median of 7 timed calls,
 CUDA events) and the largest difference from gemm_tf32_nn's result, which shows that the
 kernels agree to TF32 rounding. CudaBackend._gemm_plan's choice rests on these figures.
 """
@@ -49,6 +50,11 @@ def main(n: int = 8192) -> None:
                     (n // 128, n // 128, 1))]
         if kind[1] == "t":
             kernels.append((f"gemm_tf32w_{kind}", be._tf32_wide(kind), (n // 256, n // 128, 1)))
+        if be._wgmma:
+            from ferrograd.backends.cuda_backend import _HopperTf32Gemm
+
+            kernels.append(("gemm_wgmma_tf32 " + kind, _HopperTf32Gemm(be, kind[0] == "t", kind[1] == "t"),
+                            (n // 256, n // 128, 1)))
         for name, f, grid in kernels:
             ms = timed(lambda: f.prepared_call(grid, (256, 1, 1), be._ptr(c), be._ptr(a), be._ptr(b), 0,
                                                n, n, n, 0, 0, 0))

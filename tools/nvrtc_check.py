@@ -35,7 +35,8 @@ def main(argv: list[str]) -> int:
     files = [Path(a) for a in argv] or sorted(CUDA_DIR.glob("*.cu"))
     failed = 0
     for f in files:
-        ok, log = compile_to_ptx(f)
+        # linear_sm90.cu uses Hopper's arch-specific instructions (wgmma)
+        ok, log = compile_to_ptx(f, "compute_90a" if f.stem.endswith("_sm90") else "compute_90")
         print(f"{f}: {'ok' if ok else 'FAILED'}")
         if log:
             print(log)

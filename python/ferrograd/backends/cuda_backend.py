@@ -82,15 +82,52 @@ def _check_f32(x, name: str) -> None:
                         "(use the numpy or rust backend for float64)")
 
 
+#: kernel families compiled for a specific architecture (others: the device's own)
+_FAMILY_ARCH = {"linear_sm90": "sm_90a"}
+
+
 class _WithSharedMemory:
     """A prepared kernel whose every launch asks for ``smem`` bytes of dynamic shared
     memory (so that callers of :meth:`CudaBackend._gemm_plan` launch every plan alike)."""
 
-    def __init__(self, f, smem: int):
-        self.f, self.smem = f, smem
+    def __init__(self, f, smem: int, name: str):
+        self.f, self.smem, self.name = f, smem, name
 
     def prepared_call(self, grid, block, *args):
         self.f.prepared_call(grid, block, *args, shared_size=self.smem)
+
+
+class _HopperTf32Gemm:
+    """linear_sm90.cu's gemm_wgmma_tf32_nt behind the GEMM plan's launch signature
+    ``(grid, block, c, a, b, bias, m, n, k, stride_a, stride_b, stride_c)``: an A given
+    as K x M or a B given as K x N is transposed first into a pooled buffer (wgmma reads
+    TF32 operands k-contiguous only)."""
+
+    name = "gemm_wgmma_tf32_nt"
+
+    def __init__(self, backend, trans_a: bool, trans_b: bool):
+        self.be, self.trans_a, self.trans_b = backend, trans_a, trans_b
+        self.f, self.smem = backend._wgmma_kernel()
+        self.transpose = backend._prepared("linear_sm90", "gemm_transpose", "PPiiqq")
+
+    def _k_major(self, ptr, rows: int, cols: int, stride: int, batch: int):
+        """(batch, cols, rows) copy of the (batch, rows, cols) operand at ptr."""
+        out = self.be.empty((batch, cols, rows))
+        self.transpose.prepared_call(((cols + 31) // 32, (rows + 31) // 32, batch), (32, 8, 1),
+                                     self.be._ptr(out), ptr, rows, cols, stride, rows * cols)
+        return out
+
+    def prepared_call(self, grid, block, c, a, b, bias, m, n, k, sa, sb, sc):
+        batch = grid[2]
+        keep = []
+        if self.trans_a:  # A is K x M
+            keep.append(self._k_major(a, k, m, sa, batch))
+            a, sa = self.be._ptr(keep[-1]), m * k if batch > 1 else 0
+        if not self.trans_b:  # B is K x N
+            keep.append(self._k_major(b, k, n, sb, batch))
+            b, sb = self.be._ptr(keep[-1]), n * k if batch > 1 else 0
+        # the buffers go back to the pool here: later launches run after this one (one stream)
+        self.f.prepared_call(grid, block, c, a, b, bias, m, n, k, sa, sb, sc, shared_size=self.smem)
 
 
 class CudaBackend(base.Backend):
@@ -107,6 +144,8 @@ class CudaBackend(base.Backend):
         sms = dev.get_attribute(self._drv.device_attribute.MULTIPROCESSOR_COUNT)
         self._max_blocks = sms * 32  # enough resident blocks to saturate memory
         self._sm_count = sms
+        # Hopper (sm_90a): linear_sm90.cu's warpgroup (wgmma) TF32 GEMM
+        self._wgmma = tuple(dev.compute_capability()) == (9, 0)
 
     # ------------------------------------------------------------ plumbing
     def _fn(self, family: str, name: str):
@@ -116,8 +155,9 @@ class CudaBackend(base.Backend):
             mod = self._modules.get(family)
             if mod is None:
                 src = (CUDA_SOURCES / f"{family}.cu").read_text()
+                arch = {"arch": _FAMILY_ARCH[family]} if family in _FAMILY_ARCH else {}
                 mod = self._SourceModule(src, no_extern_c=True, include_dirs=[str(CUDA_SOURCES)],
-                                         options=["-O3", "-std=c++17"])
+                                         options=["-O3", "-std=c++17"], **arch)
                 self._modules[family] = mod
             f = self._functions[key] = mod.get_function(name)
         return f
@@ -472,9 +512,10 @@ class CudaBackend(base.Backend):
           layer's weight gradient): split K. ``splits`` blocks per tile each sum a K
           range into a workspace slice and gemm_splitk_reduce adds the slices;
         * else TF32 tensor cores when ``fg.backends.cuda.matmul.allow_tf32`` is set and
-          every row is a whole number of aligned float4s: 128x256 tiles
-          (``gemm_tf32w_*``) when B is transposed (N x K) and there are at least as
-          many tiles as SMs, else 128x128 (``gemm_tf32_*``);
+          every row is a whole number of aligned float4s. With at least as many 128x256
+          tiles as SMs: on Hopper the warpgroup kernel ``gemm_wgmma_tf32_nt``
+          (linear_sm90.cu; other layouts transposed first), elsewhere ``gemm_tf32w_*``
+          when B is transposed (N x K). Otherwise 128x128 tiles (``gemm_tf32_*``);
         * at least one tile per SM: the SIMT kernel with 128x128 tiles (``gemm128_*``),
           or 64x128 (``gemm64x128_*``) when C has at most 64 rows, float4 loads when
           aligned;
@@ -497,8 +538,11 @@ class CudaBackend(base.Backend):
         long_k = batch == 1 and t128 < sm and m >= 64 and n >= 128 and k >= 1024
         if flags.matmul.allow_tf32 and vec and not long_k:
             gw = ((n + 255) // 256, (m + 127) // 128, batch)
-            if tb and gw[0] * gw[1] * batch >= sm:  # a wave of 128x256 tiles at least
-                return self._tf32_wide(kind), gw, (m, n, k, sa, sb, sc), 0
+            if gw[0] * gw[1] * batch >= sm:  # a wave of 128x256 tiles at least
+                if self._wgmma:
+                    return _HopperTf32Gemm(self, ta, tb), gw, (m, n, k, sa, sb, sc), 0
+                if tb:
+                    return self._tf32_wide(kind), gw, (m, n, k, sa, sb, sc), 0
             return (self._prepared("linear", f"gemm_tf32_{kind}", "PPPPiiiqqq"),
                     ((n + 127) // 128, (m + 127) // 128, batch), (m, n, k, sa, sb, sc), 0)
         if t128 >= sm:
@@ -531,7 +575,19 @@ class CudaBackend(base.Backend):
             f = self._prepared("linear", f"gemm_tf32w_{kind}", "PPPPiiiqqq")
             smem = 3 * (128 + 256) * 32 * 4  # TW_ST x (TW_SA + TW_SB) floats
             f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
-            hit = self._functions[key] = _WithSharedMemory(f, smem)
+            hit = self._functions[key] = _WithSharedMemory(f, smem, f"gemm_tf32w_{kind}")
+        return hit
+
+    def _wgmma_kernel(self):
+        """linear_sm90.cu's gemm_wgmma_tf32_nt, prepared, with its dynamic shared memory
+        (four stages of 128x32 and 256x32 floats, plus 1 KB to align them) allowed."""
+        key = ("linear_sm90", "gemm_wgmma_tf32_nt", "smem")
+        hit = self._functions.get(key)
+        if hit is None:
+            f = self._prepared("linear_sm90", "gemm_wgmma_tf32_nt", "PPPPiiiqqq")
+            smem = 4 * (128 + 256) * 32 * 4 + 1024
+            f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+            hit = self._functions[key] = (f, smem)
         return hit
 
     def _gemm_reduce(self, c_ptr, work_ptr, bias_ptr, splits, mn, n):
