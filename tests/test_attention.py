@@ -63,8 +63,10 @@ def _sdpa(mask, causal, scale=None):
                                              (129, 191, "float"), (64, 64, "bool"),
                                              (70, 300, "one_key"), (1, 257, "none")])
 def test_cuda_wide_forward_matches_numpy(d, lq, lk, mask_kind):
-    """attention.cu's wide forward (head dims 32 and 64) over several 128-row / 64-key
-    tiles, ragged edges, causal with lq != lk, masks and grouped key/value heads."""
+    """attention.cu's wide forward (head dims 32 and 64) and, through the gradients, the
+    tiled backward (head dim 64; 32 takes the one-thread-per-row kernels) over several
+    query / key tiles, ragged edges, causal with lq != lk, masks, a row with every key
+    hidden and grouped key/value heads."""
     from conftest import require_backend
 
     require_backend("cuda")

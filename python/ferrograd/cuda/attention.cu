@@ -640,3 +640,180 @@ __device__ __forceinline__ void attention_forward_tf32_body(float* out, float* l
     }
 FG_ATT_TF32(_d32, 32)
 FG_ATT_TF32(_d64, 64)
+
+// ---------------------------------------------------------------------------------------
+// attention_backward_wide_d64: the backward for D = Dv = 64 in one kernel (FlashAttention-2's
+// loop order). A block of 256 threads (16 x 16) owns a tile of 64 keys of one key/value
+// head; it keeps K, V and its dK, dV accumulators for the whole run and walks the query
+// tiles (64 rows) of every query head that reads the key head. Per query tile, with
+// scores recomputed:
+//   P^T  = exp(K Q^T * scale + mask - lse)   (64 keys x 64 queries, 4 x 4 per thread)
+//   dP^T = V dO^T,  dS^T = P^T (dP^T - delta), delta = rowsum(dO o O) (precomputed)
+//   dV += P^T dO,  dK += dS^T Q,  dQ += dS K  (dQ: atomicAdd into a zeroed gq).
+// Operands of the score-like products are staged transposed (d-major) so that a thread's
+// four keys / queries are one float4; those of the accumulating products row-major. 162.5
+// KB of dynamic shared memory. Same gradients (to rounding; dQ's atomic sums are unordered) as
+// the one-thread-per-row kernels, which remain for other head dims.
+#define FB_T 64   // keys per block, queries per tile
+#define FB_D 64
+#define FB_P 68   // padded row length of the P^T / dS^T tiles (spreads their stores)
+
+// delta[r] = sum_d gout[r][d] * out[r][d] for every row r < rows
+extern "C" __global__ void attention_backward_rowdot(float* delta, const float* out, const float* gout,
+                                                     long long rows, int Dv) {
+    FG_GRID_LOOP(r, rows) {
+        const float* o = out + r * Dv;
+        const float* g = gout + r * Dv;
+        float s = 0.0f;
+        for (int d = 0; d < Dv; ++d) s += o[d] * g[d];
+        delta[r] = s;
+    }
+}
+
+__device__ __forceinline__ void fb_fma44(float (&acc)[4][4], float4 a, float4 b) {
+    const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+}
+
+extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
+    float* gq, float* gk, float* gv, const float* q, const float* k, const float* v, const float* mask,
+    long long msb, long long msh, const float* lse, const float* delta, const float* gout, int H, int Hk,
+    int Lq, int Lk, float scale, int causal) {
+    extern __shared__ __align__(16) float fb_smem[];
+    float* kT = fb_smem;               // [d][key]
+    float* vT = kT + FB_D * FB_T;      // [d][key]
+    float* kR = vT + FB_D * FB_T;      // [key][d]
+    float* qT = kR + FB_T * FB_D;      // [d][query]
+    float* qR = qT + FB_D * FB_T;      // [query][d]
+    float* gT = qR + FB_T * FB_D;      // dO: [d][query]
+    float* gR = gT + FB_D * FB_T;      // dO: [query][d]
+    float* pq = gR + FB_T * FB_D;      // P^T as [query][key] (rows FB_P long)
+    float* sq = pq + FB_T * FB_P;      // dS^T as [query][key]
+    float* sk = sq + FB_T * FB_P;      // dS^T as [key][query]
+    float* lq = sk + FB_T * FB_T;      // lse * log2 e of the tile's queries
+    float* dl = lq + FB_T;             // delta of the tile's queries
+    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+    const int bhk = blockIdx.y, b = bhk / Hk, hk = bhk % Hk, group = H / Hk;
+    const int j0 = blockIdx.x * FB_T;
+    const float sc2 = scale * FA_LOG2E;
+    const float* kb = k + ((long long)bhk * Lk + j0) * FB_D;
+    const float* vb = v + ((long long)bhk * Lk + j0) * FB_D;
+    for (int f = t; f < FB_T * FB_D / 4; f += 256) {
+        const int j = f / 16, d = (f % 16) * 4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+        if (j0 + j < Lk) {
+            x = *reinterpret_cast<const float4*>(kb + (long long)j * FB_D + d);
+            y = *reinterpret_cast<const float4*>(vb + (long long)j * FB_D + d);
+        }
+        *reinterpret_cast<float4*>(kR + j * FB_D + d) = x;
+        kT[d * FB_T + j] = x.x; kT[(d + 1) * FB_T + j] = x.y; kT[(d + 2) * FB_T + j] = x.z; kT[(d + 3) * FB_T + j] = x.w;
+        vT[d * FB_T + j] = y.x; vT[(d + 1) * FB_T + j] = y.y; vT[(d + 2) * FB_T + j] = y.z; vT[(d + 3) * FB_T + j] = y.w;
+    }
+    float dk[4][4], dv[4][4];  // rows: keys 4 ty.., columns: dims 4 tx..
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) dk[r][c] = dv[r][c] = 0.0f;
+    // causal: queries before the block's first key see none of its keys
+    const int first = causal ? j0 : 0;
+    for (int h = hk * group; h < (hk + 1) * group; ++h) {
+        const long long bh = (long long)b * H + h;
+        const float* mb = mask ? mask + b * msb + h * msh : nullptr;
+        for (int i0 = first; i0 < Lq; i0 += FB_T) {
+            __syncthreads();  // the previous tile's operands are no longer read
+            const float* qb = q + (bh * Lq + i0) * FB_D;
+            const float* gb = gout + (bh * Lq + i0) * FB_D;
+            for (int f = t; f < FB_T * FB_D / 4; f += 256) {
+                const int i = f / 16, d = (f % 16) * 4;
+                float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+                if (i0 + i < Lq) {
+                    x = *reinterpret_cast<const float4*>(qb + (long long)i * FB_D + d);
+                    y = *reinterpret_cast<const float4*>(gb + (long long)i * FB_D + d);
+                }
+                *reinterpret_cast<float4*>(qR + i * FB_D + d) = x;
+                *reinterpret_cast<float4*>(gR + i * FB_D + d) = y;
+                qT[d * FB_T + i] = x.x; qT[(d + 1) * FB_T + i] = x.y; qT[(d + 2) * FB_T + i] = x.z; qT[(d + 3) * FB_T + i] = x.w;
+                gT[d * FB_T + i] = y.x; gT[(d + 1) * FB_T + i] = y.y; gT[(d + 2) * FB_T + i] = y.z; gT[(d + 3) * FB_T + i] = y.w;
+            }
+            if (t < FB_T) {
+                const bool in = i0 + t < Lq;
+                lq[t] = in ? lse[bh * Lq + i0 + t] * FA_LOG2E : FG_NEG_INF;
+                dl[t] = in ? delta[bh * Lq + i0 + t] : 0.0f;
+            }
+            __syncthreads();
+            // S^T and dP^T: keys 4 ty + r, queries 4 tx + c
+            float s[4][4], dp[4][4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) s[r][c] = dp[r][c] = 0.0f;
+#pragma unroll 4
+            for (int d = 0; d < FB_D; ++d) {
+                fb_fma44(s, *reinterpret_cast<const float4*>(kT + d * FB_T + 4 * ty),
+                         *reinterpret_cast<const float4*>(qT + d * FB_T + 4 * tx));
+                fb_fma44(dp, *reinterpret_cast<const float4*>(vT + d * FB_T + 4 * ty),
+                         *reinterpret_cast<const float4*>(gT + d * FB_T + 4 * tx));
+            }
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int j = j0 + 4 * ty + r;
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                    const int ii = 4 * tx + c, i = i0 + ii;
+                    float x = s[r][c] * sc2;
+                    if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
+                    // hidden keys, padding and rows with every key hidden (lse = -inf): p = 0
+                    const bool hidden = j >= Lk || i >= Lq || (causal && j > i) || lq[ii] == FG_NEG_INF;
+                    const float p = hidden ? 0.0f : fw_exp2(x - lq[ii]);
+                    s[r][c] = p;
+                    dp[r][c] = p * (dp[r][c] - dl[ii]);  // dS^T
+                }
+            }
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int ii = 4 * tx + c;
+                *reinterpret_cast<float4*>(pq + ii * FB_P + 4 * ty) = make_float4(s[0][c], s[1][c], s[2][c], s[3][c]);
+                *reinterpret_cast<float4*>(sq + ii * FB_P + 4 * ty) = make_float4(dp[0][c], dp[1][c], dp[2][c], dp[3][c]);
+            }
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                *reinterpret_cast<float4*>(sk + (4 * ty + r) * FB_T + 4 * tx) = make_float4(dp[r][0], dp[r][1], dp[r][2], dp[r][3]);
+            __syncthreads();
+            // dV += P^T dO, dK += dS^T Q (keys 4 ty.., dims 4 tx..); dQ = dS K (queries 4 ty.., dims 4 tx..)
+            float dq[4][4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) dq[r][c] = 0.0f;
+#pragma unroll 4
+            for (int ii = 0; ii < FB_T; ++ii) {
+                fb_fma44(dv, *reinterpret_cast<const float4*>(pq + ii * FB_P + 4 * ty),
+                         *reinterpret_cast<const float4*>(gR + ii * FB_D + 4 * tx));
+                fb_fma44(dk, *reinterpret_cast<const float4*>(sq + ii * FB_P + 4 * ty),
+                         *reinterpret_cast<const float4*>(qR + ii * FB_D + 4 * tx));
+                fb_fma44(dq, *reinterpret_cast<const float4*>(sk + ii * FB_T + 4 * ty),
+                         *reinterpret_cast<const float4*>(kR + ii * FB_D + 4 * tx));
+            }
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int i = i0 + 4 * ty + r;
+                if (i >= Lq) continue;
+                float* gp = gq + (bh * Lq + i) * FB_D + 4 * tx;
+#pragma unroll
+                for (int c = 0; c < 4; ++c) atomicAdd(gp + c, scale * dq[r][c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const int j = j0 + 4 * ty + r;
+        if (j >= Lk) continue;
+        *reinterpret_cast<float4*>(gk + ((long long)bhk * Lk + j) * FB_D + 4 * tx) =
+            make_float4(scale * dk[r][0], scale * dk[r][1], scale * dk[r][2], scale * dk[r][3]);
+        *reinterpret_cast<float4*>(gv + ((long long)bhk * Lk + j) * FB_D + 4 * tx) =
+            make_float4(dv[r][0], dv[r][1], dv[r][2], dv[r][3]);
+    }
+}
