@@ -535,7 +535,7 @@ class CudaBackend(base.Backend):
         g128 = ((n + 127) // 128, (m + rows - 1) // rows)
         t128 = g128[0] * g128[1] * batch
         k128 = ("gemm128_" if rows == 128 else "gemm64x128_") + kind + ("_v" if vec else "")
-        long_k = batch == 1 and t128 < sm and m >= 64 and n >= 128 and k >= 1024
+        long_k = batch == 1 and t128 < sm and m >= 16 and n >= 128 and k >= 1024
         if flags.matmul.allow_tf32 and vec and not long_k:
             gw = ((n + 255) // 256, (m + 127) // 128, batch)
             if gw[0] * gw[1] * batch >= sm:  # a wave of 128x256 tiles at least
