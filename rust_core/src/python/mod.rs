@@ -18,8 +18,8 @@ use crate::ops::{linear, reduce, softmax};
 use crate::real::Real;
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{
-    Element, IntoPyArray, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
-    PyUntypedArrayMethods,
+    Element, IntoPyArray, PyArrayDescrMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -52,6 +52,17 @@ fn describe(x: &Bound<'_, PyAny>) -> String {
 
 /// The float dtype of `x` (the first operand decides the call's dtype).
 pub(super) fn float_dtype(x: &Bound<'_, PyAny>, name: &str) -> PyResult<Dt> {
+    // an array's descriptor compared in C first: numpy's `dtype.name` is Python code,
+    // ~10 us a call, 3% of a 4M-element relu
+    if let Ok(a) = x.cast::<PyUntypedArray>() {
+        let d = a.dtype();
+        if d.is_equiv_to(&numpy::dtype::<f32>(x.py())) {
+            return Ok(Dt::F32);
+        }
+        if d.is_equiv_to(&numpy::dtype::<f64>(x.py())) {
+            return Ok(Dt::F64);
+        }
+    }
     let dt: Option<String> = x
         .getattr("dtype")
         .and_then(|d| d.getattr("name"))
