@@ -143,6 +143,67 @@ def test_cuda_tf32_forward_only_when_allowed(d, lq, lk, mask_kind):
         np.testing.assert_allclose(lse.get(), lse_want, rtol=0, atol=1e-2)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
+                                             (129, 191, "float"), (64, 64, "bool"),
+                                             (70, 300, "one_key"), (1, 257, "none")])
+def test_cuda_tf32_backward_only_when_allowed(lq, lk, mask_kind):
+    """attention_backward_tf32_d64 runs only with TF32 allowed: under uniform attention
+    (q = 0) over 64 keys and 64 queries, gv = sum of gout = 1 + 2^-12 (float32) or 1 (the
+    TF32 rounding of gout). With TF32 allowed, the gradients of random inputs over several
+    tiles, ragged edges, masks, a fully hidden row and grouped heads stay within TF32's
+    error of the float64 reference."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    be = fg.get_backend("cuda")
+    flags = fg.backends.cuda.matmul
+    d = 64
+    q0 = np.zeros((1, 1, 64, d), np.float32)
+    k0 = np.random.default_rng(0).standard_normal((1, 1, 64, d)).astype(np.float32)
+    v0 = np.random.default_rng(1).standard_normal((1, 1, 64, d)).astype(np.float32)
+    g0 = np.full((1, 1, 64, d), (1 + 2.0 ** -12) / 64, np.float32)
+
+    def gv_uniform():
+        args = [be.from_numpy(a) for a in (q0, k0, v0)]
+        out, lse = be.attention_forward(*args, None, 1.0, False)
+        return be.attention_backward(*args, None, 1.0, False, out, lse, be.from_numpy(g0))[2].get()
+
+    np.testing.assert_allclose(gv_uniform(), (1 + 2.0 ** -12) / 64, rtol=2e-6)
+    rng = np.random.default_rng(lq * 1000 + lk)
+    b, h, hk = 2, 4, 2
+    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
+    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    gout = rng.standard_normal((b, h, lq, d)).astype(np.float32)
+    mask = None
+    if mask_kind == "bool":
+        mask = rng.random((b, h, lq, lk)) > 0.5
+        mask[0, 0, 3] = False
+    elif mask_kind == "float":
+        mask = (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
+    elif mask_kind == "one_key":
+        mask = np.zeros((b, 1, lq, lk), dtype=bool)
+        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+    sdpa = _sdpa(mask, mask_kind == "causal")
+
+    def grads(backend, dtype):
+        ts = [fg.tensor(a.astype(dtype), backend=backend, requires_grad=True) for a in (q, k, v)]
+        sdpa(*ts).backward(fg.tensor(gout.astype(dtype), backend=backend))
+        return [t.grad.numpy() for t in ts]
+
+    flags.allow_tf32 = True
+    try:
+        np.testing.assert_allclose(gv_uniform(), 1 / 64, rtol=2e-6)
+        got = grads("cuda", np.float32)
+    finally:
+        flags.allow_tf32 = False
+    want = grads("numpy", np.float64)
+    for name, a, w in zip("qkv", got, want):
+        np.testing.assert_allclose(a, w, rtol=0, atol=2e-2 * max(1.0, float(np.abs(w).max())),
+                                   err_msg=f"gradient of {name}")
+
+
 @given(data=st.data())
 def test_flash_matches_numpy(backend, dtype, data):
     dtype_backend_ok(backend, dtype)

@@ -19,9 +19,9 @@ _instances: Dict[str, Backend] = {}
 class _MatmulFlags:
     """``fg.backends.cuda.matmul.allow_tf32`` (default False, as PyTorch's
     ``torch.backends.cuda.matmul.allow_tf32``): when True, the cuda backend's GEMMs
-    (matmul, Linear, the convolutions and recurrent layers built on them) and the flash
-    attention forward for head dims 32 and 64 take their inputs as TF32 (10-bit mantissa)
-    and run on tensor cores, summing in float32.
+    (matmul, Linear, the convolutions and recurrent layers built on them) and flash
+    attention (forward for head dims 32 and 64, backward for 64) take their inputs as TF32
+    (10-bit mantissa) and run on tensor cores, summing in float32.
     Relative error grows to about 1e-3 per product; leave it off for float32 accuracy."""
 
     allow_tf32 = False

@@ -1187,7 +1187,7 @@ class CudaBackend(base.Backend):
     # attention.cu: flash attention. Forward for head dims 32 and 64: 128-row query tiles
     # per block (attention_forward_wide_*), or on tensor cores when TF32 is allowed
     # (attention_forward_tf32_*). Backward for head dim 64: 64-key tiles per block
-    # (attention_backward_wide_d64); other head dims (up to 128) and the backward:
+    # (attention_backward_wide_d64, or attention_backward_tf32_d64); other head dims (up to 128) and the backward:
     # one thread per query (or key) row, the other side staged tile by tile in shared memory.
     _ATT_THREADS = 64
 
@@ -1277,8 +1277,11 @@ class CudaBackend(base.Backend):
             *tail, block=(t, 1, 1), grid=((lk + t - 1) // t, b * hk))
         return gq, gk, gv
     def _attention_backward_wide(self, q, k, v, margs, tail, lse, out, gout):
-        """attention_backward_wide_d64: delta = rowsum(gout * out) first, then one block
-        per 64 keys of a key/value head computes gk and gv and adds into gq (zeroed)."""
+        """attention_backward_wide_d64 (or attention_backward_tf32_d64 on tensor cores when
+        TF32 is allowed): delta = rowsum(gout * out) first, then one block per 64 keys of a
+        key/value head computes gk and gv and adds into gq (zeroed)."""
+        from . import cuda as flags
+
         b, h, lq, _ = (int(s) for s in q.shape)
         hk, lk = int(k.shape[1]), int(k.shape[2])
         delta = self.empty((b, h, lq))
@@ -1286,15 +1289,20 @@ class CudaBackend(base.Backend):
                      self._ptr(gout), np.int64(b * h * lq), np.int32(64))
         gq = self.full(q.shape, 0.0, _F32)
         gk, gv = self.empty(k.shape), self.empty(v.shape)
-        key = ("attention", "backward_wide", "smem")
+        tf32 = bool(flags.matmul.allow_tf32)
+        name = "attention_backward_tf32_d64" if tf32 else "attention_backward_wide_d64"
+        key = ("attention", name, "smem")
         hit = self._functions.get(key)
         if hit is None:
-            f = self._prepared("attention", "attention_backward_wide_d64", "PPPPPPPqqPPPiiiifi")
-            smem = 4 * (7 * 64 * 64 + 2 * 64 * 68 + 64 * 64 + 2 * 64)
+            f = self._prepared("attention", name, "PPPPPPPqqPPPiiiifi")
+            if tf32:  # Q, dO twice (rows of 80 and 68), K (72), dS (68), lse, delta
+                smem = 4 * (2 * 64 * 80 + 3 * 64 * 68 + 64 * 72 + 2 * 64)
+            else:  # K, V, Q, dO as [d][row] and [row][d] but V, P^T and dS^T, dS, lse, delta
+                smem = 4 * (7 * 64 * 64 + 2 * 64 * 68 + 64 * 64 + 2 * 64)
             f.set_attribute(self._drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
             hit = self._functions[key] = (f, smem)
         f, smem = hit
-        f.prepared_call(((lk + 63) // 64, b * hk), (256, 1, 1), self._ptr(gq), self._ptr(gk), self._ptr(gv),
+        f.prepared_call(((lk + 63) // 64, b * hk), (128 if tf32 else 256, 1, 1), self._ptr(gq), self._ptr(gk), self._ptr(gv),
                         self._ptr(q), self._ptr(k), self._ptr(v), *margs, self._ptr(lse), self._ptr(delta),
                         self._ptr(gout), h, hk, lq, lk, float(tail[6]), int(tail[7]), shared_size=smem)
         return gq, gk, gv

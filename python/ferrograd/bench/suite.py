@@ -607,8 +607,7 @@ def attention_suite(quick: bool = False) -> List[Case]:
             cases.append(_sdpa_case((2, 8, l, 64), bwd, ("rust", "torch-cpu") if l > 256 else everywhere,
                                     "attention"))
         cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention"))
-        if not bwd:  # the TF32 tensor-core forward (the backward has no TF32 path)
-            cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention", tf32=True))
+        cases.append(_sdpa_case(gpu_shape, bwd, GPU_IMPLS, "gpu attention", tf32=True))
         for kind in ("mha", "encoder"):
             cases.append(_encoder_case(kind, 8, 64 if quick else 128, 512, 8, bwd, everywhere, "transformer"))
     return cases

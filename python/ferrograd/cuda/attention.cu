@@ -817,3 +817,185 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
             make_float4(dv[r][0], dv[r][1], dv[r][2], dv[r][3]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// attention_backward_tf32_d64: the backward of attention_backward_wide_d64 on tensor cores
+// (mma.sync m16n8k8, TF32 inputs rounded with cvt.rna, float32 sums), used only when
+// fg.backends.cuda.matmul.allow_tf32 is set. A block of 4 warps owns 64 keys, a warp 16 of
+// them, with K and V in registers as A fragments and dK, dV accumulators. Per query tile
+// (64 rows) a warp computes S^T = K Q^T and dP^T = V dO^T for its keys, P^T and dS^T in
+// registers, then dV += P^T dO and dK += dS^T Q with P^T / dS^T going from accumulators
+// straight to A fragments (attention_forward_tf32's reduction-index permutation); dS^T
+// goes through shared memory once so that each warp can compute dQ = dS K for 16 queries
+// (atomicAdd). Q and dO are staged twice, padded for the two ways they are read (float4
+// rows for the score products, one bank wavefront for the accumulating ones).
+#define BT_KS 80  // Q / dO rows read as float4 k-slices
+#define BT_VS 68  // Q / dO rows read as B of the accumulating products; dS rows
+#define BT_KK 72  // K rows read as B of dQ
+
+extern "C" __global__ void __launch_bounds__(128) attention_backward_tf32_d64(
+    float* gq, float* gk, float* gv, const float* q, const float* k, const float* v, const float* mask,
+    long long msb, long long msh, const float* lse, const float* delta, const float* gout, int H, int Hk,
+    int Lq, int Lk, float scale, int causal) {
+    constexpr int DC = 64, NC = DC / 16, OT = DC / 8;
+    extern __shared__ __align__(16) float bt_smem[];
+    float* qk = bt_smem;             // Q  [query][d], rows BT_KS
+    float* gk_ = qk + 64 * BT_KS;    // dO [query][d], rows BT_KS
+    float* qv = gk_ + 64 * BT_KS;    // Q  [query][d], rows BT_VS
+    float* gv_ = qv + 64 * BT_VS;    // dO [query][d], rows BT_VS
+    float* ks = gv_ + 64 * BT_VS;    // K  [key][d],   rows BT_KK
+    float* dss = ks + 64 * BT_KK;    // dS [query][key], rows BT_VS
+    float* lq = dss + 64 * BT_VS;    // lse * log2 e per query of the tile
+    float* dl = lq + 64;             // delta per query of the tile
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int g = lane / 4, tq = lane % 4;
+    const int bhk = blockIdx.y, b = bhk / Hk, hk = bhk % Hk, group = H / Hk;
+    const int j0 = blockIdx.x * 64;
+    const int kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;  // this thread's two keys
+    const float sc2 = scale * FA_LOG2E;
+    const float* kb = k + (long long)bhk * Lk * DC;
+    const float* vb = v + (long long)bhk * Lk * DC;
+    // K (pre-scaled: S^T in base 2) and V as A fragments: rows kr0 / kr1, dims 16 c + 4 tq ..
+    unsigned ka[NC][2][4], va[NC][2][4];
+#pragma unroll
+    for (int c = 0; c < NC; ++c)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int r = hh ? kr1 : kr0;
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+            if (r < Lk) {
+                x = *reinterpret_cast<const float4*>(kb + (long long)r * DC + 16 * c + 4 * tq);
+                y = *reinterpret_cast<const float4*>(vb + (long long)r * DC + 16 * c + 4 * tq);
+            }
+            ka[c][hh][0] = ft_tf32(x.x * sc2); ka[c][hh][1] = ft_tf32(x.y * sc2);
+            ka[c][hh][2] = ft_tf32(x.z * sc2); ka[c][hh][3] = ft_tf32(x.w * sc2);
+            va[c][hh][0] = ft_tf32(y.x); va[c][hh][1] = ft_tf32(y.y);
+            va[c][hh][2] = ft_tf32(y.z); va[c][hh][3] = ft_tf32(y.w);
+        }
+    for (int f = t; f < 64 * DC / 4; f += 128) {
+        const int j = f / (DC / 4), d = (f % (DC / 4)) * 4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (j0 + j < Lk) x = *reinterpret_cast<const float4*>(kb + (long long)(j0 + j) * DC + d);
+        *reinterpret_cast<uint4*>(ks + j * BT_KK + d) = make_uint4(ft_tf32(x.x), ft_tf32(x.y), ft_tf32(x.z), ft_tf32(x.w));
+    }
+    float dk[OT][4], dv[OT][4];
+#pragma unroll
+    for (int n = 0; n < OT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.0f;
+    const int first = causal ? j0 : 0;  // earlier queries see none of the block's keys
+    for (int h = hk * group; h < (hk + 1) * group; ++h) {
+        const long long bh = (long long)b * H + h;
+        const float* mb = mask ? mask + b * msb + h * msh : nullptr;
+        for (int i0 = first; i0 < Lq; i0 += 64) {
+            __syncthreads();  // the previous tile's Q, dO and dS are no longer read
+            for (int f = t; f < 64 * DC / 4; f += 128) {
+                const int i = f / (DC / 4), d = (f % (DC / 4)) * 4;
+                float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+                if (i0 + i < Lq) {
+                    x = *reinterpret_cast<const float4*>(q + (bh * Lq + i0 + i) * DC + d);
+                    y = *reinterpret_cast<const float4*>(gout + (bh * Lq + i0 + i) * DC + d);
+                }
+                const uint4 xr = make_uint4(ft_tf32(x.x), ft_tf32(x.y), ft_tf32(x.z), ft_tf32(x.w));
+                const uint4 yr = make_uint4(ft_tf32(y.x), ft_tf32(y.y), ft_tf32(y.z), ft_tf32(y.w));
+                *reinterpret_cast<uint4*>(qk + i * BT_KS + d) = xr;
+                *reinterpret_cast<uint4*>(qv + i * BT_VS + d) = xr;
+                *reinterpret_cast<uint4*>(gk_ + i * BT_KS + d) = yr;
+                *reinterpret_cast<uint4*>(gv_ + i * BT_VS + d) = yr;
+            }
+            if (t < 64) {
+                const bool in = i0 + t < Lq;
+                lq[t] = in ? lse[bh * Lq + i0 + t] * FA_LOG2E : FG_NEG_INF;
+                dl[t] = in ? delta[bh * Lq + i0 + t] : 0.0f;
+            }
+            __syncthreads();
+            // s[j] / p[j]: S^T / dP^T tile of queries 8 j ..: [0..1] key kr0, queries
+            // 8 j + 2 tq (+1); [2..3] key kr1
+            float s[8][4], dp[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+                for (int c = 0; c < NC; ++c) {
+                    const uint4 qq = *reinterpret_cast<const uint4*>(qk + (8 * j + g) * BT_KS + 16 * c + 4 * tq);
+                    const uint4 gg = *reinterpret_cast<const uint4*>(gk_ + (8 * j + g) * BT_KS + 16 * c + 4 * tq);
+                    ft_mma(s[j], ka[c][0][0], ka[c][1][0], ka[c][0][1], ka[c][1][1], qq.x, qq.y);
+                    ft_mma(s[j], ka[c][0][2], ka[c][1][2], ka[c][0][3], ka[c][1][3], qq.z, qq.w);
+                    ft_mma(dp[j], va[c][0][0], va[c][1][0], va[c][0][1], va[c][1][1], gg.x, gg.y);
+                    ft_mma(dp[j], va[c][0][2], va[c][1][2], va[c][0][3], va[c][1][3], gg.z, gg.w);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int key = e < 2 ? kr0 : kr1, ii = 8 * j + 2 * tq + (e & 1), i = i0 + ii;
+                    float x = s[j][e];
+                    if (mb && i < Lq && key < Lk) x = fmaf(mb[(long long)i * Lk + key], FA_LOG2E, x);
+                    const bool hidden = key >= Lk || i >= Lq || (causal && key > i) || lq[ii] == FG_NEG_INF;
+                    const float p = hidden ? 0.0f : fw_exp2(x - lq[ii]);
+                    s[j][e] = p;                          // P^T
+                    dp[j][e] = p * (dp[j][e] - dl[ii]);   // dS^T
+                    dss[ii * BT_VS + warp * 16 + g + (e < 2 ? 0 : 8)] = dp[j][e];
+                }
+            // dV += P^T dO, dK += dS^T Q: query step j's A fragment is s[j] / dp[j] in the
+            // order (kr0, 2tq), (kr1, 2tq), (kr0, 2tq + 1), (kr1, 2tq + 1)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const unsigned p0 = ft_tf32(s[j][0]), p1 = ft_tf32(s[j][2]), p2 = ft_tf32(s[j][1]), p3 = ft_tf32(s[j][3]);
+                const unsigned d0 = ft_tf32(dp[j][0]), d1 = ft_tf32(dp[j][2]), d2 = ft_tf32(dp[j][1]), d3 = ft_tf32(dp[j][3]);
+                const float* g0 = gv_ + (8 * j + 2 * tq) * BT_VS + g;
+                const float* q0 = qv + (8 * j + 2 * tq) * BT_VS + g;
+#pragma unroll
+                for (int n = 0; n < OT; ++n) {
+                    ft_mma(dv[n], p0, p1, p2, p3, __float_as_uint(g0[8 * n]), __float_as_uint(g0[BT_VS + 8 * n]));
+                    ft_mma(dk[n], d0, d1, d2, d3, __float_as_uint(q0[8 * n]), __float_as_uint(q0[BT_VS + 8 * n]));
+                }
+            }
+            __syncthreads();  // dS of every warp's keys is in shared memory
+            // dQ for queries 16 warp .. + 15 (rows g, g + 8): A = dS [query][key], B = K [key][d]
+            float dq[OT][4];
+#pragma unroll
+            for (int n = 0; n < OT; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) dq[n][e] = 0.0f;
+            const int qr = warp * 16 + g;
+#pragma unroll
+            for (int st = 0; st < 8; ++st) {  // keys 8 st ..
+                const unsigned a0 = ft_tf32(dss[qr * BT_VS + 8 * st + tq]);
+                const unsigned a1 = ft_tf32(dss[(qr + 8) * BT_VS + 8 * st + tq]);
+                const unsigned a2 = ft_tf32(dss[qr * BT_VS + 8 * st + tq + 4]);
+                const unsigned a3 = ft_tf32(dss[(qr + 8) * BT_VS + 8 * st + tq + 4]);
+                const float* k0 = ks + (8 * st + tq) * BT_KK + g;
+#pragma unroll
+                for (int n = 0; n < OT; ++n)
+                    ft_mma(dq[n], a0, a1, a2, a3, __float_as_uint(k0[8 * n]), __float_as_uint(k0[4 * BT_KK + 8 * n]));
+            }
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int i = i0 + qr + 8 * hh;
+                if (i >= Lq) continue;
+                float* gp = gq + (bh * Lq + i) * DC;
+#pragma unroll
+                for (int n = 0; n < OT; ++n) {
+                    atomicAdd(gp + 8 * n + 2 * tq, scale * dq[n][2 * hh]);
+                    atomicAdd(gp + 8 * n + 2 * tq + 1, scale * dq[n][2 * hh + 1]);
+                }
+            }
+        }
+    }
+    // dk[n] / dv[n]: [0..1] key kr0, dims 8 n + 2 tq (+1); [2..3] key kr1
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+        const int r = hh ? kr1 : kr0;
+        if (r >= Lk) continue;
+#pragma unroll
+        for (int n = 0; n < OT; ++n) {
+            *reinterpret_cast<float2*>(gk + ((long long)bhk * Lk + r) * DC + 8 * n + 2 * tq) =
+                make_float2(scale * dk[n][2 * hh], scale * dk[n][2 * hh + 1]);
+            *reinterpret_cast<float2*>(gv + ((long long)bhk * Lk + r) * DC + 8 * n + 2 * tq) =
+                make_float2(dv[n][2 * hh], dv[n][2 * hh + 1]);
+        }
+    }
+}
