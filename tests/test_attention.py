@@ -57,11 +57,41 @@ def _sdpa(mask, causal, scale=None):
 
 
 # ------------------------------------------------------------- values vs numpy
+# the cases of the cuda tile-kernel tests below: several query / key tiles, ragged edges
+TILE_CASES = [(200, 130, "causal"), (130, 200, "causal"), (129, 191, "float"), (64, 64, "bool"),
+              (70, 300, "one_key"), (1, 257, "none")]
+
+
+def _tile_test_case(rng, mask_kind, d, lq, lk):
+    """q, k, v (batch 2, 4 query heads on 2 key/value heads) and the mask of a tile-kernel
+    test."""
+    b, h, hk = 2, 4, 2
+    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
+    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
+    return q, k, v, _tile_test_mask(rng, mask_kind, b, h, lq, lk)
+
+
+def _tile_test_mask(rng, mask_kind, b, h, lq, lk):
+    """The mask of a tile-kernel test: boolean with a row whose keys are all hidden (zeros,
+    lse -inf, like torch's flash), float broadcast over the batch, one visible key per row
+    broadcast over heads, or none (also for "causal")."""
+    if mask_kind == "bool":
+        mask = rng.random((b, h, lq, lk)) > 0.5
+        mask[0, 0, 3] = False
+        return mask
+    if mask_kind == "float":
+        return (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
+    if mask_kind == "one_key":
+        mask = np.zeros((b, 1, lq, lk), dtype=bool)
+        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+        return mask
+    return None
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("d", [32, 64])
-@pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
-                                             (129, 191, "float"), (64, 64, "bool"),
-                                             (70, 300, "one_key"), (1, 257, "none")])
+@pytest.mark.parametrize("lq,lk,mask_kind", TILE_CASES)
 def test_cuda_wide_forward_matches_numpy(d, lq, lk, mask_kind):
     """attention.cu's wide forward (head dims 32 and 64) and, through the gradients, the
     tiled backward (head dim 64; 32 takes the one-thread-per-row kernels) over several
@@ -71,27 +101,13 @@ def test_cuda_wide_forward_matches_numpy(d, lq, lk, mask_kind):
 
     require_backend("cuda")
     rng = np.random.default_rng(lq * 1000 + lk + d)
-    b, h, hk = 2, 4, 2
-    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
-    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    mask = None
-    if mask_kind == "bool":
-        mask = rng.random((b, h, lq, lk)) > 0.5
-        mask[0, 0, 3] = False                  # a row with every key hidden: zeros, like torch's flash
-    elif mask_kind == "float":
-        mask = (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
-    elif mask_kind == "one_key":
-        mask = np.zeros((b, 1, lq, lk), dtype=bool)
-        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+    q, k, v, mask = _tile_test_case(rng, mask_kind, d, lq, lk)
     check_against_numpy(_sdpa(mask, mask_kind == "causal"), [q, k, v], "cuda", **RED)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("d", [32, 64])
-@pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
-                                             (129, 191, "float"), (64, 64, "bool"),
-                                             (70, 300, "one_key"), (1, 257, "none")])
+@pytest.mark.parametrize("lq,lk,mask_kind", TILE_CASES)
 def test_cuda_tf32_forward_only_when_allowed(d, lq, lk, mask_kind):
     """attention_forward_tf32_* runs only with fg.backends.cuda.matmul.allow_tf32: values
     of 1 + 2^-12 (exact in float32, 1 in TF32) under uniform attention come out unchanged
@@ -111,19 +127,7 @@ def test_cuda_tf32_forward_only_when_allowed(d, lq, lk, mask_kind):
     out, _ = be.attention_forward(*args, None, 1.0, False)
     assert np.all(out.get() == np.float32(1 + 2.0 ** -12))
     rng = np.random.default_rng(lq * 1000 + lk + d)
-    b, h, hk = 2, 4, 2
-    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
-    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    mask = None
-    if mask_kind == "bool":
-        mask = rng.random((b, h, lq, lk)) > 0.5
-        mask[0, 0, 3] = False                  # a row with every key hidden: zeros, lse -inf
-    elif mask_kind == "float":
-        mask = (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
-    elif mask_kind == "one_key":
-        mask = np.zeros((b, 1, lq, lk), dtype=bool)
-        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+    q, k, v, mask = _tile_test_case(rng, mask_kind, d, lq, lk)
     causal, scale = mask_kind == "causal", 1.0 / np.sqrt(d)
     sdpa = _sdpa(mask, causal)
     flags.allow_tf32 = True
@@ -144,9 +148,7 @@ def test_cuda_tf32_forward_only_when_allowed(d, lq, lk, mask_kind):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("lq,lk,mask_kind", [(200, 130, "causal"), (130, 200, "causal"),
-                                             (129, 191, "float"), (64, 64, "bool"),
-                                             (70, 300, "one_key"), (1, 257, "none")])
+@pytest.mark.parametrize("lq,lk,mask_kind", TILE_CASES)
 def test_cuda_tf32_backward_only_when_allowed(lq, lk, mask_kind):
     """attention_backward_tf32_d64 runs only with TF32 allowed: under uniform attention
     (q = 0) over 64 keys and 64 queries, gv = sum of gout = 1 + 2^-12 (float32) or 1 (the
@@ -171,20 +173,8 @@ def test_cuda_tf32_backward_only_when_allowed(lq, lk, mask_kind):
 
     np.testing.assert_allclose(gv_uniform(), (1 + 2.0 ** -12) / 64, rtol=2e-6)
     rng = np.random.default_rng(lq * 1000 + lk)
-    b, h, hk = 2, 4, 2
-    q = rng.standard_normal((b, h, lq, d)).astype(np.float32)
-    k = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    v = rng.standard_normal((b, hk, lk, d)).astype(np.float32)
-    gout = rng.standard_normal((b, h, lq, d)).astype(np.float32)
-    mask = None
-    if mask_kind == "bool":
-        mask = rng.random((b, h, lq, lk)) > 0.5
-        mask[0, 0, 3] = False
-    elif mask_kind == "float":
-        mask = (rng.standard_normal((1, h, lq, lk)) * 3).astype(np.float32)
-    elif mask_kind == "one_key":
-        mask = np.zeros((b, 1, lq, lk), dtype=bool)
-        mask[:, :, np.arange(lq), rng.integers(0, lk, size=lq)] = True
+    q, k, v, mask = _tile_test_case(rng, mask_kind, d, lq, lk)
+    gout = rng.standard_normal(q.shape).astype(np.float32)
     sdpa = _sdpa(mask, mask_kind == "causal")
 
     def grads(backend, dtype):

@@ -678,6 +678,24 @@ __device__ __forceinline__ void fb_fma44(float (&acc)[4][4], float4 a, float4 b)
         for (int c = 0; c < 4; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
 }
 
+// The first 64 rows of two row-major (rows x 64) operands a and b (zero from row `valid`
+// on) into shared memory: transposed ([d][row]) always, row-major where ra / rb are given.
+__device__ __forceinline__ void fb_stage(float* ra, float* ta, float* rb, float* tb, const float* a,
+                                         const float* b, int valid) {
+    for (int f = threadIdx.x; f < FB_T * FB_D / 4; f += blockDim.x) {
+        const int r = f / 16, d = (f % 16) * 4;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+        if (r < valid) {
+            x = *reinterpret_cast<const float4*>(a + (long long)r * FB_D + d);
+            y = *reinterpret_cast<const float4*>(b + (long long)r * FB_D + d);
+        }
+        if (ra) *reinterpret_cast<float4*>(ra + r * FB_D + d) = x;
+        if (rb) *reinterpret_cast<float4*>(rb + r * FB_D + d) = y;
+        ta[d * FB_T + r] = x.x; ta[(d + 1) * FB_T + r] = x.y; ta[(d + 2) * FB_T + r] = x.z; ta[(d + 3) * FB_T + r] = x.w;
+        tb[d * FB_T + r] = y.x; tb[(d + 1) * FB_T + r] = y.y; tb[(d + 2) * FB_T + r] = y.z; tb[(d + 3) * FB_T + r] = y.w;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
     float* gq, float* gk, float* gv, const float* q, const float* k, const float* v, const float* mask,
     long long msb, long long msh, const float* lse, const float* delta, const float* gout, int H, int Hk,
@@ -701,17 +719,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
     const float sc2 = scale * FA_LOG2E;
     const float* kb = k + ((long long)bhk * Lk + j0) * FB_D;
     const float* vb = v + ((long long)bhk * Lk + j0) * FB_D;
-    for (int f = t; f < FB_T * FB_D / 4; f += 256) {
-        const int j = f / 16, d = (f % 16) * 4;
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
-        if (j0 + j < Lk) {
-            x = *reinterpret_cast<const float4*>(kb + (long long)j * FB_D + d);
-            y = *reinterpret_cast<const float4*>(vb + (long long)j * FB_D + d);
-        }
-        *reinterpret_cast<float4*>(kR + j * FB_D + d) = x;
-        kT[d * FB_T + j] = x.x; kT[(d + 1) * FB_T + j] = x.y; kT[(d + 2) * FB_T + j] = x.z; kT[(d + 3) * FB_T + j] = x.w;
-        vT[d * FB_T + j] = y.x; vT[(d + 1) * FB_T + j] = y.y; vT[(d + 2) * FB_T + j] = y.z; vT[(d + 3) * FB_T + j] = y.w;
-    }
+    fb_stage(kR, kT, nullptr, vT, kb, vb, Lk - j0);
     float dk[4][4], dv[4][4];  // rows: keys 4 ty.., columns: dims 4 tx..
 #pragma unroll
     for (int r = 0; r < 4; ++r)
@@ -726,18 +734,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
             __syncthreads();  // the previous tile's operands are no longer read
             const float* qb = q + (bh * Lq + i0) * FB_D;
             const float* gb = gout + (bh * Lq + i0) * FB_D;
-            for (int f = t; f < FB_T * FB_D / 4; f += 256) {
-                const int i = f / 16, d = (f % 16) * 4;
-                float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
-                if (i0 + i < Lq) {
-                    x = *reinterpret_cast<const float4*>(qb + (long long)i * FB_D + d);
-                    y = *reinterpret_cast<const float4*>(gb + (long long)i * FB_D + d);
-                }
-                *reinterpret_cast<float4*>(qR + i * FB_D + d) = x;
-                *reinterpret_cast<float4*>(gR + i * FB_D + d) = y;
-                qT[d * FB_T + i] = x.x; qT[(d + 1) * FB_T + i] = x.y; qT[(d + 2) * FB_T + i] = x.z; qT[(d + 3) * FB_T + i] = x.w;
-                gT[d * FB_T + i] = y.x; gT[(d + 1) * FB_T + i] = y.y; gT[(d + 2) * FB_T + i] = y.z; gT[(d + 3) * FB_T + i] = y.w;
-            }
+            fb_stage(qR, qT, gR, gT, qb, gb, Lq - i0);
             if (t < FB_T) {
                 const bool in = i0 + t < Lq;
                 lq[t] = in ? lse[bh * Lq + i0 + t] * FA_LOG2E : FG_NEG_INF;
