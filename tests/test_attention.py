@@ -289,6 +289,57 @@ def test_attention_gradcheck(cpu_backend, case):
     assert fg.gradcheck(fn, ts)
 
 
+@pytest.mark.parametrize("mask_shape", [(2, 2, 3, 5), (3, 5), (2, 1, 1, 5), (1, 2, 3, 1)])
+def test_learned_float_mask_gets_its_gradient(cpu_backend, mask_shape):
+    """A float mask that requires grad is differentiated (the scores' gradient summed
+    over the axes it broadcasts over), gradcheck in float64 over full and broadcast mask
+    shapes and grouped heads; its output equals the flash path's with the same mask as a
+    constant."""
+    rng = np.random.default_rng(len(mask_shape) * 10 + mask_shape[-1])
+    q = rng.standard_normal((2, 2, 3, 4))
+    k = rng.standard_normal((2, 1, 5, 4))
+    v = rng.standard_normal((2, 1, 5, 3))
+    m = rng.standard_normal(mask_shape)
+    ts = [fg.tensor(a, backend=cpu_backend, requires_grad=True) for a in (q, k, v, m)]
+
+    def fn(a, b, c, mask):
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=mask, enable_gqa=True)
+
+    assert fg.gradcheck(fn, ts)
+    out = fn(*ts)
+    with fg.no_grad():
+        flash = fn(*ts)  # the mask no longer requires grad here: the flash kernels
+    assert_close(out.numpy(), flash.numpy(), kind="reduction")
+    out.backward(fg.tensor(np.ones(out.shape), backend=cpu_backend))
+    assert ts[3].grad.shape == mask_shape
+
+
+def test_learned_float_mask_matches_torch(cpu_backend):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 4, 7, 8)) for _ in range(3))
+    m = rng.standard_normal((4, 7, 7))  # a per-head relative-position bias
+    gy = rng.standard_normal((2, 4, 7, 8))
+    tt = [torch.tensor(a, requires_grad=True) for a in (q, k, v, m)]
+    torch.nn.functional.scaled_dot_product_attention(*tt[:3], attn_mask=tt[3]).backward(torch.tensor(gy))
+    ft = [fg.tensor(a, backend=cpu_backend, requires_grad=True) for a in (q, k, v, m)]
+    F.scaled_dot_product_attention(*ft[:3], attn_mask=ft[3]).backward(fg.tensor(gy, backend=cpu_backend))
+    for a, b in zip(ft, tt):
+        assert_close(a.grad.numpy(), b.grad.numpy(), kind="reduction")
+
+
+@pytest.mark.cuda
+def test_cuda_learned_float_mask_gradient():
+    from conftest import require_backend
+
+    require_backend("cuda")
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 4, 33, 16)).astype(np.float32) for _ in range(3))
+    m = rng.standard_normal((1, 4, 33, 33)).astype(np.float32)
+    check_against_numpy(lambda a, b, c, mask: F.scaled_dot_product_attention(a, b, c, attn_mask=mask),
+                        [q, k, v, m], "cuda", **RED)
+
+
 # ------------------------------------------------------------- edge cases
 def test_fully_masked_rows_give_zero(backend):
     """A row whose keys are all hidden gives 0 and zero gradients (PyTorch's SDPA)."""

@@ -11,9 +11,13 @@ Two paths, one result:
   MultiheadAttention's ``need_weights=True``.
 
 Masks follow PyTorch: a boolean ``attn_mask`` says which keys *take part* (True = attend),
-a float mask is added to the scores; both broadcast to (..., L, S). Masks carry no
-gradient (a float mask is a constant here, unlike PyTorch, documented choice). A row
-whose keys are all hidden gives 0 (with zero gradients), as PyTorch's SDPA does (not NaN).
+a float mask is added to the scores; both broadcast to (..., L, S). A float mask Tensor
+that requires grad (a learned additive bias, as in T5's or Swin's relative positions)
+gets its gradient, the gradient of the scores summed over the axes it broadcasts over:
+such calls take the plain path, as PyTorch's math path does (its values should be
+finite: a row of -inf gives NaN there, as in PyTorch). Other masks are constants. A row
+whose keys are all hidden by a constant mask gives 0 (with zero gradients), as
+PyTorch's SDPA does (not NaN).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..autograd.engine import Function
+from ..autograd.engine import Function, is_grad_enabled
 from ..backends import _dropout
 from ._checks import require_float, require_same_dtype
 from .dropout import dropout as _dropout_op
@@ -88,6 +92,24 @@ def mask_to_additive(mask, lead: Tuple[int, ...], heads_axis_size: int, length: 
     else:
         add = arr.astype(dtype)
     return np.ascontiguousarray(add)
+
+
+def _learned_mask(mask, lead, lq: int, lk: int, nb: int, h: int):
+    """A float mask Tensor that requires grad (with grad enabled) as a 4-D tensor that
+    broadcasts against the (nb, h, L, S) scores, kept on the tape (its batch axes expanded
+    and merged only where it has them); else None. ``mask_to_additive`` has checked the
+    shape and dtype."""
+    from ..tensor import Tensor
+
+    if not (isinstance(mask, Tensor) and mask.requires_grad and is_grad_enabled()
+            and np.dtype(mask.dtype).kind == "f"):
+        return None
+    full = tuple(lead) + (lq, lk)
+    m = mask.reshape((1,) * (len(full) - mask.ndim) + tuple(mask.shape))
+    if all(n == 1 for n in m.shape[:-3]):
+        return m.reshape((1,) + tuple(m.shape[-3:]))
+    m = expand(m, tuple(lead[:-1]) + tuple(m.shape[-3:]))
+    return m.reshape((nb,) + tuple(m.shape[-3:]))
 
 
 def _check_inputs(query, key, value, enable_gqa):
@@ -182,7 +204,8 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
         add = mask_to_additive(attn_mask, lead if lead else (1,), h, lq, lk, dtype,
                                true_hides=mask_true_hides)
     out_shape = lead + (lq, value.shape[-1])
-    if dropout_p == 0.0 and not need_weights:
+    learned = _learned_mask(attn_mask, lead if lead else (1,), lq, lk, nb, h)
+    if dropout_p == 0.0 and not need_weights and learned is None:
         from ..tensor import Tensor
         mask_arr = None if add is None else be.from_numpy(add)
         out = Attention.apply(q4, k4, v4, mask_arr, scale, bool(is_causal))
@@ -197,6 +220,8 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
         ev = v4.shape[-1]
         v4 = expand(v4.reshape((nb, hk, 1, lk, ev)), (nb, hk, g, lk, ev)).reshape((nb, h, lk, ev))
     mask_t = None if add is None else _finite_mask(add, be, dtype)
+    if learned is not None:  # added as it is, on the tape; no fully-hidden-row factor
+        mask_t = (learned, None)
     out, w = _plain(q4, k4, v4, mask_t, scale, dropout_p)
     return out.reshape(out_shape), w.reshape(lead + (lq, lk))
 
