@@ -272,16 +272,34 @@ impl<T: Real> StepWeights<T> {
         StepWeights::Plain(block_weights(mats, h, 4, j0, j1))
     }
 
-    /// a (n x 4*bw) := lhs (n x depth, row-major) @ these weights, on the calling thread.
-    fn gemm(&self, a: &mut [T], lhs: &[T], n: usize, bw: usize, depth: usize) {
+    /// a (n x 4*bw) := [x_rows, h_rows] @ these weights, on the calling thread: x_rows
+    /// (n x i) when the input projection is fused in (then the weights' depth is i + h),
+    /// h_rows (n x h). The gemm crate's path joins the operands in `lhs` first.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(&self, a: &mut [T], x_rows: Option<&[T]>, h_rows: &[T], lhs: &mut Vec<T>, n: usize, bw: usize, i: usize,
+            h: usize) {
         match self {
-            StepWeights::Plain(w) => mm_serial(a, lhs, w, n, 4 * bw, depth),
+            StepWeights::Plain(w) => match x_rows {
+                Some(xr) => {
+                    lhs.clear();
+                    for r in 0..n {
+                        lhs.extend_from_slice(&xr[r * i..(r + 1) * i]);
+                        lhs.extend_from_slice(&h_rows[r * h..(r + 1) * h]);
+                    }
+                    mm_serial(a, lhs, w, n, 4 * bw, i + h)
+                }
+                None => mm_serial(a, h_rows, w, n, 4 * bw, h),
+            },
             #[cfg(target_arch = "x86_64")]
             StepWeights::Packed(p) => {
-                if let (Some(a), Some(lhs)) = (as_f32_mut(a), as_f32(lhs)) {
+                let segs = match x_rows {
+                    Some(xr) => [(as_f32(xr), i), (as_f32(h_rows), h)],
+                    None => [(as_f32(h_rows), h), (Some(&[][..]), 0)],
+                };
+                if let (Some(a), [(Some(s0), k0), (Some(s1), k1)]) = (as_f32_mut(a), segs) {
                     // SAFETY: Packed is made only when the CPU has AVX-512 (and T is f32,
                     // so the casts succeed); the sizes are the block's, as packed.
-                    unsafe { avx512_step::gemm_block(a, lhs, depth, p, n, bw) }
+                    unsafe { avx512_step::gemm_block(a, [(s0, k0), (s1, k1)], p, n, bw) }
                 }
             }
         }
@@ -302,10 +320,10 @@ fn mm_serial<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usize, k: us
 /// The LSTM step GEMM for f32 on AVX-512: a block's weights are packed once per call in
 /// strips of 16 units (the four gates' rows of those units side by side, 64 columns), and
 /// a register tile of 4 batch rows x 64 columns (16 accumulators) runs down the whole
-/// depth with 4 vector loads and 4 broadcasts per 16 FMAs. Against the `gemm` crate on
-/// the step's shape (N = 32 rows, a few hundred columns) this drops the per-call
-/// repacking of the state and the crate's 64 x 6 tile, whose 2-row tail at N = 32 runs
-/// at a fraction of the FMA rate.
+/// depth with 4 vector loads and 4 broadcasts per 16 FMAs, reading the operand rows (x_t
+/// and h_prev) where they lie. Against the `gemm` crate on the step's shape (N = 32 rows,
+/// a few hundred columns) this drops the per-call repacking of the operand and the
+/// crate's 64 x 6 tile, whose 2-column tail at N = 32 runs at a fraction of the FMA rate.
 #[cfg(target_arch = "x86_64")]
 mod avx512_step {
     use std::arch::x86_64::*;
@@ -325,23 +343,17 @@ mod avx512_step {
     pub(super) fn pack(mats: &[(&[f32], usize)], h: usize, j0: usize, j1: usize) -> Vec<Line> {
         let bw = j1 - j0;
         let depth: usize = mats.iter().map(|m| m.1).sum();
-        let strips = bw.div_ceil(STRIP);
-        let mut lines = vec![Line([0.0; 16]); strips * depth * 4];
+        let mut lines = vec![Line([0.0; 16]); bw.div_ceil(STRIP) * depth * 4];
         for (st, panel) in lines.chunks_mut(depth * 4).enumerate() {
             let (u0, sw) = (st * STRIP, STRIP.min(bw - st * STRIP));
             let mut row0 = 0;
             for &(w, k) in mats {
-                // 16 rows of the depth at a time: the panel lines they fill stay in L1
-                for k0 in (0..k).step_by(16) {
-                    let k1 = (k0 + 16).min(k);
-                    for q in 0..4 {
-                        for uu in 0..sw {
-                            let src = &w[(q * h + j0 + u0 + uu) * k..][k0..k1];
-                            for (kk, &v) in src.iter().enumerate() {
-                                panel[(row0 + k0 + kk) * 4 + q].0[uu] = v;
-                            }
-                        }
-                    }
+                for q in 0..4 {
+                    // the strip's 16 rows of gate q, each k long
+                    let rows = &w[(q * h + j0 + u0) * k..(q * h + j0 + u0 + sw) * k];
+                    // SAFETY: the CPU has AVX-512F (Packed weights are only made then);
+                    // `rows` holds sw rows of k.
+                    unsafe { gather_columns(rows, k, sw, &mut panel[row0 * 4 + q..], 4) };
                 }
                 row0 += k;
             }
@@ -349,52 +361,113 @@ mod avx512_step {
         lines
     }
 
-    /// a (n x 4*bw; row r holds gate q's units at q*bw..) := lhs (n x depth, row-major) @
-    /// the block weights `pack` made.
+    /// out[kk * stride].0[uu] = rows[uu * k + kk] for kk < k, uu < sw (lanes from sw on
+    /// zero): 16 x 16 tiles loaded row by row (masked at the end of k) and transposed in
+    /// registers, ~4x faster than a gather per line.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn gather_columns(rows: &[f32], k: usize, sw: usize, out: &mut [Line], stride: usize) {
+        debug_assert!(rows.len() == sw * k && out.len() > (k - 1) * stride && sw <= STRIP);
+        let (src, dst) = (rows.as_ptr(), out.as_mut_ptr());
+        for k0 in (0..k).step_by(16) {
+            let kn = 16.min(k - k0);
+            let kmask: __mmask16 = if kn == 16 { 0xFFFF } else { (1u16 << kn) - 1 };
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (uu, v) in r.iter_mut().enumerate().take(sw) {
+                *v = _mm512_maskz_loadu_ps(kmask, src.add(uu * k + k0));
+            }
+            transpose16(&mut r);
+            for (j, v) in r.iter().enumerate().take(kn) {
+                _mm512_store_ps(dst.add((k0 + j) * stride) as *mut f32, *v);
+            }
+        }
+    }
+
+    /// r[j] := column j of the 16 x 16 matrix whose row i is r[i] (pairs, then quads of
+    /// 32-bit lanes, then 128- and 256-bit halves swapped across).
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    #[inline]
+    unsafe fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        for i in 0..4 {
+            r[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+            r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for i in 0..2 {
+            for j in 0..4 {
+                t[8 * i + j] = _mm512_shuffle_f32x4::<0x88>(r[8 * i + j], r[8 * i + 4 + j]);
+                t[8 * i + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(r[8 * i + j], r[8 * i + 4 + j]);
+            }
+        }
+        for j in 0..8 {
+            r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+            r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
+        }
+    }
+
+    /// a (n x 4*bw; row r holds gate q's units at q*bw..) := [seg0, seg1] @ the block
+    /// weights `pack` made, where segment (rows, k) is an (n x k) row-major operand (the
+    /// second may be empty, k = 0) and the packed depth is the sum of the k.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a` has n*4*bw elements, `lhs` n*depth, `panels` is `pack`'s
-    /// result for this bw and depth.
+    /// The CPU has AVX-512F; `a` has n*4*bw elements, segment (rows, k) n*k, `panels` is
+    /// `pack`'s result for this bw and depth.
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn gemm_block(a: &mut [f32], lhs: &[f32], depth: usize, panels: &[Line], n: usize, bw: usize) {
-        debug_assert!(a.len() == n * 4 * bw && lhs.len() >= n * depth && panels.len() == bw.div_ceil(STRIP) * depth * 4);
+    pub(super) unsafe fn gemm_block(a: &mut [f32], segs: [(&[f32], usize); 2], panels: &[Line], n: usize, bw: usize) {
+        let depth = segs[0].1 + segs[1].1;
+        debug_assert!(a.len() == n * 4 * bw && segs.iter().all(|&(s, k)| s.len() >= n * k)
+                      && panels.len() == bw.div_ceil(STRIP) * depth * 4);
         let lda = 4 * bw;
+        let (x0, k0, x1, k1) = (segs[0].0.as_ptr(), segs[0].1, segs[1].0.as_ptr(), segs[1].1);
         for st in 0..bw.div_ceil(STRIP) {
             let u0 = st * STRIP;
             let sw = STRIP.min(bw - u0);
             let mask: __mmask16 = if sw == STRIP { 0xFFFF } else { (1u16 << sw) - 1 };
             let panel = panels.as_ptr().add(st * depth * 4) as *const f32;
             let dst = a.as_mut_ptr().add(u0);
-            let x = lhs.as_ptr();
             let mut r = 0;
+            macro_rules! tile {
+                ($rows:literal) => {
+                    tile::<$rows>(x0.add(r * k0), k0, x1.add(r * k1), k1, panel, dst.add(r * lda), lda, bw, mask)
+                };
+            }
             while r + 4 <= n {
-                tile::<4>(x.add(r * depth), depth, panel, dst.add(r * lda), lda, bw, mask);
+                tile!(4);
                 r += 4;
             }
             match n - r {
-                3 => tile::<3>(x.add(r * depth), depth, panel, dst.add(r * lda), lda, bw, mask),
-                2 => tile::<2>(x.add(r * depth), depth, panel, dst.add(r * lda), lda, bw, mask),
-                1 => tile::<1>(x.add(r * depth), depth, panel, dst.add(r * lda), lda, bw, mask),
+                3 => tile!(3),
+                2 => tile!(2),
+                1 => tile!(1),
                 _ => {}
             }
         }
     }
 
-    /// R rows of lhs (row stride `depth`) times one packed strip: R x 4 accumulators over
-    /// the whole depth, stored masked (the strip's real units) at dst + r*lda + q*bw.
+    /// R operand rows times one packed strip: R x 4 accumulators over the whole depth
+    /// (segment 0's k0 columns, then segment 1's k1), stored masked (the strip's real
+    /// units) at dst + r*lda + q*bw.
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     #[inline]
-    unsafe fn tile<const R: usize>(x: *const f32, depth: usize, panel: *const f32, dst: *mut f32, lda: usize,
-                                   bw: usize, mask: __mmask16) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize>(x0: *const f32, k0: usize, x1: *const f32, k1: usize, panel: *const f32,
+                                   dst: *mut f32, lda: usize, bw: usize, mask: __mmask16) {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for k in 0..depth {
-            let w = panel.add(k * 64);
-            let wv = [_mm512_load_ps(w), _mm512_load_ps(w.add(16)), _mm512_load_ps(w.add(32)),
-                      _mm512_load_ps(w.add(48))];
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*x.add(r * depth + k));
-                for (q, a) in acc_r.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(xv, wv[q], *a);
+        for (x, k, w0) in [(x0, k0, panel), (x1, k1, panel.add(k0 * 64))] {
+            for kk in 0..k {
+                let w = w0.add(kk * 64);
+                let wv = [_mm512_load_ps(w), _mm512_load_ps(w.add(16)), _mm512_load_ps(w.add(32)),
+                          _mm512_load_ps(w.add(48))];
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*x.add(r * k + kk));
+                    for (q, a) in acc_r.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(xv, wv[q], *a);
+                    }
                 }
             }
         }
@@ -541,10 +614,10 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     };
     let blocks = unit_blocks(n, h, 4, i + h);
     let fused = blocks.len() > 1;
-    let (xp, mats, depth) = if fused {
-        (None, vec![(w_ih, i), (w_hh, h)], i + h)
+    let (xp, mats) = if fused {
+        (None, vec![(w_ih, i), (w_hh, h)])
     } else {
-        (Some(input_projection(x, w_ih, Some(b.clone()), d, g)), vec![(w_hh, h)], h)
+        (Some(input_projection(x, w_ih, Some(b.clone()), d, g)), vec![(w_hh, h)])
     };
     // each block's weights gathered by the thread that will use them (into its cache)
     let wb: Vec<StepWeights<T>> = blocks.par_iter().map(|&(j0, j1)| StepWeights::new(&mats, h, j0, j1, isa)).collect();
@@ -554,11 +627,9 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let (mut y, mut cells, mut gates) = (Vec::<T>::with_capacity(t * n * h), Vec::<T>::with_capacity(tc),
                                          Vec::<T>::with_capacity(tg));
     let mut c_pair = if keep { Vec::new() } else { vec![T::ZERO; 2 * n * h] };
-    // per task: the block's pre-activations (N, 4*bw) and, fused, its operand [x_t, h_prev]
-    let mut scratch: Vec<(Vec<T>, Vec<T>)> = blocks
-        .iter()
-        .map(|&(j0, j1)| (vec![T::ZERO; n * 4 * (j1 - j0)], vec![T::ZERO; if fused { n * depth } else { 0 }]))
-        .collect();
+    // per task: the block's pre-activations (N, 4*bw) and room for the operand [x_t,
+    // h_prev] where the gemm crate runs the fused step
+    let mut scratch: Vec<(Vec<T>, Vec<T>)> = blocks.iter().map(|&(j0, j1)| (vec![T::ZERO; n * 4 * (j1 - j0)], Vec::new())).collect();
     let (yp, cp, gp, pp) = (SharedMut(y.as_mut_ptr()), SharedMut(cells.as_mut_ptr()), SharedMut(gates.as_mut_ptr()),
                             SharedMut(c_pair.as_mut_ptr()));
     // (N, H) at offset `o` of a buffer, read-only
@@ -576,16 +647,8 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
         let c_dst = if keep { SharedMut(cp.at(s * n * h)) } else { SharedMut(pp.at((idx % 2) * n * h)) };
         let task = |(&(j0, j1), (w, (a, lhs))): (&(usize, usize), (&StepWeights<T>, &mut (Vec<T>, Vec<T>)))| {
             let bw = j1 - j0;
-            if fused {
-                for r in 0..n {
-                    let row = &mut lhs[r * depth..(r + 1) * depth];
-                    row[..i].copy_from_slice(&x[(s * n + r) * i..(s * n + r + 1) * i]);
-                    row[i..].copy_from_slice(&h_prev[r * h..(r + 1) * h]);
-                }
-                w.gemm(a, lhs, n, bw, depth);
-            } else {
-                w.gemm(a, h_prev, n, bw, depth);
-            }
+            let x_rows = fused.then(|| &x[s * n * i..(s + 1) * n * i]);
+            w.gemm(a, x_rows, h_prev, lhs, n, bw, i, h);
             let rows = LstmRows { a, xs: xp.as_ref().map(|xp| &xp[s * n * g..(s + 1) * n * g]), b: &b, c_prev,
                                   y: SharedMut(yp.at(s * n * h)), c: c_dst, gates: keep.then(|| SharedMut(gp.at(s * n * g))),
                                   n, h, j0, bw };
