@@ -681,6 +681,125 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     Ok(LstmForward { y, h_n, c_n, gates, cells })
 }
 
+/// One row's units of a backward step: pi holds dh on entry and, like pf, pg, po, the
+/// gate pre-activation gradient on exit; dc is the carried cell gradient (updated); gi,
+/// gf, gg, go the activated gates. Every slice a parameter of its own: references are
+/// noalias only as direct arguments (not inside arrays), and without that LLVM left this
+/// loop scalar.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_unit_grads<T: Real>(pi: &mut [T], pf: &mut [T], pg: &mut [T], po: &mut [T], dc: &mut [T], gi: &[T],
+                            gf: &[T], gg: &[T], go: &[T], cells: &[T], c_prev: &[T]) {
+    let bw = dc.len();
+    let (pi, pf, pg, po) = (&mut pi[..bw], &mut pf[..bw], &mut pg[..bw], &mut po[..bw]);
+    let (gi, gf, gg, go, cs, cp) = (&gi[..bw], &gf[..bw], &gg[..bw], &go[..bw], &cells[..bw], &c_prev[..bw]);
+    for j in 0..bw {
+        let d_h = pi[j];
+        let (ig, fg, gv, og) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = cs[j].tanh_();
+        let d_c = dc[j] + d_h * og * (T::ONE - tc * tc);
+        pi[j] = d_c * gv * ig * (T::ONE - ig);
+        pf[j] = d_c * cp[j] * fg * (T::ONE - fg);
+        pg[j] = d_c * ig * (T::ONE - gv * gv);
+        po[j] = d_h * tc * og * (T::ONE - og);
+        dc[j] = d_c * fg;
+    }
+}
+
+/// Where a backward step's dh comes from: gh_n at the first step processed, else the
+/// sum of the blocks' split-K shares of the last step's GEMM.
+#[derive(Clone, Copy)]
+enum DhFrom<'a, T> {
+    Final(&'a [T]),
+    Shares(&'a [Vec<T>]),
+}
+
+/// The pointwise pass of one unit block [j0, j0 + bw) over the N rows of a backward step:
+/// the gate pre-activation gradients into `pre` (N, 4*bw) and gpre's step rows, the cell
+/// gradient carried in `dc` (N, bw).
+struct LstmBackRows<'a, T> {
+    /// the step's (N, 4H) gates, (N, H) cells, previous cells and output gradient
+    gates: &'a [T],
+    cells: &'a [T],
+    c_prev: &'a [T],
+    gy: &'a [T],
+    dh: DhFrom<'a, T>,
+    pre: &'a mut [T],
+    dc: &'a mut [T],
+    gpre: SharedMut<T>,
+    n: usize,
+    h: usize,
+    j0: usize,
+    bw: usize,
+}
+
+impl<T: Real> LstmBackRows<'_, T> {
+    /// # Safety
+    /// The caller alone writes units [j0, j0 + bw) of the N rows of gpre (N, 4H), which
+    /// lie inside its buffer.
+    #[inline(always)]
+    unsafe fn run(&mut self) {
+        let (n, h, j0, bw) = (self.n, self.h, self.j0, self.bw);
+        let g = 4 * h;
+        for r in 0..n {
+            let gr = &self.gates[r * g..(r + 1) * g];
+            // every slice re-cut to length bw: the loops below run without bounds checks
+            let (gi, gf, gg, go) = (&gr[j0..][..bw], &gr[h + j0..][..bw], &gr[2 * h + j0..][..bw], &gr[3 * h + j0..][..bw]);
+            let ar = &mut self.pre[r * 4 * bw..(r + 1) * 4 * bw];
+            let (pi, rest) = ar.split_at_mut(bw);
+            let (pf, rest) = rest.split_at_mut(bw);
+            let (pg, po) = rest.split_at_mut(bw);
+            let (pi, pf, pg, po) = (&mut pi[..bw], &mut pf[..bw], &mut pg[..bw], &mut po[..bw]);
+            let u = r * h + j0;
+            let dcr = &mut self.dc[r * bw..(r + 1) * bw];
+            let (csr, cpr, gyr) = (&self.cells[u..][..bw], &self.c_prev[u..][..bw], &self.gy[u..][..bw]);
+            // dh of the row's units, gathered in pi first (read there before it is
+            // overwritten), so each loop is a plain vector loop
+            match self.dh {
+                DhFrom::Final(gh_n) => {
+                    for ((d, &a), &b) in pi.iter_mut().zip(gyr).zip(&gh_n[u..][..bw]) {
+                        *d = a + b;
+                    }
+                }
+                DhFrom::Shares(shares) => {
+                    pi.copy_from_slice(gyr);
+                    for sh in shares {
+                        for (d, &v) in pi.iter_mut().zip(&sh[u..][..bw]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            lstm_unit_grads(pi, pf, pg, po, dcr, gi, gf, gg, go, csr, cpr);
+            for q in 0..4 {
+                let dst = std::slice::from_raw_parts_mut(self.gpre.at(r * g + q * h + j0), bw);
+                dst.copy_from_slice(&ar[q * bw..(q + 1) * bw]);
+            }
+        }
+    }
+
+    /// `run` compiled for AVX-512 when the CPU has it (as `LstmRows::run_widest`).
+    ///
+    /// # Safety
+    /// As `run`.
+    unsafe fn run_widest(&mut self, isa: Isa) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            return self.run_avx512();
+        }
+        let _ = isa;
+        self.run()
+    }
+
+    /// # Safety
+    /// As `run`, on a CPU with these features.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+    unsafe fn run_avx512(&mut self) {
+        self.run()
+    }
+}
+
 /// Gradients of one LSTM layer: (gx, gh0, gc0, gw_ih, gw_hh, gb), gb the gradient of
 /// b_ih and of b_hh alike.
 pub type LstmGrads<T> = (Vec<T>, Vec<T>, Vec<T>, Vec<T>, Vec<T>, Option<Vec<T>>);
@@ -735,43 +854,11 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
         };
         let task = |(&(j0, j1), (w, (a, (dcb, out)))): (&(usize, usize), (&Vec<T>, (&mut Vec<T>, (&mut Vec<T>, &mut Vec<T>))))| {
             let bw = j1 - j0;
-            wide(isa, || for r in 0..n {
-                let (gr, ar) = (&gs[r * g..(r + 1) * g], &mut a[r * 4 * bw..(r + 1) * 4 * bw]);
-                let (gi, gf, gg, go) = (&gr[j0..j1], &gr[h + j0..h + j1], &gr[2 * h + j0..2 * h + j1],
-                                        &gr[3 * h + j0..3 * h + j1]);
-                let (pi, rest) = ar.split_at_mut(bw);
-                let (pf, rest) = rest.split_at_mut(bw);
-                let (pg, po) = rest.split_at_mut(bw);
-                let (pf, pg, po) = (&mut pf[..bw], &mut pg[..bw], &mut po[..bw]);
-                let units = r * h + j0..r * h + j1;
-                let dcr = &mut dcb[r * bw..(r + 1) * bw];
-                let (csr, cpr, gyr) = (&cs[units.clone()], &c_prev[units.clone()], &gys[units.clone()]);
-                for jj in 0..bw {
-                    // dh of this unit: gh_n at the first step, else the sum of the shares
-                    let mut d_h = gyr[jj];
-                    if first {
-                        d_h += gh_n[r * h + j0 + jj];
-                    } else {
-                        for sh in read.iter() {
-                            d_h += sh[r * h + j0 + jj];
-                        }
-                    }
-                    let (ig, fg, gv, og) = (gi[jj], gf[jj], gg[jj], go[jj]);
-                    let tc = csr[jj].tanh_();
-                    let d_c = dcr[jj] + d_h * og * (T::ONE - tc * tc);
-                    pi[jj] = d_c * gv * ig * (T::ONE - ig);
-                    pf[jj] = d_c * cpr[jj] * fg * (T::ONE - fg);
-                    pg[jj] = d_c * ig * (T::ONE - gv * gv);
-                    po[jj] = d_h * tc * og * (T::ONE - og);
-                    dcr[jj] = d_c * fg;
-                }
-                for q in 0..4 {
-                    // SAFETY: this task alone writes gate q's units [j0, j1) of row r of
-                    // step s, inside gpre's (T, N, 4H) capacity.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(gpp.at((s * n + r) * g + q * h + j0), bw) };
-                    dst.copy_from_slice(&ar[q * bw..(q + 1) * bw]);
-                }
-            });
+            let mut rows = LstmBackRows { gates: gs, cells: cs, c_prev, gy: gys, dh: if first { DhFrom::Final(gh_n) } else { DhFrom::Shares(read) },
+                                          pre: &mut a[..], dc: &mut dcb[..], gpre: SharedMut(gpp.at(s * n * g)), n, h, j0, bw };
+            // SAFETY: this task alone writes units [j0, j1) of step s's rows of gpre (the
+            // blocks are disjoint), inside its (T, N, 4H) capacity.
+            unsafe { rows.run_widest(isa) };
             // this block's share of dh_prev: (N, 4*bw) @ (4*bw, H)
             mm_serial(out, a, w, n, h, 4 * bw);
         };
