@@ -9,8 +9,10 @@
 //!
 //! The LSTM splits each step over the threads by hidden unit (`unit_blocks`): a task owns
 //! a block of units, computes all four gates' pre-activations of its units with a
-//! single-threaded GEMM and runs their pointwise pass, so a step is one fork-join and
-//! the pointwise work is parallel as well (backward: the task's gate gradients times the
+//! single-threaded GEMM (for f32 on AVX-512 our own kernel over weights packed once per
+//! call, `avx512_step`, with the input projection fused in; else the `gemm` crate) and
+//! runs their pointwise pass, so a step is one fork-join and the pointwise work is
+//! parallel as well (backward: the task's gate gradients times the
 //! matching rows of `w_hh` give a split-K share of the state gradient, summed by the
 //! next step). The GRU keeps the whole-step GEMM (threaded inside the `gemm` crate).
 //!
@@ -520,6 +522,10 @@ fn lstm_units<T: Real>(a: &[T], bw: usize, add: [&[T]; 4], c_prev: &[T], c: &mut
     }
 }
 
+/// A forward task's buffers: the block's pre-activations (N, 4*bw) and, where the gemm
+/// crate runs a fused step, its operand [x_t, h_prev].
+type StepScratch<T> = (Vec<T>, Vec<T>);
+
 /// The pointwise pass of one unit block [j0, j0 + bw) over the N rows of a step.
 struct LstmRows<'a, T> {
     /// (N, 4*bw): the step GEMM's pre-activations, gates i, f, g, o side by side per row
@@ -629,7 +635,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let mut c_pair = if keep { Vec::new() } else { vec![T::ZERO; 2 * n * h] };
     // per task: the block's pre-activations (N, 4*bw) and room for the operand [x_t,
     // h_prev] where the gemm crate runs the fused step
-    let mut scratch: Vec<(Vec<T>, Vec<T>)> = blocks.iter().map(|&(j0, j1)| (vec![T::ZERO; n * 4 * (j1 - j0)], Vec::new())).collect();
+    let mut scratch: Vec<StepScratch<T>> = blocks.iter().map(|&(j0, j1)| (vec![T::ZERO; n * 4 * (j1 - j0)], Vec::new())).collect();
     let (yp, cp, gp, pp) = (SharedMut(y.as_mut_ptr()), SharedMut(cells.as_mut_ptr()), SharedMut(gates.as_mut_ptr()),
                             SharedMut(c_pair.as_mut_ptr()));
     // (N, H) at offset `o` of a buffer, read-only
@@ -645,7 +651,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
             None => (h0, c0),
         };
         let c_dst = if keep { SharedMut(cp.at(s * n * h)) } else { SharedMut(pp.at((idx % 2) * n * h)) };
-        let task = |(&(j0, j1), (w, (a, lhs))): (&(usize, usize), (&StepWeights<T>, &mut (Vec<T>, Vec<T>)))| {
+        let task = |(&(j0, j1), (w, (a, lhs))): (&(usize, usize), (&StepWeights<T>, &mut StepScratch<T>))| {
             let bw = j1 - j0;
             let x_rows = fused.then(|| &x[s * n * i..(s + 1) * n * i]);
             w.gemm(a, x_rows, h_prev, lhs, n, bw, i, h);
