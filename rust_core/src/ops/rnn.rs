@@ -901,6 +901,48 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
     Ok((gx, dh, dc, gw_ih, gw_hh, gb))
 }
 
+/// A GRU step's pointwise pass over its N rows: xs, hp (N, 3H) the input and state
+/// projections (biases in), gates (N, 4H) written [r, z, n, hp_n], state (N, H) updated.
+#[inline(always)]
+fn gru_rows<T: Real>(xs: &[T], hp: &[T], gates: &mut [T], state: &mut [T], n: usize, h: usize) {
+    let g = 3 * h;
+    for r in 0..n {
+        let (xr, hr) = (&xs[r * g..(r + 1) * g], &hp[r * g..(r + 1) * g]);
+        let gr = &mut gates[r * 4 * h..(r + 1) * 4 * h];
+        let st = &mut state[r * h..(r + 1) * h];
+        for ((o, &a), &b) in gr[..2 * h].iter_mut().zip(&xr[..2 * h]).zip(&hr[..2 * h]) {
+            *o = sigmoid(a + b);
+        }
+        let (rz, rest) = gr.split_at_mut(2 * h);
+        let (gn, ghn) = rest.split_at_mut(h);
+        let (rg, zg) = rz.split_at(h);
+        let (xn, hn) = (&xr[2 * h..3 * h], &hr[2 * h..3 * h]);
+        ghn.copy_from_slice(hn);
+        for (((o, &x), &hv), &rv) in gn.iter_mut().zip(xn).zip(hn).zip(rg) {
+            *o = (x + rv * hv).tanh_();
+        }
+        for ((sv, &z), &nv) in st.iter_mut().zip(zg).zip(gn.iter()) {
+            *sv = (T::ONE - z) * nv + z * *sv;
+        }
+    }
+}
+
+/// `gru_rows` compiled for AVX-512 when the CPU has it (a closure handed to `wide` was
+/// not inlined there and ran on 8-lane vectors).
+fn gru_rows_widest<T: Real>(isa: Isa, xs: &[T], hp: &[T], gates: &mut [T], state: &mut [T], n: usize, h: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        unsafe fn gru_rows_avx512<T: Real>(xs: &[T], hp: &[T], gates: &mut [T], state: &mut [T], n: usize, h: usize) {
+            gru_rows(xs, hp, gates, state, n, h)
+        }
+        // SAFETY: the CPU reports these features.
+        return unsafe { gru_rows_avx512(xs, hp, gates, state, n, h) };
+    }
+    let _ = isa;
+    gru_rows(xs, hp, gates, state, n, h)
+}
+
 /// One GRU layer's forward: outputs (T, N, H), h_n and the saved gates (T, N, 4H) =
 /// [r, z, n, W_hn h_prev + b_hn].
 pub type GruForward<T> = (Vec<T>, Vec<T>, Vec<T>);
@@ -929,25 +971,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
         mm(&mut hp, &hc, false, &w_hh_t, false, n, g, h, bias.is_some());
         let xs = &xp[s * n * g..(s + 1) * n * g];
         let gs = &mut gates[s * n * 4 * h..(s + 1) * n * 4 * h];
-        wide(isa, || for r in 0..n {
-            let (xr, hr) = (&xs[r * g..(r + 1) * g], &hp[r * g..(r + 1) * g]);
-            let gr = &mut gs[r * 4 * h..(r + 1) * 4 * h];
-            let st = &mut hc[r * h..(r + 1) * h];
-            for ((o, &a), &b) in gr[..2 * h].iter_mut().zip(&xr[..2 * h]).zip(&hr[..2 * h]) {
-                *o = sigmoid(a + b);
-            }
-            let (rz, rest) = gr.split_at_mut(2 * h);
-            let (gn, ghn) = rest.split_at_mut(h);
-            let (rg, zg) = rz.split_at(h);
-            let (xn, hn) = (&xr[2 * h..3 * h], &hr[2 * h..3 * h]);
-            ghn.copy_from_slice(hn);
-            for (((o, &x), &hv), &rv) in gn.iter_mut().zip(xn).zip(hn).zip(rg) {
-                *o = (x + rv * hv).tanh_();
-            }
-            for ((sv, &z), &nv) in st.iter_mut().zip(zg).zip(gn.iter()) {
-                *sv = (T::ONE - z) * nv + z * *sv;
-            }
-        });
+        gru_rows_widest(isa, xs, &hp, gs, &mut hc, n, h);
         y[s * n * h..(s + 1) * n * h].copy_from_slice(&hc);
     }
     Ok((y, hc, gates))
