@@ -159,6 +159,51 @@ def test_rust_kernels_equal_numpy_directly():
                 assert_close(v, u, np.float64, "reduction")
 
 
+# ------------------------------------------- step kernels: block shapes, no_grad
+@pytest.mark.parametrize("n,t,i,h", [(7, 3, 9, 100), (1, 2, 50, 300), (5, 3, 2, 1), (1, 4, 3, 17),
+                                     (32, 2, 64, 256)])
+def test_lstm_step_shapes_and_no_grad(backend, n, t, i, h):
+    """Sizes that split each step into unit blocks (the rust kernels then fuse the input
+    projection into the step GEMM), strips of 16 units left partly empty (H = 1, 17, 100,
+    300), batch tails of the 4-row register tile (N = 1, 5, 7): output, final states and
+    every gradient against numpy, both directions; under no_grad (where kernels may skip
+    what only backward reads) the same values, bit for bit."""
+    rng = np.random.default_rng(n * 1000 + h)
+    params = _params("lstm", 1, 2, True, i, h, np.float32, rng)
+    params = [p * np.float32(2 / np.sqrt(h)) for p in params]  # keep the gates off saturation
+    x = rng.standard_normal((t, n, i)).astype(np.float32)
+    states = [rng.uniform(-1, 1, (2, n, h)).astype(np.float32) for _ in range(2)]
+    wo = [rng.standard_normal((t, n, 2 * h)).astype(np.float32)] + [
+        rng.standard_normal((2, n, h)).astype(np.float32) for _ in range(2)]
+    cfg = dict(num_layers=1, bias=True, batch_first=False, bidirectional=True)
+    vals, grads = _run(backend, "lstm", x, states, params, cfg, wo)
+    ref_vals, ref_grads = _run("numpy", "lstm", x, states, params, cfg, wo)
+    for k, (v, e) in enumerate(zip(vals + grads, ref_vals + ref_grads)):
+        assert_close(v, e, np.float32, "reduction", msg=f"{backend} result/gradient {k} vs numpy")
+    with fg.no_grad():
+        inferred, _ = _run(backend, "lstm", x, states, params, cfg, wo, grad=False)
+    for v, e in zip(inferred, vals):
+        np.testing.assert_array_equal(v, e)
+
+
+def test_lstm_forward_inference_kernel(backend):
+    """The backend's lstm_forward_inference equals lstm_forward's first three results."""
+    b = fg.get_backend(backend)
+    rng = np.random.default_rng(8)
+    t, n, i, h = 3, 6, 40, 70
+    x = rng.standard_normal((t, n, i)).astype(np.float32)
+    w_ih, w_hh = (rng.uniform(-0.2, 0.2, (4 * h, k)).astype(np.float32) for k in (i, h))
+    b_ih, b_hh = (rng.uniform(-0.2, 0.2, 4 * h).astype(np.float32) for _ in range(2))
+    h0, c0 = (rng.standard_normal((n, h)).astype(np.float32) for _ in range(2))
+    for reverse in (False, True):
+        full = b.lstm_forward(*(b.from_numpy(a) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh)), reverse)
+        inf = b.lstm_forward_inference(*(b.from_numpy(a) for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh)),
+                                       reverse)
+        assert len(inf) == 3
+        for u, v in zip(full[:3], inf):
+            np.testing.assert_array_equal(b.to_numpy(u), b.to_numpy(v))
+
+
 # -------------------------------------------------------------------- modules
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
 def test_module_parameter_names_and_shapes(cls):

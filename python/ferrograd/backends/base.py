@@ -489,6 +489,13 @@ class Backend(abc.ABC):
                      ) -> Tuple[Array, Array, Array, Array, Optional[Array], Optional[Array]]:
         """(gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh) given the gradients of y and h_n."""
 
+    def lstm_forward_inference(self, x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array,
+                               b_ih: Optional[Array], b_hh: Optional[Array], reverse: bool
+                               ) -> Tuple[Array, Array, Array]:
+        """(y, h_n, c_n) of lstm_forward when no gradient will be taken: a backend may skip
+        storing the gates and cells that only backward reads (this default does not)."""
+        return tuple(self.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)[:3])
+
     @abc.abstractmethod
     def rnn_concat_cols(self, arrays: Sequence[Array]) -> Array:
         """The 2-D arrays (R, C_k) side by side: (R, sum C_k) (bidirectional outputs,

@@ -289,6 +289,12 @@ class RustBackend(NumpyBackend):
         _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
         return _core.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, bool(reverse))
 
+    def lstm_forward_inference(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+        _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
+        y, h_n, c_n, _, _ = _core.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, bool(reverse),
+                                               keep_for_backward=False)
+        return y, h_n, c_n
+
     def lstm_backward(self, x, h0, c0, w_ih, w_hh, y, gates, cells, gy, gh_n, gc_n, has_bias,
                       reverse):
         _, _, _, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, None, None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 
-from ..autograd.engine import Function
+from ..autograd.engine import Function, is_grad_enabled
 from ..backends import _dropout
 from ._checks import require_float, require_same_dtype
 
@@ -35,6 +35,9 @@ class RNN(Function):
         be = ctx.backend
         ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
         lstm = mode == "lstm"
+        # without a recorded backward (no_grad, or nothing requires grad) the kernels may
+        # skip storing what only backward reads (the LSTM's gates and cells)
+        keep = is_grad_enabled() and any(ctx.needs_input_grad)
         per = 4 if has_bias else 2
         if batch_first:
             x = be.copy(be.permute(x, (1, 0, 2)))
@@ -50,7 +53,12 @@ class RNN(Function):
                 j = layer * dirs + d
                 w = weights[j * per:(j + 1) * per]
                 b_ih, b_hh = (w[2], w[3]) if has_bias else (None, None)
-                if lstm:
+                if lstm and not keep:
+                    y, hn, cn = be.lstm_forward_inference(layer_in, h0s[j], c0s[j], w[0], w[1],
+                                                          b_ih, b_hh, d == 1)
+                    saved.append((y, None, None))
+                    c_n.append(cn)
+                elif lstm:
                     y, hn, cn, gates, cells = be.lstm_forward(layer_in, h0s[j], c0s[j], w[0], w[1],
                                                               b_ih, b_hh, d == 1)
                     saved.append((y, gates, cells))

@@ -140,7 +140,7 @@ impl<T: Real> Tape<T> {
         let d = RnnDims { t, n, i, h };
         let zeros = vec![T::ZERO; n * h];
         let (y, gates, cells) = if lstm {
-            let f = rnn::lstm_forward(&xe.value, &zeros, &zeros, &wi.value, &we.value, bv, d, reverse)?;
+            let f = rnn::lstm_forward(&xe.value, &zeros, &zeros, &wi.value, &we.value, bv, d, reverse, true)?;
             (f.y, f.gates, f.cells)
         } else {
             let (y, _, gates) = rnn::gru_forward(&xe.value, &zeros, &wi.value, &we.value, bv, d, reverse)?;

@@ -39,12 +39,14 @@ fn both<'py, T: Real + Element>(
     }
 }
 
+/// (y, h_n, c_n, gates, cells); gates and cells are None when keep_for_backward is false
+/// (inference: neither is computed into memory).
 #[pyfunction]
-#[pyo3(signature = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse))]
+#[pyo3(signature = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, keep_for_backward=true))]
 #[allow(clippy::too_many_arguments)]
 fn lstm_forward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, c0: &Any<'py>, w_ih: &Any<'py>,
-                     w_hh: &Any<'py>, b_ih: Option<&Any<'py>>, b_hh: Option<&Any<'py>>, reverse: bool)
-                     -> PyResult<Bound<'py, PyTuple>> {
+                     w_hh: &Any<'py>, b_ih: Option<&Any<'py>>, b_hh: Option<&Any<'py>>, reverse: bool,
+                     keep_for_backward: bool) -> PyResult<Bound<'py, PyTuple>> {
     with_float!(float_dtype(x, "x")?, T => {
         let (xa, ha, ca) = (arr::<T>(x, "x")?, arr::<T>(h0, "h0")?, arr::<T>(c0, "c0")?);
         let (wi, wh) = (arr::<T>(w_ih, "w_ih")?, arr::<T>(w_hh, "w_hh")?);
@@ -53,10 +55,16 @@ fn lstm_forward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, c0: &Any<'py>
         let (xs, hs, cs, wis, whs) = (data(&xa), data(&ha), data(&ca), data(&wi), data(&wh));
         let bs = bias.as_ref().map(|(a, b)| (data(a), data(b)));
         let f = run(py, || rnn::lstm_forward::<T>(&xs, &hs, &cs, &wis, &whs,
-                                                  bs.as_ref().map(|(a, b)| (&a[..], &b[..])), d, reverse))?;
+                                                  bs.as_ref().map(|(a, b)| (&a[..], &b[..])), d, reverse,
+                                                  keep_for_backward))?;
         let (t, n, h) = (d.t, d.n, d.h);
+        let (gates, cells) = if keep_for_backward {
+            (out(py, f.gates, &[t, n, 4 * h])?, out(py, f.cells, &[t, n, h])?)
+        } else {
+            (py.None().into_bound(py), py.None().into_bound(py))
+        };
         PyTuple::new(py, [out(py, f.y, &[t, n, h])?, out(py, f.h_n, &[n, h])?, out(py, f.c_n, &[n, h])?,
-                          out(py, f.gates, &[t, n, 4 * h])?, out(py, f.cells, &[t, n, h])?])
+                          gates, cells])
     })
 }
 
