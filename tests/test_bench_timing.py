@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ferrograd.bench.timing import measure_interleaved
+from ferrograd.bench.timing import measure_epochs, measure_interleaved
 
 
 def test_lead_in_runs_each_implementation_before_its_timed_call():
@@ -17,17 +17,33 @@ def test_lead_in_runs_each_implementation_before_its_timed_call():
         return run
 
     runs = {"a": make("a", 0.001), "b": make("b", 0.0)}
-    times = measure_interleaved(runs, warmup=1, repeats=4, lead_in_s=0.005)
-    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
+    times = measure_interleaved(runs, warmup=1, repeats=7, lead_in_s=0.005, per_round=3)
+    assert {k: len(v) for k, v in times.items()} == {"a": 7, "b": 7}
     assert all(t >= 0.001 for t in times["a"])
-    # each of the 4 rounds runs a lead-in of at least 5 ms before the timed call: a (1 ms
-    # per call) at least 5 + 1 calls, b (instant) at least 1 + 1; plus the warm-up call
-    assert calls.count("a") >= 1 + 4 * 6
-    assert calls.count("b") >= 1 + 4 * 2
+    # 3 rounds (3 + 3 + 1 timed calls), each after a lead-in of at least 5 ms: a (1 ms per
+    # call) makes at least 5 untimed calls per round, b (instant) at least 1; plus warm-up
+    assert calls.count("a") >= 1 + 3 * 5 + 7
+    assert calls.count("b") >= 1 + 3 * 1 + 7
     assert calls[:2] == ["a", "b"]
+    # rotation: the second round starts with b, so b's lead-in and timed calls follow a's
+    # first-round calls directly
+    first_b = calls.index("b", 2)
+    assert "b" not in calls[2:first_b] and calls[first_b - 1] == "a"
 
 
 def test_single_implementation_has_no_lead_in():
     calls = []
     times = measure_interleaved({"a": lambda: calls.append(1)}, warmup=2, repeats=3, lead_in_s=1.0)
     assert len(times["a"]) == 3 and len(calls) == 5
+
+
+def test_epochs_make_fresh_callables():
+    made = []
+
+    def make(impl):
+        made.append(impl)
+        return lambda: None
+
+    times = measure_epochs(make, ["a", "b"], warmup=1, repeats=7, epochs=3)
+    assert {k: len(v) for k, v in times.items()} == {"a": 7, "b": 7}  # 3 + 3 + 1
+    assert made == ["a", "b"] * 3

@@ -16,7 +16,7 @@ from typing import List
 
 from .report import add_ratios, plot, print_table, write_csv, write_json
 from .suite import default_suite
-from .timing import measure_interleaved, median
+from .timing import measure_epochs, median
 
 ALL = ("numpy", "rust", "native", "cuda", "torch", "torch-cpu", "torch-cuda")
 
@@ -141,9 +141,7 @@ def main(argv=None) -> int:
         task = progress.add_task("benchmarking", total=len(work))
         for case, row_impls in work:
             progress.update(task, description=f"{case.name} [{', '.join(row_impls)}]")
-            runs = {impl: case.make(impl) for impl in row_impls}
-            times = measure_interleaved(runs, warmup, repeats)
-            del runs
+            times = measure_epochs(case.make, row_impls, warmup, repeats)
             for impl in row_impls:
                 m = median(times[impl])
                 rows.append({

@@ -1,9 +1,9 @@
 """Timers: wall clock for CPU implementations, CUDA events for GPU ones. Each measurement
 is one call; the reported figure is the median of the repeats, after warm-up calls.
 
-The implementations of one row are timed in turns, one call of each per round
-(``measure_interleaved``, each timed call after a lead-in of the same implementation's
-calls), not one implementation after the other: on a shared machine a
+The implementations of one row are timed in turns, a few calls of each per round
+(``measure_interleaved``, after a lead-in of the same implementation's calls), not one
+implementation after the other: on a shared machine a
 core can be taken away for stretches of tens of milliseconds (seen on the 2-core
 development VM: runs of consecutive calls at exactly half speed), and taking turns spreads
 such stretches over every implementation of the row instead of landing on one of them."""
@@ -48,40 +48,77 @@ def make_timer(impl: str) -> Callable[[Callable[[], object]], float]:
     return _cpu_timer
 
 
-#: untimed calls of an implementation before each of its timed calls last at least this
-#: long (seconds): see :func:`measure_interleaved`
-LEAD_IN_S = 0.01
+#: untimed calls of an implementation before its timed calls of a round last at least
+#: this long (seconds): see :func:`measure_interleaved`
+LEAD_IN_S = 0.05
+#: timed calls of an implementation per round
+PER_ROUND = 5
 
 
-def measure_interleaved(runs: Dict[str, Callable[[], object]], warmup: int,
-                        repeats: int, lead_in_s: float = LEAD_IN_S) -> Dict[str, List[float]]:
-    """Times of ``repeats`` calls of each implementation's ``run``, taken in rounds (one
-    timed call of each implementation per round, in a rotating order) after ``warmup``
-    rounds. With more than one implementation, each timed call follows untimed calls of
-    the same implementation lasting at least ``lead_in_s`` (one call at least): after a
-    call, OpenMP and OpenBLAS workers busy-wait for milliseconds (libgomp's default spin,
-    measured ~3-5 ms for torch on the 2-core VM), and on two cores a spinning worker of
-    the previous implementation takes half the machine from a short timed call (torch's
-    4M-element relu then cost rust's next relu ~1.5x its time). After the lead-in, the
-    only busy threads are the timed implementation's own, as in a program that uses it
-    alone."""
+def measure_interleaved(runs: Dict[str, Callable[[], object]], warmup: int, repeats: int,
+                        lead_in_s: float = LEAD_IN_S, per_round: int = PER_ROUND) -> Dict[str, List[float]]:
+    """Times of ``repeats`` calls of each implementation's ``run`` after ``warmup`` calls
+    of each, taken in rounds: in each round every implementation (in a rotating order)
+    makes up to ``per_round`` timed calls in a row.
+
+    With more than one implementation, an implementation's timed calls of a round follow
+    untimed calls of its own lasting at least ``lead_in_s`` (one call at least). After a
+    call, OpenMP workers busy-wait: torch's (libgomp's default spin) kept a core busy for
+    more than 10 ms on the 2-core VM, so rust's 4M-element relu timed right after torch's
+    took 0.29 ms against 0.22 ms alone; after a 20-50 ms lead-in it took its time alone.
+    After the lead-in the only busy threads are the timed implementation's own, as in a
+    program that uses it alone."""
     timers = {impl: make_timer(impl) for impl in runs}
     order = list(runs)
     for _ in range(warmup):
         for impl in order:
             timers[impl](runs[impl])
     times: Dict[str, List[float]] = {impl: [] for impl in order}
-    for r in range(repeats):
+    rounds = -(-repeats // per_round)
+    for r in range(rounds):
         k = r % len(order)
+        count = min(per_round, repeats - r * per_round)
         for impl in order[k:] + order[:k]:  # nobody always runs right after the same one
-            # untimed calls first (the lead-in): the previous implementation's workers stop
-            # spinning and the caches hold this one's data
             if len(order) > 1:
                 t0 = time.perf_counter()
                 runs[impl]()
                 while time.perf_counter() - t0 < lead_in_s:
                     runs[impl]()
-            times[impl].append(timers[impl](runs[impl]))
+            for _ in range(count):
+                times[impl].append(timers[impl](runs[impl]))
+    return times
+
+
+#: each row is timed in this many epochs, each on freshly made inputs
+EPOCHS = 3
+
+
+def measure_epochs(make: Callable[[str], Callable[[], object]], impls: List[str], warmup: int,
+                   repeats: int, epochs: int = EPOCHS) -> Dict[str, List[float]]:
+    """``repeats`` times per implementation, from ``epochs`` runs of
+    :func:`measure_interleaved`, each on the callables (and so the inputs and outputs)
+    that a fresh ``make(impl)`` builds.
+
+    Where a large buffer lands in memory (which physical pages, hence which cache sets it
+    competes for) changes a bandwidth-bound call's time by more than the implementations
+    differ: on the 2-core VM a 4M-element relu took 0.30 ms against torch's 0.44 in one
+    row and 0.48 against 0.27 in the next, the same in each of three runs, the kernels
+    being alike. Fresh inputs per epoch spread those placements over every
+    implementation."""
+    times: Dict[str, List[float]] = {impl: [] for impl in impls}
+    per = -(-repeats // max(1, epochs))
+    done, previous = 0, None
+    while done < repeats:
+        count = min(per, repeats - done)
+        # made while the previous epoch's inputs are still alive, so that the allocator
+        # cannot hand back the same blocks
+        runs = {impl: make(impl) for impl in impls}
+        previous = None
+        got = measure_interleaved(runs, warmup, count)
+        previous = runs  # noqa: F841 (kept alive on purpose until the next epoch is made)
+        for impl in impls:
+            times[impl].extend(got[impl])
+        done += count
     return times
 
 
