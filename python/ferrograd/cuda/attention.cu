@@ -287,6 +287,22 @@ __device__ __forceinline__ float fw_exp2(float x) {
     return y;
 }
 
+// Score x (base 2) of query i and key j with the additive mask (to base 2) added, or -inf
+// where the key is hidden from the query (past Lk, or causal and j > i).
+__device__ __forceinline__ float fa_masked_score(float x, const float* mb, int i, int j, int Lq, int Lk,
+                                                 int causal) {
+    if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
+    return (j >= Lk || (causal && j > i)) ? FG_NEG_INF : x;
+}
+
+// The backward's recomputed probability 2^(score - lse2) (lse2 = lse in base 2): 0 for a
+// hidden key, a padding row (i >= Lq) and a row with every key hidden (lse = -inf).
+__device__ __forceinline__ float fa_prob(float x, const float* mb, int i, int j, int Lq, int Lk, int causal,
+                                         float lse2) {
+    if (i >= Lq || lse2 == FG_NEG_INF) return 0.0f;
+    return fw_exp2(fa_masked_score(x, mb, i, j, Lq, Lk, causal) - lse2);
+}
+
 // index of P^T[j][4 q .. 4 q + 3] in the swizzled layout (32 float4s per row of 128)
 __device__ __forceinline__ int fw_pt_at(int j, int q) { return j * FW_BR + ((q ^ ((j >> 2) & 7)) << 2); }
 // index of K^T[d][4 g .. 4 g + 3] (g = a float4 of keys) in the swizzled layout: the
@@ -378,9 +394,7 @@ __device__ __forceinline__ void attention_forward_wide_body(float* out, float* l
                 const int i = i0 + ty * 8 + r;
 #pragma unroll
                 for (int c = 0; c < 8; ++c) {
-                    const int j = j0 + fw_col(tx, c);
-                    if (mb && i < Lq && j < Lk) s[r][c] = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, s[r][c]);
-                    if (j >= Lk || (causal && j > i)) s[r][c] = FG_NEG_INF;
+                    s[r][c] = fa_masked_score(s[r][c], mb, i, j0 + fw_col(tx, c), Lq, Lk, causal);
                 }
             }
         }
@@ -574,8 +588,7 @@ __device__ __forceinline__ void attention_forward_tf32_body(float* out, float* l
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int i = e < 2 ? r0 : r1, key = j0 + 8 * j + 2 * tq + (e & 1);
-                    if (mb && i < Lq && key < Lk) s[j][e] = fmaf(mb[(long long)i * Lk + key], FA_LOG2E, s[j][e]);
-                    if (key >= Lk || (causal && key > i)) s[j][e] = FG_NEG_INF;
+                    s[j][e] = fa_masked_score(s[j][e], mb, i, key, Lq, Lk, causal);
                 }
         }
 #pragma unroll
@@ -760,11 +773,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_wide_d64(
 #pragma unroll
                 for (int c = 0; c < 4; ++c) {
                     const int ii = 4 * tx + c, i = i0 + ii;
-                    float x = s[r][c] * sc2;
-                    if (mb && i < Lq && j < Lk) x = fmaf(mb[(long long)i * Lk + j], FA_LOG2E, x);
-                    // hidden keys, padding and rows with every key hidden (lse = -inf): p = 0
-                    const bool hidden = j >= Lk || i >= Lq || (causal && j > i) || lq[ii] == FG_NEG_INF;
-                    const float p = hidden ? 0.0f : fw_exp2(x - lq[ii]);
+                    const float p = fa_prob(s[r][c] * sc2, mb, i, j, Lq, Lk, causal, lq[ii]);
                     s[r][c] = p;
                     dp[r][c] = p * (dp[r][c] - dl[ii]);  // dS^T
                 }
@@ -928,10 +937,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_backward_tf32_d64(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int key = e < 2 ? kr0 : kr1, ii = 8 * j + 2 * tq + (e & 1), i = i0 + ii;
-                    float x = s[j][e];
-                    if (mb && i < Lq && key < Lk) x = fmaf(mb[(long long)i * Lk + key], FA_LOG2E, x);
-                    const bool hidden = key >= Lk || i >= Lq || (causal && key > i) || lq[ii] == FG_NEG_INF;
-                    const float p = hidden ? 0.0f : fw_exp2(x - lq[ii]);
+                    const float p = fa_prob(s[j][e], mb, i, key, Lq, Lk, causal, lq[ii]);
                     s[j][e] = p;                          // P^T
                     dp[j][e] = p * (dp[j][e] - dl[ii]);   // dS^T
                     dss[ii * BT_VS + warp * 16 + g + (e < 2 ? 0 : 8)] = dp[j][e];

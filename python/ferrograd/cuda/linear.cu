@@ -314,14 +314,29 @@ __device__ __forceinline__ void tf32_load_stage(float* As, float* Bs, const floa
     }
 }
 
+// The TF32 kernels' common start: operands of batch blockIdx.z, accumulators zeroed.
+__device__ __forceinline__ void tf32_batch(const float*& A, const float*& B, float*& C, long long stride_a,
+                                           long long stride_b, long long stride_c) {
+    A += blockIdx.z * stride_a;
+    B += blockIdx.z * stride_b;
+    C += blockIdx.z * stride_c;
+}
+template <int I, int J>
+__device__ __forceinline__ void tf32_zero(float (&acc)[I][J][4]) {
+#pragma unroll
+    for (int i = 0; i < I; ++i)
+#pragma unroll
+        for (int j = 0; j < J; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
+
 template <bool TA, bool TB>
 __device__ __forceinline__ void gemm_tf32_body(float* C, const float* A, const float* B,
                                                const float* bias, int M, int N, int K,
                                                long long stride_a, long long stride_b,
                                                long long stride_c) {
-    A += blockIdx.z * stride_a;
-    B += blockIdx.z * stride_b;
-    C += blockIdx.z * stride_c;
+    tf32_batch(A, B, C, stride_a, stride_b, stride_c);
     __shared__ __align__(16) float As[2][T_STAGE];
     __shared__ __align__(16) float Bs[2][T_STAGE];
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
@@ -329,12 +344,7 @@ __device__ __forceinline__ void gemm_tf32_body(float* C, const float* A, const f
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     const int row0 = blockIdx.y * T_BM, col0 = blockIdx.x * T_BN;
     float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    tf32_zero(acc);
 
     const int nk = (K + T_BK - 1) / T_BK;
     tf32_load_stage<TA, TB>(As[0], Bs[0], A, B, M, N, K, row0, col0, 0, t);
@@ -473,9 +483,7 @@ __device__ __forceinline__ void gemm_tf32w_body(float* C, const float* A, const 
                                                 const float* bias, int M, int N, int K,
                                                 long long stride_a, long long stride_b,
                                                 long long stride_c) {
-    A += blockIdx.z * stride_a;
-    B += blockIdx.z * stride_b;
-    C += blockIdx.z * stride_c;
+    tf32_batch(A, B, C, stride_a, stride_b, stride_c);
     extern __shared__ __align__(16) float tw_smem[];
     float* As = tw_smem;                // TW_ST x TW_SA
     float* Bs = tw_smem + TW_ST * TW_SA;  // TW_ST x TW_SB
@@ -484,12 +492,7 @@ __device__ __forceinline__ void gemm_tf32w_body(float* C, const float* A, const 
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 64;
     const int row0 = blockIdx.y * TW_BM, col0 = blockIdx.x * TW_BN;
     float acc[4][8][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    tf32_zero(acc);
 
     const int nk = (K + TW_BK - 1) / TW_BK;
 #pragma unroll
