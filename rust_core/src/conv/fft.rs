@@ -15,7 +15,7 @@
 //! A spectrum is stored column-major ((Wf / 2 + 1) columns of Hf values) so the column
 //! FFTs run on contiguous data; planes run in parallel (rayon), each with its own scratch.
 
-use super::Geom;
+use super::{ConvGrads, Geom};
 use crate::error::Result;
 use crate::real::Real;
 use rayon::prelude::*;
@@ -237,14 +237,13 @@ pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
 }
 
 /// (gx, gw, gb) by FFT; gb is None unless `with_bias`.
-#[allow(clippy::type_complexity)]
 pub fn fft_backward<T: FftReal>(
     x: &[T],
     w: &[T],
     gy: &[T],
     g: &Geom,
     with_bias: bool,
-) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+) -> Result<ConvGrads<T>> {
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, hw, kk) = (g.c / g.groups, g.o / g.groups, g.h * g.w, g.kh * g.kw);
     let gb = with_bias.then(|| super::bias_grad(gy, g));
@@ -314,7 +313,7 @@ pub fn fft_backward<T: FftReal>(
 #[cfg(test)]
 mod tests {
     use super::super::naive;
-    use super::super::tests::{geoms, vals};
+    use super::super::tests::{case, geoms};
     use super::*;
 
     #[test]
@@ -329,10 +328,7 @@ mod tests {
     #[test]
     fn fft_matches_naive() {
         for g in geoms() {
-            let x = vals(g.n * g.c * g.h * g.w, 1);
-            let w = vals(g.o * g.k(), 2);
-            let b = vals(g.o, 3);
-            let gy = vals(g.n * g.o * g.l(), 4);
+            let (x, w, b, gy) = case(&g);
             let y = fft_forward(&x, &w, Some(&b), &g).unwrap();
             let e = naive::naive_forward(&x, &w, Some(&b), &g).unwrap();
             for (a, e) in y.iter().zip(&e) {

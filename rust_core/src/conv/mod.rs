@@ -166,16 +166,19 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
     Ok(y)
 }
 
+/// (gx, gw, gb): the gradients of input, weight and bias (None without a bias) that every
+/// algorithm's backward returns.
+pub type ConvGrads<T> = (Vec<T>, Vec<T>, Option<Vec<T>>);
+
 /// (gx, gw, gb) for gy (N, O, OH, OW); gb is None unless `with_bias`. Image by image:
 /// gw_g += gy_n,g (O/G, L) @ cols_n,g^T, gx_n = col2im(w_g^T @ gy_n,g).
-#[allow(clippy::type_complexity)]
 pub fn conv2d_backward<T: Real>(
     x: &[T],
     w: &[T],
     gy: &[T],
     g: &Geom,
     with_bias: bool,
-) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+) -> Result<ConvGrads<T>> {
     check_len(x, g.n * g.c * g.h * g.w, "input")?;
     check_len(w, g.o * g.k(), "weight")?;
     let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
@@ -249,6 +252,11 @@ pub(crate) mod tests {
         y
     }
 
+    /// Seeded x, w, b and gy for geometry g.
+    pub(crate) fn case(g: &Geom) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        (vals(g.n * g.c * g.h * g.w, 1), vals(g.o * g.k(), 2), vals(g.o, 3), vals(g.n * g.o * g.l(), 4))
+    }
+
     pub(crate) fn vals(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
@@ -289,9 +297,7 @@ pub(crate) mod tests {
     #[test]
     fn conv_forward_matches_definition() {
         for g in geoms() {
-            let x = vals(g.n * g.c * g.h * g.w, 1);
-            let w = vals(g.o * g.k(), 2);
-            let b = vals(g.o, 3);
+            let (x, w, b, _) = case(&g);
             let y = conv2d_forward(&x, &w, Some(&b), &g).unwrap();
             let e = direct(&x, &w, &b, &g);
             for (a, e) in y.iter().zip(&e) {

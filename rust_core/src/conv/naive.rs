@@ -2,7 +2,7 @@
 //! parallel over output planes. The slow, obviously right reference the other algorithms
 //! are tested against (`algo="naive"`).
 
-use super::Geom;
+use super::{ConvGrads, Geom};
 use crate::error::Result;
 use crate::real::Real;
 use rayon::prelude::*;
@@ -55,14 +55,13 @@ pub fn naive_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) ->
 /// (gx, gw, gb) by the definition: gx scatters every gy element into the inputs it read
 /// (one task per input plane, so no two tasks write one element), gw sums gy times the
 /// input each tap read (one task per (o, ci) kernel).
-#[allow(clippy::type_complexity)]
 pub fn naive_backward<T: Real>(
     x: &[T],
     w: &[T],
     gy: &[T],
     g: &Geom,
     with_bias: bool,
-) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+) -> Result<ConvGrads<T>> {
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, l, hw) = (g.c / g.groups, g.o / g.groups, g.l(), g.h * g.w);
     let kk = g.kh * g.kw;
@@ -129,16 +128,13 @@ pub fn naive_backward<T: Real>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{direct, geoms, vals};
+    use super::super::tests::{case, direct, geoms};
     use super::*;
 
     #[test]
     fn naive_matches_definition_and_im2col() {
         for g in geoms() {
-            let x = vals(g.n * g.c * g.h * g.w, 1);
-            let w = vals(g.o * g.k(), 2);
-            let b = vals(g.o, 3);
-            let gy = vals(g.n * g.o * g.l(), 4);
+            let (x, w, b, gy) = case(&g);
             let y = naive_forward(&x, &w, Some(&b), &g).unwrap();
             for (a, e) in y.iter().zip(&direct(&x, &w, &b, &g)) {
                 assert!((a - e).abs() < 1e-12, "{g:?}");

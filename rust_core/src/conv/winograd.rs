@@ -25,7 +25,7 @@
 //! (max |error| / max |value| against float64): im2col 6e-7 / 2e-7 / 4e-7 (y / gx / gw),
 //! F(2,3) 4e-7 / 4e-7 / 4e-7, F(4,3) 7e-6 / 6e-6 / 3e-6.
 
-use super::Geom;
+use super::{ConvGrads, Geom};
 use crate::error::Result;
 use crate::real::Real;
 use crate::value_err;
@@ -143,28 +143,26 @@ fn apply2d<T: Real>(
 ) {
     for i in 0..p {
         for s in 0..q {
-            let dst = &mut tmp[(i * q + s) * nt..][..nt];
-            dst.iter_mut().for_each(|v| *v = T::ZERO);
-            for r in 0..q {
-                let c = l[i * q + r];
-                if c != T::ZERO {
-                    let src = &inp[(r * q + s) * is..][..nt];
-                    dst.iter_mut().zip(src).for_each(|(d, &x)| *d += c * x);
-                }
-            }
+            let terms = (0..q).map(|r| (l[i * q + r], &inp[(r * q + s) * is..][..nt]));
+            combine(&mut tmp[(i * q + s) * nt..][..nt], terms);
         }
     }
     for i in 0..p {
         for j in 0..p {
-            let dst = &mut out[(i * p + j) * os..][..nt];
-            dst.iter_mut().for_each(|v| *v = T::ZERO);
-            for s in 0..q {
-                let c = l[j * q + s];
-                if c != T::ZERO {
-                    let src = &tmp[(i * q + s) * nt..][..nt];
-                    dst.iter_mut().zip(src).for_each(|(d, &x)| *d += c * x);
-                }
-            }
+            let terms = (0..q).map(|s| (l[j * q + s], &tmp[(i * q + s) * nt..][..nt]));
+            combine(&mut out[(i * p + j) * os..][..nt], terms);
+        }
+    }
+}
+
+/// dst = sum of c * src over the terms, skipping zero coefficients (the transform
+/// matrices are sparse).
+#[inline(always)]
+fn combine<'a, T: Real + 'a>(dst: &mut [T], terms: impl Iterator<Item = (T, &'a [T])>) {
+    dst.iter_mut().for_each(|v| *v = T::ZERO);
+    for (c, src) in terms {
+        if c != T::ZERO {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| *d += c * x);
         }
     }
 }
@@ -834,7 +832,6 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
 
 /// (gx, gw, gb) by Winograd `tile`: gx by the forward code on gy with the flipped kernel,
 /// gw by the transposed algorithm; gb is None unless `with_bias`.
-#[allow(clippy::type_complexity)]
 pub fn winograd_backward<T: Real>(
     x: &[T],
     w: &[T],
@@ -842,7 +839,7 @@ pub fn winograd_backward<T: Real>(
     g: &Geom,
     tile: WinoTile,
     with_bias: bool,
-) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+) -> Result<ConvGrads<T>> {
     check_geom(g)?;
     super::check_args(x, w, None, Some(gy), g)?;
     let tf = Transforms::<T>::new(tile);
@@ -880,7 +877,7 @@ pub fn winograd_backward<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::super::naive;
-    use super::super::tests::{geoms_3x3, vals};
+    use super::super::tests::{case, geoms_3x3, vals};
     use super::*;
 
     fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
@@ -897,10 +894,7 @@ mod tests {
     fn winograd_matches_naive_f64() {
         for tile in [WinoTile::F2, WinoTile::F4] {
             for g in geoms_3x3() {
-                let x = vals(g.n * g.c * g.h * g.w, 1);
-                let w = vals(g.o * g.k(), 2);
-                let b = vals(g.o, 3);
-                let gy = vals(g.n * g.o * g.l(), 4);
+                let (x, w, b, gy) = case(&g);
                 let what = format!("{tile:?} {g:?}");
                 let y = winograd_forward(&x, &w, Some(&b), &g, tile).unwrap();
                 close(
