@@ -65,6 +65,22 @@ def test_saturating_activations_are_finite_and_exact_at_the_ends(backend, dtype)
     assert g[-1] == x[-1] and abs(g[0]) == 0.0
 
 
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "swish"])
+@pytest.mark.parametrize("big", [1e12, 1e20, 3e38])
+def test_huge_inputs_give_the_limits(backend, name, big):
+    """Where x*x or x**3 overflows float32, x*Phi(x)-like activations still give x and 0,
+    their gradients 1 and 0 (PyTorch's tanh GELU gives NaN gradients there; the limits
+    are the defined values). Flushed exponentials must not leave stray values either:
+    -big times a 1e-38 left in place of 0 would be of order one."""
+    fn = ACTIVATIONS[name][0]
+    x = np.array([big, -big], dtype=np.float32)
+    t = fg.tensor(x, backend=backend, requires_grad=True)
+    y = fn(t)
+    y.sum().backward()
+    assert np.array_equal(y.numpy(), np.array([big, 0.0], dtype=np.float32))
+    assert np.array_equal(t.grad.numpy(), np.array([1.0, 0.0], dtype=np.float32))
+
+
 def test_relu_subgradient_at_zero_is_zero(backend):
     t = fg.tensor(np.zeros(3, dtype=np.float32), backend=backend, requires_grad=True)
     F.relu(t).sum().backward()

@@ -34,9 +34,10 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// exp; +inf above the overflow threshold, 0 below the underflow one, NaN stays NaN.
     fn exp_(self) -> Self;
-    /// exp for kernels that only use it in `1 + exp(..)` (sigmoid and kin): +inf above the
-    /// overflow threshold like `exp_`, but below e^-86.5 it returns ~e^-86.5 instead of a
-    /// subnormal or 0, which spares f32 a second scaling step (~25% fewer instructions).
+    /// exp for kernels where results below f32's normal range do not matter (sigmoid and
+    /// kin): +inf above the overflow threshold like `exp_`, but in f32 exactly 0 below about
+    /// e^-87 instead of a subnormal, which spares a second scaling step (see
+    /// `exp_flush_f32`). f64 has no such shortcut: there it is `exp`.
     fn exp_flush_(self) -> Self;
     fn ln_(self) -> Self;
     /// tanh, saturating to ±1 for large |x|.
@@ -153,41 +154,59 @@ impl Real for f32 {
 }
 
 
-/// The shared core of the f32 exps, for x already clamped to a finite range: Cephes'
-/// range reduction x = n ln2 + r (|r| <= ln2/2) and a degree-6 polynomial. Returns
-/// (exp(r), n).
+const LOG2E_F32: f32 = std::f32::consts::LOG2_E;
+// ln 2 split in two (Cody and Waite): n * LN2_HI is exact for the n that occur
+const LN2_HI_F32: f32 = 0.693_359_375;
+const LN2_LO_F32: f32 = -2.121_944_4e-4;
+
+/// 2 exp(r) for |r| <= ln2/2: 2 + 2r + r^2 q(r) with q of degree 4, a least-squares fit
+/// weighted towards equal ripple (relative error 3e-9 before f32 rounding; Cephes'
+/// degree-5 q is more than f32 needs on this interval). The factor 2 is folded into the
+/// coefficients because the callers scale by 2^(n-1), see `exp_clamped_f32`. q is
+/// evaluated by Estrin's scheme: fewer dependent steps at the same FMA count.
 #[inline(always)]
-fn exp_reduced_f32(xc: f32) -> (f32, i32) {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_375;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    // t's low mantissa bits hold round(xc * log2 e) as an integer: no float->int
-    // conversion (a saturating `as` would keep LLVM from vectorizing the loop)
-    let t = xc.mul_add(LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
-    // exp(r) = 1 + r + r^2 q(r), q of degree 5 by Estrin's scheme (3 dependent FMAs
-    // instead of 5: a shorter chain lets the core overlap consecutive vectors)
+fn exp2x_poly_f32(r: f32) -> f32 {
     let r2 = r * r;
-    let q01 = r.mul_add(1.666_666_5e-1, 5.000_000_1e-1);
-    let q23 = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
-    let q45 = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
-    let q = r2.mul_add(r2.mul_add(q45, q23), q01);
-    (r2.mul_add(q, r) + 1.0, ni)
+    let q01 = r.mul_add(2.0 * 0.166_665_2, 2.0 * 0.499_999_94);
+    let q23 = r.mul_add(2.0 * 0.008_368_781, 2.0 * 0.041_668_292);
+    let q = r2.mul_add(r2.mul_add(2.0 * 0.001_382_020_1, q23), q01);
+    r2.mul_add(q, r.mul_add(2.0, 2.0))
 }
 
-/// exp for f32: 2^n is built in the exponent bits as 2^h * 2^(n-h) so that the whole
-/// range (overflow at 88.72, gradual underflow down to -103.97) needs no branch. ~2 ulp.
+/// exp(xc + extra) for xc in [-87.5, 88.8] and |extra| far below ln2/2 (a rounding
+/// correction some callers carry). With n = round(xc log2 e), adding 1.5 * 2^23 + 126
+/// leaves n + 126 in [0, 254] in the low mantissa bits of `t`; shifting t's bits left by
+/// 23 moves them into the exponent field and drops the rest (0x4B40_0000 << 23 wraps to
+/// 0), which makes 2^(n-1) in one integer instruction and no float-to-int conversion (a
+/// saturating `as` would keep LLVM from vectorizing the loop). n = -126 gives the field
+/// 0, i.e. +0.0: below about e^-87 the result is exactly 0, never a stray tiny value.
+/// Above 88.72 the product rounds to +inf by itself. NaN stays NaN.
+#[inline(always)]
+fn exp_clamped_f32(xc: f32, extra: f32) -> f32 {
+    const MAGIC: f32 = 12_583_038.0; // 1.5 * 2^23 + 126
+    let t = xc.mul_add(LOG2E_F32, MAGIC);
+    let n = t - MAGIC;
+    let half_scale = f32::from_bits(t.to_bits() << 23); // 2^(n-1)
+    let r = (-n).mul_add(LN2_LO_F32, (-n).mul_add(LN2_HI_F32, xc)) + extra;
+    exp2x_poly_f32(r) * half_scale
+}
+
+/// exp for f32 with gradual underflow: 2^n for n in [-150, 128] is built as 2^h * 2^(n-h)
+/// in two exponent fields, so the whole range needs no branch. ~2 ulp.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    let xc = if x > 88.8 { 88.8 } else if x < -104.0 { -104.0 } else { x };
-    let (p, ni) = exp_reduced_f32(xc);
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    // one comparison per bound, in this order, compiles to vmaxps/vminps and keeps NaN
+    let xc = if x < -104.0 { -104.0 } else { x };
+    let xc = if xc > 88.8 { 88.8 } else { xc };
+    let t = xc.mul_add(LOG2E_F32, MAGIC);
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = (-n).mul_add(LN2_LO_F32, (-n).mul_add(LN2_HI_F32, xc));
     let h = ni >> 1;
     let s1 = f32::from_bits(((h + 127) as u32) << 23);
-    let s2 = f32::from_bits(((ni - h + 127) as u32) << 23);
-    let v = p * s1 * s2;
+    let s2 = f32::from_bits(((ni - h + 126) as u32) << 23); // 2^(n-h-1): the poly is 2 exp(r)
+    let v = exp2x_poly_f32(r) * s1 * s2;
     if x > 88.722_84 {
         f32::INFINITY
     } else if x < -103.972_08 {
@@ -197,15 +216,15 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// `exp_f32` without gradual underflow: x is clamped to [-86.5, 88.8], so n - 1 is in
-/// [-126, 127] and 2^n = 2 * 2^(n-1) is one exponent field; past the overflow threshold
-/// the product rounds to +inf by itself, so no final selects are needed. Results below
-/// e^-86.5 are e^-86.5 (~2.7e-38). NaN stays NaN.
+/// exp for f32 without gradual underflow, for kernels where results below e^-87 do not
+/// matter or should be 0 (sigmoid's 1 + exp(-x), the tanh GELU's exp(-2|u|)): exactly 0
+/// below about e^-87, +inf above 88.72, NaN stays NaN; about 30% fewer instructions
+/// than `exp_f32` (measured 35% faster on 4M elements).
 #[inline(always)]
 pub fn exp_flush_f32(x: f32) -> f32 {
-    let xc = if x > 88.8 { 88.8 } else if x < -86.5 { -86.5 } else { x };
-    let (p, ni) = exp_reduced_f32(xc);
-    (p + p) * f32::from_bits(((ni + 126) as u32) << 23)
+    let xc = if x < -87.5 { -87.5 } else { x };
+    let xc = if xc > 88.8 { 88.8 } else { xc };
+    exp_clamped_f32(xc, 0.0)
 }
 
 /// tanh for f32: Eigen's rational approximation (odd degree-13 over even degree-6) on
@@ -245,13 +264,16 @@ const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 /// `(Phi(x), phi(x))` for f32. With z = |x| / sqrt 2 and t = 1 / (1 + z / 2),
 /// Phi(-|x|) = erfc(z) / 2 = t exp(-z^2) R(t) / 2, where R(t) = erfcx(z) / t is a degree-8
 /// polynomial fitted (weighted least squares, relative error 4e-8 in f64, 3e-7 evaluated
-/// in f32) on z in [0, 10]; beyond, Phi underflows in f32 anyway. exp(-z^2) = exp(-x^2/2)
-/// is also the density's exponential, so GELU's backward pays one exp, not two; the
-/// rounding error of x*x is put back with an FMA so the tails stay accurate for |x| ~ 13.
-/// R is evaluated by Estrin's scheme (4 dependent FMA levels instead of 8).
+/// in f32) on z in [0, 10]. exp(-z^2) = exp(-x^2/2) is also the density's exponential, so
+/// GELU's backward pays one exp, not two; the rounding error of x*x is put back into the
+/// exponent so the tails stay accurate for |x| ~ 13. That exponential is taken of |x|
+/// capped at 13.2, past which it flushes to 0 (x*x would overflow for |x| > 1.8e19, and
+/// its correction become inf - inf): Phi(-|x|) and phi(x) are then below f32's normal
+/// range and come out 0. R is evaluated by Estrin's scheme (4 dependent FMA levels, not 8).
 #[inline(always)]
 pub fn normal_cdf_pdf_f32(x: f32) -> (f32, f32) {
-    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let ax = x.abs();
+    let z = ax * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / 0.5f32.mul_add(z, 1.0);
     let t2 = t * t;
     let t4 = t2 * t2;
@@ -260,18 +282,14 @@ pub fn normal_cdf_pdf_f32(x: f32) -> (f32, f32) {
     let p45 = t.mul_add(0.278_080_36, -0.026_633_013);
     let p67 = t.mul_add(0.284_582_74, -0.487_213_7);
     let r = (t4 * t4).mul_add(-0.059_070_783, t4.mul_add(t2.mul_add(p67, p45), t2.mul_add(p23, p01)));
-    let xx = x * x;
-    let lo = x.mul_add(x, -xx); // x*x == xx + lo exactly
-    let eh = exp_f32(-0.5 * xx);
-    let gauss = eh.mul_add(-0.5 * lo, eh); // exp(-x^2/2) with the rounding of x*x put back
-    let tail = 0.5 * t * r * gauss; // Phi(-|x|)
-    let cdf = if x <= 0.0 {
-        tail
-    } else if x > 0.0 {
-        1.0 - tail
-    } else {
-        x // NaN
-    };
+    // -xg^2/2 >= -87.12, inside exp_clamped_f32's range; NaN passes the cap
+    let xg = if ax > 13.2 { 13.2 } else { ax };
+    let xx = xg * xg;
+    let lo = xg.mul_add(xg, -xx); // xg*xg == xx + lo exactly
+    let gauss = exp_clamped_f32(-0.5 * xx, -0.5 * lo);
+    let tail = (0.5 * t) * r * gauss; // Phi(-|x|)
+    // NaN takes the second branch, where tail is NaN
+    let cdf = if x > 0.0 { 1.0 - tail } else { tail };
     (cdf, INV_SQRT_2PI as f32 * gauss)
 }
 
@@ -301,15 +319,21 @@ mod tests {
     }
 
     #[test]
-    fn exp_flush_f32_matches_exp_f32_where_both_are_normal_and_saturates() {
-        for x in grid(-86.5, 88.72, 200_000) {
+    fn exp_flush_f32_matches_exp_f32_where_both_are_normal_and_flushes_below() {
+        for x in grid(-86.9, 88.72, 200_000) {
             let (a, b) = (exp_flush_f32(x), exp_f32(x));
             assert!(rel_err(a, b as f64) < 4e-7, "exp_flush_f32({x}) = {a}, exp_f32 {b}");
         }
+        // in the last stretch before the flush a result is either accurate or exactly 0
+        for x in grid(-87.6, -86.9, 10_000) {
+            let (a, b) = (exp_flush_f32(x), exp_f32(x));
+            assert!(a == 0.0 || rel_err(a, b as f64) < 4e-7, "exp_flush_f32({x}) = {a}");
+        }
         assert_eq!(exp_flush_f32(88.73), f32::INFINITY);
         assert_eq!(exp_flush_f32(f32::INFINITY), f32::INFINITY);
-        let tiny = exp_flush_f32(-1000.0);
-        assert!(tiny > 0.0 && tiny < 3e-38 && tiny.is_normal());
+        assert_eq!(exp_flush_f32(-87.5), 0.0);
+        assert_eq!(exp_flush_f32(-1000.0), 0.0);
+        assert_eq!(exp_flush_f32(f32::NEG_INFINITY), 0.0);
         assert!(exp_flush_f32(f32::NAN).is_nan());
     }
 
@@ -354,6 +378,11 @@ mod tests {
         assert!(normal_cdf_pdf_f32(f32::NAN).0.is_nan());
         assert_eq!(normal_cdf_pdf_f32(-100.0), (0.0, 0.0));
         assert_eq!(normal_cdf_pdf_f32(100.0), (1.0, 0.0));
+        // x*x overflows here; the density's exponential must still be 0, not NaN
+        for big in [1e20f32, f32::MAX] {
+            assert_eq!(normal_cdf_pdf_f32(big), (1.0, 0.0));
+            assert_eq!(normal_cdf_pdf_f32(-big), (0.0, 0.0));
+        }
         assert_eq!(normal_cdf_pdf_f32(0.0).0, 0.5);
     }
 }

@@ -230,8 +230,11 @@ class NumpyBackend(base.Backend):
         check_gelu_approximate(approximate)
         if approximate == "tanh":
             s, s_1ms = _tanh_gelu_parts(x)
-            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            d = s + 2 * x * s_1ms * dinner
+            # s_1ms is exactly 0 from |x| ~ 22 on, where x * dinner can overflow (0 * inf
+            # = NaN): the factor's x is capped there, which changes nothing else
+            xc = np.clip(x, -30, 30)
+            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xc * xc)
+            d = s + 2 * xc * s_1ms * dinner
         else:
             cdf = 0.5 * (1 + _erf_like(x * _INV_SQRT_2))
             pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
@@ -245,8 +248,11 @@ class NumpyBackend(base.Backend):
     def swish_backward(self, x, gy, beta):
         check_same_shape(x, gy, "x", "gy")
         beta = x.dtype.type(beta)
-        s = self.sigmoid_forward(x * beta)
-        return (gy * (s + beta * x * s * (1 - s))).astype(x.dtype, copy=False)
+        bx = x * beta
+        s = self.sigmoid_forward(bx)
+        # s (1 - s) is exactly 0 past |beta x| ~ 745, where beta x may overflow (inf * 0)
+        bxc = np.clip(bx, -1000, 1000)
+        return (gy * (s + bxc * s * (1 - s))).astype(x.dtype, copy=False)
 
     # ------------------------------------------------------ reductions, softmax
     def sum_forward(self, x, axes, keepdims):

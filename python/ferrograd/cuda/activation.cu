@@ -46,14 +46,20 @@ __device__ __forceinline__ float gelu_tanh_f(float x, float) {
 __device__ __forceinline__ float gelu_tanh_b(float x, float g, float) {
     float s, q;
     gelu_tanh_parts(x, &s, &q);
-    float dinner = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
-    return g * (s + 2.0f * x * q * dinner);
+    // q is exactly 0 from |x| ~ 22 on, where x * dinner can overflow (0 * inf = NaN): the
+    // factor's x is capped (ternaries, not fminf/fmaxf, so that NaN passes)
+    float xc = x < -30.0f ? -30.0f : (x > 30.0f ? 30.0f : x);
+    float dinner = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * xc * xc);
+    return g * (s + 2.0f * xc * q * dinner);
 }
 
 __device__ __forceinline__ float swish_f(float x, float beta) { return x * fg_sigmoid(beta * x); }
 __device__ __forceinline__ float swish_b(float x, float g, float beta) {
-    float s = fg_sigmoid(beta * x);
-    return g * (s + beta * x * s * (1.0f - s));
+    float bx = beta * x;
+    float s = fg_sigmoid(bx);
+    // s (1 - s) is exactly 0 past |beta x| ~ 104, where beta x may be inf (inf * 0 = NaN)
+    float bxc = bx < -1000.0f ? -1000.0f : (bx > 1000.0f ? 1000.0f : bx);
+    return g * (s + bxc * s * (1.0f - s));
 }
 
 template <float (*F)(float, float)>

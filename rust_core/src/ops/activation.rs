@@ -20,7 +20,7 @@ pub(crate) fn check_same_len<T>(x: &[T], gy: &[T]) -> Result<()> {
 
 /// sigmoid(x) = 1 / (1 + exp(-x)): exp(-x) may overflow to +inf, which gives the right
 /// limit 0, and never produces NaN for finite x; where exp(-x) < e^-87 the sum is 1
-/// either way, so the cheaper `exp_flush_` serves.
+/// either way, so the cheaper `exp_flush_` (0 there) serves.
 #[inline(always)]
 pub fn sigmoid<T: Real>(x: T) -> T {
     T::ONE / (T::ONE + (-x).exp_flush_())
@@ -182,8 +182,12 @@ impl<T: Real> Map2<T> for GeluTanhBwd {
     #[inline(always)]
     fn f(&self, v: T, g: T) -> T {
         let (s, s1ms) = tanh_gelu_parts(v);
-        let dinner = T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * GELU_TANH_C) * v * v);
-        g * (s + T::c(2.0) * v * s1ms * dinner)
+        // s1ms is exactly 0 (f32 and f64) from |v| ~ 22 on, where v * dinner overflows for
+        // huge v and 0 * inf would be NaN: the factor's v is capped (NaN passes)
+        let vc = if v < T::c(-30.0) { T::c(-30.0) } else { v };
+        let vc = if vc > T::c(30.0) { T::c(30.0) } else { vc };
+        let dinner = T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * GELU_TANH_C) * vc * vc);
+        g * (s + T::c(2.0) * vc * s1ms * dinner)
     }
 }
 impl<T: Real> Map1<T> for SwishFwd<T> {
@@ -196,9 +200,13 @@ impl<T: Real> Map1<T> for SwishFwd<T> {
 impl<T: Real> Map2<T> for SwishBwd<T> {
     #[inline(always)]
     fn f(&self, v: T, g: T) -> T {
-        let b = self.0;
-        let s = sigmoid(b * v);
-        g * (s + b * v * s * (T::ONE - s))
+        let bv = self.0 * v;
+        let s = sigmoid(bv);
+        // s (1 - s) is exactly 0 (f32 and f64) past |beta v| ~ 745, where beta v may be
+        // inf and inf * 0 NaN: the factor's beta v is capped (NaN passes)
+        let bvc = if bv < T::c(-1000.0) { T::c(-1000.0) } else { bv };
+        let bvc = if bvc > T::c(1000.0) { T::c(1000.0) } else { bvc };
+        g * (s + bvc * s * (T::ONE - s))
     }
 }
 
@@ -244,7 +252,9 @@ impl Gelu {
 #[inline(always)]
 fn tanh_gelu_parts<T: Real>(v: T) -> (T, T) {
     let u = T::c(SQRT_2_OVER_PI) * (v + T::c(GELU_TANH_C) * v * v * v);
-    let e = (T::c(-2.0) * u.abs_()).exp_flush_(); // only in 1 + e and e * r
+    // exp_flush_ is 0 where exp(-2|u|) leaves f32's normal range, so s is 0 (not a stray
+    // 1e-38 that v * s would scale up) for very negative v
+    let e = (T::c(-2.0) * u.abs_()).exp_flush_();
     let r = T::ONE / (T::ONE + e);
     let s = if u < T::ZERO { e * r } else { r };
     (s, e * r * r)
@@ -307,6 +317,23 @@ mod tests {
         ] {
             assert!(y[0].is_nan());
             assert!(y[1].is_finite());
+        }
+    }
+
+    #[test]
+    fn huge_inputs_give_the_limits_not_nan_or_stray_values() {
+        // x*x and x^3 overflow here; the results are x or 0, the gradients 1 or 0
+        for big in [1e20f32, 3e38, 1e12] {
+            let x = [big, -big];
+            let ones = [1.0f32; 2];
+            for approx in [Gelu::None, Gelu::Tanh] {
+                let y = gelu_forward(&x, approx);
+                assert_eq!((y[0], y[1]), (big, 0.0), "{approx:?} gelu(±{big})");
+                let g = gelu_backward(&x, &ones, approx).unwrap();
+                assert_eq!((g[0], g[1]), (1.0, 0.0), "{approx:?} gelu'(±{big})");
+            }
+            let y = swish_forward(&x, 1.0);
+            assert_eq!((y[0], y[1]), (big, 0.0));
         }
     }
 
