@@ -6,6 +6,7 @@
 //! ulp of the f64 result, which the tests below check over a dense grid. The polynomials
 //! are written with `mul_add`: one FMA each (the crate is built for x86-64-v3, see
 //! .cargo/config.toml), half the instructions of a separate multiply and add.
+#![allow(clippy::excessive_precision)] // coefficients are kept as fitted or published
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -196,9 +197,8 @@ fn exp_clamped_f32(xc: f32, extra: f32) -> f32 {
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    // one comparison per bound, in this order, compiles to vmaxps/vminps and keeps NaN
-    let xc = if x < -104.0 { -104.0 } else { x };
-    let xc = if xc > 88.8 { 88.8 } else { xc };
+    // clamp keeps NaN and compiles to vmaxps/vminps (a nested if-else to compares and blends)
+    let xc = x.clamp(-104.0, 88.8);
     let t = xc.mul_add(LOG2E_F32, MAGIC);
     let n = t - MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -222,9 +222,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// than `exp_f32` (measured 35% faster on 4M elements).
 #[inline(always)]
 pub fn exp_flush_f32(x: f32) -> f32 {
-    let xc = if x < -87.5 { -87.5 } else { x };
-    let xc = if xc > 88.8 { 88.8 } else { xc };
-    exp_clamped_f32(xc, 0.0)
+    exp_clamped_f32(x.clamp(-87.5, 88.8), 0.0)
 }
 
 /// tanh for f32: Eigen's rational approximation (odd degree-13 over even degree-6) on
@@ -233,7 +231,7 @@ pub fn exp_flush_f32(x: f32) -> f32 {
 pub fn tanh_f32(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     let xin = x;
-    let x = if x > CLAMP { CLAMP } else if x < -CLAMP { -CLAMP } else { x };
+    let x = x.clamp(-CLAMP, CLAMP); // NaN stays NaN; compiles to vmaxps/vminps
     let x2 = x * x;
     let mut p = -2.760_768_5e-16_f32;
     p = x2.mul_add(p, 2.000_187_9e-13);

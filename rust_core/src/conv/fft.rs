@@ -117,7 +117,7 @@ impl<T: FftReal> Fft2<T> {
         }
         for r in 0..hf {
             let spec = &mut wk.rows[r * wc..][..wc];
-            let in_plane = r >= off.0 && (r - off.0) % step.0 == 0 && (r - off.0) / step.0 < rows;
+            let in_plane = r >= off.0 && (r - off.0).is_multiple_of(step.0) && (r - off.0) / step.0 < rows;
             if !in_plane {
                 spec.iter_mut()
                     .for_each(|v| *v = Complex::new(T::ZERO, T::ZERO));

@@ -21,19 +21,24 @@ use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per statistics block: 16 KiB of f32, resident in L1 for the second pass.
 const STAT_BLOCK: usize = 4096;
 /// Accumulator lanes: independent chains that LLVM turns into SIMD registers.
 const LANES: usize = 32;
 
-/// A vector of n floats whose every element the caller writes before reading any.
-/// Skips the zero-fill pass (a full extra write of the output).
-fn output<T: Real>(n: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: T is f32 or f64 (Copy, every bit pattern is a valid value) and the kernels
-    // below write each of the n elements before the vector is read or returned.
-    unsafe { v.set_len(n) };
+/// An output of n floats, written through `spare_capacity_mut()` by the kernels below
+/// (no zero-fill pass, which would be a full extra write) and then made whole by
+/// `finish`.
+fn output<T>(n: usize) -> Vec<T> {
+    super::map::with_capacity(n)
+}
+
+/// Marks the n elements written through `spare_capacity_mut()` as initialised.
+/// SAFETY: the caller has written every one of the first n slots.
+unsafe fn finish<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.set_len(n);
     v
 }
 
@@ -220,7 +225,7 @@ pub struct RowsLayout {
 
 impl RowsLayout {
     fn check(&self, len: usize) -> Result<()> {
-        if self.groups == 0 || self.c % self.groups != 0 {
+        if self.groups == 0 || !self.c.is_multiple_of(self.groups) {
             return value_err!(
                 "num_groups: expected a divisor of the number of channels {}, got {}",
                 self.c,
@@ -274,7 +279,7 @@ pub fn rows_forward<T: Real>(
         return Ok((vec![T::ZERO; x.len()], mean, rstd));
     }
     let rpt = rows_per_task(l);
-    y.par_chunks_mut(l * rpt)
+    y.spare_capacity_mut()[..x.len()].par_chunks_mut(l * rpt)
         .zip(x.par_chunks(l * rpt))
         .zip(mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt)))
         .enumerate()
@@ -293,22 +298,22 @@ pub fn rows_forward<T: Real>(
                     match (w, b) {
                         (Some(w), Some(b)) => {
                             for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                                *o = (v - m) * s * wv + bv;
+                                o.write((v - m) * s * wv + bv);
                             }
                         }
                         (Some(w), None) => {
                             for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
-                                *o = (v - m) * s * wv;
+                                o.write((v - m) * s * wv);
                             }
                         }
                         (None, Some(b)) => {
                             for ((o, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                                *o = (v - m) * s + bv;
+                                o.write((v - m) * s + bv);
                             }
                         }
                         (None, None) => {
                             for (o, &v) in yr.iter_mut().zip(xr) {
-                                *o = (v - m) * s;
+                                o.write((v - m) * s);
                             }
                         }
                     }
@@ -319,12 +324,14 @@ pub fn rows_forward<T: Real>(
                         // (x - mean) first: x * scale + (shift - mean * scale) would cancel
                         // catastrophically for large means
                         for (o, &v) in yc.iter_mut().zip(xc) {
-                            *o = (v - m) * scale + shift;
+                            o.write((v - m) * scale + shift);
                         }
                     }
                 }
             }
         }));
+    // SAFETY: the tasks wrote every element of every row
+    let y = unsafe { finish(y, x.len()) };
     Ok((y, mean, rstd))
 }
 
@@ -379,7 +386,7 @@ pub fn rows_backward<T: Real>(
     let tasks = (rayon::current_num_threads() * 4).min(rows).max(1);
     let rpt = rows.div_ceil(tasks);
     let inv_l = 1.0 / l as f64;
-    let parts: Vec<(Vec<T>, Vec<T>)> = gx
+    let parts: Vec<(Vec<T>, Vec<T>)> = gx.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(l * rpt)
         .zip(x.par_chunks(l * rpt).zip(gy.par_chunks(l * rpt)))
         .enumerate()
@@ -453,12 +460,12 @@ pub fn rows_backward<T: Real>(
                         Some(w) => {
                             let w = &w[c0..c0 + l];
                             for (((o, &xv), &gv), &wv) in gxr.iter_mut().zip(xr).zip(gr).zip(w) {
-                                *o = (wv * gv - mg) * s + c1 * (xv - m);
+                                o.write((wv * gv - mg) * s + c1 * (xv - m));
                             }
                         }
                         None => {
                             for ((o, &xv), &gv) in gxr.iter_mut().zip(xr).zip(gr) {
-                                *o = (gv - mg) * s + c1 * (xv - m);
+                                o.write((gv - mg) * s + c1 * (xv - m));
                             }
                         }
                     }
@@ -467,7 +474,7 @@ pub fn rows_backward<T: Real>(
                         let wv = weight.map_or(T::ONE, |w| w[c0 + k]);
                         let span = k * hw..(k + 1) * hw;
                         for ((o, &xv), &gv) in gxr[span.clone()].iter_mut().zip(&xr[span.clone()]).zip(&gr[span]) {
-                            *o = (wv * gv - mg) * s + c1 * (xv - m);
+                            o.write((wv * gv - mg) * s + c1 * (xv - m));
                         }
                     }
                 }
@@ -475,6 +482,8 @@ pub fn rows_backward<T: Real>(
             (pw, pb)
         }))
         .collect();
+    // SAFETY: the tasks wrote every element of every row
+    let gx = unsafe { finish(gx, x.len()) };
     if weight.is_none() {
         return Ok((gx, None, None));
     }
@@ -516,7 +525,7 @@ pub struct Running<'a, T> {
 }
 
 /// y[n, c, :] = f(c, x[n, c, :]) for every span, samples in parallel.
-fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut [T]) + Sync) -> Vec<T> {
+fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let per_n = lay.c * lay.hw;
     if per_n == 0 {
         return vec![T::ZERO; x.len()];
@@ -524,7 +533,7 @@ fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut
     let mut y = output::<T>(x.len());
     // tasks of whole samples, or of one sample's channels when N is small
     let span_per_task = (32768 / lay.hw.max(1)).clamp(1, lay.c.max(1));
-    y.par_chunks_mut(span_per_task * lay.hw)
+    y.spare_capacity_mut()[..x.len()].par_chunks_mut(span_per_task * lay.hw)
         .zip(x.par_chunks(span_per_task * lay.hw))
         .enumerate()
         .for_each(|(t, (yb, xb))| simd(#[inline(always)] || {
@@ -535,7 +544,8 @@ fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut
                 f(span % lay.c, xs, ys);
             }
         }));
-    y
+    // SAFETY: f wrote every span (the spans tile x)
+    unsafe { finish(y, x.len()) }
 }
 
 /// Spans shorter than this take the matrix path: x as N rows of W = C * HW columns
@@ -550,7 +560,7 @@ fn col_block(hw: usize) -> usize {
 /// Per-column sums down the N rows of the matrix view, over column blocks in parallel:
 /// `f(block columns j0..j1, row slice(s)) ` accumulates into the block's f64 vectors.
 /// Returns, per channel, what `finish(channel block sums)` makes of them.
-fn column_blocks<T: Real, R: Send>(
+fn column_blocks<R: Send>(
     lay: ChannelsLayout,
     per_block: impl Fn(usize, usize) -> Vec<R> + Sync,
 ) -> Vec<R> {
@@ -568,7 +578,7 @@ fn column_blocks<T: Real, R: Send>(
 fn small_span_moments<T: Real>(x: &[T], lay: ChannelsLayout) -> Vec<Moments> {
     let (w, hw) = (lay.c * lay.hw, lay.hw);
     let count = (lay.n * hw) as f64;
-    column_blocks::<T, Moments>(lay, |j0, j1| {
+    column_blocks::<Moments>(lay, |j0, j1| {
         simd(#[inline(always)] || {
             let bw = j1 - j0;
             let mut s = vec![0f64; bw];
@@ -602,7 +612,7 @@ fn small_span_moments<T: Real>(x: &[T], lay: ChannelsLayout) -> Vec<Moments> {
 /// Per-channel (sum gy, sum gy (x - mean)) on the matrix path, one streaming pass.
 fn small_span_grad_sums<T: Real>(x: &[T], gy: &[T], mean: &[T], lay: ChannelsLayout) -> Vec<(f64, f64)> {
     let (w, hw) = (lay.c * lay.hw, lay.hw);
-    column_blocks::<T, (f64, f64)>(lay, |j0, j1| {
+    column_blocks::<(f64, f64)>(lay, |j0, j1| {
         simd(#[inline(always)] || {
             let bw = j1 - j0;
             let colm: Vec<T> = (j0..j1).map(|j| mean[j / hw]).collect();
@@ -632,7 +642,7 @@ fn small_span_apply<T: Real>(x: &[T], g: Option<&[T]>, w: usize, m: &[T], k0: &[
         return vec![T::ZERO; x.len()];
     }
     let rows_per = (32768 / w).max(1);
-    out.par_chunks_mut(w * rows_per).enumerate().for_each(|(t, ob)| {
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(w * rows_per).enumerate().for_each(|(t, ob)| {
         simd(#[inline(always)] || {
             for (i, o) in ob.chunks_mut(w).enumerate() {
                 let base = (t * rows_per + i) * w;
@@ -641,19 +651,20 @@ fn small_span_apply<T: Real>(x: &[T], g: Option<&[T]>, w: usize, m: &[T], k0: &[
                     Some(g) => {
                         let gr = &g[base..base + w];
                         for (j, oj) in o.iter_mut().enumerate() {
-                            *oj = k0[j] * gr[j] + k1[j] * (xr[j] - m[j]) + k2[j];
+                            oj.write(k0[j] * gr[j] + k1[j] * (xr[j] - m[j]) + k2[j]);
                         }
                     }
                     None => {
                         for (j, oj) in o.iter_mut().enumerate() {
-                            *oj = k1[j] * (xr[j] - m[j]) + k2[j];
+                            oj.write(k1[j] * (xr[j] - m[j]) + k2[j]);
                         }
                     }
                 }
             }
         })
     });
-    out
+    // SAFETY: the row blocks tile the output and each row is written whole
+    unsafe { finish(out, x.len()) }
 }
 
 /// A per-channel value repeated over the HW columns of each channel.
@@ -736,7 +747,7 @@ pub fn batch_norm_forward<T: Real>(
         let scale = weight.map_or(s, |w| w[c] * s);
         let shift = bias.map_or(T::ZERO, |b| b[c]);
         for (o, &v) in ys.iter_mut().zip(xs) {
-            *o = (v - m) * scale + shift;
+            o.write((v - m) * scale + shift);
         }
     });
     Ok((y, mean, rstd))
@@ -815,7 +826,7 @@ pub fn batch_norm_backward<T: Real>(
     }
     let mut gx = output::<T>(x.len());
     {
-        gx.par_chunks_mut(lay.hw.max(1) * lay.c.min((32768 / lay.hw.max(1)).max(1)))
+        gx.spare_capacity_mut()[..x.len()].par_chunks_mut(lay.hw.max(1) * lay.c.min((32768 / lay.hw.max(1)).max(1)))
             .enumerate()
             .for_each(|(t, gb)| simd(#[inline(always)] || {
                 let spt = lay.c.min((32768 / lay.hw.max(1)).max(1));
@@ -828,16 +839,18 @@ pub fn batch_norm_backward<T: Real>(
                     let m = mean[c];
                     if training {
                         for ((g, &xv), &gv) in gs.iter_mut().zip(xs).zip(gys) {
-                            *g = k0 * gv + k1 * (xv - m) + k2;
+                            g.write(k0 * gv + k1 * (xv - m) + k2);
                         }
                     } else {
                         for (g, &gv) in gs.iter_mut().zip(gys) {
-                            *g = k0 * gv;
+                            g.write(k0 * gv);
                         }
                     }
                 }
             }));
     }
+    // SAFETY: the span blocks tile the output and each span is written whole
+    let gx = unsafe { finish(gx, x.len()) };
     if weight.is_none() {
         return Ok((gx, None, None));
     }

@@ -8,7 +8,7 @@ use crate::shape_err;
 use rayon::prelude::*;
 
 fn check_rows<T>(x: &[T], cols: usize) -> Result<()> {
-    if cols == 0 && !x.is_empty() || cols != 0 && x.len() % cols != 0 {
+    if cols == 0 && !x.is_empty() || cols != 0 && !x.len().is_multiple_of(cols) {
         return shape_err!("x: {} elements are not whole rows of {cols}", x.len());
     }
     Ok(())
