@@ -100,7 +100,7 @@ def unary_backward(op: _UnaryOp, x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]
 # ---------------------------------------------------------------------------- reduction
 
 def sum_forward(x: NDArray[_F], axes: Sequence[int], keepdims: bool) -> NDArray[_F]:
-    """x summed over axes (kept as size 1 with keepdims); ValueError for an axis out of range, TypeError for a non-float array."""
+    """x summed over axes (kept as size 1 with keepdims); ValueError unless axes are sorted, unique and below x.ndim."""
 
 def sum_to_shape(g: NDArray[_F], shape: Sequence[int]) -> NDArray[_F]:
     """g summed over the axes broadcasting added or stretched, to shape; ValueError if shape does not broadcast to g's."""
@@ -242,7 +242,7 @@ def batch_norm_forward(
     momentum: float,
     eps: float,
 ) -> tuple[NDArray[_F], NDArray[_F], NDArray[_F]]:
-    """(y, mean, rstd (C,)) of batch_norm on (N, C, *), updating the running statistics in place when training; ValueError for bad shapes or only one running array."""
+    """(y, mean, rstd (C,)) of batch_norm on (N, C, *), updating the running statistics in place when training; ValueError for bad shapes, one running array, or none in eval."""
 
 def batch_norm_backward(
     x: NDArray[_F],
@@ -259,7 +259,7 @@ def batch_norm_backward(
 def pool2d_max_forward(
     x: NDArray[_F], rows: _Table, cols: _Table, with_indices: bool
 ) -> tuple[NDArray[_F], NDArray[np.int64] | None]:
-    """(y, int64 argmax indices or None) of max pooling (N, C, H, W) over the window tables; ValueError for a non-4-D x or a bad table."""
+    """(y, int64 argmax indices or None) of max pooling (N, C, H, W) over the window tables; ValueError for a non-4-D x or a bad table (uneven lists, step < 1, count < 0)."""
 
 def pool2d_max_backward(
     gy: NDArray[_F], indices_: NDArray[np.int64], input_shape: Sequence[int]
@@ -267,7 +267,7 @@ def pool2d_max_backward(
     """gx of input_shape, gy scattered to its argmax indices; ValueError for bad shapes, TypeError if indices are not int64."""
 
 def pool2d_avg_forward(x: NDArray[_F], rows: _Table, cols: _Table, divisor: int) -> NDArray[_F]:
-    """Average pooling (N, C, H, W) over the window tables (divisor 0: the tables' factors); ValueError for a non-4-D x or a bad table."""
+    """Average pooling (N, C, H, W) over the window tables (divisor 0: the tables' factors); ValueError for a non-4-D x or a bad table (uneven lists, step < 1, count < 0)."""
 
 def pool2d_avg_backward(
     gy: NDArray[_F], input_shape: Sequence[int], rows: _Table, cols: _Table, divisor: int
@@ -287,13 +287,13 @@ def dropout_apply(x: NDArray[_F], p: float, seed: int, offset: int) -> NDArray[_
 def dropblock_mask(
     shape: Sequence[int], dtype: Literal["float32"], gamma: float, block_size: int, seed: int, offset: int
 ) -> NDArray[np.float32]:
-    """DropBlock's multiplier for an (N, C, H, W) shape from the stream (seed, offset); TypeError for another dtype, ValueError for a bad shape, gamma or block_size."""
+    """DropBlock's multiplier for an (N, C, H, W) shape from the stream (seed, offset); TypeError for another dtype, ValueError for a non-4-D shape, block_size outside [1, min(H, W)] or gamma < 0."""
 
 @overload
 def dropblock_mask(
     shape: Sequence[int], dtype: Literal["float64"], gamma: float, block_size: int, seed: int, offset: int
 ) -> NDArray[np.float64]:
-    """DropBlock's multiplier for an (N, C, H, W) shape from the stream (seed, offset); TypeError for another dtype, ValueError for a bad shape, gamma or block_size."""
+    """DropBlock's multiplier for an (N, C, H, W) shape from the stream (seed, offset); TypeError for another dtype, ValueError for a non-4-D shape, block_size outside [1, min(H, W)] or gamma < 0."""
 
 # --------------------------------------------------------------------------- attention
 
