@@ -78,8 +78,9 @@ def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, inspect._ParameterKind,
     positional = a.posonlyargs + a.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
     P = inspect.Parameter
-    out = [(p.arg, P.POSITIONAL_ONLY if i < len(a.posonlyargs) else P.POSITIONAL_OR_KEYWORD, d)
-           for i, (p, d) in enumerate(zip(positional, defaults))]
+    out: list[tuple[str, inspect._ParameterKind, ast.expr | None]] = [
+        (p.arg, P.POSITIONAL_ONLY if i < len(a.posonlyargs) else P.POSITIONAL_OR_KEYWORD, d)
+        for i, (p, d) in enumerate(zip(positional, defaults))]
     if a.vararg:
         out.append((a.vararg.arg, P.VAR_POSITIONAL, None))
     out += [(p.arg, P.KEYWORD_ONLY, d) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
@@ -108,7 +109,7 @@ def _signature_mismatches(name: str, fn: ast.FunctionDef, real) -> list[str]:
         if has_default != (default is not None):
             problems.append(f"{line}: {p.name} {'has no' if has_default else 'has a'} default in the stub, "
                             f"PyO3 gives {'=' + repr(p.default) if has_default else 'none'}")
-        elif has_default and p.default is not Ellipsis:
+        elif default is not None and p.default is not Ellipsis:
             # PyO3 writes `...` for a default it cannot show; any other value must match
             try:
                 stub_value = ast.literal_eval(default)
@@ -193,7 +194,7 @@ def _annotations():
                 yield f"{ast.unparse(node.targets[0])} constraint", arg
 
 
-def _name_problems(where: str, expr: ast.expr, names: dict[str, object | None]) -> list[str]:
+def _name_problems(where: str, expr: ast.AST, names: dict[str, object | None]) -> list[str]:
     """Names in expr that the stub does not bind (or builtins), and dotted names on an
     imported module that do not resolve (np.float23)."""
     if isinstance(expr, ast.Subscript) and ast.unparse(expr.value) in ("Literal", "typing.Literal"):
@@ -206,7 +207,8 @@ def _name_problems(where: str, expr: ast.expr, names: dict[str, object | None]) 
             return []
         return [f"{where}: {expr.id} is neither imported nor defined in the stub"]
     if isinstance(expr, ast.Attribute):
-        chain, root = [], expr
+        chain: list[str] = []
+        root: ast.expr = expr
         while isinstance(root, ast.Attribute):
             chain.append(root.attr)
             root = root.value
