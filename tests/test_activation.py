@@ -81,6 +81,22 @@ def test_huge_inputs_give_the_limits(backend, name, big):
     assert np.array_equal(t.grad.numpy(), np.array([1.0, 0.0], dtype=np.float32))
 
 
+@pytest.mark.parametrize("slope, saves_output", [(0.2, True), (0.0, True), (-0.3, False)])
+def test_leaky_relu_saves_its_output_only_when_the_slope_keeps_signs(backend, slope, saves_output):
+    """relu and leaky_relu with slope >= 0 keep the output for backward (its positive
+    entries are the input's); a negative slope maps x < 0 to y > 0, so there the input is
+    kept, and the gradient must still be the slope on x < 0."""
+    x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=np.float32)
+    t = fg.tensor(x, backend=backend, requires_grad=True)
+    y = F.leaky_relu(t, slope)
+    (saved,) = y.grad_fn.ctx.saved_arrays
+    assert (saved is y.data) == saves_output
+    y.sum().backward()
+    assert np.array_equal(t.grad.numpy(), np.where(x > 0, 1.0, slope).astype(np.float32))
+    r = F.relu(fg.tensor(x, backend=backend, requires_grad=True))
+    assert r.grad_fn.ctx.saved_arrays[0] is r.data
+
+
 def test_relu_subgradient_at_zero_is_zero(backend):
     t = fg.tensor(np.zeros(3, dtype=np.float32), backend=backend, requires_grad=True)
     F.relu(t).sum().backward()

@@ -117,7 +117,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def relu_backward(self, x: Array, gy: Array) -> Array:
-        """gy where x > 0 else 0 (the subgradient at 0 is 0, as in PyTorch)."""
+        """gy where x > 0 else 0 (the subgradient at 0 is 0, as in PyTorch).
+
+        Only the sign of ``x`` is read, so the forward's output may stand in for it (the
+        autograd passes the output, see ``ops/activation.py``)."""
 
     @abc.abstractmethod
     def leaky_relu_forward(self, x: Array, negative_slope: float) -> Array:
@@ -125,7 +128,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def leaky_relu_backward(self, x: Array, gy: Array, negative_slope: float) -> Array:
-        """gy where x > 0 else negative_slope * gy."""
+        """gy where x > 0 else negative_slope * gy.
+
+        Only the sign of ``x`` is read: with ``negative_slope >= 0`` the forward's output
+        may stand in for it (the autograd then passes the output)."""
 
     @abc.abstractmethod
     def prelu_forward(self, x: Array, weight: Array) -> Array:
