@@ -46,14 +46,14 @@ def relu_backward(x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
 def sigmoid_forward(x: NDArray[_F]) -> NDArray[_F]:
     """1 / (1 + exp(-x)) elementwise; TypeError for a non-float array."""
 
-def sigmoid_backward(x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
-    """gy * s (1 - s), s = sigmoid(x); TypeError on dtype mismatch, ValueError if gy's shape is not x's."""
+def sigmoid_backward(y: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
+    """gy * y (1 - y) from the forward's output y; TypeError on dtype mismatch, ValueError if gy's shape is not y's."""
 
 def tanh_forward(x: NDArray[_F]) -> NDArray[_F]:
     """tanh(x) elementwise; TypeError for a non-float array."""
 
-def tanh_backward(x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
-    """gy * (1 - tanh(x)^2); TypeError on dtype mismatch, ValueError if gy's shape is not x's."""
+def tanh_backward(y: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
+    """gy * (1 - y^2) from the forward's output y; TypeError on dtype mismatch, ValueError if gy's shape is not y's."""
 
 def leaky_relu_forward(x: NDArray[_F], negative_slope: float) -> NDArray[_F]:
     """x where x > 0, else negative_slope * x; TypeError for a non-float array."""

@@ -150,16 +150,17 @@ class Backend(abc.ABC):
         """1 / (1 + exp(-x)), computed without overflow for large |x|."""
 
     @abc.abstractmethod
-    def sigmoid_backward(self, x: Array, gy: Array) -> Array:
-        """gy * s * (1 - s) with s = sigmoid(x)."""
+    def sigmoid_backward(self, y: Array, gy: Array) -> Array:
+        """gy * y * (1 - y), from the forward's output y = sigmoid(x) (as PyTorch: the
+        backward is then a cheap, bandwidth-bound pass over the buffer written last)."""
 
     @abc.abstractmethod
     def tanh_forward(self, x: Array) -> Array:
         """tanh(x); saturates to ±1 for large |x| without NaN."""
 
     @abc.abstractmethod
-    def tanh_backward(self, x: Array, gy: Array) -> Array:
-        """gy * (1 - tanh(x)^2)."""
+    def tanh_backward(self, y: Array, gy: Array) -> Array:
+        """gy * (1 - y^2), from the forward's output y = tanh(x)."""
 
     @abc.abstractmethod
     def gelu_forward(self, x: Array, approximate: str) -> Array:

@@ -395,14 +395,14 @@ class CudaBackend(base.Backend):
     def sigmoid_forward(self, x):
         return self._act_forward("sigmoid", x)
 
-    def sigmoid_backward(self, x, gy):
-        return self._act_backward("sigmoid", x, gy)
+    def sigmoid_backward(self, y, gy):
+        return self._act_backward("sigmoid", y, gy)
 
     def tanh_forward(self, x):
         return self._act_forward("tanh", x)
 
-    def tanh_backward(self, x, gy):
-        return self._act_backward("tanh", x, gy)
+    def tanh_backward(self, y, gy):
+        return self._act_backward("tanh", y, gy)
 
     def gelu_forward(self, x, approximate):
         check_gelu_approximate(approximate)

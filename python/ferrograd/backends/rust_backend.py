@@ -78,14 +78,14 @@ class RustBackend(NumpyBackend):
     def sigmoid_forward(self, x):
         return _core.sigmoid_forward(x)
 
-    def sigmoid_backward(self, x, gy):
-        return _core.sigmoid_backward(x, gy)
+    def sigmoid_backward(self, y, gy):
+        return _core.sigmoid_backward(y, gy)
 
     def tanh_forward(self, x):
         return _core.tanh_forward(x)
 
-    def tanh_backward(self, x, gy):
-        return _core.tanh_backward(x, gy)
+    def tanh_backward(self, y, gy):
+        return _core.tanh_backward(y, gy)
 
     def gelu_forward(self, x, approximate):
         return _core.gelu_forward(x, approximate)

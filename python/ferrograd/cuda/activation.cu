@@ -1,5 +1,5 @@
 // Activations, forward and backward (backward takes the forward input x, as the kernel
-// contract says). Bandwidth-bound: float4 loads and stores when the pointers allow,
+// contract says, except sigmoid and tanh: their output y). Bandwidth-bound: float4 loads and stores when the pointers allow,
 // a grid-stride loop, one scalar parameter p (negative_slope, beta) where needed.
 #include "common.cuh"
 
@@ -10,16 +10,11 @@ __device__ __forceinline__ float leaky_relu_f(float x, float a) { return x > 0.0
 __device__ __forceinline__ float leaky_relu_b(float x, float g, float a) { return x > 0.0f ? g : a * g; }
 
 __device__ __forceinline__ float sigmoid_f(float x, float) { return fg_sigmoid(x); }
-__device__ __forceinline__ float sigmoid_b(float x, float g, float) {
-    float s = fg_sigmoid(x);
-    return g * s * (1.0f - s);
-}
+// sigmoid and tanh backward take the forward's output y (see backends/base.py)
+__device__ __forceinline__ float sigmoid_b(float y, float g, float) { return g * y * (1.0f - y); }
 
 __device__ __forceinline__ float tanh_f(float x, float) { return tanhf(x); }
-__device__ __forceinline__ float tanh_b(float x, float g, float) {
-    float t = tanhf(x);
-    return g * (1.0f - t * t);
-}
+__device__ __forceinline__ float tanh_b(float y, float g, float) { return g * (1.0f - y * y); }
 
 // exact GELU: x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (accurate in the left tail)
 __device__ __forceinline__ float gelu_f(float x, float) { return x * 0.5f * erfcf(-x * 0.70710678118654752f); }

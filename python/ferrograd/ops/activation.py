@@ -1,8 +1,9 @@
 """Activations: relu, leaky_relu, prelu, sigmoid, tanh, gelu (exact and tanh), silu, swish.
 
 Each forward/backward pair maps to the backend kernels ``<name>_forward(x, *params)`` and
-``<name>_backward(x, gy, *params)``; backward recomputes from the saved input (relu and
-leaky_relu with a non-negative slope save their output instead, see ``_pointwise``).
+``<name>_backward(x, gy, *params)``; backward recomputes from the saved input, except
+relu, leaky_relu with a non-negative slope, sigmoid and tanh, which save their output
+(see ``_pointwise``).
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ from ..backends.base import GELU_APPROXIMATIONS
 from ._checks import require_float, require_same_dtype
 
 
-def _pointwise(kernel: str, keeps_sign=None) -> type:
+def _pointwise(kernel: str, saves_output=None) -> type:
     """A Function class for the parameter-free-or-scalar activation ``kernel``.
 
-    ``keeps_sign(*params)`` says when y > 0 exactly where x > 0; then the backward kernel,
-    which only tests the sign of its first argument, is given the output y instead of x,
-    as PyTorch does for relu. Two reasons: the output is usually kept anyway (the next
-    layer saves it as its input), so the input can be freed; and it is the buffer written
-    last, so the backward finds more of it in cache. Measured on 4M float32 elements, the
-    kernels alone: relu forward then backward from x 1.42-1.48 ms, from y as fast as
-    torch's 1.24-1.27 (the backward alone takes the same time either way)."""
+    ``saves_output(*params)`` says when the backward kernel is given the forward's output
+    y instead of its input x: always for sigmoid and tanh, whose backward kernels take y;
+    for relu and leaky_relu when y > 0 exactly where x > 0 (their backward only tests the
+    sign of its first argument). This is what PyTorch does for the three. Two reasons: the
+    output is usually kept anyway (the next layer saves it as its input), so the input
+    can be freed; and it is the buffer written last, so the backward finds more of it in
+    cache. Measured on 4M float32 elements, the kernels alone: relu forward then backward
+    from x 1.42-1.48 ms, from y as fast as torch's 1.24-1.27 (the backward alone takes
+    the same time either way)."""
 
     def forward(ctx, x, *params):
         ctx.params = params
         y = getattr(ctx.backend, kernel + "_forward")(x, *params)
-        ctx.save_for_backward(y if keeps_sign is not None and keeps_sign(*params) else x)
+        ctx.save_for_backward(y if saves_output is not None and saves_output(*params) else x)
         return y
 
     def backward(ctx, gy):
@@ -40,11 +43,12 @@ def _pointwise(kernel: str, keeps_sign=None) -> type:
                                     "backward": staticmethod(backward)})
 
 
-Relu = _pointwise("relu", keeps_sign=lambda: True)
+Relu = _pointwise("relu", saves_output=lambda: True)
 # a negative slope maps x < 0 to y > 0: then the input is kept
-LeakyRelu = _pointwise("leaky_relu", keeps_sign=lambda negative_slope: negative_slope >= 0)
-Sigmoid = _pointwise("sigmoid")
-Tanh = _pointwise("tanh")
+LeakyRelu = _pointwise("leaky_relu", saves_output=lambda negative_slope: negative_slope >= 0)
+# their backward kernels take the output (gy y (1 - y), gy (1 - y^2))
+Sigmoid = _pointwise("sigmoid", saves_output=lambda: True)
+Tanh = _pointwise("tanh", saves_output=lambda: True)
 Gelu = _pointwise("gelu")
 Swish = _pointwise("swish")
 

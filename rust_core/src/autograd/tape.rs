@@ -56,12 +56,14 @@ impl Activation {
         }
     }
 
-    fn backward<T: Real>(self, x: &[T], gy: &[T]) -> Result<Vec<T>> {
+    /// From the forward's input x and output y (sigmoid and tanh use y, see
+    /// `activation::sigmoid_backward`).
+    fn backward<T: Real>(self, x: &[T], y: &[T], gy: &[T]) -> Result<Vec<T>> {
         match self {
             Activation::Relu => activation::relu_backward(x, gy),
             Activation::LeakyRelu(s) => activation::leaky_relu_backward(x, gy, s),
-            Activation::Sigmoid => activation::sigmoid_backward(x, gy),
-            Activation::Tanh => activation::tanh_backward(x, gy),
+            Activation::Sigmoid => activation::sigmoid_backward(y, gy),
+            Activation::Tanh => activation::tanh_backward(y, gy),
             Activation::Gelu(a) => activation::gelu_backward(x, gy, a),
             Activation::Swish(b) => activation::swish_backward(x, gy, b),
         }
@@ -517,7 +519,7 @@ impl<T: Real> Tape<T> {
                     }
                 }
                 Op::Act { x, f } => {
-                    let gx = f.backward(&self.entries[x.0].value, &g)?;
+                    let gx = f.backward(&self.entries[x.0].value, &e.value, &g)?;
                     accumulate(&mut grads, *x, gx);
                 }
                 Op::Add { a, b } => {

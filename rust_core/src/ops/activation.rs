@@ -13,7 +13,7 @@ const GELU_TANH_C: f64 = 0.044_715;
 
 pub(crate) fn check_same_len<T>(x: &[T], gy: &[T]) -> Result<()> {
     if x.len() != gy.len() {
-        return shape_err!("gy: expected {} elements like x, got {}", x.len(), gy.len());
+        return shape_err!("gy: expected {} elements like the forward's, got {}", x.len(), gy.len());
     }
     Ok(())
 }
@@ -123,9 +123,7 @@ pub fn prelu_backward<T: Real>(
 
 /// The heavy kernels as structs with `#[inline(always)]` bodies (see `map::Map1`).
 struct SigmoidFwd;
-struct SigmoidBwd;
 struct TanhFwd;
-struct TanhBwd;
 struct GeluExactFwd;
 struct GeluExactBwd;
 struct GeluTanhFwd;
@@ -139,24 +137,10 @@ impl<T: Real> Map1<T> for SigmoidFwd {
         sigmoid(v)
     }
 }
-impl<T: Real> Map2<T> for SigmoidBwd {
-    #[inline(always)]
-    fn f(&self, v: T, g: T) -> T {
-        let s = sigmoid(v);
-        g * s * (T::ONE - s)
-    }
-}
 impl<T: Real> Map1<T> for TanhFwd {
     #[inline(always)]
     fn f(&self, v: T) -> T {
         v.tanh_()
-    }
-}
-impl<T: Real> Map2<T> for TanhBwd {
-    #[inline(always)]
-    fn f(&self, v: T, g: T) -> T {
-        let t = v.tanh_();
-        g * (T::ONE - t * t)
     }
 }
 impl<T: Real> Map1<T> for GeluExactFwd {
@@ -214,18 +198,21 @@ pub fn sigmoid_forward<T: Real>(x: &[T]) -> Vec<T> {
     map1(x, SigmoidFwd)
 }
 
-pub fn sigmoid_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
-    check_same_len(x, gy)?;
-    Ok(map2(x, gy, SigmoidBwd))
+/// From the forward's output y, as PyTorch: a bandwidth-bound pass over the buffer the
+/// forward wrote last, with no exp to recompute.
+pub fn sigmoid_backward<T: Real>(y: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(y, gy)?;
+    Ok(map2(y, gy, |s: T, g: T| g * s * (T::ONE - s)))
 }
 
 pub fn tanh_forward<T: Real>(x: &[T]) -> Vec<T> {
     map1(x, TanhFwd)
 }
 
-pub fn tanh_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
-    check_same_len(x, gy)?;
-    Ok(map2(x, gy, TanhBwd))
+/// From the forward's output y, like `sigmoid_backward`.
+pub fn tanh_backward<T: Real>(y: &[T], gy: &[T]) -> Result<Vec<T>> {
+    check_same_len(y, gy)?;
+    Ok(map2(y, gy, |t: T, g: T| g * (T::ONE - t * t)))
 }
 
 /// GELU's `approximate` argument, as in PyTorch.
@@ -299,8 +286,9 @@ mod tests {
         assert_eq!(s[3], 0.5);
         let t = tanh_forward(&x);
         assert_eq!((t[0], t[6]), (-1.0, 1.0));
-        let g = sigmoid_backward(&x, &[1.0; 7]).unwrap();
+        let g = sigmoid_backward(&s, &[1.0; 7]).unwrap();
         assert!(g.iter().all(|v| v.is_finite()));
+        assert_eq!((g[0], g[3], g[6]), (0.0, 0.25, 0.0));
     }
 
     #[test]

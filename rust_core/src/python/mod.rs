@@ -192,18 +192,20 @@ fn map_x<'py, T: Real + Element>(
     out(py, y, xa.shape())
 }
 
-/// gx = f(x, gy), same shape; gy must match x's shape and dtype.
+/// gx = f(x, gy), same shape; gy must match x's shape and dtype. `x_name` names the
+/// first argument in errors (`y` where a backward takes the forward's output).
 fn map_x_gy<'py, T: Real + Element>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
+    x_name: &str,
     gy: &Bound<'py, PyAny>,
     f: impl FnOnce(&[T], &[T]) -> crate::Result<Vec<T>> + Send,
 ) -> PyArr<'py> {
-    let xa = arr::<T>(x, "x")?;
+    let xa = arr::<T>(x, x_name)?;
     let ga = arr::<T>(gy, "gy")?;
     if xa.shape() != ga.shape() {
         return Err(PyValueError::new_err(format!(
-            "gy: expected the shape of x {:?}, got {:?}",
+            "gy: expected the shape of {x_name} {:?}, got {:?}",
             xa.shape(),
             ga.shape()
         )));
@@ -214,8 +216,21 @@ fn map_x_gy<'py, T: Real + Element>(
 }
 
 /// Declares `name_forward(x, extra...)` and `name_backward(x, gy, extra...)` for an
-/// activation whose kernels are `activation::name_forward` / `name_backward`.
+/// activation whose kernels are `activation::name_forward` / `name_backward`; with
+/// `from y`, the backward's first argument is the forward's output and is named `y`.
 macro_rules! activation_pair {
+    ($fwd:ident, $bwd:ident from y) => {
+        #[pyfunction]
+        fn $fwd<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyArr<'py> {
+            with_float!(float_dtype(x, "x")?, T => { map_x::<T>(py, x, |xs| Ok(activation::$fwd(xs))) })
+        }
+        #[pyfunction]
+        fn $bwd<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
+            with_float!(float_dtype(y, "y")?, T => {
+                map_x_gy::<T>(py, y, "y", gy, |ys, gs| activation::$bwd(ys, gs))
+            })
+        }
+    };
     ($fwd:ident, $bwd:ident $(, $p:ident : $pt:ty => $conv:expr)*) => {
         #[pyfunction]
         fn $fwd<'py>(py: Python<'py>, x: &Bound<'py, PyAny> $(, $p: $pt)*) -> PyArr<'py> {
@@ -228,15 +243,15 @@ macro_rules! activation_pair {
         fn $bwd<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny> $(, $p: $pt)*) -> PyArr<'py> {
             $(let $p = $conv;)*
             with_float!(float_dtype(x, "x")?, T => {
-                map_x_gy::<T>(py, x, gy, |xs, gs| activation::$bwd(xs, gs $(, $p)*))
+                map_x_gy::<T>(py, x, "x", gy, |xs, gs| activation::$bwd(xs, gs $(, $p)*))
             })
         }
     };
 }
 
 activation_pair!(relu_forward, relu_backward);
-activation_pair!(sigmoid_forward, sigmoid_backward);
-activation_pair!(tanh_forward, tanh_backward);
+activation_pair!(sigmoid_forward, sigmoid_backward from y);
+activation_pair!(tanh_forward, tanh_backward from y);
 activation_pair!(leaky_relu_forward, leaky_relu_backward, negative_slope: f64 => negative_slope);
 activation_pair!(swish_forward, swish_backward, beta: f64 => beta);
 activation_pair!(gelu_forward, gelu_backward, approximate: &str => Gelu::parse(approximate)?);
@@ -319,7 +334,7 @@ fn unary_forward<'py>(py: Python<'py>, op: &str, x: &Bound<'py, PyAny>) -> PyArr
 fn unary_backward<'py>(py: Python<'py>, op: &str, x: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
     let op = UnaryOp::parse(op)?;
     with_float!(float_dtype(x, "x")?, T => {
-        map_x_gy::<T>(py, x, gy, |xs, gs| elementwise::unary_backward(op, xs, gs))
+        map_x_gy::<T>(py, x, "x", gy, |xs, gs| elementwise::unary_backward(op, xs, gs))
     })
 }
 
@@ -363,7 +378,7 @@ fn softmax_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyArr<'py> {
 fn softmax_backward<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
     with_float!(float_dtype(y, "y")?, T => {
         let c = last_axis(arr::<T>(y, "y")?.shape());
-        map_x_gy::<T>(py, y, gy, |ys, gs| softmax::softmax_backward(ys, gs, c))
+        map_x_gy::<T>(py, y, "y", gy, |ys, gs| softmax::softmax_backward(ys, gs, c))
     })
 }
 
@@ -379,7 +394,7 @@ fn log_softmax_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyArr<'py
 fn log_softmax_backward<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
     with_float!(float_dtype(y, "y")?, T => {
         let c = last_axis(arr::<T>(y, "y")?.shape());
-        map_x_gy::<T>(py, y, gy, |ys, gs| softmax::log_softmax_backward(ys, gs, c))
+        map_x_gy::<T>(py, y, "y", gy, |ys, gs| softmax::log_softmax_backward(ys, gs, c))
     })
 }
 
