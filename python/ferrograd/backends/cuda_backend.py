@@ -37,6 +37,9 @@ from ._validate import (check_batch_norm, check_batch_norm_backward, check_eps,
 
 CUDA_SOURCES = Path(__file__).resolve().parent.parent / "cuda"
 _F32 = np.dtype(np.float32)
+#: grid cap of the activation kernels: one block per tile of the array (activation.cu's
+#: map1/map2) up to the grid's x limit, instead of a grid-stride loop over fewer blocks
+_TILE_BLOCKS = 2**31 - 1
 _I64 = np.dtype(np.int64)
 
 _BINARY_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "pow": 4}
@@ -162,12 +165,14 @@ class CudaBackend(base.Backend):
             f = self._functions[key] = mod.get_function(name)
         return f
 
-    def _launch(self, family: str, name: str, n: int, *args, per_thread: int = 1, block: int = 256):
-        """Launch a grid-stride kernel over n items (per_thread items per thread-step)."""
+    def _launch(self, family: str, name: str, n: int, *args, per_thread: int = 1, block: int = 256,
+                max_blocks: Optional[int] = None):
+        """Launch a grid-stride kernel over n items (per_thread items per thread-step), with
+        at most ``max_blocks`` blocks (default: enough resident blocks to fill the GPU)."""
         if n == 0:
             return
         work = (n + per_thread - 1) // per_thread
-        grid = max(1, min((work + block - 1) // block, self._max_blocks))
+        grid = max(1, min((work + block - 1) // block, max_blocks or self._max_blocks))
         self._fn(family, name)(*args, block=(block, 1, 1), grid=(grid, 1))
 
     def empty(self, shape, dtype=_F32):
@@ -370,14 +375,14 @@ class CudaBackend(base.Backend):
         _check_f32(x, "x")
         y = self.empty(x.shape)
         self._launch("activation", kernel + "_forward", x.size, self._ptr(y), self._ptr(x),
-                     np.int64(x.size), np.float32(p), per_thread=4)
+                     np.int64(x.size), np.float32(p), per_thread=16, max_blocks=_TILE_BLOCKS)
         return y
 
     def _act_backward(self, kernel: str, x, gy, p: float = 0.0):
         check_same_shape(x, gy, "x", "gy")
         g = self.empty(x.shape)
         self._launch("activation", kernel + "_backward", x.size, self._ptr(g), self._ptr(x),
-                     self._ptr(gy), np.int64(x.size), np.float32(p), per_thread=4)
+                     self._ptr(gy), np.int64(x.size), np.float32(p), per_thread=16, max_blocks=_TILE_BLOCKS)
         return g
 
     def relu_forward(self, x):

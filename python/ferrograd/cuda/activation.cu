@@ -57,19 +57,36 @@ __device__ __forceinline__ float swish_b(float x, float g, float beta) {
     return g * (s + bxc * s * (1.0f - s));
 }
 
+// The float4s are taken in tiles of FG_MAP_UNROLL * blockDim.x, one tile per block (a
+// grid-stride loop over tiles where the grid is smaller): thread t of a tile handles
+// float4s t, t + blockDim.x, ..., all loaded before any is stored. That keeps four loads
+// in flight per thread and each block on one contiguous stretch of memory, as PyTorch's
+// elementwise kernels do (the launcher makes one block per tile).
+#define FG_MAP_UNROLL 4
+
 template <float (*F)(float, float)>
 __device__ __forceinline__ void map1(float* __restrict__ y, const float* __restrict__ x, long long n, float p) {
     bool aligned = ((((unsigned long long)x) | ((unsigned long long)y)) & 15) == 0;
     long long n4 = aligned ? n / 4 : 0;
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float4* y4 = reinterpret_cast<float4*>(y);
-    FG_GRID_LOOP(i, n4) {
-        float4 v = x4[i];
-        y4[i] = make_float4(F(v.x, p), F(v.y, p), F(v.z, p), F(v.w, p));
+    const long long tile = (long long)FG_MAP_UNROLL * blockDim.x;
+    for (long long base = blockIdx.x * tile; base < n4; base += (long long)gridDim.x * tile) {
+        float4 v[FG_MAP_UNROLL];
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long i = base + u * blockDim.x + threadIdx.x;
+            if (i < n4) v[u] = x4[i];
+        }
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long i = base + u * blockDim.x + threadIdx.x;
+            if (i < n4) y4[i] = make_float4(F(v[u].x, p), F(v[u].y, p), F(v[u].z, p), F(v[u].w, p));
+        }
     }
-    for (long long i = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x)
-        y[i] = F(x[i], p);
+    for (long long j = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; j < n;
+         j += (long long)gridDim.x * blockDim.x)
+        y[j] = F(x[j], p);
 }
 
 template <float (*B)(float, float, float)>
@@ -80,13 +97,28 @@ __device__ __forceinline__ void map2(float* __restrict__ gx, const float* __rest
     const float4* x4 = reinterpret_cast<const float4*>(x);
     const float4* g4 = reinterpret_cast<const float4*>(gy);
     float4* o4 = reinterpret_cast<float4*>(gx);
-    FG_GRID_LOOP(i, n4) {
-        float4 v = x4[i], g = g4[i];
-        o4[i] = make_float4(B(v.x, g.x, p), B(v.y, g.y, p), B(v.z, g.z, p), B(v.w, g.w, p));
+    const long long tile = (long long)FG_MAP_UNROLL * blockDim.x;
+    for (long long base = blockIdx.x * tile; base < n4; base += (long long)gridDim.x * tile) {
+        float4 v[FG_MAP_UNROLL], g[FG_MAP_UNROLL];
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long i = base + u * blockDim.x + threadIdx.x;
+            if (i < n4) {
+                v[u] = x4[i];
+                g[u] = g4[i];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long i = base + u * blockDim.x + threadIdx.x;
+            if (i < n4)
+                o4[i] = make_float4(B(v[u].x, g[u].x, p), B(v[u].y, g[u].y, p),
+                                    B(v[u].z, g[u].z, p), B(v[u].w, g[u].w, p));
+        }
     }
-    for (long long i = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x)
-        gx[i] = B(x[i], gy[i], p);
+    for (long long j = n4 * 4 + (long long)blockIdx.x * blockDim.x + threadIdx.x; j < n;
+         j += (long long)gridDim.x * blockDim.x)
+        gx[j] = B(x[j], gy[j], p);
 }
 
 #define FG_ACTIVATION(name)                                                                        \
