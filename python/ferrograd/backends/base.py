@@ -20,9 +20,15 @@ Conventions, for every method below:
 * Bad input raises ``ValueError`` (shapes, values) or ``TypeError`` (dtypes) whose
   message names the argument, what was expected and what was received. The Python layer
   validates first, but kernels are callable directly and validate too.
-* Elementwise ``*_backward`` kernels receive the forward *input* ``x`` (not the output):
-  recomputing is cheaper than saving a second full-size tensor for these
-  bandwidth-bound ops, and it keeps one signature for every activation.
+* Elementwise ``*_backward`` kernels receive the forward *input* ``x``, except
+  ``sigmoid_backward`` and ``tanh_backward``, which receive the forward *output* ``y``
+  (their derivatives are y (1 - y) and 1 - y^2: no exp or tanh to recompute). relu and
+  leaky_relu only read the sign of their first argument, so the autograd passes them the
+  output too (leaky_relu: for a non-negative slope). That is what PyTorch saves for these
+  four; the output is usually kept anyway as the next layer's input, and it is the buffer
+  written last, so a backward reading it finds more of it in cache (4M-element relu
+  forward then backward: 1.42-1.48 ms reading x, ~1.3 ms reading y, on the 2-core VM).
+  The other activations (gelu, swish, prelu) recompute from x as PyTorch does.
 """
 
 from __future__ import annotations
