@@ -156,3 +156,21 @@ def test_modules_call_their_function(backend, cls, fn):
     x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     m = getattr(fg.nn, cls)()
     assert_close(m(fg.tensor(x, backend=backend)).numpy(), fn(fg.tensor(x, backend=backend)).numpy())
+
+
+@pytest.mark.cuda
+def test_cuda_launches_are_prepared_once_per_kernel_and_argument_types():
+    """cuda_backend._launch packs arguments with a prepared struct format: the activation
+    kernels get one prepared launcher, reused by later calls, and give the same values."""
+    from conftest import require_backend
+
+    be = fg.get_backend(require_backend("cuda"))
+    x = np.linspace(-3, 3, 1001, dtype=np.float32)
+    y = F.sigmoid(fg.tensor(x, backend="cuda")).numpy()
+    keys = [k for k in be._launchers if k[:2] == ("activation", "sigmoid_forward")]
+    assert len(keys) == 1 and be._launchers[keys[0]] is not None
+    launcher = be._launchers[keys[0]]
+    y2 = F.sigmoid(fg.tensor(x, backend="cuda")).numpy()
+    assert be._launchers[keys[0]] is launcher
+    assert_close(y, (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32))
+    assert np.array_equal(y, y2)

@@ -85,6 +85,11 @@ def _check_f32(x, name: str) -> None:
                         "(use the numpy or rust backend for float64)")
 
 
+#: struct codes of kernel arguments by numpy scalar type, for prepared launches
+#: (np.uintp, the pointer type, is np.uint64 on 64-bit platforms)
+_ARG_CODES = {np.uintp: "P", np.int64: "q", np.int32: "i", np.uint32: "I", np.float32: "f",
+              np.float64: "d"}
+
 #: kernel families compiled for a specific architecture (others: the device's own)
 _FAMILY_ARCH = {"linear_sm90": "sm_90a"}
 
@@ -141,6 +146,8 @@ class CudaBackend(base.Backend):
         self._pool = Pool()
         self._modules: Dict[str, object] = {}
         self._functions: Dict[Tuple[str, str], object] = {}
+        # _launch's prepared kernels, by (family, name, argument types)
+        self._launchers: Dict[tuple, object] = {}
         self._meta_cache: Dict[Tuple[int, ...], object] = {}
         dev = self._drv.Context.get_device()
         self.device_name = dev.name()
@@ -173,7 +180,32 @@ class CudaBackend(base.Backend):
             return
         work = (n + per_thread - 1) // per_thread
         grid = max(1, min((work + block - 1) // block, max_blocks or self._max_blocks))
-        self._fn(family, name)(*args, block=(block, 1, 1), grid=(grid, 1))
+        f = self._launcher(family, name, args)
+        if f is None:  # an argument without a struct code (a GPUArray): PyCUDA's plain call
+            self._fn(family, name)(*args, block=(block, 1, 1), grid=(grid, 1))
+        else:
+            f.prepared_call((grid, 1), (block, 1, 1), *args)
+
+    def _launcher(self, family: str, name: str, args):
+        """The kernel prepared for these arguments' types (numpy scalars, pointers as
+        np.uintp), or None if one has no struct code. A prepared call packs its arguments with one struct format instead of
+        inspecting each argument on every launch: measured on the H100, a 4M-element relu
+        through the layer API took 32 us per call, of which the plain call's argument
+        handling was a quarter. Each launcher is its own PyCUDA function object, so
+        preparing it does not touch the one ``_fn`` hands out."""
+        key = (family, name, *map(type, args))
+        try:
+            return self._launchers[key]
+        except KeyError:
+            pass
+        codes = [_ARG_CODES.get(type(a)) for a in args]
+        f = None
+        if None not in codes:
+            self._fn(family, name)  # compiles the family if needed
+            f = self._modules[family].get_function(name)
+            f.prepare("".join(codes))
+        self._launchers[key] = f
+        return f
 
     def empty(self, shape, dtype=_F32):
         return self._gpuarray.empty(tuple(int(d) for d in shape), np.dtype(dtype),
