@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -49,7 +50,7 @@ def _resolve_shape(shape: Sequence[int], size: int) -> Tuple[int, ...]:
     unknown = [i for i, d in enumerate(shape) if d == -1]
     if len(unknown) > 1 or any(d < -1 for d in shape):
         raise ValueError(f"shape: expected non-negative sizes and at most one -1, got {shape}")
-    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+    known = math.prod(d for d in shape if d != -1)  # Python ints: no overflow, and cheap
     if unknown:
         if known == 0 or size % known:
             raise ValueError(f"shape: {shape} is invalid for a tensor of {size} elements")
