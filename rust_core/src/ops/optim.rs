@@ -31,19 +31,21 @@ impl Sgd {
         match buf {
             Some(buf) if self.momentum != 0.0 => {
                 check("momentum_buffer", param.len(), buf.len())?;
+                let k = SgdMomentum { lr, mom, keep: T::ONE - damp, wd };
+                // one loop per (first, nesterov): with the flags tested inside the loop
+                // (captured by reference) LLVM kept it scalar and re-read them per
+                // element, 0.8 ns per element against 0.03 without momentum
                 param.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK).zip(buf.par_chunks_mut(CHUNK))).for_each(
-                    |(p, (g, b))| {
-                        for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
-                            let d = g + wd * *p;
-                            *b = if first { d } else { mom * *b + (T::ONE - damp) * d };
-                            let u = if nesterov { d + mom * *b } else { *b };
-                            *p -= lr * u;
-                        }
+                    move |(p, (g, b))| match (first, nesterov) {
+                        (true, true) => k.rows::<true, true>(p, g, b),
+                        (true, false) => k.rows::<true, false>(p, g, b),
+                        (false, true) => k.rows::<false, true>(p, g, b),
+                        (false, false) => k.rows::<false, false>(p, g, b),
                     },
                 );
             }
             _ => {
-                param.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(p, g)| {
+                param.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(move |(p, g)| {
                     for (p, &g) in p.iter_mut().zip(g) {
                         *p -= lr * (g + wd * *p);
                     }
@@ -51,6 +53,27 @@ impl Sgd {
             }
         }
         Ok(())
+    }
+}
+
+/// SGD with momentum's per-element update, its constants copied in (see `Sgd::step`).
+#[derive(Clone, Copy)]
+struct SgdMomentum<T> {
+    lr: T,
+    mom: T,
+    keep: T,
+    wd: T,
+}
+
+impl<T: Real> SgdMomentum<T> {
+    #[inline(always)]
+    fn rows<const FIRST: bool, const NESTEROV: bool>(self, p: &mut [T], g: &[T], b: &mut [T]) {
+        for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+            let d = g + self.wd * *p;
+            *b = if FIRST { d } else { self.mom * *b + self.keep * d };
+            let u = if NESTEROV { d + self.mom * *b } else { *b };
+            *p -= self.lr * u;
+        }
     }
 }
 
@@ -84,7 +107,7 @@ impl Adam {
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))))
-            .for_each(|(p, (g, (m, v)))| {
+            .for_each(move |(p, (g, (m, v)))| {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                     *p *= decay_param;
                     let g = g + decay_grad * *p;
