@@ -126,7 +126,7 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn ln_(self) -> Self {
-        self.ln()
+        ln_f32(self)
     }
     #[inline(always)]
     fn tanh_(self) -> Self {
@@ -223,6 +223,44 @@ pub fn exp_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn exp_flush_f32(x: f32) -> f32 {
     exp_clamped_f32(x.clamp(-87.5, 88.8), 0.0)
+}
+
+/// ln for f32, branch-free so that loops over it vectorize (libm's logf is a call per
+/// element: 0.8 ns against exp's 0.08). Cephes' logf: x = m 2^e with m in [sqrt(1/2),
+/// sqrt 2), ln x = e ln2 + ln m with ln(1 + f) = f - f^2/2 + f^3 P(f), P of degree 8.
+/// Subnormal x is scaled by 2^23 first; x < 0 and NaN give NaN, 0 gives -inf, +inf
+/// gives +inf. ~1 ulp.
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    let sub = x < f32::MIN_POSITIVE;
+    let xs = if sub { x * 8_388_608.0 } else { x }; // 2^23
+    let bits = xs.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126 - if sub { 23 } else { 0 };
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000); // in [0.5, 1)
+    // m < sqrt(1/2): take 2m (in [sqrt(1/2), 1)) and one power of 2 less
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    e -= small as i32;
+    m = if small { m + m } else { m } - 1.0;
+    let ef = e as f32;
+    let z = m * m;
+    let mut p = 7.037_683_6e-2_f32;
+    p = p.mul_add(m, -1.151_461e-1);
+    p = p.mul_add(m, 1.167_699_9e-1);
+    p = p.mul_add(m, -1.242_014_1e-1);
+    p = p.mul_add(m, 1.424_932_3e-1);
+    p = p.mul_add(m, -1.666_805_8e-1);
+    p = p.mul_add(m, 2.000_071_4e-1);
+    p = p.mul_add(m, -2.499_999_4e-1);
+    p = p.mul_add(m, 3.333_333e-1);
+    let y = (m * z).mul_add(p, ef.mul_add(-2.121_944_4e-4, -0.5 * z));
+    let r = ef.mul_add(0.693_359_375, m + y);
+    if x > 0.0 {
+        if x == f32::INFINITY { x } else { r }
+    } else if x == 0.0 {
+        f32::NEG_INFINITY
+    } else {
+        f32::NAN // x < 0 or NaN
+    }
 }
 
 /// tanh for f32: Eigen's rational approximation (odd degree-13 over even degree-6) on
@@ -343,6 +381,31 @@ mod tests {
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
         assert!(exp_f32(f32::NAN).is_nan());
         assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn ln_f32_is_accurate_from_subnormals_to_the_largest_and_handles_the_edges() {
+        let mut worst: f64 = 0.0;
+        let mut x = 1e-44f32;
+        while x < 3e38 {
+            for k in 0..50 {
+                let v = x * (1.0 + k as f32 / 50.0);
+                let e = (v as f64).ln();
+                let err = ((ln_f32(v) as f64) - e).abs() / e.abs().max(1e-3);
+                worst = worst.max(err);
+            }
+            x *= 1.37;
+        }
+        for v in grid(0.5, 2.0, 100_000) {
+            let e = (v as f64).ln();
+            worst = worst.max(((ln_f32(v) as f64) - e).abs() / e.abs().max(1e-3));
+        }
+        assert!(worst < 3e-7, "ln_f32 worst error {worst}");
+        assert_eq!(ln_f32(1.0), 0.0);
+        assert_eq!(ln_f32(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln_f32(-0.0), f32::NEG_INFINITY);
+        assert_eq!(ln_f32(f32::INFINITY), f32::INFINITY);
+        assert!(ln_f32(-1.0).is_nan() && ln_f32(f32::NAN).is_nan() && ln_f32(f32::NEG_INFINITY).is_nan());
     }
 
     #[test]
