@@ -526,6 +526,36 @@ fn lstm_units<T: Real>(a: &[T], bw: usize, add: [&[T]; 4], c_prev: &[T], c: &mut
 /// crate runs a fused step, its operand [x_t, h_prev].
 type StepScratch<T> = (Vec<T>, Vec<T>);
 
+/// A block of a step's pointwise work (`LstmRows`, `LstmBackRows`) whose `run` is
+/// `#[inline(always)]`, so that `run_widest` compiles it whole for AVX-512.
+trait RowsKernel {
+    /// # Safety
+    /// As the implementor's inherent `run`.
+    unsafe fn run_rows(&mut self);
+}
+
+/// `rows.run_rows()` compiled for AVX-512 when the CPU has it: a closure handed to `wide`
+/// was not inlined there and ran on 8-lane vectors.
+///
+/// # Safety
+/// As `rows.run_rows`.
+unsafe fn run_widest<K: RowsKernel>(rows: &mut K, isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return run_avx512(rows);
+    }
+    let _ = isa;
+    rows.run_rows()
+}
+
+/// # Safety
+/// As `rows.run_rows`, on a CPU with these features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn run_avx512<K: RowsKernel>(rows: &mut K) {
+    rows.run_rows()
+}
+
 /// The pointwise pass of one unit block [j0, j0 + bw) over the N rows of a step.
 struct LstmRows<'a, T> {
     /// (N, 4*bw): the step GEMM's pre-activations, gates i, f, g, o side by side per row
@@ -569,25 +599,11 @@ impl<T: Real> LstmRows<'_, T> {
         }
     }
 
-    /// `run` compiled for AVX-512 when the CPU has it: a closure handed to `wide` was
-    /// not inlined here and ran on 8-lane vectors.
-    ///
-    /// # Safety
-    /// As `run`.
-    unsafe fn run_widest(&self, isa: Isa) {
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            return self.run_avx512();
-        }
-        let _ = isa;
-        self.run()
-    }
+}
 
-    /// # Safety
-    /// As `run`, on a CPU with these features.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-    unsafe fn run_avx512(&self) {
+impl<T: Real> RowsKernel for LstmRows<'_, T> {
+    #[inline(always)]
+    unsafe fn run_rows(&mut self) {
         self.run()
     }
 }
@@ -655,13 +671,13 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
             let bw = j1 - j0;
             let x_rows = fused.then(|| &x[s * n * i..(s + 1) * n * i]);
             w.gemm(a, x_rows, h_prev, lhs, n, bw, i, h);
-            let rows = LstmRows { a, xs: xp.as_ref().map(|xp| &xp[s * n * g..(s + 1) * n * g]), b: &b, c_prev,
+            let mut rows = LstmRows { a, xs: xp.as_ref().map(|xp| &xp[s * n * g..(s + 1) * n * g]), b: &b, c_prev,
                                   y: SharedMut(yp.at(s * n * h)), c: c_dst, gates: keep.then(|| SharedMut(gp.at(s * n * g))),
                                   n, h, j0, bw };
             // SAFETY: as `LstmRows::run` asks: this task alone writes units [j0, j1) of
             // step s's rows of y (and gates) and of the cell state being written (the
             // blocks are disjoint); gates is only set when its buffer was allocated (keep).
-            unsafe { rows.run_widest(isa) };
+            unsafe { run_widest(&mut rows, isa) };
         };
         if blocks.len() == 1 {
             task((&blocks[0], (&wb[0], &mut scratch[0])));
@@ -784,24 +800,11 @@ impl<T: Real> LstmBackRows<'_, T> {
         }
     }
 
-    /// `run` compiled for AVX-512 when the CPU has it (as `LstmRows::run_widest`).
-    ///
-    /// # Safety
-    /// As `run`.
-    unsafe fn run_widest(&mut self, isa: Isa) {
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            return self.run_avx512();
-        }
-        let _ = isa;
-        self.run()
-    }
+}
 
-    /// # Safety
-    /// As `run`, on a CPU with these features.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-    unsafe fn run_avx512(&mut self) {
+impl<T: Real> RowsKernel for LstmBackRows<'_, T> {
+    #[inline(always)]
+    unsafe fn run_rows(&mut self) {
         self.run()
     }
 }
@@ -864,7 +867,7 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
                                           pre: &mut a[..], dc: &mut dcb[..], gpre: SharedMut(gpp.at(s * n * g)), n, h, j0, bw };
             // SAFETY: this task alone writes units [j0, j1) of step s's rows of gpre (the
             // blocks are disjoint), inside its (T, N, 4H) capacity.
-            unsafe { rows.run_widest(isa) };
+            unsafe { run_widest(&mut rows, isa) };
             // this block's share of dh_prev: (N, 4*bw) @ (4*bw, H)
             mm_serial(out, a, w, n, h, 4 * bw);
         };
