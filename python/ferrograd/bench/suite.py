@@ -181,6 +181,43 @@ def _linear_case(n: int, fin: int, fout: int, backward: bool, impls, group: str)
                 tuple(impls), make, flops=flops, params={"n": n, "in": fin, "out": fout})
 
 
+# elementwise row kind -> (call on the operand tensors, number of operands, shapes)
+def _elementwise_calls(kind: str, lib: "_Lib"):
+    if lib.is_torch:
+        import torch
+
+        softmax, log_softmax, log = torch.softmax, torch.log_softmax, torch.log
+    else:
+        softmax, log_softmax, log = lib.F.softmax, lib.F.log_softmax, lib.F.log
+    return {
+        "softmax": lambda x: softmax(x, -1),
+        "log_softmax": lambda x: log_softmax(x, -1),
+        "log": lambda x: log(x * x + 1.0),
+        "mul": lambda x, y: x * y,
+        "add row-broadcast": lambda x, b: x + b,
+    }[kind]
+
+
+def _elementwise_case(kind: str, rows: int, cols: int, backward: bool, impls, group: str) -> Case:
+    """softmax / log_softmax over the last axis, log (of x^2 + 1, so every input is
+    valid), a same-shape product and a row-broadcast sum, on (rows, cols) float32."""
+    def make(impl: str):
+        lib = _Lib(impl)
+        call = _elementwise_calls(kind, lib)
+        x = lib.tensor(host_data(rows * cols, 0).reshape(rows, cols), backward)
+        if kind == "mul":
+            other = [lib.tensor(host_data(rows * cols, 1).reshape(rows, cols), backward)]
+        elif kind == "add row-broadcast":
+            other = [lib.tensor(host_data(cols, 1).copy(), backward)]
+        else:
+            other = []
+        g = lib.tensor(host_data(rows * cols, 2).reshape(rows, cols))
+        return _timed(lib, lambda: call(x, *other), [x, *other], g, backward)
+
+    return Case(f"{kind} {rows}x{cols} {'fwd+bwd' if backward else 'fwd'}", group, tuple(impls), make,
+                params={"rows": rows, "cols": cols})
+
+
 # normalization row kind -> (ferrograd call, torch call); p = (weight, bias, running_mean, running_var)
 def _norm_calls(kind: str, shape):
     if kind == "batch_norm2d":
@@ -346,8 +383,9 @@ def conv_cases(quick: bool = False) -> List[Case]:
 
 
 def default_suite(quick: bool = False) -> List[Case]:
-    """The default rows: activations on 4M float32 elements and Linear 4096x1024 by
-    1024x1024 on every implementation; on the GPU also activations on 256M elements
+    """The default rows: activations on 4M float32 elements, Linear 4096x1024 by
+    1024x1024 and elementwise ops on 4096x1024 (softmax, log_softmax, log, a product, a
+    row-broadcast sum) on every implementation; on the GPU also activations on 256M elements
     (bandwidth rows); BatchNorm2d (training), LayerNorm and GroupNorm; 2x2 max and average
     pooling (16x64x112x112 on the CPU, 32x64x112x112 on the GPU) and dropout p=0.5 (4M on
     the CPU, 256M on the GPU). ``quick`` shrinks the sizes for a fast look."""
@@ -361,6 +399,10 @@ def default_suite(quick: bool = False) -> List[Case]:
             cases.append(_activation_case(act, n_act, bwd, everywhere, f"activations {n_act >> 20}M"))
     for bwd in (False, True):
         cases.append(_linear_case(*lin, bwd, everywhere, "linear"))
+    ew = (256, 1024) if quick else (4096, 1024)
+    for kind in ("softmax", "log_softmax", "log", "mul", "add row-broadcast"):
+        for bwd in (False, True):
+            cases.append(_elementwise_case(kind, *ew, bwd, everywhere, "elementwise"))
     for act in ACTIVATIONS:
         for bwd in (False, True):
             cases.append(_activation_case(act, n_gpu, bwd, GPU_IMPLS, f"gpu activations {n_gpu >> 20}M"))
