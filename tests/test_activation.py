@@ -174,3 +174,21 @@ def test_cuda_launches_are_prepared_once_per_kernel_and_argument_types():
     assert be._launchers[keys[0]] is launcher
     assert_close(y, (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32))
     assert np.array_equal(y, y2)
+
+
+@pytest.mark.parametrize("kernel", ["sigmoid_backward", "tanh_backward"])
+def test_output_based_backward_kernels_reject_bad_input(backend, kernel):
+    """sigmoid and tanh backward take the forward's output y: a gy of another shape is a
+    ValueError naming gy, on every backend; the rust binding names y in dtype errors."""
+    be = fg.get_backend(backend)
+    y = be.from_numpy(np.full((2, 3), 0.5, dtype=np.float32))
+    gy = be.from_numpy(np.ones((3, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="gy"):
+        getattr(be, kernel)(y, gy)
+    if backend == "rust":
+        import ferrograd._core as core
+
+        with pytest.raises(TypeError, match=r"^y: expected a float32 or float64"):
+            getattr(core, kernel)(np.ones(3, dtype=np.int64), np.ones(3, dtype=np.float32))
+        with pytest.raises(ValueError, match=r"^gy: expected the shape of y"):
+            getattr(core, kernel)(np.ones(3, dtype=np.float32), np.ones(4, dtype=np.float32))
