@@ -20,6 +20,7 @@
 use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
+use super::map::with_capacity;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -28,14 +29,9 @@ const STAT_BLOCK: usize = 4096;
 /// Accumulator lanes: independent chains that LLVM turns into SIMD registers.
 const LANES: usize = 32;
 
-/// An output of n floats, written through `spare_capacity_mut()` by the kernels below
-/// (no zero-fill pass, which would be a full extra write) and then made whole by
-/// `finish`.
-fn output<T>(n: usize) -> Vec<T> {
-    super::map::with_capacity(n)
-}
-
-/// Marks the n elements written through `spare_capacity_mut()` as initialised.
+/// Outputs are made with `with_capacity` and written through `spare_capacity_mut()` (no
+/// zero-fill pass, which would be a full extra write); `finish` marks the n elements
+/// written that way as initialised.
 /// SAFETY: the caller has written every one of the first n slots.
 unsafe fn finish<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v.set_len(n);
@@ -272,7 +268,7 @@ pub fn rows_forward<T: Real>(
     check_param(bias, lay.c, "bias")?;
     check_eps(eps)?;
     let (l, rows, cg, hw, g) = (lay.row_len(), lay.rows(), lay.cg(), lay.hw, lay.groups);
-    let mut y = output::<T>(x.len());
+    let mut y = with_capacity::<T>(x.len());
     let mut mean = vec![T::ZERO; rows];
     let mut rstd = vec![T::ZERO; rows];
     if x.is_empty() || l == 0 {
@@ -381,7 +377,7 @@ pub fn rows_backward<T: Real>(
         let z = weight.map(|_| vec![T::ZERO; c]);
         return Ok((vec![T::ZERO; x.len()], z.clone(), z));
     }
-    let mut gx = output::<T>(x.len());
+    let mut gx = with_capacity::<T>(x.len());
     // few tasks (each with its own parameter partials), enough to balance the threads
     let tasks = (rayon::current_num_threads() * 4).min(rows).max(1);
     let rpt = rows.div_ceil(tasks);
@@ -530,7 +526,7 @@ fn map_spans<T: Real>(x: &[T], lay: ChannelsLayout, f: impl Fn(usize, &[T], &mut
     if per_n == 0 {
         return vec![T::ZERO; x.len()];
     }
-    let mut y = output::<T>(x.len());
+    let mut y = with_capacity::<T>(x.len());
     // tasks of whole samples, or of one sample's channels when N is small
     let span_per_task = (32768 / lay.hw.max(1)).clamp(1, lay.c.max(1));
     y.spare_capacity_mut()[..x.len()].par_chunks_mut(span_per_task * lay.hw)
@@ -637,7 +633,7 @@ fn small_span_grad_sums<T: Real>(x: &[T], gy: &[T], mean: &[T], lay: ChannelsLay
 /// out[n, j] = k0[j] * g[n, j] + k1[j] * (x[n, j] - m[j]) + k2[j] over the matrix view
 /// (per-column coefficients; g = None means g = 0), rows in parallel.
 fn small_span_apply<T: Real>(x: &[T], g: Option<&[T]>, w: usize, m: &[T], k0: &[T], k1: &[T], k2: &[T]) -> Vec<T> {
-    let mut out = output::<T>(x.len());
+    let mut out = with_capacity::<T>(x.len());
     if w == 0 {
         return vec![T::ZERO; x.len()];
     }
@@ -824,7 +820,7 @@ pub fn batch_norm_backward<T: Real>(
         let gb = sums.iter().map(|&(db, _)| T::c(db)).collect();
         return Ok((gx, Some(gw), Some(gb)));
     }
-    let mut gx = output::<T>(x.len());
+    let mut gx = with_capacity::<T>(x.len());
     {
         gx.spare_capacity_mut()[..x.len()].par_chunks_mut(lay.hw.max(1) * lay.c.min((32768 / lay.hw.max(1)).max(1)))
             .enumerate()
