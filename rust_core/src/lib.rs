@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod autograd;
+pub mod buffer_cache;
 pub mod conv;
 pub mod error;
 pub mod ops;
@@ -15,6 +16,10 @@ pub mod real;
 
 #[cfg(feature = "python")]
 mod python;
+
+/// Large freed buffers are kept for the next request of their size (see buffer_cache.rs).
+#[global_allocator]
+static ALLOCATOR: buffer_cache::CachingAllocator = buffer_cache::CachingAllocator;
 
 pub use error::{FerroError, Result};
 pub use real::Real;

@@ -617,6 +617,32 @@ fn num_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// The rust backend's cache of large freed buffers (`buffer_cache.rs`): bytes and blocks
+/// kept, the byte limit, and the large requests served from it (hits) or not (misses).
+#[pyfunction]
+fn buffer_cache_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let i = crate::buffer_cache::info();
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("cached_bytes", i.cached_bytes)?;
+    d.set_item("cached_blocks", i.cached_blocks)?;
+    d.set_item("limit_bytes", i.limit_bytes)?;
+    d.set_item("hits", i.hits)?;
+    d.set_item("misses", i.misses)?;
+    Ok(d)
+}
+
+/// Set the byte limit of the cached free buffers (0 turns caching off).
+#[pyfunction]
+fn set_buffer_cache_limit(limit_bytes: usize) {
+    crate::buffer_cache::set_limit(limit_bytes)
+}
+
+/// Return every cached free buffer to the system.
+#[pyfunction]
+fn empty_buffer_cache(py: Python<'_>) {
+    py.detach(crate::buffer_cache::empty)
+}
+
 /// Make the importing thread (normally Python's main thread) worker 0 of rayon's global
 /// pool, so a kernel called from it works on its own chunks instead of handing the whole
 /// job to the pool and sleeping. With the pool's default shape (one worker per core plus
@@ -673,7 +699,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward,
         matmul, linear_forward, linear_backward, mse_loss_forward, mse_loss_backward,
         cross_entropy_forward, cross_entropy_backward, sgd_step, adam_step,
-        _debug_panic, num_threads,
+        _debug_panic, num_threads, buffer_cache_info, set_buffer_cache_limit,
+        empty_buffer_cache,
     );
     norm::register(m)?;
     pool::register(m)?;
