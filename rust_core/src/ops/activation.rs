@@ -2,7 +2,7 @@
 //! recompute what they need (the kernel contract): these ops are bandwidth-bound, so one
 //! more pass of arithmetic is cheaper than storing and re-reading the output.
 
-use super::map::{map1, map2, Map1, Map2};
+use super::map::{map1, map2, map2_unmasked, Map1, Map2};
 use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -33,7 +33,8 @@ pub fn relu_forward<T: Real>(x: &[T]) -> Vec<T> {
 
 pub fn relu_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {
     check_same_len(x, gy)?;
-    Ok(map2(x, gy, |v, g| if v > T::ZERO { g } else { T::ZERO }))
+    // a selection between gy and 0: see map2_unmasked
+    Ok(map2_unmasked(x, gy, |v, g| if v > T::ZERO { g } else { T::ZERO }))
 }
 
 pub fn leaky_relu_forward<T: Real>(x: &[T], negative_slope: f64) -> Vec<T> {

@@ -256,10 +256,35 @@ where
     T: Copy + Send + Sync,
     F: Map2<T>,
 {
+    map2_isa(x, y, f, detect_isa())
+}
+
+/// [`map2`] run at most with AVX2, for a selection between a loaded element and zero
+/// (`if a > 0 { b } else { 0 }`). With AVX-512, LLVM turns that into a load of `y` under
+/// a zeroing mask, whatever way the selection is written (as a bit mask too), and on the
+/// 2-core Zen 5 VM such a loop ran 18-25% slower than the AVX2 one's compare and `and`:
+/// relu backward on 4M float32, 0.68 vs 0.57 ms, where every other backward map runs
+/// as fast with AVX-512 as with AVX2.
+pub fn map2_unmasked<T, F>(x: &[T], y: &[T], f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Map2<T>,
+{
+    let isa = match detect_isa() {
+        Isa::Avx512 => Isa::Avx2,
+        other => other,
+    };
+    map2_isa(x, y, f, isa)
+}
+
+fn map2_isa<T, F>(x: &[T], y: &[T], f: F, isa: Isa) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Map2<T>,
+{
     assert_eq!(x.len(), y.len(), "map2: operands of different lengths");
     let n = x.len();
     let mut out: Vec<T> = with_capacity(n);
-    let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
         if n <= CHUNK {
@@ -305,6 +330,8 @@ mod tests {
             assert!(y.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f64 + 1.0));
             let z = map2(&x, &y, |a, b| b - a);
             assert!(z.iter().enumerate().all(|(i, &v)| v == i as f64 + 1.0));
+            let w = map2_unmasked(&x, &y, |a, b| if a > 2.0 { b } else { 0.0 });
+            assert!(w.iter().enumerate().all(|(i, &v)| v == if i > 2 { y[i] } else { 0.0 }));
             assert!(zeros::<f32>(n).iter().all(|&v| v == 0.0) && zeros::<f32>(n).len() == n);
         }
     }
