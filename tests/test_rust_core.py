@@ -8,6 +8,8 @@ import threading
 import numpy as np
 import pytest
 
+import ferrograd as fg
+
 _core = pytest.importorskip("ferrograd._core", reason="the Rust extension is always built by pip install")
 
 
@@ -90,3 +92,34 @@ def test_cpu_feature_check_names_what_is_missing(monkeypatch, tmp_path):
         fake if path == "/proc/cpuinfo" else path, *a, **k))
     msg = cpu.missing_x86_features()
     assert msg is not None and "fma" in msg and "avx2" not in msg.split("lacks")[1].split(":")[0]
+
+
+def test_large_freed_buffers_are_reused_and_can_be_released():
+    """The rust backend keeps large freed buffers for the next request of their size
+    (fg.backends.rust): a repeated op gets back the block it freed last, a lowered limit
+    frees what is over it, and a bad limit is a clear error."""
+    rust = fg.backends.rust
+    x = np.ones(1 << 20, dtype=np.float32)  # 4 MiB outputs
+    try:
+        rust.set_cache_limit(64 << 20)
+        first = _core.relu_forward(x)
+        address = first.ctypes.data
+        del first
+        assert rust.cache_info()["cached_bytes"] >= 4 << 20
+        hits = rust.cache_info()["hits"]
+        again = _core.relu_forward(x)
+        assert again.ctypes.data == address and rust.cache_info()["hits"] > hits
+        assert np.array_equal(again, x)
+        del again
+        rust.empty_cache()
+        assert rust.cache_info()["cached_bytes"] == 0 and rust.cache_info()["limit_bytes"] == 64 << 20
+        rust.set_cache_limit(0)
+        del x
+        y = _core.relu_forward(np.ones(1 << 20, dtype=np.float32))
+        del y
+        assert rust.cache_info()["cached_blocks"] == 0
+        for bad in (-1, 1.5, True, "1"):
+            with pytest.raises(ValueError, match="limit_bytes: expected a non-negative int"):
+                rust.set_cache_limit(bad)
+    finally:
+        rust.set_cache_limit(256 << 20)

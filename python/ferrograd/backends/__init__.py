@@ -33,6 +33,42 @@ class _CudaFlags:
 
 #: ``fg.backends.cuda.matmul.allow_tf32``: see :class:`_MatmulFlags`.
 cuda = _CudaFlags()
+
+
+class _RustMemory:
+    """``fg.backends.rust``: the rust backend's cache of large freed buffers.
+
+    Buffers of 1 MiB and more that the Rust kernels allocate are kept when freed, up to a
+    byte limit (default 256 MiB), and handed back to the next request of their size, the
+    block freed last first (``rust_core/src/buffer_cache.rs``): an op repeated on
+    same-sized tensors writes into memory that is still in cache, as PyTorch's CUDA
+    caching allocator does on the GPU. The cached memory stays with the process until it
+    is emptied or the limit is lowered."""
+
+    @staticmethod
+    def _core():
+        from .. import _core  # ImportError (no extension) reaches the caller as it is
+
+        return _core
+
+    def cache_info(self) -> dict:
+        """cached_bytes, cached_blocks, limit_bytes, and the large requests served from
+        the cache (hits) or not (misses)."""
+        return dict(self._core().buffer_cache_info())
+
+    def set_cache_limit(self, limit_bytes: int) -> None:
+        """Keep at most ``limit_bytes`` of free buffers (0 turns the cache off)."""
+        if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
+            raise ValueError(f"limit_bytes: expected a non-negative int, got {limit_bytes!r}")
+        self._core().set_buffer_cache_limit(limit_bytes)
+
+    def empty_cache(self) -> None:
+        """Return every cached free buffer to the system."""
+        self._core().empty_buffer_cache()
+
+
+#: ``fg.backends.rust.empty_cache()`` and friends: see :class:`_RustMemory`.
+rust = _RustMemory()
 _default = "numpy"
 
 
