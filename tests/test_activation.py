@@ -81,20 +81,103 @@ def test_huge_inputs_give_the_limits(backend, name, big):
     assert np.array_equal(t.grad.numpy(), np.array([1.0, 0.0], dtype=np.float32))
 
 
-@pytest.mark.parametrize("slope, saves_output", [(0.2, True), (0.0, True), (-0.3, False)])
-def test_leaky_relu_saves_its_output_only_when_the_slope_keeps_signs(backend, slope, saves_output):
-    """relu and leaky_relu with slope >= 0 keep the output for backward (its positive
-    entries are the input's); a negative slope maps x < 0 to y > 0, so there the input is
-    kept, and the gradient must still be the slope on x < 0."""
-    x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=np.float32)
+@pytest.mark.parametrize("slope", [0.2, 0.0, -0.3])
+def test_relu_and_leaky_relu_save_a_packed_sign_mask(backend, slope):
+    """Recorded relu / leaky_relu keep one bit per element (x > 0, packed little-endian)
+    for backward, not a tensor; the gradient is 1 where x > 0 and the slope elsewhere
+    (also for a negative slope, which maps x < 0 to y > 0)."""
+    x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0, -0.0, np.nan, 3.0, 1e-30], dtype=np.float32)
     t = fg.tensor(x, backend=backend, requires_grad=True)
     y = F.leaky_relu(t, slope)
-    (saved,) = y.grad_fn.ctx.saved_arrays
-    assert (saved is y.data) == saves_output
+    (mask,) = y.grad_fn.ctx.saved_arrays
+    got = fg.get_backend(backend).to_numpy(mask)
+    assert got.dtype == np.uint8 and got.shape == (2,)
+    assert np.array_equal(got, np.packbits(x > 0, bitorder="little"))
+    assert fg.autograd.saved_bytes(y) == 2
     y.sum().backward()
     assert np.array_equal(t.grad.numpy(), np.where(x > 0, 1.0, slope).astype(np.float32))
     r = F.relu(fg.tensor(x, backend=backend, requires_grad=True))
-    assert r.grad_fn.ctx.saved_arrays[0] is r.data
+    assert np.array_equal(fg.get_backend(backend).to_numpy(r.grad_fn.ctx.saved_arrays[0]), got)
+
+
+def test_relu_makes_no_mask_without_autograd(backend, monkeypatch):
+    """Under no_grad (or for a tensor that needs no gradient) the plain forward runs."""
+    be = fg.get_backend(backend)
+    called = []
+    monkeypatch.setattr(type(be), "relu_forward_mask", lambda self, x: called.append(x))
+    x = fg.tensor(np.array([-1.0, 2.0], dtype=np.float32), backend=backend, requires_grad=True)
+    with fg.no_grad():
+        assert np.array_equal(F.relu(x).numpy(), [0.0, 2.0])
+    assert np.array_equal(F.relu(x.detach()).numpy(), [0.0, 2.0])
+    assert called == []
+
+
+# sizes around the byte, the nibble pairs of a CUDA warp, the Rust parallel chunk (32768)
+MASK_SIZES = [0, 1, 3, 7, 8, 9, 31, 33, 64, 129, 1000, 32768 + 5, 3 * 32768 + 13]
+
+
+@pytest.mark.parametrize("n", MASK_SIZES)
+@pytest.mark.parametrize("slope", [None, 0.01, -0.5])
+def test_mask_kernels_match_the_kernels_that_read_x(backend, dtype, n, slope):
+    """``*_forward_mask`` gives the forward's output and numpy's packbits(x > 0,
+    bitorder="little"); ``*_backward_mask`` gives what ``*_backward`` gives from x, for
+    every size (partial bytes included) and for zeros, -0.0, NaN and infinities."""
+    dtype_backend_ok(backend, dtype)
+    be = fg.get_backend(backend)
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype=dtype)
+    x[::7] = np.resize(special, x[::7].shape)
+    g[::5] = np.resize(special[::-1], g[::5].shape)
+    ref = fg.get_backend("numpy")
+    if slope is None:
+        fwd, bwd, fwd_mask, bwd_mask, params = "relu_forward", "relu_backward", "relu_forward_mask", "relu_backward_mask", ()
+    else:
+        fwd, bwd, fwd_mask, bwd_mask = ("leaky_relu_forward", "leaky_relu_backward",
+                                        "leaky_relu_forward_mask", "leaky_relu_backward_mask")
+        params = (slope,)
+    y, mask = getattr(be, fwd_mask)(be.from_numpy(x), *params)
+    assert np.array_equal(be.to_numpy(mask), np.packbits(x > 0, bitorder="little"))
+    _assert_same_bits(be.to_numpy(y), getattr(ref, fwd)(x, *params))
+    gx = be.to_numpy(getattr(be, bwd_mask)(mask, be.from_numpy(g), *params))
+    _assert_same_bits(gx, getattr(ref, bwd)(x, g, *params))
+
+
+def _assert_same_bits(a, b):
+    """Equal values, NaN where the other has NaN, and the same sign on zeros."""
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_mask_of_a_strided_input_follows_row_major_order(backend):
+    x = np.arange(-12, 12, dtype=np.float32).reshape(4, 6).T  # not C-contiguous
+    be = fg.get_backend(backend)
+    y, mask = be.relu_forward_mask(be.from_numpy(np.ascontiguousarray(x)) if backend == "cuda" else x)
+    assert np.array_equal(be.to_numpy(mask), np.packbits(x > 0, axis=None, bitorder="little"))
+    assert np.array_equal(be.to_numpy(y), np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (np.zeros(3, dtype=np.uint8), ValueError, "mask: expected 2 bytes"),
+    (np.zeros(2, dtype=np.int32), TypeError, "mask: expected a 1-D uint8"),
+    (np.zeros((1, 2), dtype=np.uint8), TypeError, "mask: expected a 1-D uint8"),
+])
+def test_a_bad_mask_is_a_clear_error(backend, bad, error, words):
+    be = fg.get_backend(backend)
+    gy = be.from_numpy(np.ones(9, dtype=np.float32))
+    mask = be.from_numpy(bad) if backend != "cuda" else _cuda_array(be, bad)
+    with pytest.raises(error, match=words):
+        be.relu_backward_mask(mask, gy)
+    with pytest.raises(error, match=words):
+        be.leaky_relu_backward_mask(mask, gy, 0.1)
+
+
+def _cuda_array(be, a):
+    """A GPUArray of any dtype (the backend's from_numpy takes float and int64 only)."""
+    import pycuda.gpuarray as gpuarray
+
+    return gpuarray.to_gpu(np.ascontiguousarray(a))
 
 
 def test_relu_subgradient_at_zero_is_zero(backend):

@@ -43,6 +43,12 @@ def relu_forward(x: NDArray[_F]) -> NDArray[_F]:
 def relu_backward(x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
     """gy where x > 0, else 0; TypeError on dtype mismatch, ValueError if gy's shape is not x's."""
 
+def relu_forward_mask(x: NDArray[_F]) -> tuple[NDArray[_F], NDArray[np.uint8]]:
+    """(relu_forward(x), mask): the mask is x > 0 packed 8 to a byte, least significant bit first (numpy's packbits(x > 0, bitorder="little")), ceil(n / 8) bytes."""
+
+def relu_backward_mask(mask: NDArray[np.uint8], gy: NDArray[_F]) -> NDArray[_F]:
+    """gy where the mask's bit is set, else 0; TypeError unless mask is a 1-D uint8 array, ValueError unless it holds ceil(gy.size / 8) bytes."""
+
 def sigmoid_forward(x: NDArray[_F]) -> NDArray[_F]:
     """1 / (1 + exp(-x)) elementwise; TypeError for a non-float array."""
 
@@ -60,6 +66,12 @@ def leaky_relu_forward(x: NDArray[_F], negative_slope: float) -> NDArray[_F]:
 
 def leaky_relu_backward(x: NDArray[_F], gy: NDArray[_F], negative_slope: float) -> NDArray[_F]:
     """gy where x > 0, else negative_slope * gy; TypeError on dtype mismatch, ValueError if gy's shape is not x's."""
+
+def leaky_relu_forward_mask(x: NDArray[_F], negative_slope: float) -> tuple[NDArray[_F], NDArray[np.uint8]]:
+    """(leaky_relu_forward(x, negative_slope), the packed mask of x > 0) as relu_forward_mask."""
+
+def leaky_relu_backward_mask(mask: NDArray[np.uint8], gy: NDArray[_F], negative_slope: float) -> NDArray[_F]:
+    """gy where the mask's bit is set, else negative_slope * gy; errors as relu_backward_mask."""
 
 def swish_forward(x: NDArray[_F], beta: float) -> NDArray[_F]:
     """x * sigmoid(beta x) elementwise; TypeError for a non-float array."""
@@ -191,6 +203,15 @@ def _debug_panic() -> NoReturn:
 
 def num_threads() -> int:
     """Threads in rayon's pool the kernels use (RAYON_NUM_THREADS before import changes it)."""
+
+def buffer_cache_info() -> dict[str, int]:
+    """The cache of large freed buffers (rust_core/src/buffer_cache.rs): cached_bytes, cached_blocks, limit_bytes, hits, misses."""
+
+def set_buffer_cache_limit(limit_bytes: int) -> None:
+    """Byte limit of the cached free buffers (default 256 MiB; 0 turns caching off); frees what is over it."""
+
+def empty_buffer_cache() -> None:
+    """Returns every cached free buffer to the system."""
 
 # -------------------------------------------------------------------------------- norm
 

@@ -54,9 +54,13 @@ def enable_grad() -> _GradMode:
 class Context:
     """What a Function's forward leaves for its backward."""
 
-    def __init__(self, backend, needs_input_grad: Tuple[bool, ...]):
+    def __init__(self, backend, needs_input_grad: Tuple[bool, ...], saving: bool = True):
         self.backend = backend
         self.needs_input_grad = needs_input_grad
+        #: whether what forward saves will be read: autograd records the op, or
+        #: fg.autograd.jvp pushes tangents through it. A forward may skip work that only
+        #: feeds its saved arrays when it is False (relu's mask: ops/activation.py).
+        self.saving = saving
         self.saved: Optional[Tuple[Any, ...]] = ()
 
     def save_for_backward(self, *arrays: Any) -> None:
@@ -126,12 +130,13 @@ class Function:
         probe = getattr(_state, "probe", None)
         if probe is not None and any(needs):
             probe[0] = True  # checkpoint: this region touches a tensor that requires grad
-        ctx = Context(backend, needs)
+        ad = forward_ad_enabled()
+        ctx = Context(backend, needs, saving=record or ad)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw)
         multi = isinstance(out, tuple)
         outs = tuple(_native(o) for o in (out if multi else (out,)))
-        touts = _forward_tangents(cls, ctx, tensors, out, multi, len(outs)) if forward_ad_enabled() else None
+        touts = _forward_tangents(cls, ctx, tensors, out, multi, len(outs)) if ad else None
         node = None
         if record:
             node = Node(cls, ctx, [t if t.requires_grad else None for t in tensors], len(outs))

@@ -75,6 +75,14 @@ def _pointwise(kernel):
     return rule
 
 
+def _sign_masked(kernel):
+    """relu / leaky_relu: the tangent through the saved mask of x > 0."""
+    def rule(ctx, out, v):
+        (mask,) = ctx.saved_arrays
+        return getattr(ctx.backend, kernel + "_backward_mask")(mask, v, *ctx.params)
+    return rule
+
+
 def _prelu(ctx, out, vx, vw):
     be = ctx.backend
     x, w = ctx.saved_arrays
@@ -278,7 +286,7 @@ def _install() -> None:
 
     rules = {
         elementwise.Binary: _binary, elementwise.Unary: _unary,
-        activation.Relu: _pointwise("relu"), activation.LeakyRelu: _pointwise("leaky_relu"),
+        activation.Relu: _sign_masked("relu"), activation.LeakyRelu: _sign_masked("leaky_relu"),
         activation.Sigmoid: _pointwise("sigmoid"), activation.Tanh: _pointwise("tanh"),
         activation.Gelu: _pointwise("gelu"), activation.Swish: _pointwise("swish"),
         activation.Prelu: _prelu,

@@ -27,6 +27,20 @@ def check_same_shape(a, b, name_a: str, name_b: str) -> None:
         raise TypeError(f"{name_b}: expected dtype {a.dtype} like {name_a}, got {b.dtype}")
 
 
+def check_sign_mask(mask, gy) -> None:
+    """A packed mask of x > 0 (``base.py``) for the ``gy.size`` elements of gy."""
+    ndim = len(mask.shape)
+    if np.dtype(mask.dtype) != np.dtype(np.uint8) or ndim != 1:
+        raise TypeError(
+            f"mask: expected a 1-D uint8 array (from a *_forward_mask kernel), got a "
+            f"{ndim}-D array of dtype {mask.dtype}")
+    want = -(-int(gy.size) // 8)
+    if mask.shape[0] != want:
+        raise ValueError(
+            f"mask: expected {want} bytes (one bit per element of gy, {gy.size} elements), "
+            f"got {mask.shape[0]}")
+
+
 def check_binary_op(op: str) -> None:
     if op not in BINARY_OPS:
         raise ValueError(f"op: expected one of {BINARY_OPS}, got {op!r}")

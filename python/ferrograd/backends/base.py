@@ -22,13 +22,18 @@ Conventions, for every method below:
   validates first, but kernels are callable directly and validate too.
 * Elementwise ``*_backward`` kernels receive the forward *input* ``x``, except
   ``sigmoid_backward`` and ``tanh_backward``, which receive the forward *output* ``y``
-  (their derivatives are y (1 - y) and 1 - y^2: no exp or tanh to recompute). relu and
-  leaky_relu only read the sign of their first argument, so the autograd passes them the
-  output too (leaky_relu: for a non-negative slope). That is what PyTorch saves for these
-  four; the output is usually kept anyway as the next layer's input, and it is the buffer
-  written last, so a backward reading it finds more of it in cache (4M-element relu
-  forward then backward: 1.42-1.48 ms reading x, ~1.3 ms reading y, on the 2-core VM).
-  The other activations (gelu, swish, prelu) recompute from x as PyTorch does.
+  (their derivatives are y (1 - y) and 1 - y^2: no exp or tanh to recompute), and the
+  ``*_backward_mask`` kernels of relu and leaky_relu, which receive a packed mask of
+  ``x > 0`` (one bit per element, written by ``*_forward_mask`` next to the output).
+  When autograd records relu or leaky_relu it saves that mask, not a tensor: 1/32 of a
+  float32 tensor's bytes to keep and to read back (4M-element relu backward, rust
+  kernels on the 2-core VM: 0.42 ms from the mask against 1.0 ms from the output, since
+  gy, gx and the mask fit the L3 together). PyTorch saves the output for these two, and
+  the input for gelu, swish and prelu, as ferrograd does.
+
+Packed masks (``MASK``): a 1-D uint8 array of ``ceil(n / 8)`` bytes for ``n`` elements
+in row-major order; bit ``i % 8`` (least significant first) of byte ``i // 8`` is
+``x.flat[i] > 0`` (numpy's ``packbits(x > 0, bitorder="little")``), unused bits 0.
 """
 
 from __future__ import annotations
@@ -123,10 +128,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def relu_backward(self, x: Array, gy: Array) -> Array:
-        """gy where x > 0 else 0 (the subgradient at 0 is 0, as in PyTorch).
+        """gy where x > 0 else 0 (the subgradient at 0 is 0, as in PyTorch)."""
 
-        Only the sign of ``x`` is read, so the forward's output may stand in for it (the
-        autograd passes the output, see ``ops/activation.py``)."""
+    @abc.abstractmethod
+    def relu_forward_mask(self, x: Array) -> Tuple[Array, Array]:
+        """``(relu_forward(x), mask of x > 0)``: the mask packed as the module docstring
+        says (what the autograd saves for ``relu_backward_mask``)."""
+
+    @abc.abstractmethod
+    def relu_backward_mask(self, mask: Array, gy: Array) -> Array:
+        """gy where the mask's bit is set else 0: ``relu_backward(x, gy)`` from the mask
+        of x. ``mask`` must hold ``ceil(gy.size / 8)`` bytes."""
 
     @abc.abstractmethod
     def leaky_relu_forward(self, x: Array, negative_slope: float) -> Array:
@@ -134,10 +146,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def leaky_relu_backward(self, x: Array, gy: Array, negative_slope: float) -> Array:
-        """gy where x > 0 else negative_slope * gy.
+        """gy where x > 0 else negative_slope * gy."""
 
-        Only the sign of ``x`` is read: with ``negative_slope >= 0`` the forward's output
-        may stand in for it (the autograd then passes the output)."""
+    @abc.abstractmethod
+    def leaky_relu_forward_mask(self, x: Array, negative_slope: float) -> Tuple[Array, Array]:
+        """``(leaky_relu_forward(x, negative_slope), mask of x > 0)``."""
+
+    @abc.abstractmethod
+    def leaky_relu_backward_mask(self, mask: Array, gy: Array, negative_slope: float) -> Array:
+        """gy where the mask's bit is set else negative_slope * gy."""
 
     @abc.abstractmethod
     def prelu_forward(self, x: Array, weight: Array) -> Array:

@@ -29,6 +29,7 @@ from ._validate import (
     check_prelu_weight,
     check_reduction,
     check_same_shape,
+    check_sign_mask,
     check_targets,
     check_unary_op,
 )
@@ -417,8 +418,39 @@ class CudaBackend(base.Backend):
                      self._ptr(gy), np.int64(x.size), np.float32(p), per_thread=16, max_blocks=_TILE_BLOCKS)
         return g
 
+    def _act_forward_mask(self, kernel: str, x, p: float = 0.0):
+        """(y, packed mask of x > 0): 4 elements per thread step (one nibble of the mask)."""
+        _check_f32(x, "x")
+        y = self.empty(x.shape)
+        mask = self.empty(((x.size + 7) // 8,), np.uint8)
+        self._launch("activation", kernel + "_forward_mask", (x.size + 3) // 4, self._ptr(y),
+                     self._ptr(mask), self._ptr(x), np.int64(x.size), np.float32(p),
+                     per_thread=4, max_blocks=_TILE_BLOCKS)
+        return y, mask
+
+    def _act_backward_mask(self, kernel: str, mask, gy, p: float = 0.0):
+        _check_f32(gy, "gy")
+        check_sign_mask(mask, gy)
+        g = self.empty(gy.shape)
+        self._launch("activation", kernel + "_backward_mask", (gy.size + 3) // 4, self._ptr(g),
+                     self._ptr(mask), self._ptr(gy), np.int64(gy.size), np.float32(p),
+                     per_thread=4, max_blocks=_TILE_BLOCKS)
+        return g
+
     def relu_forward(self, x):
         return self._act_forward("relu", x)
+
+    def relu_forward_mask(self, x):
+        return self._act_forward_mask("relu", x)
+
+    def relu_backward_mask(self, mask, gy):
+        return self._act_backward_mask("relu", mask, gy)
+
+    def leaky_relu_forward_mask(self, x, negative_slope):
+        return self._act_forward_mask("leaky_relu", x, negative_slope)
+
+    def leaky_relu_backward_mask(self, mask, gy, negative_slope):
+        return self._act_backward_mask("leaky_relu", mask, gy, negative_slope)
 
     def relu_backward(self, x, gy):
         return self._act_backward("relu", x, gy)

@@ -22,6 +22,7 @@ from ._validate import (
     check_prelu_weight,
     check_reduction,
     check_same_shape,
+    check_sign_mask,
     check_targets,
     check_unary_op,
 )
@@ -156,12 +157,38 @@ class NumpyBackend(base.Backend):
     # -------------------------------------------------------------- activations
     def relu_forward(self, x):
         check_float(x, "x")
-        # np.where keeps NaN (NaN > 0 is False, but we want NaN out): use maximum
-        return np.maximum(x, 0).astype(x.dtype, copy=False)
+        # x < 0 ? 0 : x keeps NaN and -0.0, as PyTorch's relu does (np.maximum gives +0.0)
+        return np.where(x < 0, 0, x).astype(x.dtype, copy=False)
 
     def relu_backward(self, x, gy):
         check_same_shape(x, gy, "x", "gy")
         return np.where(x > 0, gy, 0).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def _sign_mask(x):
+        """x > 0 packed 8 to a byte, least significant bit first (``base.py``, MASK)."""
+        return np.packbits(x > 0, axis=None, bitorder="little")
+
+    @staticmethod
+    def _unpack_sign_mask(mask, gy):
+        check_float(gy, "gy")
+        check_sign_mask(mask, gy)
+        bits = np.unpackbits(mask, count=gy.size, bitorder="little")
+        return bits.view(bool).reshape(gy.shape)
+
+    def relu_forward_mask(self, x):
+        return self.relu_forward(x), self._sign_mask(x)
+
+    def relu_backward_mask(self, mask, gy):
+        keep = self._unpack_sign_mask(mask, gy)
+        return np.where(keep, gy, 0).astype(gy.dtype, copy=False)
+
+    def leaky_relu_forward_mask(self, x, negative_slope):
+        return self.leaky_relu_forward(x, negative_slope), self._sign_mask(x)
+
+    def leaky_relu_backward_mask(self, mask, gy, negative_slope):
+        keep = self._unpack_sign_mask(mask, gy)
+        return np.where(keep, gy, gy * gy.dtype.type(negative_slope)).astype(gy.dtype, copy=False)
 
     def leaky_relu_forward(self, x, negative_slope):
         check_float(x, "x")

@@ -61,6 +61,18 @@ class RustBackend(NumpyBackend):
     def relu_backward(self, x, gy):
         return _core.relu_backward(x, gy)
 
+    def relu_forward_mask(self, x):
+        return _core.relu_forward_mask(x)
+
+    def relu_backward_mask(self, mask, gy):
+        return _core.relu_backward_mask(mask, gy)
+
+    def leaky_relu_forward_mask(self, x, negative_slope):
+        return _core.leaky_relu_forward_mask(x, float(negative_slope))
+
+    def leaky_relu_backward_mask(self, mask, gy, negative_slope):
+        return _core.leaky_relu_backward_mask(mask, gy, float(negative_slope))
+
     def leaky_relu_forward(self, x, negative_slope):
         return _core.leaky_relu_forward(x, float(negative_slope))
 

@@ -130,6 +130,91 @@ __device__ __forceinline__ void map2(float* __restrict__ gx, const float* __rest
         map2<name##_b>(gx, x, gy, n, p);                                                           \
     }
 
+// Packed sign masks (relu and leaky_relu under autograd; base.py, MASK): bit i % 8 of byte
+// i / 8 is x[i] > 0. Thread t of a tile step handles the 4 elements of group g (one float4
+// where aligned); groups 2k and 2k + 1 sit on adjacent lanes, and the even lane writes byte
+// k from both nibbles (one shuffle).
+template <float (*F)(float, float)>
+__device__ __forceinline__ void map1_mask(float* __restrict__ y, unsigned char* __restrict__ mask,
+                                          const float* __restrict__ x, long long n, float p) {
+    const long long groups = (n + 3) / 4;
+    const bool aligned = ((((unsigned long long)x) | ((unsigned long long)y)) & 15) == 0;
+    const long long tile = (long long)FG_MAP_UNROLL * blockDim.x;
+    // base and u depend on the block only, so every lane of a warp reaches the shuffle
+    for (long long base = blockIdx.x * tile; base < groups; base += (long long)gridDim.x * tile) {
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long g = base + u * blockDim.x + threadIdx.x;
+            unsigned nib = 0;
+            if (g < groups) {
+                long long j = g * 4;
+                if (aligned && j + 3 < n) {
+                    float4 v = reinterpret_cast<const float4*>(x)[g];
+                    reinterpret_cast<float4*>(y)[g] = make_float4(F(v.x, p), F(v.y, p), F(v.z, p), F(v.w, p));
+                    nib = (unsigned)(v.x > 0.0f) | (unsigned)(v.y > 0.0f) << 1 |
+                          (unsigned)(v.z > 0.0f) << 2 | (unsigned)(v.w > 0.0f) << 3;
+                } else {
+                    for (int k = 0; k < 4 && j + k < n; ++k) {
+                        float v = x[j + k];
+                        y[j + k] = F(v, p);
+                        nib |= (unsigned)(v > 0.0f) << k;
+                    }
+                }
+            }
+            unsigned high = __shfl_down_sync(0xffffffffu, nib, 1);
+            // g is even exactly on even lanes (tile and blockDim.x are even)
+            if (g < groups && (g & 1) == 0) mask[g >> 1] = (unsigned char)(nib | (high << 4));
+        }
+    }
+}
+
+template <bool LEAKY>
+__device__ __forceinline__ void map2_mask(float* __restrict__ gx, const unsigned char* __restrict__ mask,
+                                          const float* __restrict__ gy, long long n, float p) {
+    const long long groups = (n + 3) / 4;
+    const bool aligned = ((((unsigned long long)gy) | ((unsigned long long)gx)) & 15) == 0;
+    const long long tile = (long long)FG_MAP_UNROLL * blockDim.x;
+    for (long long base = blockIdx.x * tile; base < groups; base += (long long)gridDim.x * tile) {
+#pragma unroll
+        for (int u = 0; u < FG_MAP_UNROLL; ++u) {
+            long long g = base + u * blockDim.x + threadIdx.x;
+            if (g >= groups) continue;
+            unsigned nib = (unsigned)mask[g >> 1] >> ((g & 1) * 4);
+            long long j = g * 4;
+            if (aligned && j + 3 < n) {
+                float4 v = reinterpret_cast<const float4*>(gy)[g];
+                float4 o;
+                o.x = (nib & 1) ? v.x : (LEAKY ? p * v.x : 0.0f);
+                o.y = (nib & 2) ? v.y : (LEAKY ? p * v.y : 0.0f);
+                o.z = (nib & 4) ? v.z : (LEAKY ? p * v.z : 0.0f);
+                o.w = (nib & 8) ? v.w : (LEAKY ? p * v.w : 0.0f);
+                reinterpret_cast<float4*>(gx)[g] = o;
+            } else {
+                for (int k = 0; k < 4 && j + k < n; ++k) {
+                    float v = gy[j + k];
+                    gx[j + k] = ((nib >> k) & 1) ? v : (LEAKY ? p * v : 0.0f);
+                }
+            }
+        }
+    }
+}
+
+extern "C" __global__ void relu_forward_mask(float* y, unsigned char* mask, const float* x, long long n, float p) {
+    map1_mask<relu_f>(y, mask, x, n, p);
+}
+extern "C" __global__ void relu_backward_mask(float* gx, const unsigned char* mask, const float* gy, long long n,
+                                              float p) {
+    map2_mask<false>(gx, mask, gy, n, p);
+}
+extern "C" __global__ void leaky_relu_forward_mask(float* y, unsigned char* mask, const float* x, long long n,
+                                                   float p) {
+    map1_mask<leaky_relu_f>(y, mask, x, n, p);
+}
+extern "C" __global__ void leaky_relu_backward_mask(float* gx, const unsigned char* mask, const float* gy,
+                                                    long long n, float p) {
+    map2_mask<true>(gx, mask, gy, n, p);
+}
+
 FG_ACTIVATION(relu)
 FG_ACTIVATION(leaky_relu)
 FG_ACTIVATION(sigmoid)

@@ -3,6 +3,7 @@
 //! more pass of arithmetic is cheaper than storing and re-reading the output.
 
 use super::map::{map1, map2, map2_unmasked, Map1, Map2};
+use super::sign_mask::{self, Negative};
 use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -46,6 +47,24 @@ pub fn leaky_relu_backward<T: Real>(x: &[T], gy: &[T], negative_slope: f64) -> R
     check_same_len(x, gy)?;
     let a = T::c(negative_slope);
     Ok(map2(x, gy, move |v, g| if v > T::ZERO { g } else { a * g }))
+}
+
+/// relu's output and the packed mask of x > 0 that `relu_backward_mask` reads (what the
+/// autograd saves instead of a tensor: see sign_mask.rs).
+pub fn relu_forward_mask<T: Real>(x: &[T]) -> (Vec<T>, Vec<u8>) {
+    sign_mask::forward(x, Negative::Zero)
+}
+
+pub fn relu_backward_mask<T: Real>(mask: &[u8], gy: &[T]) -> Result<Vec<T>> {
+    sign_mask::backward(mask, gy, Negative::Zero)
+}
+
+pub fn leaky_relu_forward_mask<T: Real>(x: &[T], negative_slope: f64) -> (Vec<T>, Vec<u8>) {
+    sign_mask::forward(x, Negative::Slope(negative_slope))
+}
+
+pub fn leaky_relu_backward_mask<T: Real>(mask: &[u8], gy: &[T], negative_slope: f64) -> Result<Vec<T>> {
+    sign_mask::backward(mask, gy, Negative::Slope(negative_slope))
 }
 
 /// The (outer, channels, inner) blocking of x for PReLU's alpha along axis 1.

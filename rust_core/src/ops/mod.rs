@@ -11,4 +11,5 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod rnn;
+pub mod sign_mask;
 pub mod softmax;

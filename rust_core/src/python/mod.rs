@@ -256,6 +256,78 @@ activation_pair!(leaky_relu_forward, leaky_relu_backward, negative_slope: f64 =>
 activation_pair!(swish_forward, swish_backward, beta: f64 => beta);
 activation_pair!(gelu_forward, gelu_backward, approximate: &str => Gelu::parse(approximate)?);
 
+/// `(y, mask)`: the activation and its packed mask of x > 0 (sign_mask.rs); the mask is
+/// a 1-D uint8 array of ceil(n / 8) bytes.
+fn forward_with_mask<'py, T: Real + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    f: impl FnOnce(&[T]) -> (Vec<T>, Vec<u8>) + Send,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let xa = arr::<T>(x, "x")?;
+    let xs = data(&xa);
+    let (y, m) = run(py, || Ok(f(&xs)))?;
+    let n = m.len();
+    Ok((out(py, y, xa.shape())?, out(py, m, &[n])?))
+}
+
+/// gx from a packed mask and gy (the shape of gx).
+fn backward_from_mask<'py, T: Real + Element>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    gy: &Bound<'py, PyAny>,
+    f: impl FnOnce(&[u8], &[T]) -> crate::Result<Vec<T>> + Send,
+) -> PyArr<'py> {
+    let ma = mask
+        .extract::<PyReadonlyArrayDyn<'py, u8>>()
+        .ok()
+        .filter(|a| a.ndim() == 1)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "mask: expected a 1-D uint8 numpy array (from a *_forward_mask kernel), got {}",
+                describe(mask)
+            ))
+        })?;
+    let ga = arr::<T>(gy, "gy")?;
+    let (ms, gs) = (data(&ma), data(&ga));
+    let gx = run(py, || f(&ms, &gs))?;
+    out(py, gx, ga.shape())
+}
+
+#[pyfunction]
+fn relu_forward_mask<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    with_float!(float_dtype(x, "x")?, T => { forward_with_mask::<T>(py, x, |xs| activation::relu_forward_mask(xs)) })
+}
+
+#[pyfunction]
+fn relu_backward_mask<'py>(py: Python<'py>, mask: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
+    with_float!(float_dtype(gy, "gy")?, T => {
+        backward_from_mask::<T>(py, mask, gy, |ms, gs| activation::relu_backward_mask(ms, gs))
+    })
+}
+
+#[pyfunction]
+fn leaky_relu_forward_mask<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    negative_slope: f64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    with_float!(float_dtype(x, "x")?, T => {
+        forward_with_mask::<T>(py, x, |xs| activation::leaky_relu_forward_mask(xs, negative_slope))
+    })
+}
+
+#[pyfunction]
+fn leaky_relu_backward_mask<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    gy: &Bound<'py, PyAny>,
+    negative_slope: f64,
+) -> PyArr<'py> {
+    with_float!(float_dtype(gy, "gy")?, T => {
+        backward_from_mask::<T>(py, mask, gy, |ms, gs| activation::leaky_relu_backward_mask(ms, gs, negative_slope))
+    })
+}
+
 #[pyfunction]
 fn prelu_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, weight: &Bound<'py, PyAny>) -> PyArr<'py> {
     with_float!(float_dtype(x, "x")?, T => {
@@ -692,6 +764,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     add!(
         relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,
+        relu_forward_mask, relu_backward_mask, leaky_relu_forward_mask, leaky_relu_backward_mask,
         prelu_forward, prelu_backward, sigmoid_forward, sigmoid_backward,
         tanh_forward, tanh_backward, gelu_forward, gelu_backward,
         swish_forward, swish_backward, binary_forward, binary_backward,
