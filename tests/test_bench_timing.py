@@ -47,3 +47,25 @@ def test_epochs_make_fresh_callables():
     times = measure_epochs(make, ["a", "b"], warmup=1, repeats=7, epochs=3)
     assert {k: len(v) for k, v in times.items()} == {"a": 7, "b": 7}  # 3 + 3 + 1
     assert made == ["a", "b"] * 3
+
+
+def test_fast_implementations_get_more_repeats_and_slow_ones_do_not():
+    made = []
+
+    def make(impl):
+        made.append(impl)
+        return (lambda: time.sleep(0.003)) if impl == "slow" else (lambda: None)
+
+    times = measure_epochs(make, ["fast", "slow"], warmup=0, repeats=4, epochs=2,
+                           fast_repeats=10, fast_s=0.002)
+    assert {k: len(v) for k, v in times.items()} == {"fast": 10, "slow": 4}
+    assert made == ["fast", "slow"] * 2  # the probe's callables serve the first epoch
+
+
+def test_interleaved_rounds_skip_an_implementation_with_no_calls_left():
+    calls = []
+    runs = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = measure_interleaved(runs, warmup=0, repeats={"a": 6, "b": 2}, lead_in_s=0.0, per_round=2)
+    assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 2}
+    # three rounds; b's only round is the first (each timed call follows one lead-in call)
+    assert calls.count("b") == 1 + 2 and calls[-3:] == ["a"] * 3

@@ -16,7 +16,10 @@ from typing import List
 
 from .report import add_ratios, plot, print_table, write_csv, write_json
 from .suite import default_suite
-from .timing import measure_epochs, median
+from .timing import FAST_S, measure_epochs, median
+
+#: timed calls per implementation for rows whose calls take under timing.FAST_S
+FAST_REPEATS = 60
 
 ALL = ("numpy", "rust", "native", "cuda", "torch", "torch-cpu", "torch-cuda")
 
@@ -78,7 +81,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", action="append", choices=ALL,
                    help="implementation to time (repeatable; default: all available)")
     p.add_argument("--filter", default="", help="only rows whose name contains this text")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 15, quick 5)")
+    p.add_argument("--repeats", type=int, default=None, help=f"timed calls per row (default 15, quick 5; rows whose calls take under "
+                        f"{FAST_S * 1e3:g} ms get {FAST_REPEATS}, quick 15)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3, quick 1)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the results as CSV")
@@ -128,6 +132,8 @@ def main(argv=None) -> int:
         Progress = _NoProgress
 
     repeats = args.repeats or (5 if args.quick else 15)
+    # rows of fast calls get more (timing.measure_epochs), unless --repeats says how many
+    fast_repeats = 0 if args.repeats else (15 if args.quick else FAST_REPEATS)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     impls = available_impls(args.backend or list(ALL))
     cases = [c for c in default_suite(args.quick) if args.filter in c.name]
@@ -141,12 +147,12 @@ def main(argv=None) -> int:
         task = progress.add_task("benchmarking", total=len(work))
         for case, row_impls in work:
             progress.update(task, description=f"{case.name} [{', '.join(row_impls)}]")
-            times = measure_epochs(case.make, row_impls, warmup, repeats)
+            times = measure_epochs(case.make, row_impls, warmup, repeats, fast_repeats=fast_repeats)
             for impl in row_impls:
                 m = median(times[impl])
                 rows.append({
                     "group": case.group, "case": case.name, "impl": impl, "median_s": m,
-                    "times_s": times[impl], "repeats": repeats, "params": case.params,
+                    "times_s": times[impl], "repeats": len(times[impl]), "params": case.params,
                     "gbps": case.bytes_moved / m / 1e9 if case.bytes_moved else None,
                     "gflops": case.flops / m / 1e9 if case.flops else None,
                 })
@@ -154,7 +160,7 @@ def main(argv=None) -> int:
                 print(f"{case.name} [{impl}]: {m * 1e3:.3f} ms", file=sys.stderr, flush=True)
             progress.advance(task)
     add_ratios(rows)
-    meta = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
+    meta = {"repeats": repeats, "fast_repeats": fast_repeats, "warmup": warmup, "quick": args.quick, "impls": impls,
             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     meta["worker_env"] = {k: os.environ.get(k) for k in QUIET_WORKERS}
     try:
