@@ -106,7 +106,7 @@ def measure_epochs(make: Callable[[str], Callable[[], object]], impls: List[str]
     """``repeats`` times per implementation, from ``epochs`` runs of
     :func:`measure_interleaved`, each on the callables (and so the inputs and outputs)
     that a fresh ``make(impl)`` builds. An implementation whose call takes less than
-    ``fast_s`` (one call, timed after a warm-up call) gets ``fast_repeats`` timed calls
+    ``fast_s`` (the fastest of three calls after a warm-up call) gets ``fast_repeats`` timed calls
     instead, if that is more; they are spread over more rounds.
 
     Why more calls for fast implementations: the machine's speed changes over tens of
@@ -147,10 +147,11 @@ def measure_epochs(make: Callable[[str], Callable[[], object]], impls: List[str]
     return times
 
 
-def _probe(run: Callable[[], object], timer) -> float:
-    """One call's time after one untimed call."""
+def _probe(run: Callable[[], object], timer, calls: int = 3) -> float:
+    """The fastest of ``calls`` timed calls after an untimed one (a first backward through
+    PyTorch's autograd took over 5 ms where the next took 1.4)."""
     run()
-    return timer(run)
+    return min(timer(run) for _ in range(calls))
 
 
 def median(times: List[float]) -> float:
