@@ -89,3 +89,27 @@ def test_log_and_pow_special_values(backend):
     assert lg[0] == -np.inf and np.isnan(lg[1]) and lg[2] == 0.0
     p = (x ** fg.tensor(np.array([0.5, 0.5, 2.0], dtype=np.float32), backend=backend)).numpy()
     assert p[0] == 0.0 and np.isnan(p[1]) and p[2] == 1.0
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (3, 4)), ((3, 4), (4,)), ((1, 4), (3, 4)), ((3, 4), ())])
+def test_sum_backward_passes_gy_through_without_a_copy(cpu_backend, op, shape_a, shape_b):
+    """For a + b (and a - b's a) an operand of gy's shape gets gy itself on the CPU
+    backends (the engine never writes into gradients); broadcast operands get gy summed
+    to their shape, and b of a - b gets its negation."""
+    be = fg.get_backend(cpu_backend)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape_a).astype(np.float32)
+    b = rng.standard_normal(shape_b).astype(np.float32)
+    gy = rng.standard_normal(np.broadcast_shapes(shape_a, shape_b)).astype(np.float32)
+    ga, gb = be.binary_backward(op, a, b, gy)
+    sign = 1.0 if op == "add" else -1.0
+    axes_a = tuple(i for i in range(gy.ndim) if i >= gy.ndim - a.ndim and a.shape[i - gy.ndim + a.ndim] == 1
+                   ) + tuple(range(gy.ndim - a.ndim))
+    np.testing.assert_allclose(ga, gy.sum(axis=axes_a, keepdims=True).reshape(a.shape), rtol=1e-6)
+    want_b = gy.sum(axis=tuple(range(gy.ndim - b.ndim)))
+    want_b = want_b.sum(axis=tuple(i for i in range(b.ndim) if b.shape[i] == 1), keepdims=True)
+    np.testing.assert_allclose(gb, sign * want_b.reshape(b.shape), rtol=1e-5, atol=1e-6)
+    assert (ga is gy) == (a.shape == gy.shape)
+    assert (gb is gy) == (op == "add" and b.shape == gy.shape)
+    assert ga.dtype == gb.dtype == np.float32 and ga.flags.c_contiguous and gb.flags.c_contiguous
