@@ -60,6 +60,16 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
     misses: 0,
 });
 
+impl Cache {
+    /// Take the oldest kept block out of the table, if any.
+    fn pop_oldest(&mut self) -> Option<Slot> {
+        let oldest = (0..SLOTS).filter(|&i| self.slots[i].ptr != 0).min_by_key(|&i| self.slots[i].stamp)?;
+        let s = std::mem::replace(&mut self.slots[oldest], EMPTY);
+        self.cached -= s.bytes;
+        Some(s)
+    }
+}
+
 fn lock() -> MutexGuard<'static, Cache> {
     // nothing panics while the lock is held; a poisoned lock still holds a valid table
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
@@ -123,13 +133,7 @@ impl CachingAllocator {
                     if free_slot.is_some() && c.cached + class <= c.limit {
                         break;
                     }
-                    let oldest = (0..SLOTS)
-                        .filter(|&i| c.slots[i].ptr != 0)
-                        .min_by_key(|&i| c.slots[i].stamp)
-                        .expect("a full or over-limit table holds a block");
-                    let s = std::mem::replace(&mut c.slots[oldest], EMPTY);
-                    c.cached -= s.bytes;
-                    evicted[n_evicted] = s;
+                    evicted[n_evicted] = c.pop_oldest().expect("a full or over-limit table holds a block");
                     n_evicted += 1;
                 }
                 let i = c.slots.iter().position(|s| s.ptr == 0).expect("made room above");
@@ -257,13 +261,7 @@ fn trim() {
             if c.cached <= c.limit {
                 return;
             }
-            let oldest = (0..SLOTS)
-                .filter(|&i| c.slots[i].ptr != 0)
-                .min_by_key(|&i| c.slots[i].stamp)
-                .expect("cached bytes above zero mean a block is held");
-            let s = std::mem::replace(&mut c.slots[oldest], EMPTY);
-            c.cached -= s.bytes;
-            s
+            c.pop_oldest().expect("cached bytes above zero mean a block is held")
         };
         // SAFETY: the block was allocated by System with block_layout(bytes).
         unsafe { System.dealloc(s.ptr as *mut u8, block_layout(s.bytes)) };

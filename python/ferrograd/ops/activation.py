@@ -31,6 +31,11 @@ def _pointwise(kernel: str, saves_output: bool = False) -> type:
         (x,) = ctx.saved_arrays
         return getattr(ctx.backend, kernel + "_backward")(x, gy, *ctx.params)
 
+    return _function_class(kernel, forward, backward)
+
+
+def _function_class(kernel: str, forward, backward) -> type:
+    """A Function subclass named after ``kernel`` (relu -> Relu, leaky_relu -> LeakyRelu)."""
     name = "".join(p.capitalize() for p in kernel.split("_"))
     return type(name, (Function,), {"forward": staticmethod(forward),
                                     "backward": staticmethod(backward)})
@@ -59,9 +64,7 @@ def _sign_masked(kernel: str) -> type:
         (mask,) = ctx.saved_arrays
         return getattr(ctx.backend, kernel + "_backward_mask")(mask, gy, *ctx.params)
 
-    name = "".join(p.capitalize() for p in kernel.split("_"))
-    return type(name, (Function,), {"forward": staticmethod(forward),
-                                    "backward": staticmethod(backward)})
+    return _function_class(kernel, forward, backward)
 
 
 Relu = _sign_masked("relu")
