@@ -8,7 +8,7 @@
 //! Layout: bit `i % 8` of byte `i / 8` is `x[i] > 0`, as numpy's
 //! `packbits(x > 0, bitorder="little")`; the last byte's unused bits are 0.
 
-use super::map::{with_capacity, CHUNK};
+use super::map::{linger, with_capacity, CHUNK};
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
@@ -86,6 +86,7 @@ pub fn forward<T: Real>(x: &[T], neg: Negative) -> (Vec<T>, Vec<u8>) {
                 .zip(x.par_chunks(CHUNK))
                 .zip(ms.par_chunks_mut(CHUNK / 8))
                 .for_each(|((yc, xc), mc)| forward_block(xc, yc, mc, neg));
+            linger();
         }
     }
     // SAFETY: forward_block wrote all n outputs and all nm mask bytes.
@@ -116,6 +117,7 @@ pub fn backward<T: Real>(mask: &[u8], gy: &[T], neg: Negative) -> Result<Vec<T>>
                 .zip(gy.par_chunks(CHUNK))
                 .zip(mask.par_chunks(CHUNK / 8))
                 .for_each(|((oc, gc), mc)| backward_block(mc, gc, oc, neg));
+            linger();
         }
     }
     // SAFETY: backward_block wrote all n outputs.
