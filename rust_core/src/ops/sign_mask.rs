@@ -143,7 +143,10 @@ fn forward_block<T: Real>(x: &[T], y: &mut [MaybeUninit<T>], m: &mut [MaybeUnini
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if let (Some(xf), Some(yf)) = (as_f32(x), as_f32_out(y)) {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; the slices have the lengths avx512 expects.
+            done = unsafe { avx512::forward(xf, yf, m, neg, neg.slope()) };
+        } else if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2; the slices have the lengths avx2 expects.
             done = unsafe { avx2::forward(xf, yf, m, neg, neg.slope()) };
         }
@@ -237,6 +240,47 @@ mod avx2 {
             _mm256_storeu_ps(op.add(8 * j), out);
         }
         bytes
+    }
+}
+
+/// The f32 forward with AVX-512: a compare gives the 16 bits of two mask bytes directly
+/// (AVX2 needs a movemask and a byte store per 8 elements). Measured on 4M elements, the
+/// kernels alone in alternating rounds: AVX2 0.331 ms, the plain relu forward 0.301 ms;
+/// AVX-512 0.273-0.278 ms, the plain forward 0.263-0.273 ms. Only the forward:
+/// the backward's selection from a mask register becomes a masked load of gy, slow on
+/// this Zen 5 (see map::map2_unmasked), so it stays AVX2.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Negative;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn forward(
+        x: &[f32],
+        y: &mut [MaybeUninit<f32>],
+        m: &mut [MaybeUninit<u8>],
+        neg: Negative,
+        slope: f32,
+    ) -> usize {
+        let steps = x.len() / 16;
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr() as *mut f32);
+        let mp = m.as_mut_ptr() as *mut u8;
+        let zero = _mm512_setzero_ps();
+        let a = _mm512_set1_ps(slope);
+        for j in 0..steps {
+            let v = _mm512_loadu_ps(xp.add(16 * j));
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, zero);
+            let out = match neg {
+                // max(0, v) returns its second operand for NaN and for -0.0, as `v < 0 ? 0 : v`
+                Negative::Zero => _mm512_max_ps(zero, v),
+                Negative::Slope(_) => _mm512_mask_blend_ps(pos, _mm512_mul_ps(a, v), v),
+            };
+            _mm512_storeu_ps(yp.add(16 * j), out);
+            // bytes 2j and 2j + 1, little-endian: element 16j is bit 0 of byte 2j
+            std::ptr::write_unaligned(mp.add(2 * j) as *mut u16, pos.to_le());
+        }
+        2 * steps
     }
 }
 
