@@ -2,7 +2,7 @@
 //! recompute what they need (the kernel contract): these ops are bandwidth-bound, so one
 //! more pass of arithmetic is cheaper than storing and re-reading the output.
 
-use super::map::{map1, map2, map2_unmasked, Map1, Map2};
+use super::map::{map1, map1_avx2, map2, map2_unmasked, Map1, Map2};
 use super::sign_mask::{self, Negative};
 use crate::error::Result;
 use crate::real::Real;
@@ -29,7 +29,7 @@ pub fn sigmoid<T: Real>(x: T) -> T {
 
 pub fn relu_forward<T: Real>(x: &[T]) -> Vec<T> {
     // `x < 0 ? 0 : x` keeps NaN (a max() would drop it)
-    map1(x, |v| if v < T::ZERO { T::ZERO } else { v })
+    map1_avx2(x, |v| if v < T::ZERO { T::ZERO } else { v })
 }
 
 pub fn relu_backward<T: Real>(x: &[T], gy: &[T]) -> Result<Vec<T>> {

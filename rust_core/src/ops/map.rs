@@ -263,9 +263,32 @@ where
     T: Copy + Send + Sync,
     F: Map1<T>,
 {
+    map1_isa(x, f, detect_isa())
+}
+
+/// [`map1`] with AVX2 at most, for a map that only moves memory (relu). On the Zen 5 VM
+/// the AVX2 loop of a 4M-element relu was as fast or a little faster than the AVX-512
+/// one in every comparison: 0.266-0.283 vs 0.292-0.293 ms in a Rust loop on 2 threads,
+/// 0.149-0.156 vs 0.152-0.168 ms alternating through Python.
+pub fn map1_avx2<T, F>(x: &[T], f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Map1<T>,
+{
+    let isa = match detect_isa() {
+        Isa::Avx512 => Isa::Avx2,
+        other => other,
+    };
+    map1_isa(x, f, isa)
+}
+
+fn map1_isa<T, F>(x: &[T], f: F, isa: Isa) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Map1<T>,
+{
     let n = x.len();
     let mut out: Vec<T> = with_capacity(n);
-    let isa = detect_isa();
     {
         let spare = &mut out.spare_capacity_mut()[..n];
         if n <= CHUNK {
