@@ -28,6 +28,15 @@ from ._validate import (  # noqa: E402
 from .numpy_backend import NumpyBackend  # noqa: E402
 
 
+def _broadcast_shape(a, b):
+    """numpy's broadcast of two shapes, or None where they do not broadcast (the kernel
+    then raises its error naming the operands)."""
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        return None
+
+
 class RustBackend(NumpyBackend):
     name = "rust"
 
@@ -53,7 +62,7 @@ class RustBackend(NumpyBackend):
         if (op in ("add", "sub") and isinstance(gy, np.ndarray) and gy.flags.c_contiguous
                 and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
                 and a.dtype == b.dtype == gy.dtype and gy.dtype in (np.float32, np.float64)
-                and gy.shape == np.broadcast_shapes(a.shape, b.shape)):
+                and gy.shape == _broadcast_shape(a.shape, b.shape)):
             ga = gy if a.shape == gy.shape else _core.sum_to_shape(gy, list(a.shape))
             if op == "add":
                 gb = gy if b.shape == gy.shape else _core.sum_to_shape(gy, list(b.shape))
