@@ -266,10 +266,11 @@ where
     map1_isa(x, f, detect_isa())
 }
 
-/// [`map1`] with AVX2 at most, for a map that only moves memory (relu). On the Zen 5 VM
-/// the AVX2 loop of a 4M-element relu was as fast or a little faster than the AVX-512
-/// one in every comparison: 0.266-0.283 vs 0.292-0.293 ms in a Rust loop on 2 threads,
-/// 0.149-0.156 vs 0.152-0.168 ms alternating through Python.
+/// [`map1`] with AVX2 at most, for relu's forward. On the Zen 5 VM the AVX2 loop of a
+/// 4M-element relu was as fast or faster than the AVX-512 one in every comparison:
+/// 0.266-0.283 vs 0.292-0.293 ms in a Rust loop on 2 threads, 0.258-0.263 vs
+/// 0.276-0.285 ms alternating through Python. Not a rule for every cheap map: leaky_relu's
+/// forward went the other way (AVX-512 0.23-0.26 ms, AVX2 0.265), so it keeps map1.
 pub fn map1_avx2<T, F>(x: &[T], f: F) -> Vec<T>
 where
     T: Copy + Send + Sync,
