@@ -135,6 +135,14 @@ pub fn detect_isa() -> Isa {
     Isa::Baseline
 }
 
+/// The widest instruction set the CPU has, but AVX2 where it has AVX-512.
+fn at_most_avx2() -> Isa {
+    match detect_isa() {
+        Isa::Avx512 => Isa::Avx2,
+        other => other,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
 unsafe fn call_avx512<R, F: FnOnce() -> R>(f: F) -> R {
@@ -276,11 +284,7 @@ where
     T: Copy + Send + Sync,
     F: Map1<T>,
 {
-    let isa = match detect_isa() {
-        Isa::Avx512 => Isa::Avx2,
-        other => other,
-    };
-    map1_isa(x, f, isa)
+    map1_isa(x, f, at_most_avx2())
 }
 
 fn map1_isa<T, F>(x: &[T], f: F, isa: Isa) -> Vec<T>
@@ -327,11 +331,7 @@ where
     T: Copy + Send + Sync,
     F: Map2<T>,
 {
-    let isa = match detect_isa() {
-        Isa::Avx512 => Isa::Avx2,
-        other => other,
-    };
-    map2_isa(x, y, f, isa)
+    map2_isa(x, y, f, at_most_avx2())
 }
 
 fn map2_isa<T, F>(x: &[T], y: &[T], f: F, isa: Isa) -> Vec<T>

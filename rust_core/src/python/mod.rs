@@ -233,6 +233,8 @@ macro_rules! activation_pair {
     };
     ($fwd:ident, $bwd:ident $(, $p:ident : $pt:ty => $conv:expr)*) => {
         #[pyfunction]
+        // a parameter without conversion is rebound to itself (`beta => beta`)
+        #[allow(clippy::redundant_locals)]
         fn $fwd<'py>(py: Python<'py>, x: &Bound<'py, PyAny> $(, $p: $pt)*) -> PyArr<'py> {
             $(let $p = $conv;)*
             with_float!(float_dtype(x, "x")?, T => {
@@ -240,6 +242,7 @@ macro_rules! activation_pair {
             })
         }
         #[pyfunction]
+        #[allow(clippy::redundant_locals)]
         fn $bwd<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny> $(, $p: $pt)*) -> PyArr<'py> {
             $(let $p = $conv;)*
             with_float!(float_dtype(x, "x")?, T => {
@@ -295,13 +298,13 @@ fn backward_from_mask<'py, T: Real + Element>(
 
 #[pyfunction]
 fn relu_forward_mask<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    with_float!(float_dtype(x, "x")?, T => { forward_with_mask::<T>(py, x, |xs| activation::relu_forward_mask(xs)) })
+    with_float!(float_dtype(x, "x")?, T => { forward_with_mask::<T>(py, x, activation::relu_forward_mask) })
 }
 
 #[pyfunction]
 fn relu_backward_mask<'py>(py: Python<'py>, mask: &Bound<'py, PyAny>, gy: &Bound<'py, PyAny>) -> PyArr<'py> {
     with_float!(float_dtype(gy, "gy")?, T => {
-        backward_from_mask::<T>(py, mask, gy, |ms, gs| activation::relu_backward_mask(ms, gs))
+        backward_from_mask::<T>(py, mask, gy, activation::relu_backward_mask)
     })
 }
 
