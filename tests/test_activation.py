@@ -173,6 +173,19 @@ def test_a_bad_mask_is_a_clear_error(backend, bad, error, words):
         be.leaky_relu_backward_mask(mask, gy, 0.1)
 
 
+def test_mask_kernels_reject_a_non_float_input(backend):
+    """x of the forward and gy of the backward must be float arrays; the error names them."""
+    be = fg.get_backend(backend)
+    ints = be.from_numpy(np.arange(9, dtype=np.int64))
+    mask = be.relu_forward_mask(be.from_numpy(np.ones(9, dtype=np.float32)))[1]
+    for call in (lambda: be.relu_forward_mask(ints), lambda: be.leaky_relu_forward_mask(ints, 0.1)):
+        with pytest.raises(TypeError, match="x"):
+            call()
+    for call in (lambda: be.relu_backward_mask(mask, ints), lambda: be.leaky_relu_backward_mask(mask, ints, 0.1)):
+        with pytest.raises(TypeError, match="gy"):
+            call()
+
+
 def _cuda_array(be, a):
     """A GPUArray of any dtype (the backend's from_numpy takes float and int64 only)."""
     import pycuda.gpuarray as gpuarray

@@ -139,7 +139,7 @@ fn as_f32_out<T: 'static>(y: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<
 
 fn forward_block<T: Real>(x: &[T], y: &mut [MaybeUninit<T>], m: &mut [MaybeUninit<u8>], neg: Negative) {
     let a: T = neg.slope();
-    // whole bytes (8 elements) through the AVX2 path when T is f32, the rest here
+    // whole bytes (8 elements) through a vector path when T is f32, the rest here
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if let (Some(xf), Some(yf)) = (as_f32(x), as_f32_out(y)) {
@@ -338,6 +338,31 @@ mod tests {
     #[test]
     fn mask_kernels_match_the_kernels_that_read_x_f64() {
         check::<f64>();
+    }
+
+    /// forward() takes the AVX-512 path where the CPU has it, so the AVX2 forward (the
+    /// path of AVX2-only CPUs) is checked here directly against the scalar definition.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_forward_matches_the_scalar_loop() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for neg in [Negative::Zero, Negative::Slope(0.01), Negative::Slope(-0.5)] {
+            let (x, _) = inputs::<f32>(1003);
+            let mut y = vec![MaybeUninit::<f32>::uninit(); x.len()];
+            let mut m = vec![MaybeUninit::<u8>::uninit(); x.len() / 8];
+            // SAFETY: the CPU has AVX2; y has x's length and m one byte per 8 elements.
+            let bytes = unsafe { avx2::forward(&x, &mut y, &mut m, neg, neg.slope()) };
+            assert_eq!(bytes, x.len() / 8);
+            let a: f32 = neg.slope();
+            for (i, &v) in x.iter().enumerate().take(8 * bytes) {
+                // SAFETY: the first 8 * bytes outputs and all bytes were written.
+                let (yi, mb) = unsafe { (y[i].assume_init(), m[i / 8].assume_init()) };
+                assert!(same(&[yi], &[neg.forward(v, a)]), "{neg:?} y[{i}]");
+                assert_eq!(mb >> (i % 8) & 1 == 1, v > 0.0, "{neg:?} bit {i}");
+            }
+        }
     }
 
     #[test]
