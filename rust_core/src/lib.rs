@@ -6,6 +6,7 @@
 //! parallel with rayon, and validate their arguments (returning [`error::FerroError`]).
 //! The PyO3 bindings (feature `python`, module `ferrograd._core`) are in `python/`.
 
+pub mod alloc;
 pub mod attention;
 pub mod autograd;
 pub mod buffer_cache;

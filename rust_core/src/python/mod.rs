@@ -21,7 +21,7 @@ use numpy::{
     Element, IntoPyArray, PyArrayDescrMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
     PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,6 +33,7 @@ impl From<FerroError> for PyErr {
         match e {
             FerroError::Dtype(m) => PyTypeError::new_err(m),
             FerroError::Shape(m) | FerroError::Value(m) => PyValueError::new_err(m),
+            FerroError::Memory(m) => PyMemoryError::new_err(m),
         }
     }
 }

@@ -1,0 +1,105 @@
+//! Fallible allocation of caller-sized buffers.
+//!
+//! `vec![0; n]` and `Vec::with_capacity(n)` abort the whole process when the system
+//! refuses the memory (Rust's default `handle_alloc_error`), and panic on a byte count
+//! past `isize::MAX`. A size that comes from a caller (a tensor's shape, a padding, an
+//! output size) goes through these functions instead, so that an impossible request
+//! becomes a [`FerroError::Memory`] (Python's MemoryError) or, for a size that cannot be
+//! represented at all, a [`FerroError::Value`] (ValueError), as numpy raises them.
+//!
+//! ```
+//! use _core::alloc::{zeroed, checked_numel};
+//! let v: Vec<f32> = zeroed(4, "example").unwrap();
+//! assert_eq!(v, vec![0.0; 4]);
+//! // 2^62 float32 elements are more bytes than an address space holds
+//! assert!(zeroed::<f32>(1 << 62, "example").is_err());
+//! assert!(checked_numel(&[1 << 40, 1 << 40], "example").is_err());
+//! ```
+
+use crate::error::{FerroError, Result};
+
+/// The byte count of `n` elements of T, or a ValueError naming `what` when it does not
+/// fit in `isize` (the most any allocation can hold).
+pub fn checked_bytes<T>(n: usize, what: &str) -> Result<usize> {
+    n.checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            FerroError::Value(format!(
+                "{what}: {n} elements of {} bytes do not fit in memory's address space",
+                std::mem::size_of::<T>()
+            ))
+        })
+}
+
+/// The product of `dims`, or a ValueError naming `what` and the shape when it overflows.
+pub fn checked_numel(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| FerroError::Value(format!("{what}: the shape {dims:?} has more elements than fit in memory")))
+}
+
+/// An empty vector with room for `n` elements, or MemoryError (ValueError past isize).
+pub fn with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
+    let bytes = checked_bytes::<T>(n, what)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| memory_error(what, n, bytes))?;
+    Ok(v)
+}
+
+/// `n` copies of `value`, allocated fallibly.
+pub fn filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = with_capacity(n, what)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `n` zeros (`T::default()`), allocated fallibly: the replacement for `vec![ZERO; n]`.
+pub fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    filled(n, T::default(), what)
+}
+
+/// The error for a refused allocation of `n` elements (`bytes` bytes) for `what`.
+pub fn memory_error(what: &str, n: usize, bytes: usize) -> FerroError {
+    FerroError::Memory(format!(
+        "{what}: cannot allocate {n} elements ({}) for the result",
+        human_bytes(bytes)
+    ))
+}
+
+/// `1.5 GiB`-style sizes for error messages, as numpy prints them.
+fn human_bytes(bytes: usize) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.3} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_sizes_are_errors_not_aborts() {
+        // past isize::MAX bytes: ValueError
+        assert!(matches!(zeroed::<f64>(usize::MAX / 4, "t"), Err(FerroError::Value(_))));
+        // representable but larger than any machine: MemoryError
+        assert!(matches!(zeroed::<f32>((isize::MAX as usize) / 8, "t"), Err(FerroError::Memory(_))));
+        assert!(matches!(checked_numel(&[usize::MAX, 2], "t"), Err(FerroError::Value(_))));
+        assert_eq!(checked_numel(&[3, 0, 5], "t").unwrap(), 0);
+        assert_eq!(filled(3, 7u8, "t").unwrap(), vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn messages_name_the_op_and_bytes() {
+        let e = memory_error("conv2d", 10, 40 << 30);
+        assert_eq!(e.to_string(), "conv2d: cannot allocate 10 elements (40.000 GiB) for the result");
+    }
+}
