@@ -161,7 +161,7 @@ def gen_linear(d: Draw):
     if d.choice(["matmul", "linear"]) == "matmul":
         lead = dims(d, 0, 2)
         return "matmul", [tensor(d, lead + [n, k]), tensor(d, [k2, m] if d.integer(0, 1) else [k2])], {}
-    bias = None if d.rarely() else tensor(d, [size(d, m)] if not d.rarely() else [m, 1])
+    bias = None if d.rarely() else tensor(d, [m if not d.rarely() else d.choice([m + 1, 0])] if not d.rarely() else [m, 1])
     args = [tensor(d, dims(d, 0, 2) + [n, k]), tensor(d, [m, k2])]
     return "linear", args, {"bias": bias if bias is not None else value(None)}
 
@@ -217,7 +217,7 @@ def gen_norm(d: Draw):
         return op, [x, value(g)], {"weight": w, "bias": b, "eps": eps}
     if op == "instance_norm":
         return op, [x], {"weight": w, "bias": b, "eps": eps}
-    rm, rv = tensor(d, [size(d, c)], grad=False), tensor(d, [c], grad=False)
+    rm, rv = tensor(d, [c if not d.rarely() else c + 1], grad=False), tensor(d, [c], grad=False)
     rv = ("tensor", np.abs(rv[1]), rv[2], False)
     kw = {"weight": w, "bias": b, "training": value(d.choice([True, False, 1])),
           "momentum": value(d.choice([0.1, 0.1, 0.0, 1.0, -0.5, 2.0, None])), "eps": eps}
