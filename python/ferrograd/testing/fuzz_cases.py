@@ -207,7 +207,7 @@ def gen_norm(d: Draw):
         return op, [big, value(ns)], {"weight": w, "bias": value(None), "eps": eps}
     n, c = d.integer(1, 3), d.integer(1, 4)
     shape = [size(d, n), c] + dims(d, 0, 2)
-    shape = [s if isinstance(s, int) and 0 <= s <= 5 else 2 for s in shape]
+    shape = [s if type(s) is int and 0 <= s <= 5 else 2 for s in shape]  # not True: a bool is an int
     if d.rarely():
         shape = dims(d, 0, 2)
     x = tensor(d, shape)
