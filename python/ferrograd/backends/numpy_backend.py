@@ -127,11 +127,13 @@ class NumpyBackend(base.Backend):
             elif op == "div":
                 ga = gy / b
                 gb = -gy * a / (b * b)
-            else:  # pow: d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a == 0
+            else:  # pow: d/da = b a^(b-1), 0 where b == 0; d/db = a^b log a, 0 where
+                # a == 0 and b >= 0 (PyTorch's masks: 0^0 and 0^b have gradient 0; 0^-1
+                # gives inf * log 0 = -inf; a negative a gives NaN, as log a is)
                 ga = gy * b * np.power(a, b - 1)
                 ga = np.where(b == 0, np.zeros_like(ga), ga)
-                log_a = np.where(a == 0, np.zeros_like(a), np.log(np.where(a == 0, 1, a)))
-                gb = gy * np.power(a, b) * log_a
+                gb = gy * np.power(a, b) * np.log(a)
+                gb = np.where((a == 0) & (b >= 0), np.zeros_like(gb), gb)
         return (np.require(sum_to_shape(ga, a.shape), requirements="C"),
                 np.require(sum_to_shape(gb, b.shape), requirements="C"))
 

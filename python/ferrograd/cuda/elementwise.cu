@@ -27,7 +27,7 @@ __device__ __forceinline__ float binary_apply(int op, float a, float b, float g)
         case GRAD_DIV_B: return -g * a / (b * b);
         // d/da = b a^(b-1), 0 where b == 0; d/db = a^b log a, 0 where a == 0 (PyTorch)
         case GRAD_POW_A: return b == 0.0f ? 0.0f : g * b * powf(a, b - 1.0f);
-        case GRAD_POW_B: return a == 0.0f ? 0.0f : g * powf(a, b) * logf(a);
+        case GRAD_POW_B: return (a == 0.0f && b >= 0.0f) ? 0.0f : g * powf(a, b) * logf(a);  // PyTorch's mask
     }
     return 0.0f;
 }

@@ -95,9 +95,13 @@ def tensor(d: Draw, shape, dtype=None, grad=True, layouts=True):
 
 
 def huge_view(d: Draw, inner: int = 3):
-    """A (1, inner) tensor expanded to a logical (10**6, 10**6, inner): terabytes if copied."""
+    """A (1, inner) tensor expanded to a logical (40000, 20000, inner): 2.4e9 elements and
+    more, 10 GB and more if copied, past the worker's 3 GiB cap, so any copy of it must
+    raise MemoryError. Not 10**12 elements: numpy reduces a broadcast view without copying
+    (softmax's max over an axis), and one pass over 10**12 elements takes hours; over
+    2.4e9 it takes seconds, so a case ends in time on every backend."""
     arr = values(d, (1, inner))
-    return ("tensor", arr, f"expand:{10**6},{10**6},{inner}", True)
+    return ("tensor", arr, f"expand:40000,20000,{inner}", True)
 
 
 def value(v):

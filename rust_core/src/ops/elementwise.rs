@@ -287,9 +287,10 @@ pub fn binary_backward<T: Real>(
             broadcast_map3(&out_shape, pa, pb, pg, |x: T, y: T, g: T| {
                 if y == T::ZERO { T::ZERO } else { g * y * x.powf_(y - T::ONE) }
             }),
-            // d/db = a^b log a, taken as 0 where a == 0 (PyTorch's convention)
+            // d/db = a^b log a, 0 where a == 0 and b >= 0 (PyTorch's mask; 0^-1 gives
+            // inf * log 0 = -inf, a negative a NaN)
             broadcast_map3(&out_shape, pa, pb, pg, |x: T, y: T, g: T| {
-                if x == T::ZERO { T::ZERO } else { g * x.powf_(y) * x.ln_() }
+                if x == T::ZERO && y >= T::ZERO { T::ZERO } else { g * x.powf_(y) * x.ln_() }
             }),
         ),
     };
@@ -347,5 +348,9 @@ mod tests {
         assert_eq!(ga, vec![0.0, 12.0]);
         assert_eq!(gb[0], 0.0);
         assert!((gb[1] - 8.0 * 2f64.ln()).abs() < 1e-12);
+        // 0^-1 = inf: d/db = inf * log 0 = -inf (PyTorch); a negative base: NaN
+        let (_, gb) = binary_backward(BinaryOp::Pow, &[0.0f64, -2.0], &[2], &[-1.0, -1.5], &[2], &[1.0, 1.0]).unwrap();
+        assert_eq!(gb[0], f64::NEG_INFINITY);
+        assert!(gb[1].is_nan());
     }
 }

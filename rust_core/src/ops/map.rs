@@ -213,7 +213,21 @@ pub fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 /// faults, and advising those made a 4M-element relu 30% slower (measured), so they are
 /// left alone.
 pub fn with_capacity<T>(n: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
+    advise_huge_pages(Vec::with_capacity(n))
+}
+
+/// [`with_capacity`] for a caller-sized buffer (an output larger than any input: a pool's
+/// or a padded conv's): MemoryError (ValueError past isize) instead of an abort.
+pub fn try_with_capacity<T>(n: usize, what: &str) -> crate::Result<Vec<T>> {
+    Ok(advise_huge_pages(crate::alloc::with_capacity(n, what)?))
+}
+
+/// [`zeros`], allocated fallibly (see [`try_with_capacity`]).
+pub fn try_zeros<T: Copy + Send + Sync + Default>(n: usize, what: &str) -> crate::Result<Vec<T>> {
+    Ok(fill_default(try_with_capacity(n, what)?, n))
+}
+
+fn advise_huge_pages<T>(mut v: Vec<T>) -> Vec<T> {
     #[cfg(target_os = "linux")]
     {
         const HUGE_FROM: usize = 32 << 20;
@@ -365,7 +379,11 @@ where
 /// per page, each with a TLB shoot-down across the process's threads: measured 40 ms for a
 /// 51 MB pooling gradient on the 2-core VM, against a few ms for writing the zeros first.
 pub fn zeros<T: Copy + Send + Sync + Default>(n: usize) -> Vec<T> {
-    let mut out: Vec<T> = with_capacity(n);
+    fill_default(with_capacity(n), n)
+}
+
+/// Writes `n` defaults into `out`'s spare room (it has at least n) in parallel.
+fn fill_default<T: Copy + Send + Sync + Default>(mut out: Vec<T>, n: usize) -> Vec<T> {
     out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).for_each(|c| {
         for v in c {
             v.write(T::default());

@@ -14,6 +14,8 @@
 //! A window with no valid element (possible only with extreme dilation) gives -inf and
 //! index -1, which backward skips.
 
+use super::map::try_zeros;
+use crate::alloc::checked_numel;
 use crate::error::Result;
 use crate::real::Real;
 use crate::{shape_err, value_err};
@@ -109,8 +111,9 @@ pub fn max_pool_forward<T: Real>(
     check_len(x, planes * h * w, "x")?;
     let (oh, ow) = (rows.out(), cols.out());
     let plane_out = oh * ow;
-    let mut y = super::map::zeros::<T>(planes * plane_out);
-    let mut idx = if with_indices { Some(super::map::zeros::<i64>(planes * plane_out)) } else { None };
+    let n_out = checked_numel(&[planes, oh, ow], "max_pool2d output")?;
+    let mut y = try_zeros::<T>(n_out, "max_pool2d output")?;
+    let mut idx = if with_indices { Some(try_zeros::<i64>(n_out, "max_pool2d indices")?) } else { None };
     if y.is_empty() {
         return Ok((y, idx));
     }
@@ -262,7 +265,7 @@ pub fn avg_pool_forward<T: Real>(
     check_len(x, planes * h * w, "x")?;
     let (oh, ow) = (rows.out(), cols.out());
     let plane_out = oh * ow;
-    let mut y = vec![T::ZERO; planes * plane_out];
+    let mut y = try_zeros::<T>(checked_numel(&[planes, oh, ow], "avg_pool2d output")?, "avg_pool2d output")?;
     if y.is_empty() {
         return Ok(y);
     }

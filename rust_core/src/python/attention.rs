@@ -65,7 +65,7 @@ fn attention_forward<'py>(
         let (qa, ka, va) = (arr::<T>(q, "q")?, arr::<T>(k, "k")?, arr::<T>(v, "v")?);
         let ma = mask.map(|m| arr::<T>(m, "mask")).transpose()?;
         let dm = dims(&qa, &ka, &va, ma.as_ref())?;
-        let (qs, ks, vs, ms) = (data(&qa), data(&ka), data(&va), ma.as_ref().map(data));
+        let (qs, ks, vs, ms) = (data(&qa)?, data(&ka)?, data(&va)?, ma.as_ref().map(data).transpose()?);
         let (o, l) = run(py, || flash::forward::<T>(&qs, &ks, &vs, ms.as_deref(), dm, T::c(scale), is_causal))?;
         Ok((out(py, o, &[dm.b, dm.h, dm.lq, dm.dv])?, out(py, l, &[dm.b, dm.h, dm.lq])?))
     })
@@ -91,8 +91,8 @@ fn attention_backward<'py>(
         let ma = mask.map(|m| arr::<T>(m, "mask")).transpose()?;
         let (oa, la, ga) = (arr::<T>(out_, "out")?, arr::<T>(lse, "lse")?, arr::<T>(gout, "gout")?);
         let dm = dims(&qa, &ka, &va, ma.as_ref())?;
-        let (qs, ks, vs, ms) = (data(&qa), data(&ka), data(&va), ma.as_ref().map(data));
-        let (os, ls, gs) = (data(&oa), data(&la), data(&ga));
+        let (qs, ks, vs, ms) = (data(&qa)?, data(&ka)?, data(&va)?, ma.as_ref().map(data).transpose()?);
+        let (os, ls, gs) = (data(&oa)?, data(&la)?, data(&ga)?);
         let (gq, gk, gv) = run(py, || {
             flash::backward::<T>(&qs, &ks, &vs, ms.as_deref(), dm, T::c(scale), is_causal, &os, &ls, &gs)
         })?;

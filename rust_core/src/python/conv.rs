@@ -81,8 +81,8 @@ fn conv2d_forward<'py>(
         let ba = bias.map(|b| arr::<T>(b, "bias")).transpose()?;
         let g = Geom::new(dims4(xa.shape(), "input")?, dims4(wa.shape(), "weight")?, stride,
                           padding, dilation, groups)?;
-        let (xs, ws) = (data(&xa), data(&wa));
-        let bs = ba.as_ref().map(|b| data(b));
+        let (xs, ws) = (data(&xa)?, data(&wa)?);
+        let bs = ba.as_ref().map(|b| data(b)).transpose()?;
         let bs = bs.as_deref();
         let y = run(py, || match algo {
             Algo::Im2col => conv::conv2d_forward::<T>(&xs, &ws, bs, &g),
@@ -131,7 +131,7 @@ fn conv2d_backward<'py>(
             return Err(PyValueError::new_err(format!(
                 "grad_output: expected shape {want:?}, got {:?}", ga.shape())));
         }
-        let (xs, ws, gs) = (data(&xa), data(&wa), data(&ga));
+        let (xs, ws, gs) = (data(&xa)?, data(&wa)?, data(&ga)?);
         let (gx, gw, gb) = run(py, || match algo {
             Algo::Im2col => conv::conv2d_backward::<T>(&xs, &ws, &gs, &g, has_bias),
             Algo::Naive => conv::naive::naive_backward::<T>(&xs, &ws, &gs, &g, has_bias),

@@ -90,12 +90,14 @@ pub(super) fn arr<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str) -> 
     })
 }
 
-/// The elements in row-major order: borrowed when C-contiguous, else copied once.
-pub(super) fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+/// The elements in row-major order: borrowed when C-contiguous, else copied once. The
+/// copy is allocated fallibly: a broadcast view of a huge logical shape (`expand`) gives
+/// MemoryError (ValueError past isize), as numpy's own copy would, not an abort.
+pub(super) fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> PyResult<Cow<'a, [T]>> {
     // as_slice also accepts Fortran-ordered memory, so ask for C order explicitly
     match a.as_slice() {
-        Ok(s) if a.is_c_contiguous() => Cow::Borrowed(s),
-        _ => Cow::Owned(row_major_copy(a.as_array())),
+        Ok(s) if a.is_c_contiguous() && a.as_array().as_ptr().is_aligned() => Ok(Cow::Borrowed(s)),
+        _ => Ok(Cow::Owned(row_major_copy(a.as_array())?)),
     }
 }
 
@@ -103,23 +105,26 @@ pub(super) fn data<'a, T: Element + Copy>(a: &'a PyReadonlyArrayDyn<'_, T>) -> C
 /// dynamic-rank view recomputes an IxDyn index for every element (~30 ns each: 14 ms for
 /// a 0.5M-element head-split q), its lane iterator ~200 ns per lane; walking the strides
 /// directly copies at memory speed (a memcpy per unit-stride row).
-fn row_major_copy<T: Copy>(a: numpy::ndarray::ArrayViewD<'_, T>) -> Vec<T> {
-    let mut v = Vec::with_capacity(a.len());
+fn row_major_copy<T: Copy>(a: numpy::ndarray::ArrayViewD<'_, T>) -> crate::Result<Vec<T>> {
+    let n = crate::alloc::checked_numel(a.shape(), "a strided input's row-major copy")?;
+    let mut v = crate::alloc::with_capacity(n, &format!("a row-major copy of a {:?} view", a.shape()))?;
     if a.is_empty() {
-        return v;
+        return Ok(v);
     }
     // SAFETY: a view's pointer and strides address a valid element for every index below
     // its shape, and the walk visits exactly those; v has capacity for all of them.
     unsafe { copy_strided(a.as_ptr(), a.shape(), a.strides(), &mut v) };
-    v
+    Ok(v)
 }
 
 /// Appends the elements of the strided block at `p` (`shape`, `strides` in elements) to v.
+/// Reads are unaligned where the array is (numpy allows a buffer at any byte offset; a
+/// Rust slice over it would be undefined behaviour), so such an array is copied too.
 unsafe fn copy_strided<T: Copy>(p: *const T, shape: &[usize], strides: &[isize], v: &mut Vec<T>) {
     match shape.len() {
-        0 => v.push(*p),
-        1 if strides[0] == 1 => v.extend_from_slice(std::slice::from_raw_parts(p, shape[0])),
-        1 => v.extend((0..shape[0] as isize).map(|i| *p.offset(i * strides[0]))),
+        0 => v.push(p.read_unaligned()),
+        1 if strides[0] == 1 && p.is_aligned() => v.extend_from_slice(std::slice::from_raw_parts(p, shape[0])),
+        1 => v.extend((0..shape[0] as isize).map(|i| p.offset(i * strides[0]).read_unaligned())),
         _ => {
             for i in 0..shape[0] as isize {
                 copy_strided(p.offset(i * strides[0]), &shape[1..], &strides[1..], v);
@@ -188,7 +193,7 @@ fn map_x<'py, T: Real + Element>(
     f: impl FnOnce(&[T]) -> crate::Result<Vec<T>> + Send,
 ) -> PyArr<'py> {
     let xa = arr::<T>(x, "x")?;
-    let xs = data(&xa);
+    let xs = data(&xa)?;
     let y = run(py, || f(&xs))?;
     out(py, y, xa.shape())
 }
@@ -211,7 +216,7 @@ fn map_x_gy<'py, T: Real + Element>(
             ga.shape()
         )));
     }
-    let (xs, gs) = (data(&xa), data(&ga));
+    let (xs, gs) = (data(&xa)?, data(&ga)?);
     let g = run(py, || f(&xs, &gs))?;
     out(py, g, xa.shape())
 }
@@ -268,7 +273,7 @@ fn forward_with_mask<'py, T: Real + Element>(
     f: impl FnOnce(&[T]) -> (Vec<T>, Vec<u8>) + Send,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let xa = arr::<T>(x, "x")?;
-    let xs = data(&xa);
+    let xs = data(&xa)?;
     let (y, m) = run(py, || Ok(f(&xs)))?;
     let n = m.len();
     Ok((out(py, y, xa.shape())?, out(py, m, &[n])?))
@@ -292,7 +297,7 @@ fn backward_from_mask<'py, T: Real + Element>(
             ))
         })?;
     let ga = arr::<T>(gy, "gy")?;
-    let (ms, gs) = (data(&ma), data(&ga));
+    let (ms, gs) = (data(&ma)?, data(&ga)?);
     let gx = run(py, || f(&ms, &gs))?;
     out(py, gx, ga.shape())
 }
@@ -341,7 +346,7 @@ fn prelu_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, weight: &Bound<'py
             return Err(PyValueError::new_err(format!(
                 "weight: expected a 1-D array of alphas, got shape {:?}", wa.shape())));
         }
-        let (xs, ws, shape) = (data(&xa), data(&wa), xa.shape().to_vec());
+        let (xs, ws, shape) = (data(&xa)?, data(&wa)?, xa.shape().to_vec());
         let y = run(py, || activation::prelu_forward::<T>(&xs, &shape, &ws))?;
         out(py, y, &shape)
     })
@@ -362,7 +367,7 @@ fn prelu_backward<'py>(
             return Err(PyValueError::new_err(format!(
                 "weight: expected a 1-D array of alphas, got shape {:?}", wa.shape())));
         }
-        let (xs, ws, gs, shape) = (data(&xa), data(&wa), data(&ga), xa.shape().to_vec());
+        let (xs, ws, gs, shape) = (data(&xa)?, data(&wa)?, data(&ga)?, xa.shape().to_vec());
         let (gx, gw) = run(py, || activation::prelu_backward::<T>(&xs, &shape, &ws, &gs))?;
         Ok((out(py, gx, &shape)?, out(py, gw, wa.shape())?))
     })
@@ -373,7 +378,7 @@ fn binary_forward<'py>(py: Python<'py>, op: &str, a: &Bound<'py, PyAny>, b: &Bou
     let op = BinaryOp::parse(op)?;
     with_float!(float_dtype(a, "a")?, T => {
         let (aa, ba) = (arr::<T>(a, "a")?, arr::<T>(b, "b")?);
-        let (asl, bsl) = (data(&aa), data(&ba));
+        let (asl, bsl) = (data(&aa)?, data(&ba)?);
         let (sa, sb) = (aa.shape().to_vec(), ba.shape().to_vec());
         let (y, shape) = run(py, || elementwise::binary_forward::<T>(op, &asl, &sa, &bsl, &sb))?;
         out(py, y, &shape)
@@ -391,7 +396,7 @@ fn binary_backward<'py>(
     let op = BinaryOp::parse(op)?;
     with_float!(float_dtype(a, "a")?, T => {
         let (aa, ba, ga) = (arr::<T>(a, "a")?, arr::<T>(b, "b")?, arr::<T>(gy, "gy")?);
-        let (asl, bsl, gsl) = (data(&aa), data(&ba), data(&ga));
+        let (asl, bsl, gsl) = (data(&aa)?, data(&ba)?, data(&ga)?);
         let (sa, sb) = (aa.shape().to_vec(), ba.shape().to_vec());
         let (gra, grb) = run(py, || elementwise::binary_backward::<T>(op, &asl, &sa, &bsl, &sb, &gsl))?;
         Ok((out(py, gra, &sa)?, out(py, grb, &sb)?))
@@ -418,7 +423,7 @@ fn unary_backward<'py>(py: Python<'py>, op: &str, x: &Bound<'py, PyAny>, gy: &Bo
 fn sum_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, axes: Vec<usize>, keepdims: bool) -> PyArr<'py> {
     with_float!(float_dtype(x, "x")?, T => {
         let xa = arr::<T>(x, "x")?;
-        let (xs, shape) = (data(&xa), xa.shape().to_vec());
+        let (xs, shape) = (data(&xa)?, xa.shape().to_vec());
         let y = run(py, || reduce::sum_axes::<T>(&xs, &shape, &axes))?;
         let out_shape: Vec<usize> = (0..shape.len())
             .filter_map(|a| if axes.contains(&a) { if keepdims { Some(1) } else { None } } else { Some(shape[a]) })
@@ -431,7 +436,7 @@ fn sum_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, axes: Vec<usize>, ke
 fn sum_to_shape<'py>(py: Python<'py>, g: &Bound<'py, PyAny>, shape: Vec<usize>) -> PyArr<'py> {
     with_float!(float_dtype(g, "g")?, T => {
         let ga = arr::<T>(g, "g")?;
-        let (gs, g_shape) = (data(&ga), ga.shape().to_vec());
+        let (gs, g_shape) = (data(&ga)?, ga.shape().to_vec());
         let y = run(py, || reduce::sum_to_shape::<T>(&gs, &g_shape, &shape))?;
         out(py, y, &shape)
     })
@@ -495,7 +500,7 @@ fn matmul<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>, tr
                 "b: expected a and b both 2-D or both 3-D with one batch size, got shapes {:?} and {:?}",
                 aa.shape(), ba.shape())));
         }
-        let (asl, bsl) = (data(&aa), data(&ba));
+        let (asl, bsl) = (data(&aa)?, data(&ba)?);
         let (y, m, n) = run(py, || linear::matmul::<T>(&asl, (ra, ca), &bsl, (rb, cb), bta, transpose_a, transpose_b))?;
         if aa.ndim() == 2 { out(py, y, &[m, n]) } else { out(py, y, &[bta, m, n]) }
     })
@@ -524,8 +529,8 @@ fn linear_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, weight: &Bound<'p
                 return Err(PyValueError::new_err(format!("bias: expected shape ({fout},), got {:?}", b.shape())));
             }
         }
-        let (xs, ws) = (data(&xa), data(&wa));
-        let bs = ba.as_ref().map(data);
+        let (xs, ws) = (data(&xa)?, data(&wa)?);
+        let bs = ba.as_ref().map(data).transpose()?;
         let y = run(py, || linear::linear_forward::<T>(&xs, n, fin, &ws, fout, bs.as_deref()))?;
         out(py, y, &[n, fout])
     })
@@ -543,7 +548,7 @@ fn linear_backward<'py>(
     with_float!(float_dtype(x, "input")?, T => {
         let (xa, wa, ga) = (arr::<T>(x, "input")?, arr::<T>(weight, "weight")?, arr::<T>(gy, "gy")?);
         let (n, fin, fout) = linear_dims(xa.shape(), wa.shape())?;
-        let (xs, ws, gs) = (data(&xa), data(&wa), data(&ga));
+        let (xs, ws, gs) = (data(&xa)?, data(&wa)?, data(&ga)?);
         let (gx, gw, gb) = run(py, || linear::linear_backward::<T>(&xs, n, fin, &ws, fout, &gs, has_bias))?;
         let gb = match gb { Some(g) => Some(out(py, g, &[fout])?), None => None };
         Ok((out(py, gx, &[n, fin])?, out(py, gw, &[fout, fin])?, gb))
@@ -559,7 +564,7 @@ fn mse_loss_forward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, target: &Bound<
             return Err(PyValueError::new_err(format!(
                 "target: expected the shape of input {:?}, got {:?}", xa.shape(), ta.shape())));
         }
-        let (xs, ts) = (data(&xa), data(&ta));
+        let (xs, ts) = (data(&xa)?, data(&ta)?);
         let y = run(py, || loss::mse_loss_forward::<T>(&xs, &ts, red))?;
         if red == Reduction::None { out(py, y, xa.shape()) } else { out(py, y, &[]) }
     })
@@ -570,7 +575,7 @@ fn mse_loss_backward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, target: &Bound
     let red = Reduction::parse(reduction)?;
     with_float!(float_dtype(x, "input")?, T => {
         let (xa, ta, ga) = (arr::<T>(x, "input")?, arr::<T>(target, "target")?, arr::<T>(gy, "gy")?);
-        let (xs, ts, gs) = (data(&xa), data(&ta), data(&ga));
+        let (xs, ts, gs) = (data(&xa)?, data(&ta)?, data(&ga)?);
         let g = run(py, || loss::mse_loss_backward::<T>(&xs, &ts, &gs, red))?;
         out(py, g, xa.shape())
     })
@@ -595,7 +600,7 @@ fn cross_entropy_forward<'py>(py: Python<'py>, logits: &Bound<'py, PyAny>, targe
     with_float!(float_dtype(logits, "input")?, T => {
         let (la, ta) = (arr::<T>(logits, "input")?, targets(target)?);
         let (n, c) = logits_dims(la.shape())?;
-        let (ls, ts) = (data(&la), data(&ta));
+        let (ls, ts) = (data(&la)?, data(&ta)?);
         let y = run(py, || loss::cross_entropy_forward::<T>(&ls, n, c, &ts, red))?;
         if red == Reduction::None { out(py, y, &[n]) } else { out(py, y, &[]) }
     })
@@ -607,7 +612,7 @@ fn cross_entropy_backward<'py>(py: Python<'py>, logits: &Bound<'py, PyAny>, targ
     with_float!(float_dtype(logits, "input")?, T => {
         let (la, ta, ga) = (arr::<T>(logits, "input")?, targets(target)?, arr::<T>(gy, "gy")?);
         let (n, c) = logits_dims(la.shape())?;
-        let (ls, ts, gs) = (data(&la), data(&ta), data(&ga));
+        let (ls, ts, gs) = (data(&la)?, data(&ta)?, data(&ga)?);
         let g = run(py, || loss::cross_entropy_backward::<T>(&ls, n, c, &ts, &gs, red))?;
         out(py, g, &[n, c])
     })
@@ -620,6 +625,12 @@ pub(super) fn writable<'py, T: Real + Element>(x: &Bound<'py, PyAny>, name: &str
     })?;
     if !a.is_c_contiguous() {
         return Err(PyValueError::new_err(format!("{name}: expected a C-contiguous array (updated in place)")));
+    }
+    if !a.as_array().as_ptr().is_aligned() {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected an array aligned to {} bytes (updated in place), got one at an unaligned address",
+            std::mem::align_of::<T>()
+        )));
     }
     Ok(a)
 }
@@ -643,7 +654,7 @@ fn sgd_step<'py>(
         let mut pa = writable::<T>(param, "param")?;
         let ga = arr::<T>(grad, "grad")?;
         let mut ba = match momentum_buffer { Some(b) => Some(writable::<T>(b, "momentum_buffer")?), None => None };
-        let gs = data(&ga);
+        let gs = data(&ga)?;
         let ps = pa.as_slice_mut().expect("checked contiguous");
         let bs = ba.as_mut().map(|b| b.as_slice_mut().expect("checked contiguous"));
         run(py, || opt.step::<T>(ps, &gs, bs))
@@ -672,7 +683,7 @@ fn adam_step<'py>(
         let ga = arr::<T>(grad, "grad")?;
         let mut ma = writable::<T>(exp_avg, "exp_avg")?;
         let mut va = writable::<T>(exp_avg_sq, "exp_avg_sq")?;
-        let gs = data(&ga);
+        let gs = data(&ga)?;
         let ps = pa.as_slice_mut().expect("checked contiguous");
         let ms = ma.as_slice_mut().expect("checked contiguous");
         let vs = va.as_slice_mut().expect("checked contiguous");

@@ -195,7 +195,7 @@ fn native_sequential_step<'py>(
     }
     with_float!(float_dtype(x, "x")?, T => {
         let xa = arr::<T>(x, "x")?;
-        let xs = data(&xa);
+        let xs = data(&xa)?;
         let xshape = xa.shape().to_vec();
         let mut pw: Vec<PyReadwriteArrayDyn<'py, T>> = params
             .iter()
@@ -217,13 +217,13 @@ fn native_sequential_step<'py>(
                 .collect();
             if loss == "mse" {
                 let ta = arr::<T>(target, "target")?;
-                let ts = data(&ta);
+                let ts = data(&ta)?;
                 run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::Mse(&ts, red)))?
             } else {
                 let ta: PyReadonlyArrayDyn<'py, i64> = target.extract().map_err(|_| {
                     PyTypeError::new_err("target: expected an int64 numpy array of class indices")
                 })?;
-                let ts = data(&ta);
+                let ts = data(&ta)?;
                 run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::CrossEntropy(&ts, red)))?
             }
         };

@@ -63,7 +63,7 @@ fn layer_norm_forward<'py>(
         if let Some(w) = &wa { check_shape(w.shape(), &normalized, "weight")?; }
         if let Some(b) = &ba { check_shape(b.shape(), &normalized, "bias")?; }
         let lay = RowsLayout { n: lead.iter().product(), c: normalized.iter().product(), hw: 1, groups: 1 };
-        let (xs, ws, bs) = (data(&xa), wa.as_ref().map(data), ba.as_ref().map(data));
+        let (xs, ws, bs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, ba.as_ref().map(data).transpose()?);
         let (y, m, s) = run(py, || norm::rows_forward::<T>(&xs, lay, ws.as_deref(), bs.as_deref(), eps))?;
         Ok((out(py, y, &shape)?, out(py, m, &lead)?, out(py, s, &lead)?))
     })
@@ -88,7 +88,7 @@ fn layer_norm_backward<'py>(
         if let Some(w) = &wa { check_shape(w.shape(), &normalized, "weight")?; }
         check_shape(ga.shape(), &shape, "gy")?;
         let lay = RowsLayout { n: lead.iter().product(), c: normalized.iter().product(), hw: 1, groups: 1 };
-        let (xs, ws, ms, ss, gs) = (data(&xa), wa.as_ref().map(data), data(&ma), data(&sa), data(&ga));
+        let (xs, ws, ms, ss, gs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, data(&ma)?, data(&sa)?, data(&ga)?);
         let (gx, gw, gb) = run(py, || norm::rows_backward::<T>(&xs, lay, ws.as_deref(), &ms, &ss, &gs))?;
         let gw = gw.map(|g| out(py, g, &normalized)).transpose()?;
         let gb = gb.map(|g| out(py, g, &normalized)).transpose()?;
@@ -113,7 +113,7 @@ fn group_norm_forward<'py>(
         if let Some(w) = &wa { check_shape(w.shape(), &[c], "weight")?; }
         if let Some(b) = &ba { check_shape(b.shape(), &[c], "bias")?; }
         let lay = RowsLayout { n, c, hw, groups: num_groups };
-        let (xs, ws, bs) = (data(&xa), wa.as_ref().map(data), ba.as_ref().map(data));
+        let (xs, ws, bs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, ba.as_ref().map(data).transpose()?);
         let (y, m, s) = run(py, || norm::rows_forward::<T>(&xs, lay, ws.as_deref(), bs.as_deref(), eps))?;
         Ok((out(py, y, &shape)?, out(py, m, &[n, num_groups])?, out(py, s, &[n, num_groups])?))
     })
@@ -138,7 +138,7 @@ fn group_norm_backward<'py>(
         if let Some(w) = &wa { check_shape(w.shape(), &[c], "weight")?; }
         check_shape(ga.shape(), &shape, "gy")?;
         let lay = RowsLayout { n, c, hw, groups: num_groups };
-        let (xs, ws, ms, ss, gs) = (data(&xa), wa.as_ref().map(data), data(&ma), data(&sa), data(&ga));
+        let (xs, ws, ms, ss, gs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, data(&ma)?, data(&sa)?, data(&ga)?);
         let (gx, gw, gb) = run(py, || norm::rows_backward::<T>(&xs, lay, ws.as_deref(), &ms, &ss, &gs))?;
         let gw = gw.map(|g| out(py, g, &[c])).transpose()?;
         let gb = gb.map(|g| out(py, g, &[c])).transpose()?;
@@ -175,7 +175,7 @@ fn batch_norm_forward<'py>(
         if let Some(r) = &rm { check_shape(r.shape(), &[c], "running_mean")?; }
         if let Some(r) = &rv { check_shape(r.shape(), &[c], "running_var")?; }
         let lay = ChannelsLayout { n, c, hw };
-        let (xs, ws, bs) = (data(&xa), wa.as_ref().map(data), ba.as_ref().map(data));
+        let (xs, ws, bs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, ba.as_ref().map(data).transpose()?);
         let running = match (rm.as_mut(), rv.as_mut()) {
             (Some(m), Some(v)) => Some(Running {
                 mean: m.as_slice_mut().expect("checked contiguous"),
@@ -209,7 +209,7 @@ fn batch_norm_backward<'py>(
         if let Some(w) = &wa { check_shape(w.shape(), &[c], "weight")?; }
         check_shape(ga.shape(), &shape, "gy")?;
         let lay = ChannelsLayout { n, c, hw };
-        let (xs, ws, ms, ss, gs) = (data(&xa), wa.as_ref().map(data), data(&ma), data(&sa), data(&ga));
+        let (xs, ws, ms, ss, gs) = (data(&xa)?, wa.as_ref().map(data).transpose()?, data(&ma)?, data(&sa)?, data(&ga)?);
         let (gx, gw, gb) = run(py, || norm::batch_norm_backward::<T>(&xs, lay, ws.as_deref(), &ms, &ss, &gs, training))?;
         let gw = gw.map(|g| out(py, g, &[c])).transpose()?;
         let gb = gb.map(|g| out(py, g, &[c])).transpose()?;

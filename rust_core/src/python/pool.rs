@@ -43,7 +43,7 @@ fn pool2d_max_forward<'py>(
         let shape = xa.shape().to_vec();
         let (planes, h, w) = nchw(&shape, "x")?;
         let (ra, ca) = (axis(h, rows), axis(w, cols));
-        let xs = data(&xa);
+        let xs = data(&xa)?;
         let (y, idx) = run(py, || pool::max_pool_forward::<T>(&xs, planes, &ra, &ca, with_indices))?;
         let oshape = [shape[0], shape[1], ra.out(), ca.out()];
         let idx = match idx { Some(i) => Some(out(py, i, &oshape)?), None => None };
@@ -69,7 +69,7 @@ fn pool2d_max_backward<'py>(
                 "indices: expected gy and indices of one shape (N, C, OH, OW) with the input's N, C \
                  {:?}, got {:?} and {:?}", &input_shape[..2], gshape, ia.shape())));
         }
-        let (gs, is) = (data(&ga), data(&ia));
+        let (gs, is) = (data(&ga)?, data(&ia)?);
         let gx = run(py, || pool::max_pool_backward::<T>(&gs, &is, planes, oh * ow, h * w))?;
         out(py, gx, &input_shape)
     })
@@ -88,7 +88,7 @@ fn pool2d_avg_forward<'py>(
         let shape = xa.shape().to_vec();
         let (planes, h, w) = nchw(&shape, "x")?;
         let (ra, ca) = (axis(h, rows), axis(w, cols));
-        let xs = data(&xa);
+        let xs = data(&xa)?;
         let y = run(py, || pool::avg_pool_forward::<T>(&xs, planes, &ra, &ca, divisor))?;
         out(py, y, &[shape[0], shape[1], ra.out(), ca.out()])
     })
@@ -112,7 +112,7 @@ fn pool2d_avg_backward<'py>(
             return Err(PyValueError::new_err(format!(
                 "gy: expected shape {expected:?}, got {:?}", ga.shape())));
         }
-        let gs = data(&ga);
+        let gs = data(&ga)?;
         let gx = run(py, || pool::avg_pool_backward::<T>(&gs, planes, &ra, &ca, divisor))?;
         out(py, gx, &input_shape)
     })

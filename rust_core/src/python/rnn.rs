@@ -52,8 +52,8 @@ fn lstm_forward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, c0: &Any<'py>
         let (wi, wh) = (arr::<T>(w_ih, "w_ih")?, arr::<T>(w_hh, "w_hh")?);
         let bias = both::<T>(b_ih, b_hh)?;
         let d = dims(xa.shape(), wh.shape(), 4)?;
-        let (xs, hs, cs, wis, whs) = (data(&xa), data(&ha), data(&ca), data(&wi), data(&wh));
-        let bs = bias.as_ref().map(|(a, b)| (data(a), data(b)));
+        let (xs, hs, cs, wis, whs) = (data(&xa)?, data(&ha)?, data(&ca)?, data(&wi)?, data(&wh)?);
+        let bs = match bias.as_ref() { Some((a, b)) => Some((data(a)?, data(b)?)), None => None };
         let f = run(py, || rnn::lstm_forward::<T>(&xs, &hs, &cs, &wis, &whs,
                                                   bs.as_ref().map(|(a, b)| (&a[..], &b[..])), d, reverse,
                                                   keep_for_backward))?;
@@ -81,8 +81,8 @@ fn lstm_backward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, c0: &Any<'py
         let (ya, ga, cla) = (arr::<T>(y, "y")?, arr::<T>(gates, "gates")?, arr::<T>(cells, "cells")?);
         let (gya, gha, gca) = (arr::<T>(gy, "gy")?, arr::<T>(gh_n, "gh_n")?, arr::<T>(gc_n, "gc_n")?);
         let d = dims(xa.shape(), wh.shape(), 4)?;
-        let (xs, hs, cs, wis, whs) = (data(&xa), data(&ha), data(&ca), data(&wi), data(&wh));
-        let (ys, gs, cls, gys, ghs, gcs) = (data(&ya), data(&ga), data(&cla), data(&gya), data(&gha), data(&gca));
+        let (xs, hs, cs, wis, whs) = (data(&xa)?, data(&ha)?, data(&ca)?, data(&wi)?, data(&wh)?);
+        let (ys, gs, cls, gys, ghs, gcs) = (data(&ya)?, data(&ga)?, data(&cla)?, data(&gya)?, data(&gha)?, data(&gca)?);
         let (gx, gh0, gc0, gwi, gwh, gb) = run(py, || rnn::lstm_backward::<T>(
             &xs, &hs, &cs, &wis, &whs, &ys, &gs, &cls, &gys, &ghs, &gcs, has_bias, d, reverse))?;
         let (t, n, i, h) = (d.t, d.n, d.i, d.h);
@@ -103,8 +103,8 @@ fn gru_forward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, w_ih: &Any<'py
         let (wi, wh) = (arr::<T>(w_ih, "w_ih")?, arr::<T>(w_hh, "w_hh")?);
         let bias = both::<T>(b_ih, b_hh)?;
         let d = dims(xa.shape(), wh.shape(), 3)?;
-        let (xs, hs, wis, whs) = (data(&xa), data(&ha), data(&wi), data(&wh));
-        let bs = bias.as_ref().map(|(a, b)| (data(a), data(b)));
+        let (xs, hs, wis, whs) = (data(&xa)?, data(&ha)?, data(&wi)?, data(&wh)?);
+        let bs = match bias.as_ref() { Some((a, b)) => Some((data(a)?, data(b)?)), None => None };
         let (y, hn, g) = run(py, || rnn::gru_forward::<T>(&xs, &hs, &wis, &whs,
                                                           bs.as_ref().map(|(a, b)| (&a[..], &b[..])), d, reverse))?;
         let (t, n, h) = (d.t, d.n, d.h);
@@ -124,8 +124,8 @@ fn gru_backward<'py>(py: Python<'py>, x: &Any<'py>, h0: &Any<'py>, w_ih: &Any<'p
         let (ya, ga, gya, gha) = (arr::<T>(y, "y")?, arr::<T>(gates, "gates")?, arr::<T>(gy, "gy")?,
                                   arr::<T>(gh_n, "gh_n")?);
         let d = dims(xa.shape(), wh.shape(), 3)?;
-        let (xs, hs, wis, whs) = (data(&xa), data(&ha), data(&wi), data(&wh));
-        let (ys, gs, gys, ghs) = (data(&ya), data(&ga), data(&gya), data(&gha));
+        let (xs, hs, wis, whs) = (data(&xa)?, data(&ha)?, data(&wi)?, data(&wh)?);
+        let (ys, gs, gys, ghs) = (data(&ya)?, data(&ga)?, data(&gya)?, data(&gha)?);
         let (gx, gh0, gwi, gwh, gbi, gbh) = run(py, || rnn::gru_backward::<T>(
             &xs, &hs, &wis, &whs, &ys, &gs, &gys, &ghs, has_bias, d, reverse))?;
         let (t, n, i, h) = (d.t, d.n, d.i, d.h);
