@@ -79,7 +79,7 @@ def values(d: Draw, shape, dtype=np.float32) -> np.ndarray:
         a = np.full(n, d.choice([0.0, 1.0, -2.5, 1e30, np.nan, np.inf]))
     else:
         a = rng.integers(-3, 4, n).astype(np.float64)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN cast to int64: any value
         return a.reshape(shape).astype(dtype)
 
 
@@ -149,6 +149,8 @@ def gen_binary(d: Draw):
             b_dims = dims(d, 0, 3)
         b = tensor(d, b_dims)
     a = huge_view(d) if d.rarely() else tensor(d, a_dims)
+    if d.rarely():  # two modest operands whose broadcast result is 40 GB
+        a, b = tensor(d, [100000, 1], layouts=False), tensor(d, [1, 100000], layouts=False)
     return op, [a, b], {}
 
 

@@ -1,7 +1,7 @@
 //! Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, pow; neg, exp, log.
 
 use super::activation::check_same_len;
-use super::map::{map1, map2, with_capacity};
+use super::map::{map1, map2};
 use super::reduce::sum_to_shape;
 use crate::error::Result;
 use crate::real::Real;
@@ -160,15 +160,17 @@ fn broadcast_map3<T: Real, F: Fn(T, T, T) -> T + Sync>(
     (b, sb): (&[T], &[usize]),
     (c, sc): (&[T], &[usize]),
     f: F,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     const BLOCK: usize = 1 << 15;
-    let n: usize = out_shape.iter().product();
+    // the broadcast shape may be far larger than either operand: checked, and allocated
+    // fallibly (MemoryError, not an abort)
+    let n = crate::alloc::checked_numel(out_shape, "a broadcast result")?;
     let nd = out_shape.len();
     if nd == 0 {
-        return vec![f(a[0], b[0], c[0])];
+        return Ok(vec![f(a[0], b[0], c[0])]);
     }
     // written once, without a zero-fill pass first (a full extra write of the output)
-    let mut out: Vec<T> = with_capacity(n);
+    let mut out: Vec<T> = super::map::try_with_capacity(n, &format!("a broadcast result of shape {out_shape:?}"))?;
     let inner = out_shape[nd - 1];
     let (ia, ib, ic) = (sa[nd - 1], sb[nd - 1], sc[nd - 1]);
     out.spare_capacity_mut()[..n].par_chunks_mut(BLOCK).enumerate().for_each(|(task, block)| {
@@ -193,7 +195,7 @@ fn broadcast_map3<T: Real, F: Fn(T, T, T) -> T + Sync>(
     });
     // SAFETY: the blocks tile the n slots and each block's row stretches cover it whole
     unsafe { out.set_len(n) };
-    out
+    Ok(out)
 }
 
 fn check_len<T>(x: &[T], shape: &[usize], name: &str) -> Result<()> {
@@ -230,11 +232,11 @@ pub fn binary_forward<T: Real>(
     let (pa, pb) = ((a, &sa[..]), (b, &sb[..]));
     // one monomorphized loop per op (c is a stand-in operand the ops ignore)
     let v = match op {
-        BinaryOp::Add => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x + y),
-        BinaryOp::Sub => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x - y),
-        BinaryOp::Mul => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x * y),
-        BinaryOp::Div => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x / y),
-        BinaryOp::Pow => broadcast_map3(&out_shape, pa, pb, pa, |x: T, y: T, _| x.powf_(y)),
+        BinaryOp::Add => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x + y)?,
+        BinaryOp::Sub => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x - y)?,
+        BinaryOp::Mul => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x * y)?,
+        BinaryOp::Div => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x / y)?,
+        BinaryOp::Pow => broadcast_map3(&out_shape, pa, pb, pa, |x: T, y: T, _| x.powf_(y))?,
     };
     Ok((v, out_shape))
 }
@@ -275,23 +277,23 @@ pub fn binary_backward<T: Real>(
             return Ok((ga, gb));
         }
         BinaryOp::Mul => (
-            broadcast_map3(&out_shape, pa, pb, pg, |_, y, g| g * y),
-            broadcast_map3(&out_shape, pa, pb, pg, |x, _, g| g * x),
+            broadcast_map3(&out_shape, pa, pb, pg, |_, y, g| g * y)?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, _, g| g * x)?,
         ),
         BinaryOp::Div => (
-            broadcast_map3(&out_shape, pa, pb, pg, |_, y, g| g / y),
-            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| -g * x / (y * y)),
+            broadcast_map3(&out_shape, pa, pb, pg, |_, y, g| g / y)?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| -g * x / (y * y))?,
         ),
         BinaryOp::Pow => (
             // d/da = b a^(b-1), 0 where b == 0 (so 0^0 has gradient 0, not NaN)
             broadcast_map3(&out_shape, pa, pb, pg, |x: T, y: T, g: T| {
                 if y == T::ZERO { T::ZERO } else { g * y * x.powf_(y - T::ONE) }
-            }),
+            })?,
             // d/db = a^b log a, 0 where a == 0 and b >= 0 (PyTorch's mask; 0^-1 gives
             // inf * log 0 = -inf, a negative a NaN)
             broadcast_map3(&out_shape, pa, pb, pg, |x: T, y: T, g: T| {
                 if x == T::ZERO && y >= T::ZERO { T::ZERO } else { g * x.powf_(y) * x.ln_() }
-            }),
+            })?,
         ),
     };
     // same shapes (the common case): the full gradients are already the operands'
