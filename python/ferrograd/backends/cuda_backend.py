@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._determinism import are_deterministic_algorithms_enabled
 from . import _attention, _dropout, _pool, base
 from . import _conv, _dropout, _pool, base
 from . import _dropout, _pool, _rnn, base
@@ -1332,7 +1333,9 @@ class CudaBackend(base.Backend):
         if b * h * lq == 0 or lk == 0 or dv == 0:  # nothing flows back
             return (self.full(q.shape, 0.0, _F32), self.full(k.shape, 0.0, _F32),
                     self.full(v.shape, 0.0, _F32))
-        if d == dv == 64:
+        # the d=64 kernels sum dQ with float atomics (not deterministic): deterministic
+        # mode takes the row kernels below instead (see ferrograd/_determinism.py)
+        if d == dv == 64 and not are_deterministic_algorithms_enabled():
             return self._attention_backward_wide(q, k, v, margs, tail, lse, out, gout)
         gq, gk, gv = self.empty(q.shape), self.empty(k.shape), self.empty(v.shape)
         t = self._ATT_THREADS
