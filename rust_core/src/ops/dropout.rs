@@ -205,8 +205,9 @@ pub fn dropblock_mask<T: Real>(
     }
     let t = threshold(gamma.min(1.0))?;
     let hw = h * w;
-    let total = planes * hw;
-    let mut keep = vec![T::ZERO; total];
+    // the shape comes from the caller (a broadcast view's logical shape): checked, fallible
+    let total = crate::alloc::checked_numel(shape, "dropblock2d mask")?;
+    let mut keep = crate::alloc::zeroed(total, &format!("dropblock2d mask of shape {shape:?}"))?;
     if total == 0 {
         return Ok(keep);
     }
