@@ -195,8 +195,8 @@ pub fn dropblock_mask<T: Real>(
     seed: u64,
     offset: u64,
 ) -> Result<Vec<T>> {
-    let (planes, h, w) = match *shape {
-        [n, c, h, w] => (n * c, h, w),
+    let (h, w) = match *shape {
+        [_, _, h, w] => (h, w),
         _ => return shape_err!("input: expected a 4-D shape (N, C, H, W), got {shape:?}"),
     };
     let b = block_size;
