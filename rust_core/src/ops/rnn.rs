@@ -22,6 +22,7 @@
 use super::activation::sigmoid;
 use super::map::{detect_isa, wide, Isa};
 use super::reduce::column_sums;
+use crate::alloc::{self, checked_numel};
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
@@ -137,11 +138,14 @@ fn prev_states<T: Real>(y: &[T], h0: &[T], d: RnnDims, reverse: bool) -> Vec<T> 
 }
 
 /// x (T*N, I) @ w_ih^T (+ bias rows): the whole sequence's input projection.
-fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDims, g: usize) -> Vec<T> {
+fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDims, g: usize) -> Result<Vec<T>> {
     let has_bias = bias.is_some();
+    // (T*N, 4H): the sequence and the hidden size come from different arguments, so this
+    // can be far larger than any of them: checked and allocated fallibly
+    let n_out = checked_numel(&[d.t, d.n, g], "a recurrent layer's input projection")?;
     let mut xp = match bias {
         Some(b) => {
-            let mut v = Vec::with_capacity(d.t * d.n * g);
+            let mut v = alloc::with_capacity(n_out, "a recurrent layer's input projection")?;
             for _ in 0..d.t * d.n {
                 v.extend_from_slice(&b);
             }
@@ -150,7 +154,7 @@ fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDi
         None => {
             // the GEMM writes every element without reading dst: no zero-fill first
             let (m, k) = (d.t * d.n, d.i);
-            let mut v: Vec<T> = Vec::with_capacity(m * g);
+            let mut v: Vec<T> = alloc::with_capacity(n_out, "a recurrent layer's input projection")?;
             let par = if (m as u128) * (g as u128) * (k as u128) < 1 << 18 {
                 Parallelism::None
             } else {
@@ -163,11 +167,11 @@ fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDi
                            w_ih.as_ptr(), k as isize, 1, T::ONE, T::ONE, false, false, false, par);
                 v.set_len(m * g);
             }
-            return v;
+            return Ok(v);
         }
     };
     mm(&mut xp, x, false, w_ih, true, d.t * d.n, g, d.i, has_bias);
-    xp
+    Ok(xp)
 }
 
 /// The results of a layer's forward: outputs (T, N, H), final states (N, H) and what
@@ -639,15 +643,16 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let (xp, mats) = if fused {
         (None, vec![(w_ih, i), (w_hh, h)])
     } else {
-        (Some(input_projection(x, w_ih, Some(b.clone()), d, g)), vec![(w_hh, h)])
+        (Some(input_projection(x, w_ih, Some(b.clone()), d, g)?), vec![(w_hh, h)])
     };
     // each block's weights gathered by the thread that will use them (into its cache)
     let wb: Vec<StepWeights<T>> = blocks.par_iter().map(|&(j0, j1)| StepWeights::new(&mats, h, j0, j1, isa)).collect();
     // every element of y, cells and gates is written by exactly one step's tasks: no
     // zero-filling first
     let (tc, tg) = if keep { (t * n * h, t * n * g) } else { (0, 0) };
-    let (mut y, mut cells, mut gates) = (Vec::<T>::with_capacity(t * n * h), Vec::<T>::with_capacity(tc),
-                                         Vec::<T>::with_capacity(tg));
+    let (mut y, mut cells, mut gates) = (alloc::with_capacity::<T>(t * n * h, "lstm output")?,
+                                         alloc::with_capacity::<T>(tc, "lstm cells")?,
+                                         alloc::with_capacity::<T>(tg, "lstm gates")?);
     let mut c_pair = if keep { Vec::new() } else { vec![T::ZERO; 2 * n * h] };
     // per task: the block's pre-activations (N, 4*bw) and room for the operand [x_t,
     // h_prev] where the gemm crate runs the fused step
@@ -845,7 +850,7 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
     let mut shares: [Vec<Vec<T>>; 2] = [(0..nb).map(|_| vec![T::ZERO; n * h]).collect(),
                                         (0..nb).map(|_| vec![T::ZERO; n * h]).collect()];
     // every element of gpre is written by one step's tasks: no zero-filling first
-    let mut gpre: Vec<T> = Vec::with_capacity(t * n * g);
+    let mut gpre: Vec<T> = alloc::with_capacity(checked_numel(&[t, n, g], "lstm gradient")?, "lstm gradient")?;
     let gpp = SharedMut(gpre.as_mut_ptr());
     let mut first = true;
     let mut parity = 0;
@@ -959,8 +964,9 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
     let RnnDims { t, n, h, .. } = d;
     let g = 3 * h;
     let isa = detect_isa();
-    let xp = input_projection(x, w_ih, bias.map(|(bi, _)| bi.to_vec()), d, g);
-    let (mut y, mut gates) = (vec![T::ZERO; t * n * h], vec![T::ZERO; t * n * 4 * h]);
+    let xp = input_projection(x, w_ih, bias.map(|(bi, _)| bi.to_vec()), d, g)?;
+    let (mut y, mut gates) = (alloc::zeroed(t * n * h, "gru output")?,
+                              alloc::zeroed(checked_numel(&[t, n, 4 * h], "gru gates")?, "gru gates")?);
     let mut hc = h0.to_vec();
     let mut hp = vec![T::ZERO; n * g];
     let w_hh_t = transposed(w_hh, g, h);
@@ -996,7 +1002,8 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
     check("gates", gates.len(), t * n * 4 * h, "(T, N, 4H)")?;
     let hp_all = prev_states(y, h0, d, reverse);
     let mut dh = gh_n.to_vec();
-    let (mut gi, mut gh) = (vec![T::ZERO; t * n * g], vec![T::ZERO; t * n * g]);
+    let n_g = checked_numel(&[t, n, g], "gru gradient")?;
+    let (mut gi, mut gh) = (alloc::zeroed(n_g, "gru gradient")?, alloc::zeroed(n_g, "gru gradient")?);
     for s in steps(t, !reverse) {
         let (gs, gys) = (&gates[s * n * 4 * h..(s + 1) * n * 4 * h], &gy[s * n * h..(s + 1) * n * h]);
         let hps = &hp_all[s * n * h..(s + 1) * n * h];
