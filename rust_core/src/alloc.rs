@@ -58,6 +58,23 @@ pub fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
     filled(n, T::default(), what)
 }
 
+/// The panic payload of a refused allocation in a kernel whose signature cannot carry a
+/// `Result` (the elementwise maps' outputs, written from inside rayon tasks). It unwinds
+/// like a panic, but the Python bindings' `run` recognises it and raises the error it
+/// holds (MemoryError / ValueError) instead of reporting a bug, and the panic hook they
+/// install prints nothing for it. Rust users see an ordinary panic they can catch.
+#[derive(Debug)]
+pub struct AllocFailure(pub FerroError);
+
+/// [`with_capacity`] for infallible signatures: unwinds with [`AllocFailure`] instead of
+/// aborting the process (Rust's default on a refused allocation).
+pub fn with_capacity_or_unwind<T>(n: usize, what: &str) -> Vec<T> {
+    match with_capacity(n, what) {
+        Ok(v) => v,
+        Err(e) => std::panic::panic_any(AllocFailure(e)),
+    }
+}
+
 /// The error for a refused allocation of `n` elements (`bytes` bytes) for `what`.
 pub fn memory_error(what: &str, n: usize, bytes: usize) -> FerroError {
     FerroError::Memory(format!(
@@ -95,6 +112,13 @@ mod tests {
         assert!(matches!(checked_numel(&[usize::MAX, 2], "t"), Err(FerroError::Value(_))));
         assert_eq!(checked_numel(&[3, 0, 5], "t").unwrap(), 0);
         assert_eq!(filled(3, 7u8, "t").unwrap(), vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn an_infallible_signature_unwinds_with_the_error() {
+        let r = std::panic::catch_unwind(|| with_capacity_or_unwind::<f32>((isize::MAX as usize) / 8, "t"));
+        let payload = r.expect_err("the allocation must be refused");
+        assert!(matches!(payload.downcast_ref::<AllocFailure>(), Some(AllocFailure(FerroError::Memory(_)))));
     }
 
     #[test]

@@ -213,7 +213,8 @@ pub fn wide<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 /// faults, and advising those made a 4M-element relu 30% slower (measured), so they are
 /// left alone.
 pub fn with_capacity<T>(n: usize) -> Vec<T> {
-    advise_huge_pages(Vec::with_capacity(n))
+    // refused: unwinds with alloc::AllocFailure (MemoryError in Python), not an abort
+    advise_huge_pages(crate::alloc::with_capacity_or_unwind(n, "a kernel's output"))
 }
 
 /// [`with_capacity`] for a caller-sized buffer (an output larger than any input: a pool's

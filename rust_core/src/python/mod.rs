@@ -146,6 +146,9 @@ pub(super) fn run<R: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<R> 
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.into()),
         Err(payload) => {
+            if let Some(crate::alloc::AllocFailure(e)) = payload.downcast_ref::<crate::alloc::AllocFailure>() {
+                return Err(e.clone().into());
+            }
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -738,6 +741,18 @@ fn empty_buffer_cache(py: Python<'_>) {
 /// as long. Calls from other Python threads are injected into the pool as before. With a
 /// single thread (RAYON_NUM_THREADS=1) the pool keeps its own worker, so jobs injected by
 /// other threads always have a thread that runs them.
+/// A refused allocation unwinds with `alloc::AllocFailure`, which `run` turns into
+/// MemoryError: the default hook would print "thread panicked" for it first. Every other
+/// panic still goes to the previous hook.
+fn quiet_alloc_failures() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<crate::alloc::AllocFailure>().is_none() {
+            previous(info)
+        }
+    }));
+}
+
 fn init_thread_pool() {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -772,6 +787,7 @@ fn tune_allocator() {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    quiet_alloc_failures();
     init_thread_pool();
     tune_allocator();
     macro_rules! add {
