@@ -16,6 +16,7 @@ pub mod im2col;
 pub mod naive;
 pub mod winograd;
 
+use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::ops::linear::{gemm_into, Mat};
 use crate::real::Real;
@@ -69,14 +70,37 @@ impl Geom {
                 c / groups
             );
         }
-        let (ekh, ekw) = (dilation.0 * (kh - 1) + 1, dilation.1 * (kw - 1) + 1);
-        let (hp, wp) = (h + 2 * padding.0, w + 2 * padding.1);
+        // checked arithmetic: a padding of 2**62 must be a ValueError, not a wrapped size
+        // (and every signed index the kernels form, up to the padded size, fits isize)
+        let too_big = |what: &str| -> Result<Geom> {
+            value_err!(
+                "{what}: input {h}x{w} with padding {padding:?}, kernel {kh}x{kw}, dilation {dilation:?} \
+                 gives sizes larger than fit in memory"
+            )
+        };
+        let dil = |d: usize, k: usize| d.checked_mul(k - 1).and_then(|v| v.checked_add(1));
+        let pad = |x: usize, p: usize| {
+            p.checked_mul(2).and_then(|p2| x.checked_add(p2)).filter(|&v| v <= isize::MAX as usize)
+        };
+        let (Some(ekh), Some(ekw)) = (dil(dilation.0, kh), dil(dilation.1, kw)) else {
+            return too_big("dilation");
+        };
+        let (Some(hp), Some(wp)) = (pad(h, padding.0), pad(w, padding.1)) else {
+            return too_big("padding");
+        };
         if ekh > hp || ekw > wp {
             return shape_err!(
                 "weight: the (dilated) kernel {ekh}x{ekw} is larger than the padded input {hp}x{wp}"
             );
         }
         let (oh, ow) = ((hp - ekh) / stride.0 + 1, (wp - ekw) / stride.1 + 1);
+        // the output, the columns matrix and the inputs must have countable sizes; whether
+        // the memory exists is for the (fallible) allocations to find out
+        for dims in [[n, o, oh, ow, 1], [c, kh, kw, oh, ow], [n, c, h, w, 1], [o, cg, kh, kw, 1]] {
+            if crate::alloc::checked_numel(&dims, "conv2d").is_err() {
+                return too_big("padding");
+            }
+        }
         Ok(Geom {
             n,
             c,
@@ -146,13 +170,13 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
         check_len(b, g.o, "bias")?;
     }
     let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
-    let mut y = vec![T::ZERO; g.n * g.o * l];
+    let mut y = zeroed::<T>(g.n * g.o * l, "conv2d")?;
     if let Some(b) = bias {
         y.par_chunks_mut(l)
             .enumerate()
             .for_each(|(no, row)| row.iter_mut().for_each(|v| *v = b[no % g.o]));
     }
-    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let mut cols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d (im2col columns)")?;
     let chw = g.c * g.h * g.w;
     for n in 0..g.n {
         im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
@@ -185,11 +209,11 @@ pub fn conv2d_backward<T: Real>(
     check_len(gy, g.n * g.o * l, "grad_output")?;
     let gb = with_bias.then(|| bias_grad(gy, g));
     let chw = g.c * g.h * g.w;
-    let mut gw = vec![T::ZERO; g.o * k];
-    let mut gx = vec![T::ZERO; g.n * chw];
-    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
-    let mut gcols = vec![T::ZERO; g.c * g.kh * g.kw * l];
-    let mut gwt = vec![T::ZERO; k * og];
+    let mut gw = zeroed::<T>(g.o * k, "conv2d backward")?;
+    let mut gx = zeroed::<T>(g.n * chw, "conv2d backward")?;
+    let mut cols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gcols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gwt = zeroed::<T>(k * og, "conv2d backward")?;
     for n in 0..g.n {
         im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
         let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
@@ -347,6 +371,14 @@ pub(crate) mod tests {
         assert!(Geom::new([1, 3, 5, 5], [4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 2).is_err());
         assert!(Geom::new([1, 1, 4, 4], [1, 1, 7, 7], (1, 1), (1, 1), (1, 1), 1).is_err());
         assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (0, 1), (0, 0), (1, 1), 1).is_err());
+        // sizes that overflow: ValueError, not a wrapped geometry or a panic
+        for p in [1usize << 62, 1 << 31, usize::MAX / 2] {
+            assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (3, 3), (p, p), (1, 1), 1).is_err(), "{p}");
+        }
+        assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (0, 0), (usize::MAX, 1), 1).is_err());
+        // countable but impossible: the allocation refuses it (MemoryError), no abort
+        let big = Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (1 << 20, 1 << 20), (1, 1), 1).unwrap();
+        assert!(conv2d_forward(&[0.0f32; 16], &[0.0; 9], None, &big).is_err());
         let g = Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (0, 0), (1, 1), 1).unwrap();
         assert!(conv2d_forward(&[0.0f32; 15], &[0.0; 9], None, &g).is_err());
     }
