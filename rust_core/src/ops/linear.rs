@@ -3,6 +3,7 @@
 //! Linear layer's forward (bias pre-filled, GEMM accumulates onto it) and backward.
 
 use super::reduce::column_sums;
+use crate::alloc::{checked_numel, zeroed};
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
@@ -115,7 +116,7 @@ pub fn matmul<T: Real>(
     if ka != kb {
         return shape_err!("b: inner dimensions differ: a gives {ka}, b gives {kb}");
     }
-    let mut out = vec![T::ZERO; batch * m * n];
+    let mut out = zeroed::<T>(checked_numel(&[batch, m, n], "matmul")?, "matmul")?;
     for i in 0..batch {
         let am = Mat::new(&a[i * ra * ca..(i + 1) * ra * ca], ra, ca, transpose_a);
         let bm = Mat::new(&b[i * rb * cb..(i + 1) * rb * cb], rb, cb, transpose_b);
@@ -144,7 +145,7 @@ pub fn linear_forward<T: Real>(
     bias: Option<&[T]>,
 ) -> Result<Vec<T>> {
     check_linear(x, n, fin, w, fout)?;
-    let mut y = vec![T::ZERO; n * fout];
+    let mut y = zeroed::<T>(checked_numel(&[n, fout], "linear")?, "linear")?;
     if let Some(b) = bias {
         if b.len() != fout {
             return shape_err!("bias: expected shape ({fout},), got {} elements", b.len());
@@ -173,9 +174,9 @@ pub fn linear_backward<T: Real>(
     if gy.len() != n * fout {
         return shape_err!("gy: expected shape ({n}, {fout}), got {} elements", gy.len());
     }
-    let mut gx = vec![T::ZERO; n * fin];
+    let mut gx = zeroed::<T>(n * fin, "linear backward")?;
     gemm_into(&mut gx, Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false), false);
-    let mut gw = vec![T::ZERO; fout * fin];
+    let mut gw = zeroed::<T>(fout * fin, "linear backward")?;
     gemm_into(&mut gw, Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false), false);
     let gb = if has_bias { Some(column_sums(gy, n, fout)) } else { None };
     Ok((gx, gw, gb))
