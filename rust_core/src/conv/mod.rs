@@ -18,7 +18,7 @@ pub mod winograd;
 
 use crate::alloc::zeroed;
 use crate::error::Result;
-use crate::ops::linear::{gemm_into, Mat};
+use crate::ops::linear::{exact_nans, gemm_into, Mat};
 use crate::real::Real;
 use crate::{shape_err, value_err};
 use rayon::prelude::*;
@@ -184,7 +184,10 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
         for gi in 0..g.groups {
             let a = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, false);
             let b = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
-            gemm_into(&mut yn[gi * og * l..(gi + 1) * og * l], a, b, true);
+            let yg = &mut yn[gi * og * l..(gi + 1) * og * l];
+            gemm_into(yg, a, b, true);
+            // overflowing products (finite x times 1e30): the exact sum, see exact_nans
+            exact_nans(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
         }
     }
     Ok(y)
@@ -225,6 +228,7 @@ pub fn conv2d_backward<T: Real>(
             let colg = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
             let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
             gemm_into(&mut gwt, colg, gyt, false);
+            exact_nans(&mut gwt, colg, gyt, |_, _| T::ZERO);
             let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
             for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
                 for (oi, &v) in row.iter().enumerate() {
@@ -233,6 +237,7 @@ pub fn conv2d_backward<T: Real>(
             }
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
+            exact_nans(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
         }
         im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);
     }

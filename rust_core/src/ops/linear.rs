@@ -40,6 +40,58 @@ impl<'a, T> Mat<'a, T> {
             (1, self.cols as isize)
         }
     }
+    /// element (i, j) of the matrix as read
+    #[inline]
+    fn at(&self, i: usize, j: usize) -> T
+    where
+        T: Copy,
+    {
+        if self.trans {
+            self.data[j * self.cols + i]
+        } else {
+            self.data[i * self.cols + j]
+        }
+    }
+}
+
+/// Recomputes, in f64 with exact products, every NaN of dst (m x n) = init + a @ b whose
+/// row of `a` and column of `b` hold no NaN. Why: a product of finite f32 values can
+/// overflow (1e10 * -1e30), and whether it becomes -inf before meeting a +inf term
+/// depends on the GEMM's accumulation order and use of FMA (fma(1e10, -1e30, inf) is
+/// inf; an accumulator that reached -inf first gives inf - inf = NaN). OpenBLAS (numpy)
+/// and the gemm crate order differently, and each differs by shape; the exact sum
+/// (+inf here) is the one answer independent of order. NaN stays where it is genuine:
+/// a NaN input, 0 * inf, or true +inf and -inf terms. Cost: one vectorized scan of dst;
+/// the per-row/column NaN tables and f64 sums only when dst holds a NaN.
+pub(crate) fn exact_nans<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init: impl Fn(usize, usize) -> T) {
+    let (m, k) = a.dims();
+    let (_, n) = b.dims();
+    #[allow(clippy::eq_op)]
+    let any_nan = dst.iter().fold(false, |acc, &v| acc | (v != v));
+    if !any_nan || k == 0 {
+        return;
+    }
+    #[allow(clippy::eq_op)]
+    let a_nan: Vec<bool> = (0..m).map(|i| (0..k).any(|p| { let v = a.at(i, p); v != v })).collect();
+    #[allow(clippy::eq_op)]
+    let b_nan: Vec<bool> = (0..n).map(|j| (0..k).any(|p| { let v = b.at(p, j); v != v })).collect();
+    for i in 0..m {
+        if a_nan[i] {
+            continue;
+        }
+        for j in 0..n {
+            let d = &mut dst[i * n + j];
+            if !d.is_nan_() || b_nan[j] {
+                continue;
+            }
+            let mut s = init(i, j).to_f64();
+            for p in 0..k {
+                // an f32 product is exact in f64 (and f64 * f64 overflows only past 1e308)
+                s += a.at(i, p).to_f64() * b.at(p, j).to_f64();
+            }
+            *d = T::c(s);
+        }
+    }
 }
 
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
@@ -121,6 +173,7 @@ pub fn matmul<T: Real>(
         let am = Mat::new(&a[i * ra * ca..(i + 1) * ra * ca], ra, ca, transpose_a);
         let bm = Mat::new(&b[i * rb * cb..(i + 1) * rb * cb], rb, cb, transpose_b);
         gemm_into(&mut out[i * m * n..(i + 1) * m * n], am, bm, false);
+        exact_nans(&mut out[i * m * n..(i + 1) * m * n], am, bm, |_, _| T::ZERO);
     }
     Ok((out, m, n))
 }
@@ -155,7 +208,9 @@ pub fn linear_forward<T: Real>(
             row.copy_from_slice(b);
         }
     }
-    gemm_into(&mut y, Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true), bias.is_some());
+    let (xm, wm) = (Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true));
+    gemm_into(&mut y, xm, wm, bias.is_some());
+    exact_nans(&mut y, xm, wm, |_, j| bias.map_or(T::ZERO, |b| b[j]));
     Ok(y)
 }
 
@@ -175,9 +230,13 @@ pub fn linear_backward<T: Real>(
         return shape_err!("gy: expected shape ({n}, {fout}), got {} elements", gy.len());
     }
     let mut gx = zeroed::<T>(n * fin, "linear backward")?;
-    gemm_into(&mut gx, Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false), false);
+    let (gym, wm) = (Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false));
+    gemm_into(&mut gx, gym, wm, false);
+    exact_nans(&mut gx, gym, wm, |_, _| T::ZERO);
     let mut gw = zeroed::<T>(fout * fin, "linear backward")?;
-    gemm_into(&mut gw, Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false), false);
+    let (gyt, xm) = (Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false));
+    gemm_into(&mut gw, gyt, xm, false);
+    exact_nans(&mut gw, gyt, xm, |_, _| T::ZERO);
     let gb = if has_bias { Some(column_sums(gy, n, fout)) } else { None };
     Ok((gx, gw, gb))
 }
@@ -220,6 +279,19 @@ mod tests {
         assert_eq!((mm, nn), (m, n));
         assert_eq!(c2, e);
         assert!(matmul(&a, (m, k), &a, (m, k), 1, false, false).is_err());
+    }
+
+    #[test]
+    fn overflowing_products_give_the_exact_sum_not_nan() {
+        // 1e10 * -1e30 overflows f32; the exact sum with the +inf term is +inf in any order
+        let x = [1.0f32, 1e10, 1.0, 1e10, 1.0, 0.0];
+        let w = [f32::INFINITY, -1e30, -1e30, -1e30, f32::INFINITY, 0.0];
+        let y = linear_forward(&x, 2, 3, &w, 2, None).unwrap();
+        assert_eq!(y[0], f32::INFINITY, "{y:?}");
+        // genuine NaN stays: +inf and -inf terms, and a NaN input
+        let w2 = [f32::INFINITY, f32::NEG_INFINITY, 0.0];
+        assert!(linear_forward(&[1.0f32, 1.0, 0.0], 1, 3, &w2, 1, None).unwrap()[0].is_nan());
+        assert!(linear_forward(&[f32::NAN, 1.0, 0.0], 1, 3, &[1.0, 1.0, 1.0], 1, None).unwrap()[0].is_nan());
     }
 
     #[test]
