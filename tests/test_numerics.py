@@ -97,6 +97,18 @@ def test_norms_of_huge_values_do_not_collapse(scale):
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
 
 
+def test_norm_backward_with_huge_weights_does_not_overflow():
+    # weight 1e30 times deviations of 1e24: the float32 sums of w gy (x - mean) overflow;
+    # numpy (float64) and PyTorch give finite gradients
+    x = (np.array([[[-2.7, -0.2, 0.7, -1.9], [3.1, 0.4, -1.2, 2.2]]]) * 1e24).astype(np.float32)
+    w = np.full(4, 1e30, np.float32)
+    gx, gw = _both(lambda a, w: F.layer_norm(a, (4,), weight=w), x, w, grad=True)[1]
+    assert np.isfinite(gx).all() and np.isfinite(gw).all()
+    wi = np.array([4e28, -3.8e20], np.float32)
+    grads = _both(lambda a, w: F.instance_norm(a, weight=w, eps=0.0), x, wi, grad=True)[1]
+    assert all(np.isfinite(g).all() for g in grads)
+
+
 # ---------------------------------------------------------------- attention
 def _qkv(lq=3, lk=3, d=4, seed=0):
     rs = np.random.RandomState(seed)
@@ -253,3 +265,27 @@ def test_conv_bit_identical_whatever_the_thread_count():
         assert r.returncode == 0, r.stderr
         digests.add(r.stdout.strip())
     assert len(digests) == 1, digests
+
+
+# ---------------------------------------------------------------- linear / im2col
+def test_linear_overflowing_products_give_the_exact_sum():
+    # 1e10 * -1e30 overflows float32; with the +inf term the exact sum is +inf. Whether a
+    # GEMM makes it inf or NaN depends on its accumulation order and FMA use (OpenBLAS
+    # itself gives NaN for some shapes and inf for others), so rust recomputes such NaNs
+    # exactly; genuine NaN (a NaN input, inf - inf terms) stays.
+    x = np.array([[1, 1e10, 1], [1e10, -2, INF], [1, 1, 1]], np.float32)
+    w = np.array([[INF, -1e30, -1e30], [-1e30, -1e30, 2], [INF, -INF, 1]], np.float32)
+    y = _run("rust", lambda x, w: F.linear(x, w), x, w)
+    with np.errstate(all="ignore"):
+        exact = (x.astype(np.float64)[:, None, :] * w.astype(np.float64)[None]).sum(-1)
+    np.testing.assert_array_equal(y, exact.astype(np.float32))
+    assert y[0, 0] == INF and y[1, 1] == INF and np.isnan(y[0, 2])
+
+
+def test_conv_im2col_overflowing_products_give_the_exact_sum():
+    x = np.array([1e10, 1.0], np.float32).reshape(1, 2, 1, 1)
+    w = np.array([[-1e30, INF]], np.float32).reshape(1, 2, 1, 1)
+    y = _run("rust", lambda x, w: F.conv2d(x, w, padding=1, algo="im2col"), x, w)
+    # the centre is 1e10 * -1e30 + inf = inf exactly; the padded zeros times inf are NaN
+    assert y[0, 0, 1, 1] == INF
+    assert np.isnan(np.delete(y.ravel(), 4)).all()

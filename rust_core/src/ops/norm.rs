@@ -214,6 +214,19 @@ fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
     (s1, s2)
 }
 
+/// (sum w gy, sum w gy (x - mean)) over one row in f64, w per channel of `hw` elements
+/// (layer_norm: hw = 1, one weight per element): the overflow fallback of rows_backward.
+fn row_sums_f64<T: Real>(x: &[T], g: &[T], w: Option<&[T]>, hw: usize, m: T) -> (f64, f64) {
+    let m = m.to_f64();
+    let (mut a, mut b) = (0f64, 0f64);
+    for (j, (&xv, &gv)) in x.iter().zip(g).enumerate() {
+        let wg = w.map_or(1.0, |w| w[j / hw.max(1)].to_f64()) * gv.to_f64();
+        a += wg;
+        b += wg * (xv.to_f64() - m);
+    }
+    (a, b)
+}
+
 fn rstd_of(var: f64, eps: f64) -> f64 {
     1.0 / (var + eps).sqrt()
 }
@@ -444,7 +457,8 @@ pub fn rows_backward<T: Real>(
                                 ab[0] += wg * (xr[j] - m);
                             }
                             for (((pwv, pbv), &xv), &gv) in pwr.iter_mut().zip(pbr.iter_mut()).zip(xr).zip(gr) {
-                                *pwv += gv * (xv - m) * s;
+                                // xhat = (x - mean) rstd first: gy (x - mean) can overflow
+                                *pwv += gv * ((xv - m) * s);
                                 *pbv += gv;
                             }
                             a = lane_sum(&aa).to_f64();
@@ -460,14 +474,19 @@ pub fn rows_backward<T: Real>(
                     for k in 0..cg {
                         let span = k * hw..(k + 1) * hw;
                         let (db, ds) = grad_sums(&xr[span.clone()], &gr[span], m);
-                        let wv = weight.map_or(T::ONE, |w| w[c0 + k]);
-                        a += (wv * db).to_f64();
-                        b += (wv * ds).to_f64();
+                        let wv = weight.map_or(1.0, |w| w[c0 + k].to_f64());
+                        a += wv * db.to_f64();
+                        b += wv * ds.to_f64();
                         if weight.is_some() {
-                            pw[c0 + k] += ds * s;
+                            pw[c0 + k] += T::c(ds.to_f64() * s.to_f64());
                             pb[c0 + k] += db;
                         }
                     }
+                }
+                if !(a.is_finite() && b.is_finite()) {
+                    // the T sums overflowed (weights of 1e30 times deviations of 1e24) or
+                    // the row holds inf/NaN: the sums again in f64, as numpy computes them
+                    (a, b) = row_sums_f64(xr, gr, weight.map(|w| &w[c0..c0 + cg]), hw, m);
                 }
                 let sf = s.to_f64();
                 let c1 = T::c(-sf * sf * b * inv_l);
