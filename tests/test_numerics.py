@@ -148,6 +148,17 @@ def test_sdpa_scale_zero_or_negative_with_inf_inputs(scale):
     assert np.isfinite(y[0, 1]).all()
 
 
+def test_sdpa_scale_zero_gives_zero_query_and_key_grads():
+    # scale 0 multiplies the score gradient before the products (PyTorch's order): q.grad
+    # and k.grad are exactly 0 even when gs @ k overflows (values of 1e37)
+    q = np.array([1.0, -2.0, 0.5], np.float32).reshape(1, 1, 3, 1)
+    k = np.array([1e3, -1e3, 2e3, 5e2], np.float32).reshape(1, 1, 4, 1)
+    v = np.array([1e38, -1e38, 5e37, 0.0], np.float32).reshape(1, 1, 4, 1)
+    out, (gq, gk, gv) = _both(_sdpa(scale=0.0), q, k, v, grad=True)
+    np.testing.assert_array_equal(gq, 0.0)
+    np.testing.assert_array_equal(gk, 0.0)
+
+
 def test_sdpa_fully_masked_row_agrees():
     q, k, v = _qkv()
     m = np.zeros((3, 3), np.float32)

@@ -131,8 +131,11 @@ def plain_backward(q, k, v, mask, scale, is_causal, out, lse, gout):
     with np.errstate(invalid="ignore", over="ignore"):
         delta = (p * gp).sum(axis=-1, keepdims=True)
         gs = p * (gp - delta)
-    gq = scale * (gs @ kk)
-    gk = scale * (np.swapaxes(gs, -1, -2) @ q)
+    # scale before the products, as PyTorch's backward of (q k^T) * scale and the flash
+    # kernels do: scale = 0 gives 0 gradients, not 0 * (an overflowed product) = NaN
+    gs = scale * gs
+    gq = gs @ kk
+    gk = np.swapaxes(gs, -1, -2) @ q
     dt = q.dtype
     return gq.astype(dt), _fold_heads(gk, hk).astype(dt), _fold_heads(gv, hk).astype(dt)
 

@@ -417,7 +417,7 @@ pub fn rows_backward<T: Real>(
     // few tasks (each with its own parameter partials), enough to balance the threads
     // a fixed count, not one from the thread count: the parameter partials are summed in
     // task order, so the result is the same bits whatever the number of threads
-    let tasks = 64.min(rows).max(1);
+    let tasks = 256.min(rows).max(1);
     let rpt = rows.div_ceil(tasks);
     let inv_l = 1.0 / l as f64;
     let parts: Vec<(Vec<T>, Vec<T>)> = gx.spare_capacity_mut()[..x.len()]
