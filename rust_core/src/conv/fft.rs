@@ -236,7 +236,7 @@ fn plan<T: FftReal>(g: &Geom) -> Result<Fft2<T>> {
 pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
     super::check_args(x, w, bias, None, g)?;
     let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
-    let mut y = zeroed::<T>(g.n * g.o * l, "conv2d")?;
+    let mut y = super::zeros::<T>(g.n * g.o * l, "conv2d")?;
     if y.is_empty() {
         return Ok(y);
     }
@@ -281,7 +281,7 @@ pub fn fft_backward<T: FftReal>(
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, hw, kk) = (g.c / g.groups, g.o / g.groups, g.h * g.w, g.kh * g.kw);
     let gb = with_bias.then(|| super::bias_grad(gy, g));
-    let mut gx = zeroed::<T>(g.n * g.c * hw, "conv2d backward")?;
+    let mut gx = super::zeros::<T>(g.n * g.c * hw, "conv2d backward")?;
     let mut gw = zeroed::<T>(g.o * cg * kk, "conv2d backward")?;
     if g.n == 0 || g.c == 0 || hw == 0 {
         return Ok((gx, gw, gb));

@@ -16,12 +16,26 @@ pub mod im2col;
 pub mod naive;
 pub mod winograd;
 
-use crate::alloc::zeroed;
 use crate::error::Result;
-use crate::ops::linear::{exact_nans, gemm_into, Mat};
+use crate::ops::linear::{amax, exact_nans, gemm_into, may_overflow, Mat};
 use crate::real::Real;
 use crate::{shape_err, value_err};
 use rayon::prelude::*;
+
+/// `n` zeros, allocated fallibly (MemoryError, ValueError past isize) and written in
+/// parallel: `alloc::zeroed` fills on one thread, which for the multi-megabyte outputs
+/// and columns of a layer cost ~20% of an im2col call.
+pub(crate) fn zeros<T: Real>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = crate::alloc::with_capacity::<T>(n, what)?;
+    v.spare_capacity_mut()[..n].par_chunks_mut(1 << 16).for_each(|c| {
+        c.iter_mut().for_each(|e| {
+            e.write(T::ZERO);
+        })
+    });
+    // SAFETY: every one of the first n slots was written above
+    unsafe { v.set_len(n) };
+    Ok(v)
+}
 
 /// The geometry of one convolution (checked by [`Geom::new`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,24 +184,30 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
         check_len(b, g.o, "bias")?;
     }
     let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
-    let mut y = zeroed::<T>(g.n * g.o * l, "conv2d")?;
+    let mut y = zeros::<T>(g.n * g.o * l, "conv2d")?;
     if let Some(b) = bias {
         y.par_chunks_mut(l)
             .enumerate()
             .for_each(|(no, row)| row.iter_mut().for_each(|v| *v = b[no % g.o]));
     }
-    let mut cols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d (im2col columns)")?;
+    let mut cols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d (im2col columns)")?;
     let chw = g.c * g.h * g.w;
+    let w_max = amax(w);
     for n in 0..g.n {
-        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let xn = &x[n * chw..(n + 1) * chw];
+        im2col::im2col_image(xn, g, &mut cols);
+        // the columns hold x's values and zeros: |x| bounds them
+        let check = may_overflow::<T>(w_max, amax(xn), k);
         let yn = &mut y[n * g.o * l..(n + 1) * g.o * l];
         for gi in 0..g.groups {
             let a = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, false);
             let b = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
             let yg = &mut yn[gi * og * l..(gi + 1) * og * l];
             gemm_into(yg, a, b, true);
-            // overflowing products (finite x times 1e30): the exact sum, see exact_nans
-            exact_nans(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
+            if check {
+                // overflowing products (finite x times 1e30): the exact sum, see exact_nans
+                exact_nans(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
+            }
         }
     }
     Ok(y)
@@ -212,14 +232,19 @@ pub fn conv2d_backward<T: Real>(
     check_len(gy, g.n * g.o * l, "grad_output")?;
     let gb = with_bias.then(|| bias_grad(gy, g));
     let chw = g.c * g.h * g.w;
-    let mut gw = zeroed::<T>(g.o * k, "conv2d backward")?;
-    let mut gx = zeroed::<T>(g.n * chw, "conv2d backward")?;
-    let mut cols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
-    let mut gcols = zeroed::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
-    let mut gwt = zeroed::<T>(k * og, "conv2d backward")?;
+    let mut gw = zeros::<T>(g.o * k, "conv2d backward")?;
+    let mut gx = zeros::<T>(g.n * chw, "conv2d backward")?;
+    let mut cols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gcols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gwt = zeros::<T>(k * og, "conv2d backward")?;
+    let w_max = amax(w);
     for n in 0..g.n {
-        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let xn = &x[n * chw..(n + 1) * chw];
+        im2col::im2col_image(xn, g, &mut cols);
         let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
+        let gy_max = amax(gyn);
+        // bounds of the two products' factors: skip the NaN scans when nothing can overflow
+        let (check_w, check_x) = (may_overflow::<T>(amax(xn), gy_max, l), may_overflow::<T>(w_max, gy_max, og));
         for gi in 0..g.groups {
             let gyg = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, false);
             // gw_g^T (K x O/G) = cols_g (K x L) @ gy_n,g^T, added to gw_g transposed: the
@@ -228,7 +253,9 @@ pub fn conv2d_backward<T: Real>(
             let colg = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
             let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
             gemm_into(&mut gwt, colg, gyt, false);
-            exact_nans(&mut gwt, colg, gyt, |_, _| T::ZERO);
+            if check_w {
+                exact_nans(&mut gwt, colg, gyt, |_, _| T::ZERO);
+            }
             let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
             for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
                 for (oi, &v) in row.iter().enumerate() {
@@ -237,7 +264,9 @@ pub fn conv2d_backward<T: Real>(
             }
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
-            exact_nans(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
+            if check_x {
+                exact_nans(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
+            }
         }
         im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);
     }

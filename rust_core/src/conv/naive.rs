@@ -20,7 +20,7 @@ fn src(i: usize, a: usize, s: usize, d: usize, p: usize, len: usize) -> Option<u
 pub fn naive_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
     super::check_args(x, w, bias, None, g)?;
     let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
-    let mut y = zeroed::<T>(g.n * g.o * l, "conv2d")?;
+    let mut y = super::zeros::<T>(g.n * g.o * l, "conv2d")?;
     if l == 0 {
         return Ok(y);
     }
@@ -67,7 +67,7 @@ pub fn naive_backward<T: Real>(
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, l, hw) = (g.c / g.groups, g.o / g.groups, g.l(), g.h * g.w);
     let kk = g.kh * g.kw;
-    let mut gx = zeroed::<T>(g.n * g.c * hw, "conv2d backward")?;
+    let mut gx = super::zeros::<T>(g.n * g.c * hw, "conv2d backward")?;
     if hw > 0 {
         gx.par_chunks_mut(hw).enumerate().for_each(|(nc, plane)| {
             let (n, c) = (nc / g.c, nc % g.c);

@@ -647,7 +647,7 @@ fn forward_core<T: Real>(
     let (o, m, a2) = (p.o, tf.m, tf.alpha * tf.alpha);
     let (cg, og) = (p.c / p.groups, p.o / p.groups);
     let ohw = p.oh * p.ow;
-    let mut y = zeroed::<T>(p.n * o * ohw, "conv2d")?;
+    let mut y = super::zeros::<T>(p.n * o * ohw, "conv2d")?;
     let yp = SyncPtr(y.as_mut_ptr());
     let pool = Pool::new(tf, p, o)?;
     p.blocks().into_par_iter().for_each(|blk| {

@@ -54,6 +54,42 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// max |v| over `v` in f64, NaN if `v` holds an inf or NaN: one pass of 16 independent
+/// lanes (max and a sum of v * 0, which is NaN exactly for non-finite v) that LLVM
+/// turns into SIMD registers.
+pub(crate) fn amax<T: Real>(v: &[T]) -> f64 {
+    const L: usize = 16;
+    let (mut mx, mut bad) = ([T::ZERO; L], [T::ZERO; L]);
+    let chunks = v.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            let a = c[k].abs_();
+            mx[k] = if a > mx[k] { a } else { mx[k] };
+            bad[k] += c[k] * T::ZERO;
+        }
+    }
+    let mut m = 0f64;
+    let mut b = 0f64;
+    for k in 0..L {
+        m = m.max(mx[k].to_f64());
+        b += bad[k].to_f64();
+    }
+    for &x in rest {
+        m = m.max(x.abs_().to_f64());
+        b += (x * T::ZERO).to_f64();
+    }
+    if b.is_nan() { f64::NAN } else { m }
+}
+
+/// Whether a product of k terms with factors bounded by `amax_a` and `amax_b` can hold a
+/// spurious NaN (an infinite or overflowing term; NaN bounds count as yes): callers that
+/// know cheap bounds skip `exact_nans`' scan of the output when it cannot.
+pub(crate) fn may_overflow<T: Real>(amax_a: f64, amax_b: f64, k: usize) -> bool {
+    let max = if std::mem::size_of::<T>() == 4 { f32::MAX as f64 } else { f64::MAX };
+    !(amax_a * amax_b * k as f64 <= max)
+}
+
 /// Recomputes, in f64 with exact products, every NaN of dst (m x n) = init + a @ b whose
 /// row of `a` and column of `b` hold no NaN. Why: a product of finite f32 values can
 /// overflow (1e10 * -1e30), and whether it becomes -inf before meeting a +inf term
