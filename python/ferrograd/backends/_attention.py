@@ -12,7 +12,11 @@ PyTorch's top-left ``tril`` alignment)::
 
 A row whose keys are all hidden gives out = 0 and zero gradients: PyTorch's
 ``scaled_dot_product_attention`` does the same (its CPU and math paths return 0 there,
-checked against torch 2.x), rather than the NaN a plain softmax would give.
+checked against torch 2.x), rather than the NaN a plain softmax would give. A row with
+a NaN or +inf score (NaN in q, k or the mask, inf * 0, inf - inf) is NaN in out, lse and
+the gradients, as PyTorch's softmax makes it; hidden keys (-inf) get weight 0 even
+there. The weights are exp(s - max) / sum, never exp(s - lse): with scores of 1e30,
+lse = max + log(sum) rounds log(sum) away and the rows would not sum to 1.
 
 ``plain_*`` materialize the (Lq, Lk) score matrix; they are the readable oracle. ``tiled_*``
 are the flash-attention algorithm (Dao et al. 2022): query blocks meet key blocks one at
@@ -91,29 +95,47 @@ def _exp_minus(s, lse):
 
 
 # ------------------------------------------------------------------ plain
+def _softmax(s):
+    """(p, lse) of the score rows s: p = exp(s - max) / sum (0 for hidden keys and for
+    a row with every key hidden, NaN for a row holding NaN or +inf)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = s.max(axis=-1, initial=-np.inf)            # NaN if the row holds a NaN
+        m_safe = np.where(np.isneginf(m), 0.0, m)
+        e = np.where(np.isneginf(s), 0.0, np.exp(s - m_safe[..., None]))
+        l = e.sum(axis=-1)
+        lse = m + np.log(l)
+        keep = (l > 0) | np.isnan(l)
+        p = np.where(keep[..., None] & ~np.isneginf(s), e / np.where(keep, l, 1.0)[..., None], 0.0)
+    return p.astype(s.dtype), lse
+
+
 def plain_forward(q, k, v, mask, scale, is_causal):
     h = q.shape[1]
     kk, vv = _kv_heads(k, h), _kv_heads(v, h)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        s = _scores(q, kk, mask, scale, is_causal)
-        m = s.max(axis=-1, initial=-np.inf)
-        m_safe = np.where(np.isneginf(m), 0.0, m)
-        lse = m + np.log(np.exp(s - m_safe[..., None]).sum(axis=-1))
-        p = _exp_minus(s, lse)
-    return (p @ vv).astype(q.dtype), lse.astype(q.dtype)
+        p, lse = _softmax(_scores(q, kk, mask, scale, is_causal))
+        out = p @ vv
+    return out.astype(q.dtype), lse.astype(q.dtype)
 
 
 def plain_backward(q, k, v, mask, scale, is_causal, out, lse, gout):
     h, hk = q.shape[1], k.shape[1]
     kk, vv = _kv_heads(k, h), _kv_heads(v, h)
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = _exp_minus(_scores(q, kk, mask, scale, is_causal), lse)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        p, _ = _softmax(_scores(q, kk, mask, scale, is_causal))
     gv = np.swapaxes(p, -1, -2) @ gout
     gp = gout @ np.swapaxes(vv, -1, -2)
-    delta = (gout * out).sum(axis=-1, keepdims=True)   # = rowsum(p * gp)
-    gs = p * (gp - delta)
-    gq = scale * (gs @ kk)
-    gk = scale * (np.swapaxes(gs, -1, -2) @ q)
+    # rowsum(p * gp), PyTorch's softmax backward: for a one-hot row (scores of 1e30) it is
+    # exactly that row's gp, so the score gradient is exactly 0 (rowsum(gout * out)
+    # differs from it by a rounding error that q of 1e30 would scale up)
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = (p * gp).sum(axis=-1, keepdims=True)
+        gs = p * (gp - delta)
+    # scale before the products, as PyTorch's backward of (q k^T) * scale and the flash
+    # kernels do: scale = 0 gives 0 gradients, not 0 * (an overflowed product) = NaN
+    gs = scale * gs
+    gq = gs @ kk
+    gk = np.swapaxes(gs, -1, -2) @ q
     dt = q.dtype
     return gq.astype(dt), _fold_heads(gk, hk).astype(dt), _fold_heads(gv, hk).astype(dt)
 
@@ -145,8 +167,10 @@ def tiled_forward(q, k, v, mask, scale, is_causal, block=BLOCK):
             acc = acc * corr[..., None] + p @ vv[:, :, cols]
             m = m_new
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[:, :, rows] = np.where(l[..., None] > 0, acc / l[..., None], 0.0)
-            lse[:, :, rows] = np.where(l > 0, m + np.log(l), -np.inf)
+            # NaN (a NaN or +inf score) stays NaN, a fully hidden row is 0
+            out[:, :, rows] = np.where(l[..., None] > 0, acc / l[..., None],
+                                       np.where(np.isnan(l)[..., None], np.nan, 0.0))
+            lse[:, :, rows] = np.where(l > 0, m + np.log(l), np.where(np.isnan(l), np.nan, -np.inf))
     return out, lse
 
 

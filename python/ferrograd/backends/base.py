@@ -299,6 +299,10 @@ class Backend(abc.ABC):
     # ``bias`` may each be None (no affine); the backward returns ``(gx, gweight, gbias)``
     # with gweight and gbias None when ``weight`` is None (the Python layer passes a ones
     # weight when only a bias is given).
+    # NaN/inf (PyTorch's answers): a row (or channel) holding NaN or +-inf has NaN
+    # statistics, so all of its y is NaN, and a NaN batch makes running_mean/running_var
+    # NaN; finite values of any size normalize (1e20 does not overflow the variance to
+    # give rstd = 0: the squares are taken in float64 where float32 would overflow).
     @abc.abstractmethod
     def layer_norm_forward(self, x: Array, weight: Optional[Array], bias: Optional[Array],
                            normalized_ndim: int, eps: float) -> Tuple[Array, Array, Array]:
@@ -454,14 +458,17 @@ class Backend(abc.ABC):
         """q (B, H, Lq, D), k (B, Hk, Lk, D), v (B, Hk, Lk, Dv), Hk dividing H; mask None or
         additive (1|B, 1|H, Lq, Lk). Returns (out (B, H, Lq, Dv), lse (B, H, Lq)): the
         log-sum-exp of each row of scale * q k^T + mask, -inf where every key is hidden
-        (out is 0 there)."""
+        (out is 0 there). A row with a NaN or +inf score (NaN in q/k/mask, inf - inf,
+        0 * inf) is NaN in out and lse, as PyTorch's softmax gives."""
 
     @abc.abstractmethod
     def attention_backward(self, q: Array, k: Array, v: Array, mask: Optional[Array],
                            scale: float, is_causal: bool, out: Array, lse: Array,
                            gout: Array) -> Tuple[Array, Array, Array]:
         """(gq, gk, gv) for attention_forward's output gradient ``gout``; the scores are
-        recomputed from q, k and ``lse``."""
+        recomputed from q, k and ``lse``. The weights are normalized by their own sum where
+        lse is too coarse (scores of 1e30), and a one-hot row has exactly zero score
+        gradient; NaN rows give NaN gradients, hidden keys none from them."""
     # ------------------------------------------------------------------ convolution
     # torch.nn.functional.conv2d's semantics (cross-correlation): x (N, C, H, W), weight
     # (O, C / groups, KH, KW), bias (O,) or None; stride, padding, dilation are ints or
@@ -470,6 +477,10 @@ class Backend(abc.ABC):
     # _conv.py describes them and the "auto" rule); "winograd" needs a 3x3 kernel with
     # stride 1 and dilation 1 (ValueError otherwise). Backends may run an algorithm they do
     # not implement natively by another exact one (each backend says which).
+    # NaN/inf: every algorithm multiplies the padding's zeros (0 * NaN or inf weight is
+    # NaN at padded positions, as in PyTorch); forward and backward give the same bits on
+    # every call whatever the thread count; sizes that overflow raise ValueError and
+    # workspaces that cannot be allocated MemoryError.
     @abc.abstractmethod
     def conv2d_forward(self, x: Array, weight: Array, bias: Optional[Array], stride, padding,
                        dilation, groups: int, algo: str = "auto") -> Array:

@@ -9,6 +9,7 @@
 //! heads of a group (grouped-query attention) — linear in the lengths.
 
 use super::AttnDims;
+use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::ops::map::{detect_isa, wide};
 use crate::real::Real;
@@ -79,20 +80,24 @@ fn gemm_tile<T: Real>(
 }
 
 /// max(init, row) with 8 independent lanes, so that LLVM vectorizes it (a single
-/// running max is a dependency chain). NaN scores are skipped here and propagate through
-/// the exponentials instead.
+/// running max is a dependency chain). NaN wins (`v != v` takes it, and nothing is
+/// greater than a NaN lane afterwards), as in torch.max: a row holding a NaN score must
+/// not look fully hidden (max -inf) and come out as 0.
 #[inline]
 fn row_max<T: Real>(row: &[T], init: T) -> T {
     let mut lanes = [init; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
         for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = if v > *l { v } else { *l };
+            #[allow(clippy::eq_op)]
+            let nan = v != v;
+            *l = if v > *l || nan { v } else { *l };
         }
     }
     let mut mx = init;
     for &v in lanes.iter().chain(chunks.remainder()) {
-        if v > mx {
+        #[allow(clippy::eq_op)]
+        if v > mx || v != v {
             mx = v;
         }
     }
@@ -226,6 +231,11 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, o
                 let inv = T::ONE / l[r];
                 row.iter_mut().for_each(|a| *a *= inv);
                 lse[i0 + r] = m[r] + l[r].ln_();
+            } else if l[r].is_nan_() {
+                // a NaN or +inf score (inf - inf in the exponent): PyTorch's softmax gives
+                // NaN for the whole row, and so does the lse the backward reads
+                row.iter_mut().for_each(|a| *a = T::c(f64::NAN));
+                lse[i0 + r] = T::c(f64::NAN);
             } else {
                 row.iter_mut().for_each(|a| *a = T::ZERO);
                 lse[i0 + r] = neg_inf;
@@ -246,8 +256,8 @@ pub fn forward<T: Real>(
 ) -> Result<(Vec<T>, Vec<T>)> {
     dims.check(q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
     // each head writes its rows of the outputs in place (no per-head buffers to gather)
-    let mut out = vec![T::ZERO; dims.b * dims.h * dims.lq * dims.dv];
-    let mut lse = vec![T::ZERO; dims.b * dims.h * dims.lq];
+    let mut out = zeroed::<T>(dims.b * dims.h * dims.lq * dims.dv, "scaled_dot_product_attention")?;
+    let mut lse = zeroed::<T>(dims.b * dims.h * dims.lq, "scaled_dot_product_attention")?;
     let bh = dims.b * dims.h;
     blocks(&mut out, dims.lq * dims.dv, bh)
         .into_par_iter()
@@ -284,10 +294,15 @@ fn head_backward<T: Real>(
     let isa = detect_isa();
     let mut p = vec![T::ZERO; BQ * BK];
     let mut dp = vec![T::ZERO; BQ * BK];
+    let mut exact = ExactRows { m: [neg_inf; BQ], inv_l: [T::ZERO; BQ], delta: [T::ZERO; BQ] };
     for i0 in (0..lq).step_by(BQ) {
         let bq = BQ.min(lq - i0);
         let kend = if causal { lk.min(i0 + bq) } else { lk };
         let go = &gout[i0 * dv..];
+        let use_exact = lse[i0..i0 + bq].iter().any(|&li| lse_too_coarse(li));
+        if use_exact {
+            exact_rows(x, dims, scale, causal, (i0, bq, kend), go, (&mut p, &mut dp), &mut exact);
+        }
         for j0 in (0..kend).step_by(BK) {
             let bk = BK.min(lk - j0);
             let pt = &mut p[..bq * bk];
@@ -295,12 +310,23 @@ fn head_backward<T: Real>(
             wide(isa, || {
                 finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
                 for r in 0..bq {
-                    let li = lse[i0 + r];
                     let row = &mut pt[r * bk..(r + 1) * bk];
+                    // hidden keys (-inf) get p = 0 even in a NaN row (whose lse is NaN)
+                    if use_exact {
+                        let (mr, inv) = (exact.m[r], exact.inv_l[r]);
+                        if mr == neg_inf {
+                            row.iter_mut().for_each(|v| *v = T::ZERO);
+                        } else {
+                            row.iter_mut()
+                                .for_each(|v| *v = if *v == neg_inf { T::ZERO } else { (*v - mr).exp_() * inv });
+                        }
+                        continue;
+                    }
+                    let li = lse[i0 + r];
                     if li == neg_inf {
                         row.iter_mut().for_each(|v| *v = T::ZERO);
                     } else {
-                        row.iter_mut().for_each(|v| *v = (*v - li).exp_());
+                        row.iter_mut().for_each(|v| *v = if *v == neg_inf { T::ZERO } else { (*v - li).exp_() });
                     }
                 }
             });
@@ -311,7 +337,7 @@ fn head_backward<T: Real>(
             gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
             // ds = scale * p * (dp - delta), stored in dp
             wide(isa, || for r in 0..bq {
-                let dl = delta[i0 + r];
+                let dl = if use_exact { exact.delta[r] } else { delta[i0 + r] };
                 let (dr, pr) = (&mut dpt[r * bk..(r + 1) * bk], &pt[r * bk..(r + 1) * bk]);
                 dr.iter_mut().zip(pr).for_each(|(dv_, &pv)| *dv_ = scale * pv * (*dv_ - dl));
             });
@@ -319,6 +345,79 @@ fn head_backward<T: Real>(
             gemm_tile(bq, d, bk, &mut gq[i0 * d..], d, true, dpt, 1, bk, &x.k[j0 * d..], 1, d);
             gemm_tile(bk, d, bq, &mut gk[j0 * d..], d, true, dpt, bk, 1, &x.q[i0 * d..], 1, d);
         }
+    }
+}
+
+/// Per-row softmax statistics of one query tile, recomputed by the backward (see
+/// `lse_too_coarse`): the row max, 1 / (sum of exp(s - max)) and delta = sum_j p dp.
+struct ExactRows<T> {
+    m: [T; BQ],
+    inv_l: [T; BQ],
+    delta: [T; BQ],
+}
+
+/// Whether exp(s - lse) would mis-normalize a row: lse = max + ln(sum) is one number of
+/// T, and once |lse| is large (1e30 scores: ulp 7e22) ln(sum) is rounded away, so rows
+/// of identical keys sum to their key count. Such rows get their max and sum recomputed
+/// (one more pass over the keys); all others keep the one-pass flash backward.
+#[inline]
+fn lse_too_coarse<T: Real>(li: T) -> bool {
+    let eps = if std::mem::size_of::<T>() == 4 { f32::EPSILON as f64 } else { f64::EPSILON };
+    let a = li.to_f64().abs();
+    a.is_finite() && a * eps > 1.0 / 1024.0
+}
+
+/// Fills `ex` for query rows i0..i0+bq by an online pass over the key tiles up to
+/// `kend`: the max and sum as the forward computed them, and delta = sum_j p_ij dp_ij
+/// from the same dp tiles the main pass multiplies (not rowsum(gout * out)), so a
+/// one-hot row (|scores| ~ 1e30) has dp - delta exactly 0 and zero gradients, as
+/// PyTorch's math path gives, instead of a rounding difference times 1e30.
+#[allow(clippy::too_many_arguments)]
+fn exact_rows<T: Real>(
+    x: &Head<T>,
+    dims: &AttnDims,
+    scale: T,
+    causal: bool,
+    (i0, bq, kend): (usize, usize, usize),
+    go: &[T],
+    (p, dp): (&mut [T], &mut [T]),
+    ex: &mut ExactRows<T>,
+) {
+    let (lk, d, dv) = (dims.lk, dims.d, dims.dv);
+    let neg_inf = T::c(f64::NEG_INFINITY);
+    let mut l = [T::ZERO; BQ];
+    let mut dl = [T::ZERO; BQ];
+    ex.m[..bq].iter_mut().for_each(|v| *v = neg_inf);
+    for j0 in (0..kend).step_by(BK) {
+        let bk = BK.min(lk - j0);
+        let (pt, dpt) = (&mut p[..bq * bk], &mut dp[..bq * bk]);
+        gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+        finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
+        gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
+        for r in 0..bq {
+            let (row, dr) = (&pt[r * bk..(r + 1) * bk], &dpt[r * bk..(r + 1) * bk]);
+            let mx = row_max(row, ex.m[r]);
+            if mx == neg_inf {
+                continue;
+            }
+            let corr = (ex.m[r] - mx).exp_();
+            let (mut sl, mut sd) = (T::ZERO, T::ZERO);
+            for (&v, &g) in row.iter().zip(dr) {
+                if v != neg_inf {
+                    let e = (v - mx).exp_();
+                    sl += e;
+                    sd += e * g;
+                }
+            }
+            l[r] = l[r] * corr + sl;
+            dl[r] = dl[r] * corr + sd;
+            ex.m[r] = mx;
+        }
+    }
+    for r in 0..bq {
+        let inv = if l[r] > T::ZERO { T::ONE / l[r] } else { T::ZERO };
+        ex.inv_l[r] = if l[r].is_nan_() { l[r] } else { inv };
+        ex.delta[r] = dl[r] * ex.inv_l[r];
     }
 }
 
@@ -355,9 +454,10 @@ pub fn backward<T: Real>(
             return crate::shape_err!("{name}: expected {n} elements for sizes {dims:?}, got {got}");
         }
     }
-    let mut gq = vec![T::ZERO; b * h * lq * d];
-    let mut gk = vec![T::ZERO; b * hk * lk * d];
-    let mut gv = vec![T::ZERO; b * hk * lk * dv];
+    let what = "scaled_dot_product_attention backward";
+    let mut gq = zeroed::<T>(b * h * lq * d, what)?;
+    let mut gk = zeroed::<T>(b * hk * lk * d, what)?;
+    let mut gv = zeroed::<T>(b * hk * lk * dv, what)?;
     if b * h == 0 || lq == 0 {
         return Ok((gq, gk, gv));
     }

@@ -5,7 +5,9 @@
 //! (grouped-query; multi-query when Hk = 1). The optional additive mask is
 //! (Bm, Hm, Lq, Lk) with Bm in {1, B} and Hm in {1, H}. Causal hides key j from query i
 //! when j > i. A row whose keys are all hidden gives out = 0, lse = -inf and zero
-//! gradients (PyTorch's SDPA gives 0 there too). Semantics: `backends/_attention.py`.
+//! gradients (PyTorch's SDPA gives 0 there too). A row with a NaN or +inf score is NaN
+//! in out, lse and its gradients (PyTorch's softmax); hidden keys get weight 0 even
+//! there. Semantics: `backends/_attention.py`.
 
 pub mod flash;
 

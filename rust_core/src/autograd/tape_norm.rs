@@ -207,7 +207,9 @@ impl<T: Real> Tape<T> {
                 for s in 0..n {
                     let rs = op.rstd[s * c + ch].to_f64();
                     m += op.mean[s * c + ch].to_f64();
-                    v += (1.0 / (rs * rs) - eps).max(0.0) * unbias;
+                    // max(0) that keeps NaN: a NaN input must make running_var NaN
+                    let var = 1.0 / (rs * rs) - eps;
+                    v += if var < 0.0 { 0.0 } else { var } * unbias;
                 }
                 let (m, v) = (m / n as f64, v / n as f64);
                 r.mean[ch] = T::c((1.0 - momentum) * r.mean[ch].to_f64() + momentum * m);

@@ -16,6 +16,7 @@
 //! FFTs run on contiguous data; planes run in parallel (rayon), each with its own scratch.
 
 use super::{ConvGrads, Geom};
+use crate::alloc::{checked_numel, zeroed};
 use crate::error::Result;
 use crate::real::Real;
 use rayon::prelude::*;
@@ -30,18 +31,33 @@ impl<T: Real + FftNum> FftReal for T {}
 
 /// The smallest n >= len whose only prime factors are 2 and 3: rustfft's fastest sizes
 /// (measured: a 70 = 2 5 7 grid took longer than a 72 one, 75 longer than 80).
+/// Found among the 2^a 3^b directly (no linear search: a padding of 2**40 would make
+/// that search run for hours).
 fn good_size(len: usize) -> usize {
-    (len.max(1)..)
-        .find(|&n| {
-            let mut k = n;
-            for p in [2, 3] {
-                while k % p == 0 {
-                    k /= p;
+    let len = len.max(1);
+    let mut best = usize::MAX;
+    let mut p3: usize = 1;
+    loop {
+        let mut v = p3;
+        while v < len {
+            match v.checked_mul(2) {
+                Some(x) => v = x,
+                None => {
+                    v = usize::MAX;
+                    break;
                 }
             }
-            k == 1
-        })
-        .expect("a 7-smooth number follows every n")
+        }
+        best = best.min(v);
+        if p3 >= len {
+            break;
+        }
+        match p3.checked_mul(3) {
+            Some(x) => p3 = x,
+            None => break,
+        }
+    }
+    best
 }
 
 /// The plans of one 2-D real FFT size.
@@ -94,6 +110,20 @@ impl<T: FftReal> Fft2<T> {
             rows: vec![Complex::new(T::ZERO, T::ZERO); self.len()],
             scratch: vec![Complex::new(T::ZERO, T::ZERO); n],
         }
+    }
+
+    /// Whether one thread's workspaces (a `Work` and an accumulator spectrum) can be had
+    /// for every rayon thread: asked fallibly before the parallel loops, whose
+    /// `for_each_init` cannot return an error (a padding of 10**6 makes 4e12-point grids).
+    fn check_work(&self) -> Result<()> {
+        let what = "conv2d (fft workspace)";
+        let per = checked_numel(&[self.hf, self.wf], what)?
+            .checked_add(checked_numel(&[self.len(), 4], what)?)
+            .ok_or_else(|| crate::error::FerroError::Value(format!("{what}: sizes overflow")))?;
+        let all = checked_numel(&[per, rayon::current_num_threads().max(1)], what)?;
+        // a reservation of the bytes (as T-sized slots), dropped at once
+        drop(crate::alloc::with_capacity::<T>(all, what)?);
+        Ok(())
     }
 
     /// The spectrum of `plane` (rows x cols) placed with element (i, j) at
@@ -181,36 +211,40 @@ fn spectra<T: FftReal>(
     dims: (usize, usize),
     step: (usize, usize),
     off: (usize, usize),
-) -> Vec<Complex<T>> {
+) -> Result<Vec<Complex<T>>> {
     let s = f.len();
-    let mut out = vec![Complex::new(T::ZERO, T::ZERO); count * s];
+    let n = checked_numel(&[count, s], "conv2d (fft spectra)")?;
+    let mut out = crate::alloc::filled(n, Complex::new(T::ZERO, T::ZERO), "conv2d (fft spectra)")?;
     let pl = dims.0 * dims.1;
     out.par_chunks_mut(s).enumerate().for_each_init(
         || f.work(),
         |wk, (i, spec)| f.forward(&src[i * pl..][..pl], dims, step, off, wk, spec),
     );
-    out
+    Ok(out)
 }
 
-fn plan<T: FftReal>(g: &Geom) -> Fft2<T> {
-    Fft2::new(
-        good_size(g.h + 2 * g.padding.0),
-        good_size(g.w + 2 * g.padding.1),
-    )
+/// The FFT size of the padded input; its grid must be allocatable (checked before the
+/// plans, whose twiddle tables rustfft allocates infallibly).
+fn plan<T: FftReal>(g: &Geom) -> Result<Fft2<T>> {
+    let (hf, wf) = (good_size(g.h + 2 * g.padding.0), good_size(g.w + 2 * g.padding.1));
+    let what = "conv2d (fft grid)";
+    drop(crate::alloc::with_capacity::<T>(checked_numel(&[hf, wf], what)?, what)?);
+    Ok(Fft2::new(hf, wf))
 }
 
 /// y (N, O, OH, OW) = conv(x, w) + bias by FFT.
 pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
     super::check_args(x, w, bias, None, g)?;
     let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
-    let mut y = vec![T::ZERO; g.n * g.o * l];
+    let mut y = super::zeros::<T>(g.n * g.o * l, "conv2d")?;
     if y.is_empty() {
         return Ok(y);
     }
-    let f = plan::<T>(g);
+    let f = plan::<T>(g)?;
+    f.check_work()?;
     let s = f.len();
-    let xs = spectra(&f, x, g.n * g.c, (g.h, g.w), (1, 1), g.padding);
-    let ws = spectra(&f, w, g.o * cg, (g.kh, g.kw), g.dilation, (0, 0));
+    let xs = spectra(&f, x, g.n * g.c, (g.h, g.w), (1, 1), g.padding)?;
+    let ws = spectra(&f, w, g.o * cg, (g.kh, g.kw), g.dilation, (0, 0))?;
     let scale = T::ONE / T::c((f.hf * f.wf) as f64);
     y.par_chunks_mut(l).enumerate().for_each_init(
         || (f.work(), vec![Complex::new(T::ZERO, T::ZERO); s]),
@@ -247,16 +281,17 @@ pub fn fft_backward<T: FftReal>(
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, hw, kk) = (g.c / g.groups, g.o / g.groups, g.h * g.w, g.kh * g.kw);
     let gb = with_bias.then(|| super::bias_grad(gy, g));
-    let mut gx = vec![T::ZERO; g.n * g.c * hw];
-    let mut gw = vec![T::ZERO; g.o * cg * kk];
+    let mut gx = super::zeros::<T>(g.n * g.c * hw, "conv2d backward")?;
+    let mut gw = zeroed::<T>(g.o * cg * kk, "conv2d backward")?;
     if g.n == 0 || g.c == 0 || hw == 0 {
         return Ok((gx, gw, gb));
     }
-    let f = plan::<T>(g);
+    let f = plan::<T>(g)?;
+    f.check_work()?;
     let s = f.len();
     let scale = T::ONE / T::c((f.hf * f.wf) as f64);
-    let gys = spectra(&f, gy, g.n * g.o, (g.oh, g.ow), g.stride, (0, 0));
-    let ws = spectra(&f, w, g.o * cg, (g.kh, g.kw), g.dilation, (0, 0));
+    let gys = spectra(&f, gy, g.n * g.o, (g.oh, g.ow), g.stride, (0, 0))?;
+    let ws = spectra(&f, w, g.o * cg, (g.kh, g.kw), g.dilation, (0, 0))?;
     gx.par_chunks_mut(hw).enumerate().for_each_init(
         || (f.work(), vec![Complex::new(T::ZERO, T::ZERO); s]),
         |(wk, acc), (nc, plane)| {
@@ -282,7 +317,7 @@ pub fn fft_backward<T: FftReal>(
         },
     );
     drop(ws);
-    let xs = spectra(&f, x, g.n * g.c, (g.h, g.w), (1, 1), g.padding);
+    let xs = spectra(&f, x, g.n * g.c, (g.h, g.w), (1, 1), g.padding)?;
     gw.par_chunks_mut(kk).enumerate().for_each_init(
         || (f.work(), vec![Complex::new(T::ZERO, T::ZERO); s]),
         |(wk, acc), (oci, taps)| {

@@ -17,10 +17,25 @@ pub mod naive;
 pub mod winograd;
 
 use crate::error::Result;
-use crate::ops::linear::{gemm_into, Mat};
+use crate::ops::linear::{amax, exact_nans, gemm_into, may_overflow, Mat};
 use crate::real::Real;
 use crate::{shape_err, value_err};
 use rayon::prelude::*;
+
+/// `n` zeros, allocated fallibly (MemoryError, ValueError past isize) and written in
+/// parallel: `alloc::zeroed` fills on one thread, which for the multi-megabyte outputs
+/// and columns of a layer cost ~20% of an im2col call.
+pub(crate) fn zeros<T: Real>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = crate::alloc::with_capacity::<T>(n, what)?;
+    v.spare_capacity_mut()[..n].par_chunks_mut(1 << 16).for_each(|c| {
+        c.iter_mut().for_each(|e| {
+            e.write(T::ZERO);
+        })
+    });
+    // SAFETY: every one of the first n slots was written above
+    unsafe { v.set_len(n) };
+    Ok(v)
+}
 
 /// The geometry of one convolution (checked by [`Geom::new`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,14 +84,37 @@ impl Geom {
                 c / groups
             );
         }
-        let (ekh, ekw) = (dilation.0 * (kh - 1) + 1, dilation.1 * (kw - 1) + 1);
-        let (hp, wp) = (h + 2 * padding.0, w + 2 * padding.1);
+        // checked arithmetic: a padding of 2**62 must be a ValueError, not a wrapped size
+        // (and every signed index the kernels form, up to the padded size, fits isize)
+        let too_big = |what: &str| -> Result<Geom> {
+            value_err!(
+                "{what}: input {h}x{w} with padding {padding:?}, kernel {kh}x{kw}, dilation {dilation:?} \
+                 gives sizes larger than fit in memory"
+            )
+        };
+        let dil = |d: usize, k: usize| d.checked_mul(k - 1).and_then(|v| v.checked_add(1));
+        let pad = |x: usize, p: usize| {
+            p.checked_mul(2).and_then(|p2| x.checked_add(p2)).filter(|&v| v <= isize::MAX as usize)
+        };
+        let (Some(ekh), Some(ekw)) = (dil(dilation.0, kh), dil(dilation.1, kw)) else {
+            return too_big("dilation");
+        };
+        let (Some(hp), Some(wp)) = (pad(h, padding.0), pad(w, padding.1)) else {
+            return too_big("padding");
+        };
         if ekh > hp || ekw > wp {
             return shape_err!(
                 "weight: the (dilated) kernel {ekh}x{ekw} is larger than the padded input {hp}x{wp}"
             );
         }
         let (oh, ow) = ((hp - ekh) / stride.0 + 1, (wp - ekw) / stride.1 + 1);
+        // the output, the columns matrix and the inputs must have countable sizes; whether
+        // the memory exists is for the (fallible) allocations to find out
+        for dims in [[n, o, oh, ow, 1], [c, kh, kw, oh, ow], [n, c, h, w, 1], [o, cg, kh, kw, 1]] {
+            if crate::alloc::checked_numel(&dims, "conv2d").is_err() {
+                return too_big("padding");
+            }
+        }
         Ok(Geom {
             n,
             c,
@@ -146,21 +184,30 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
         check_len(b, g.o, "bias")?;
     }
     let (l, k, og) = (g.l(), g.k(), g.o / g.groups);
-    let mut y = vec![T::ZERO; g.n * g.o * l];
+    let mut y = zeros::<T>(g.n * g.o * l, "conv2d")?;
     if let Some(b) = bias {
         y.par_chunks_mut(l)
             .enumerate()
             .for_each(|(no, row)| row.iter_mut().for_each(|v| *v = b[no % g.o]));
     }
-    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
+    let mut cols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d (im2col columns)")?;
     let chw = g.c * g.h * g.w;
+    let w_max = amax(w);
     for n in 0..g.n {
-        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let xn = &x[n * chw..(n + 1) * chw];
+        im2col::im2col_image(xn, g, &mut cols);
+        // the columns hold x's values and zeros: |x| bounds them
+        let check = may_overflow::<T>(w_max, amax(xn), k);
         let yn = &mut y[n * g.o * l..(n + 1) * g.o * l];
         for gi in 0..g.groups {
             let a = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, false);
             let b = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
-            gemm_into(&mut yn[gi * og * l..(gi + 1) * og * l], a, b, true);
+            let yg = &mut yn[gi * og * l..(gi + 1) * og * l];
+            gemm_into(yg, a, b, true);
+            if check {
+                // overflowing products (finite x times 1e30): the exact sum, see exact_nans
+                exact_nans(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
+            }
         }
     }
     Ok(y)
@@ -185,14 +232,19 @@ pub fn conv2d_backward<T: Real>(
     check_len(gy, g.n * g.o * l, "grad_output")?;
     let gb = with_bias.then(|| bias_grad(gy, g));
     let chw = g.c * g.h * g.w;
-    let mut gw = vec![T::ZERO; g.o * k];
-    let mut gx = vec![T::ZERO; g.n * chw];
-    let mut cols = vec![T::ZERO; g.c * g.kh * g.kw * l];
-    let mut gcols = vec![T::ZERO; g.c * g.kh * g.kw * l];
-    let mut gwt = vec![T::ZERO; k * og];
+    let mut gw = zeros::<T>(g.o * k, "conv2d backward")?;
+    let mut gx = zeros::<T>(g.n * chw, "conv2d backward")?;
+    let mut cols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gcols = zeros::<T>(g.c * g.kh * g.kw * l, "conv2d backward (im2col columns)")?;
+    let mut gwt = zeros::<T>(k * og, "conv2d backward")?;
+    let w_max = amax(w);
     for n in 0..g.n {
-        im2col::im2col_image(&x[n * chw..(n + 1) * chw], g, &mut cols);
+        let xn = &x[n * chw..(n + 1) * chw];
+        im2col::im2col_image(xn, g, &mut cols);
         let gyn = &gy[n * g.o * l..(n + 1) * g.o * l];
+        let gy_max = amax(gyn);
+        // bounds of the two products' factors: skip the NaN scans when nothing can overflow
+        let (check_w, check_x) = (may_overflow::<T>(amax(xn), gy_max, l), may_overflow::<T>(w_max, gy_max, og));
         for gi in 0..g.groups {
             let gyg = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, false);
             // gw_g^T (K x O/G) = cols_g (K x L) @ gy_n,g^T, added to gw_g transposed: the
@@ -201,6 +253,9 @@ pub fn conv2d_backward<T: Real>(
             let colg = Mat::new(&cols[gi * k * l..(gi + 1) * k * l], k, l, false);
             let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
             gemm_into(&mut gwt, colg, gyt, false);
+            if check_w {
+                exact_nans(&mut gwt, colg, gyt, |_, _| T::ZERO);
+            }
             let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
             for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
                 for (oi, &v) in row.iter().enumerate() {
@@ -209,6 +264,9 @@ pub fn conv2d_backward<T: Real>(
             }
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
+            if check_x {
+                exact_nans(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
+            }
         }
         im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);
     }
@@ -347,6 +405,14 @@ pub(crate) mod tests {
         assert!(Geom::new([1, 3, 5, 5], [4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 2).is_err());
         assert!(Geom::new([1, 1, 4, 4], [1, 1, 7, 7], (1, 1), (1, 1), (1, 1), 1).is_err());
         assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (0, 1), (0, 0), (1, 1), 1).is_err());
+        // sizes that overflow: ValueError, not a wrapped geometry or a panic
+        for p in [1usize << 62, 1 << 31, usize::MAX / 2] {
+            assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (3, 3), (p, p), (1, 1), 1).is_err(), "{p}");
+        }
+        assert!(Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (0, 0), (usize::MAX, 1), 1).is_err());
+        // countable but impossible: the allocation refuses it (MemoryError), no abort
+        let big = Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (1 << 20, 1 << 20), (1, 1), 1).unwrap();
+        assert!(conv2d_forward(&[0.0f32; 16], &[0.0; 9], None, &big).is_err());
         let g = Geom::new([1, 1, 4, 4], [1, 1, 3, 3], (1, 1), (0, 0), (1, 1), 1).unwrap();
         assert!(conv2d_forward(&[0.0f32; 15], &[0.0; 9], None, &g).is_err());
     }

@@ -3,6 +3,7 @@
 //! are tested against (`algo="naive"`).
 
 use super::{ConvGrads, Geom};
+use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::real::Real;
 use rayon::prelude::*;
@@ -19,7 +20,7 @@ fn src(i: usize, a: usize, s: usize, d: usize, p: usize, len: usize) -> Option<u
 pub fn naive_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
     super::check_args(x, w, bias, None, g)?;
     let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
-    let mut y = vec![T::ZERO; g.n * g.o * l];
+    let mut y = super::zeros::<T>(g.n * g.o * l, "conv2d")?;
     if l == 0 {
         return Ok(y);
     }
@@ -34,14 +35,15 @@ pub fn naive_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) ->
                     let xc = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
                     let wc = &w[(o * cg + ci) * g.kh * g.kw..][..g.kh * g.kw];
                     for a in 0..g.kh {
-                        let Some(h) = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h) else {
-                            continue;
-                        };
+                        let h = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h);
                         for bb in 0..g.kw {
-                            if let Some(ww) = src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)
-                            {
-                                s += xc[h * g.w + ww] * wc[a * g.kw + bb];
-                            }
+                            // a padded tap still multiplies its zero: 0 * NaN (or inf)
+                            // weight is NaN, as in PyTorch and the other algorithms
+                            let xv = match (h, src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)) {
+                                (Some(h), Some(ww)) => xc[h * g.w + ww],
+                                _ => T::ZERO,
+                            };
+                            s += xv * wc[a * g.kw + bb];
                         }
                     }
                 }
@@ -65,7 +67,7 @@ pub fn naive_backward<T: Real>(
     super::check_args(x, w, None, Some(gy), g)?;
     let (cg, og, l, hw) = (g.c / g.groups, g.o / g.groups, g.l(), g.h * g.w);
     let kk = g.kh * g.kw;
-    let mut gx = vec![T::ZERO; g.n * g.c * hw];
+    let mut gx = super::zeros::<T>(g.n * g.c * hw, "conv2d backward")?;
     if hw > 0 {
         gx.par_chunks_mut(hw).enumerate().for_each(|(nc, plane)| {
             let (n, c) = (nc / g.c, nc % g.c);
@@ -92,7 +94,7 @@ pub fn naive_backward<T: Real>(
             }
         });
     }
-    let mut gw = vec![T::ZERO; g.o * cg * kk];
+    let mut gw = zeroed::<T>(g.o * cg * kk, "conv2d backward")?;
     if kk > 0 {
         gw.par_chunks_mut(kk).enumerate().for_each(|(oci, taps)| {
             let (o, ci) = (oci / cg, oci % cg);
@@ -104,16 +106,14 @@ pub fn naive_backward<T: Real>(
                     for bb in 0..g.kw {
                         let mut s = T::ZERO;
                         for i in 0..g.oh {
-                            let Some(h) = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h)
-                            else {
-                                continue;
-                            };
+                            let h = src(i, a, g.stride.0, g.dilation.0, g.padding.0, g.h);
                             for j in 0..g.ow {
-                                if let Some(ww) =
-                                    src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)
-                                {
-                                    s += gyp[i * g.ow + j] * xc[h * g.w + ww];
-                                }
+                                // padded taps read 0, and 0 * a NaN / inf gradient is NaN
+                                let xv = match (h, src(j, bb, g.stride.1, g.dilation.1, g.padding.1, g.w)) {
+                                    (Some(h), Some(ww)) => xc[h * g.w + ww],
+                                    _ => T::ZERO,
+                                };
+                                s += gyp[i * g.ow + j] * xv;
                             }
                         }
                         taps[a * g.kw + bb] += s;

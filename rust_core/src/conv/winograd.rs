@@ -26,11 +26,15 @@
 //! F(2,3) 4e-7 / 4e-7 / 4e-7, F(4,3) 7e-6 / 6e-6 / 3e-6.
 
 use super::{ConvGrads, Geom};
+use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::real::Real;
 use crate::value_err;
 use rayon::prelude::*;
 use std::sync::Mutex;
+
+/// The most runs of blocks the weight gradient sums separately (see `weight_grad`).
+const GW_CHUNKS: usize = 64;
 
 /// The output tile size: F(2x2, 3x3) or F(4x4, 3x3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,8 +426,8 @@ impl Plan {
 }
 
 /// One thread's buffers: gathered patches, the transform's temporary, V, M (or GY_hat),
-/// the output tiles (or gy patches), a padded input row, and (weight
-/// gradient) the per-point sums. Allocated once per thread and call, not per rayon job:
+/// the output tiles (or gy patches) and a padded input row (the weight gradient's sums
+/// live per run of blocks, see `weight_grad`). Allocated once per thread and call, not per rayon job:
 /// fresh megabyte buffers cost a page fault per 4 KiB.
 struct Scratch<T> {
     patch: Vec<T>,
@@ -432,23 +436,26 @@ struct Scratch<T> {
     mm: Vec<T>,
     small: Vec<T>,
     row: Vec<T>,
-    acc: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
-    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize, acc_len: usize) -> Self {
+    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize) -> Result<Self> {
         let nt = p.rows * p.tw;
         let a2 = tf.alpha * tf.alpha;
-        let z = |n: usize| vec![T::ZERO; n];
-        Scratch {
-            patch: z(a2 * nt),
-            tmp: z(a2 * nt),
-            v: z(a2 * p.c * nt),
-            mm: z(a2 * ch_out * nt),
-            small: z(tf.m * tf.m * nt),
-            row: z((p.tw + 1) * tf.m),
-            acc: z(acc_len),
-        }
+        // sizes from the caller's shape (a padding of 10**6 makes rows of 5e5 tiles):
+        // fallible, and with checked products
+        let z = |dims: &[usize]| {
+            crate::alloc::checked_numel(dims, "conv2d (winograd workspace)")
+                .and_then(|n| zeroed::<T>(n, "conv2d (winograd workspace)"))
+        };
+        Ok(Scratch {
+            patch: z(&[a2, nt])?,
+            tmp: z(&[a2, nt])?,
+            v: z(&[a2, p.c, nt])?,
+            mm: z(&[a2, ch_out, nt])?,
+            small: z(&[tf.m, tf.m, nt])?,
+            row: z(&[p.tw + 1, tf.m])?,
+        })
     }
 }
 
@@ -456,13 +463,13 @@ impl<T: Real> Scratch<T> {
 struct Pool<T>(Vec<Mutex<Scratch<T>>>);
 
 impl<T: Real> Pool<T> {
-    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize, acc_len: usize) -> Self {
+    fn new(tf: &Transforms<T>, p: &Plan, ch_out: usize) -> Result<Self> {
         let n = rayon::current_num_threads().max(1);
-        Pool(
+        Ok(Pool(
             (0..n)
-                .map(|_| Mutex::new(Scratch::new(tf, p, ch_out, acc_len)))
-                .collect(),
-        )
+                .map(|_| Scratch::new(tf, p, ch_out).map(Mutex::new))
+                .collect::<Result<_>>()?,
+        ))
     }
     fn with<R>(&self, f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
         let i = rayon::current_thread_index().unwrap_or(0) % self.0.len();
@@ -636,13 +643,13 @@ fn forward_core<T: Real>(
     u: &[T],
     bias: Option<&[T]>,
     p: &Plan,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     let (o, m, a2) = (p.o, tf.m, tf.alpha * tf.alpha);
     let (cg, og) = (p.c / p.groups, p.o / p.groups);
     let ohw = p.oh * p.ow;
-    let mut y = vec![T::ZERO; p.n * o * ohw];
+    let mut y = super::zeros::<T>(p.n * o * ohw, "conv2d")?;
     let yp = SyncPtr(y.as_mut_ptr());
-    let pool = Pool::new(tf, p, o, 0);
+    let pool = Pool::new(tf, p, o)?;
     p.blocks().into_par_iter().for_each(|blk| {
         pool.with(|sc| {
             let (n, tr0, k) = blk;
@@ -710,7 +717,7 @@ fn forward_core<T: Real>(
             }
         })
     });
-    y
+    Ok(y)
 }
 
 fn check_geom(g: &Geom) -> Result<()> {
@@ -748,11 +755,16 @@ pub fn winograd_forward<T: Real>(
         (g.padding.0 as isize, g.padding.1 as isize),
         (g.oh, g.ow),
     );
-    Ok(forward_core(&tf, x, &u, bias, &p))
+    forward_core(&tf, x, &u, bias, &p)
 }
 
 /// gw (O, C/G, 3, 3) = sum over images and tiles, by the transposed algorithm.
-fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<T> {
+/// Blocks are cut into at most `GW_CHUNKS` runs of consecutive blocks, a count that
+/// depends on the shape only: each run sums into its own accumulator, sequentially, and
+/// the runs' sums are added in run order. So the result is the same bits on every call
+/// and thread count (per-thread accumulators would depend on which thread ran which
+/// block: 4 different results in 300 calls, differences ~1e-4).
+fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Result<Vec<T>> {
     let (m, a2) = (tf.m, tf.alpha * tf.alpha);
     let (o, cg, og) = (g.o, g.c / g.groups, g.o / g.groups);
     let p = Plan::new(
@@ -767,9 +779,16 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
     );
     let ohw = g.oh * g.ow;
     let oc = o * cg;
-    let pool = Pool::new(tf, &p, o, a2 * oc);
-    p.blocks().into_par_iter().for_each(|blk| {
-        pool.with(|sc| {
+    let pool = Pool::new(tf, &p, o)?;
+    let blocks = p.blocks();
+    let acc_len = a2 * oc;
+    // fewer runs when each accumulator is large (at most ~256 MiB of them in all)
+    let budget = ((256usize << 20) / (acc_len.max(1) * std::mem::size_of::<T>())).max(1);
+    let runs = blocks.len().min(GW_CHUNKS).min(budget).max(1);
+    let per_run = blocks.len().div_ceil(runs).max(1);
+    let parts: Vec<Vec<T>> = blocks.par_chunks(per_run).map(|run| {
+        let mut acc = zeroed::<T>(acc_len, "conv2d backward (winograd sums)")?;
+        pool.with(|sc| for &blk in run {
             let (n, tr0, k) = blk;
             let nt = k * p.tw;
             input_transform(tf, x, &p, blk, sc);
@@ -797,7 +816,7 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
                             og,
                             cg,
                             nt,
-                            sc.acc.as_mut_ptr().add(pt * oc + gi * og * cg),
+                            acc.as_mut_ptr().add(pt * oc + gi * og * cg),
                             cg as isize,
                             true,
                             sc.mm.as_ptr().add((pt * o + gi * og) * nt),
@@ -810,12 +829,12 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
                     }
                 }
             }
-        })
-    });
-    let mut sums = vec![T::ZERO; a2 * oc];
-    for sc in pool.0 {
-        let sc = sc.into_inner().unwrap_or_else(|e| e.into_inner());
-        sums.iter_mut().zip(&sc.acc).for_each(|(s, &v)| *s += v);
+        });
+        Ok(acc)
+    }).collect::<Result<_>>()?;
+    let mut sums = vec![T::ZERO; acc_len];
+    for part in &parts {
+        sums.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
     }
     // gw = G^T S G, then (9, O C/G) -> (O, C/G, 3, 3)
     let mut taps = vec![T::ZERO; 9 * oc];
@@ -827,7 +846,7 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Vec<
             gw[i * 9 + t] = v;
         }
     }
-    gw
+    Ok(gw)
 }
 
 /// (gx, gw, gb) by Winograd `tile`: gx by the forward code on gy with the flipped kernel,
@@ -868,8 +887,8 @@ pub fn winograd_backward<T: Real>(
         (2 - g.padding.0 as isize, 2 - g.padding.1 as isize),
         (g.h, g.w),
     );
-    let gx = forward_core(&tf, gy, &u, None, &p);
-    let gw = weight_grad(&tf, x, gy, g);
+    let gx = forward_core(&tf, gy, &u, None, &p)?;
+    let gw = weight_grad(&tf, x, gy, g)?;
     let gb = with_bias.then(|| super::bias_grad(gy, g));
     Ok((gx, gw, gb))
 }

@@ -3,6 +3,7 @@
 //! Linear layer's forward (bias pre-filled, GEMM accumulates onto it) and backward.
 
 use super::reduce::column_sums;
+use crate::alloc::{checked_numel, zeroed};
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape_err;
@@ -37,6 +38,94 @@ impl<'a, T> Mat<'a, T> {
             (self.cols as isize, 1)
         } else {
             (1, self.cols as isize)
+        }
+    }
+    /// element (i, j) of the matrix as read
+    #[inline]
+    fn at(&self, i: usize, j: usize) -> T
+    where
+        T: Copy,
+    {
+        if self.trans {
+            self.data[j * self.cols + i]
+        } else {
+            self.data[i * self.cols + j]
+        }
+    }
+}
+
+/// max |v| over `v` in f64, NaN if `v` holds an inf or NaN: one pass of 16 independent
+/// lanes (max and a sum of v * 0, which is NaN exactly for non-finite v) that LLVM
+/// turns into SIMD registers.
+pub(crate) fn amax<T: Real>(v: &[T]) -> f64 {
+    const L: usize = 16;
+    let (mut mx, mut bad) = ([T::ZERO; L], [T::ZERO; L]);
+    let chunks = v.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            let a = c[k].abs_();
+            mx[k] = if a > mx[k] { a } else { mx[k] };
+            bad[k] += c[k] * T::ZERO;
+        }
+    }
+    let mut m = 0f64;
+    let mut b = 0f64;
+    for k in 0..L {
+        m = m.max(mx[k].to_f64());
+        b += bad[k].to_f64();
+    }
+    for &x in rest {
+        m = m.max(x.abs_().to_f64());
+        b += (x * T::ZERO).to_f64();
+    }
+    if b.is_nan() { f64::NAN } else { m }
+}
+
+/// Whether a product of k terms with factors bounded by `amax_a` and `amax_b` can hold a
+/// spurious NaN (an infinite or overflowing term; NaN bounds count as yes): callers that
+/// know cheap bounds skip `exact_nans`' scan of the output when it cannot.
+pub(crate) fn may_overflow<T: Real>(amax_a: f64, amax_b: f64, k: usize) -> bool {
+    let max = if std::mem::size_of::<T>() == 4 { f32::MAX as f64 } else { f64::MAX };
+    !(amax_a * amax_b * k as f64 <= max)
+}
+
+/// Recomputes, in f64 with exact products, every NaN of dst (m x n) = init + a @ b whose
+/// row of `a` and column of `b` hold no NaN. Why: a product of finite f32 values can
+/// overflow (1e10 * -1e30), and whether it becomes -inf before meeting a +inf term
+/// depends on the GEMM's accumulation order and use of FMA (fma(1e10, -1e30, inf) is
+/// inf; an accumulator that reached -inf first gives inf - inf = NaN). OpenBLAS (numpy)
+/// and the gemm crate order differently, and each differs by shape; the exact sum
+/// (+inf here) is the one answer independent of order. NaN stays where it is genuine:
+/// a NaN input, 0 * inf, or true +inf and -inf terms. Cost: one vectorized scan of dst;
+/// the per-row/column NaN tables and f64 sums only when dst holds a NaN.
+pub(crate) fn exact_nans<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init: impl Fn(usize, usize) -> T) {
+    let (m, k) = a.dims();
+    let (_, n) = b.dims();
+    #[allow(clippy::eq_op)]
+    let any_nan = dst.iter().fold(false, |acc, &v| acc | (v != v));
+    if !any_nan || k == 0 {
+        return;
+    }
+    #[allow(clippy::eq_op)]
+    let a_nan: Vec<bool> = (0..m).map(|i| (0..k).any(|p| { let v = a.at(i, p); v != v })).collect();
+    #[allow(clippy::eq_op)]
+    let b_nan: Vec<bool> = (0..n).map(|j| (0..k).any(|p| { let v = b.at(p, j); v != v })).collect();
+    for i in 0..m {
+        if a_nan[i] {
+            continue;
+        }
+        for j in 0..n {
+            let d = &mut dst[i * n + j];
+            if !d.is_nan_() || b_nan[j] {
+                continue;
+            }
+            let mut s = init(i, j).to_f64();
+            for p in 0..k {
+                // an f32 product is exact in f64 (and f64 * f64 overflows only past 1e308)
+                s += a.at(i, p).to_f64() * b.at(p, j).to_f64();
+            }
+            *d = T::c(s);
         }
     }
 }
@@ -115,11 +204,12 @@ pub fn matmul<T: Real>(
     if ka != kb {
         return shape_err!("b: inner dimensions differ: a gives {ka}, b gives {kb}");
     }
-    let mut out = vec![T::ZERO; batch * m * n];
+    let mut out = zeroed::<T>(checked_numel(&[batch, m, n], "matmul")?, "matmul")?;
     for i in 0..batch {
         let am = Mat::new(&a[i * ra * ca..(i + 1) * ra * ca], ra, ca, transpose_a);
         let bm = Mat::new(&b[i * rb * cb..(i + 1) * rb * cb], rb, cb, transpose_b);
         gemm_into(&mut out[i * m * n..(i + 1) * m * n], am, bm, false);
+        exact_nans(&mut out[i * m * n..(i + 1) * m * n], am, bm, |_, _| T::ZERO);
     }
     Ok((out, m, n))
 }
@@ -144,7 +234,7 @@ pub fn linear_forward<T: Real>(
     bias: Option<&[T]>,
 ) -> Result<Vec<T>> {
     check_linear(x, n, fin, w, fout)?;
-    let mut y = vec![T::ZERO; n * fout];
+    let mut y = zeroed::<T>(checked_numel(&[n, fout], "linear")?, "linear")?;
     if let Some(b) = bias {
         if b.len() != fout {
             return shape_err!("bias: expected shape ({fout},), got {} elements", b.len());
@@ -154,7 +244,9 @@ pub fn linear_forward<T: Real>(
             row.copy_from_slice(b);
         }
     }
-    gemm_into(&mut y, Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true), bias.is_some());
+    let (xm, wm) = (Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true));
+    gemm_into(&mut y, xm, wm, bias.is_some());
+    exact_nans(&mut y, xm, wm, |_, j| bias.map_or(T::ZERO, |b| b[j]));
     Ok(y)
 }
 
@@ -173,10 +265,14 @@ pub fn linear_backward<T: Real>(
     if gy.len() != n * fout {
         return shape_err!("gy: expected shape ({n}, {fout}), got {} elements", gy.len());
     }
-    let mut gx = vec![T::ZERO; n * fin];
-    gemm_into(&mut gx, Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false), false);
-    let mut gw = vec![T::ZERO; fout * fin];
-    gemm_into(&mut gw, Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false), false);
+    let mut gx = zeroed::<T>(n * fin, "linear backward")?;
+    let (gym, wm) = (Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false));
+    gemm_into(&mut gx, gym, wm, false);
+    exact_nans(&mut gx, gym, wm, |_, _| T::ZERO);
+    let mut gw = zeroed::<T>(fout * fin, "linear backward")?;
+    let (gyt, xm) = (Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false));
+    gemm_into(&mut gw, gyt, xm, false);
+    exact_nans(&mut gw, gyt, xm, |_, _| T::ZERO);
     let gb = if has_bias { Some(column_sums(gy, n, fout)) } else { None };
     Ok((gx, gw, gb))
 }
@@ -219,6 +315,19 @@ mod tests {
         assert_eq!((mm, nn), (m, n));
         assert_eq!(c2, e);
         assert!(matmul(&a, (m, k), &a, (m, k), 1, false, false).is_err());
+    }
+
+    #[test]
+    fn overflowing_products_give_the_exact_sum_not_nan() {
+        // 1e10 * -1e30 overflows f32; the exact sum with the +inf term is +inf in any order
+        let x = [1.0f32, 1e10, 1.0, 1e10, 1.0, 0.0];
+        let w = [f32::INFINITY, -1e30, -1e30, -1e30, f32::INFINITY, 0.0];
+        let y = linear_forward(&x, 2, 3, &w, 2, None).unwrap();
+        assert_eq!(y[0], f32::INFINITY, "{y:?}");
+        // genuine NaN stays: +inf and -inf terms, and a NaN input
+        let w2 = [f32::INFINITY, f32::NEG_INFINITY, 0.0];
+        assert!(linear_forward(&[1.0f32, 1.0, 0.0], 1, 3, &w2, 1, None).unwrap()[0].is_nan());
+        assert!(linear_forward(&[f32::NAN, 1.0, 0.0], 1, 3, &[1.0, 1.0, 1.0], 1, None).unwrap()[0].is_nan());
     }
 
     #[test]

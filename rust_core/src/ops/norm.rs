@@ -69,11 +69,18 @@ impl Moments {
         Moments { n, mean: self.mean + d * (o.n / n), m2: self.m2 + o.m2 + d * d * (self.n * o.n / n) }
     }
 
-    /// Biased variance (0 for an empty set).
+    /// Biased variance (0 for an empty set). NaN stays NaN (a row holding NaN or inf has
+    /// a NaN M2): `f64::max` would turn it into 0 and make the row finite.
     #[inline]
     pub fn var(&self) -> f64 {
-        if self.n > 0.0 { (self.m2 / self.n).max(0.0) } else { 0.0 }
+        if self.n > 0.0 { clamp0(self.m2 / self.n) } else { 0.0 }
     }
+}
+
+/// max(v, 0) that keeps NaN (f64::max(NaN, 0) is 0).
+#[inline(always)]
+fn clamp0(v: f64) -> f64 {
+    if v < 0.0 { 0.0 } else { v }
 }
 
 /// A chunks_exact(LANES) piece as a fixed-size array, so the lane loops carry no bounds
@@ -140,6 +147,10 @@ fn sum_f64<T: Real>(x: &[T]) -> f64 {
 /// Moments of one cached block: the exact two-pass formula. The mean comes from an f64
 /// sum (no rounding drift for large means), the squared deviations from it in T: the
 /// rounding of the mean to T adds n * delta^2 to M2, far below M2's own rounding.
+/// Squares of deviations past ~1.8e19 overflow f32: when the mean is finite but the T sum
+/// is not, the block is summed again with f64 squares (as the numpy reference does), so
+/// values of 1e20 normalize instead of giving rstd = 0. Inf or NaN in the block makes
+/// the mean inf/NaN and M2 NaN (PyTorch and numpy give NaN for such a row).
 #[inline(always)]
 fn block_moments<T: Real>(x: &[T]) -> Moments {
     if x.is_empty() {
@@ -147,10 +158,22 @@ fn block_moments<T: Real>(x: &[T]) -> Moments {
     }
     let n = x.len() as f64;
     let mean = sum_f64(x) / n;
+    if !mean.is_finite() {
+        return Moments { n, mean, m2: f64::NAN };
+    }
     let m = T::c(mean);
     let d = m.to_f64() - mean;
-    let s2 = sum_map(x, |v| (v - m) * (v - m)).to_f64();
-    Moments { n, mean, m2: (s2 - n * d * d).max(0.0) }
+    let mut s2 = sum_map(x, |v| (v - m) * (v - m)).to_f64();
+    if !s2.is_finite() {
+        s2 = sum_f64_map(x, |v| (v.to_f64() - mean) * (v.to_f64() - mean));
+        return Moments { n, mean, m2: clamp0(s2) };
+    }
+    Moments { n, mean, m2: clamp0(s2 - n * d * d) }
+}
+
+/// Sum of f(v) in f64 (the overflow fallback of `block_moments`: not vectorized wide).
+fn sum_f64_map<T: Real>(x: &[T], f: impl Fn(T) -> f64) -> f64 {
+    x.iter().map(|&v| f(v)).sum()
 }
 
 /// Moments of any contiguous slice: blocks of STAT_BLOCK merged with Chan's formula.
@@ -189,6 +212,19 @@ fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
         s2 += gv * (xv - m);
     }
     (s1, s2)
+}
+
+/// (sum w gy, sum w gy (x - mean)) over one row in f64, w per channel of `hw` elements
+/// (layer_norm: hw = 1, one weight per element): the overflow fallback of rows_backward.
+fn row_sums_f64<T: Real>(x: &[T], g: &[T], w: Option<&[T]>, hw: usize, m: T) -> (f64, f64) {
+    let m = m.to_f64();
+    let (mut a, mut b) = (0f64, 0f64);
+    for (j, (&xv, &gv)) in x.iter().zip(g).enumerate() {
+        let wg = w.map_or(1.0, |w| w[j / hw.max(1)].to_f64()) * gv.to_f64();
+        a += wg;
+        b += wg * (xv.to_f64() - m);
+    }
+    (a, b)
 }
 
 fn rstd_of(var: f64, eps: f64) -> f64 {
@@ -379,7 +415,9 @@ pub fn rows_backward<T: Real>(
     }
     let mut gx = with_capacity::<T>(x.len());
     // few tasks (each with its own parameter partials), enough to balance the threads
-    let tasks = (rayon::current_num_threads() * 4).min(rows).max(1);
+    // a fixed count, not one from the thread count: the parameter partials are summed in
+    // task order, so the result is the same bits whatever the number of threads
+    let tasks = 256.min(rows).max(1);
     let rpt = rows.div_ceil(tasks);
     let inv_l = 1.0 / l as f64;
     let parts: Vec<(Vec<T>, Vec<T>)> = gx.spare_capacity_mut()[..x.len()]
@@ -419,7 +457,8 @@ pub fn rows_backward<T: Real>(
                                 ab[0] += wg * (xr[j] - m);
                             }
                             for (((pwv, pbv), &xv), &gv) in pwr.iter_mut().zip(pbr.iter_mut()).zip(xr).zip(gr) {
-                                *pwv += gv * (xv - m) * s;
+                                // xhat = (x - mean) rstd first: gy (x - mean) can overflow
+                                *pwv += gv * ((xv - m) * s);
                                 *pbv += gv;
                             }
                             a = lane_sum(&aa).to_f64();
@@ -435,33 +474,39 @@ pub fn rows_backward<T: Real>(
                     for k in 0..cg {
                         let span = k * hw..(k + 1) * hw;
                         let (db, ds) = grad_sums(&xr[span.clone()], &gr[span], m);
-                        let wv = weight.map_or(T::ONE, |w| w[c0 + k]);
-                        a += (wv * db).to_f64();
-                        b += (wv * ds).to_f64();
+                        let wv = weight.map_or(1.0, |w| w[c0 + k].to_f64());
+                        a += wv * db.to_f64();
+                        b += wv * ds.to_f64();
                         if weight.is_some() {
-                            pw[c0 + k] += ds * s;
+                            pw[c0 + k] += T::c(ds.to_f64() * s.to_f64());
                             pb[c0 + k] += db;
                         }
                     }
                 }
+                if !(a.is_finite() && b.is_finite()) {
+                    // the T sums overflowed (weights of 1e30 times deviations of 1e24) or
+                    // the row holds inf/NaN: the sums again in f64, as numpy computes them
+                    (a, b) = row_sums_f64(xr, gr, weight.map(|w| &w[c0..c0 + cg]), hw, m);
+                }
                 let sf = s.to_f64();
-                let c1 = T::c(-sf * sf * sf * b * inv_l);
-                // gx = rstd (w gy - mean(w gy)) + c1 (x - mean): the mean of w gy is taken
+                let c1 = T::c(-sf * sf * b * inv_l);
+                // gx = rstd ((w gy - mean(w gy)) + c1 (x - mean)): the mean of w gy is taken
                 // off before scaling by rstd, so that a one-element row (rstd up to
                 // 1/sqrt(eps), w gy - mean exactly 0) gives exactly 0 rather than rstd
-                // times a rounding error
+                // times a rounding error. rstd^2 (not rstd^3) in c1: for values of 1e20,
+                // rstd^3 B / L is 1e-40, below f32's normal range
                 let mg = T::c(a * inv_l);
                 if hw == 1 {
                     match weight {
                         Some(w) => {
                             let w = &w[c0..c0 + l];
                             for (((o, &xv), &gv), &wv) in gxr.iter_mut().zip(xr).zip(gr).zip(w) {
-                                o.write((wv * gv - mg) * s + c1 * (xv - m));
+                                o.write(((wv * gv - mg) + c1 * (xv - m)) * s);
                             }
                         }
                         None => {
                             for ((o, &xv), &gv) in gxr.iter_mut().zip(xr).zip(gr) {
-                                o.write((gv - mg) * s + c1 * (xv - m));
+                                o.write(((gv - mg) + c1 * (xv - m)) * s);
                             }
                         }
                     }
@@ -470,7 +515,7 @@ pub fn rows_backward<T: Real>(
                         let wv = weight.map_or(T::ONE, |w| w[c0 + k]);
                         let span = k * hw..(k + 1) * hw;
                         for ((o, &xv), &gv) in gxr[span.clone()].iter_mut().zip(&xr[span.clone()]).zip(&gr[span]) {
-                            o.write((wv * gv - mg) * s + c1 * (xv - m));
+                            o.write(((wv * gv - mg) + c1 * (xv - m)) * s);
                         }
                     }
                 }
@@ -590,15 +635,17 @@ fn small_span_moments<T: Real>(x: &[T], lay: ChannelsLayout) -> Vec<Moments> {
             let mut q = vec![0f64; bw];
             for n in 0..lay.n {
                 for ((a, &v), &m) in q.iter_mut().zip(&x[n * w + j0..n * w + j1]).zip(&colm) {
-                    let d = v - m;
-                    *a += (d * d).to_f64();
+                    // squared in f64: (1e20)^2 overflows f32
+                    let d = (v - m).to_f64();
+                    *a += d * d;
                 }
             }
             (0..chans)
                 .map(|k| {
                     let m2: f64 = q[k * hw..(k + 1) * hw].iter().sum();
                     let d = colm[k * hw].to_f64() - means[k];
-                    Moments { n: count, mean: means[k], m2: (m2 - count * d * d).max(0.0) }
+                    let m2 = if means[k].is_finite() { clamp0(m2 - count * d * d) } else { f64::NAN };
+                    Moments { n: count, mean: means[k], m2 }
                 })
                 .collect()
         })

@@ -1,0 +1,302 @@
+"""NaN, +-inf and extreme magnitudes: one answer on the numpy and rust backends, and it is
+PyTorch's (written here as literal expectations: PyTorch gives NaN for a normalized row
+holding inf, NaN running statistics from a NaN batch, NaN for a softmax row with a NaN
+or +inf score, NaN at padded positions for a NaN weight). Also: conv sizes that overflow
+or cannot be allocated raise instead of aborting, and every conv algorithm's backward
+gives the same bits on every call and thread count."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ferrograd as fg
+import ferrograd.functional as F
+
+BACKENDS = ["numpy", "rust"]
+INF, NAN = np.inf, np.nan
+
+
+def _run(be, f, *arrays, grad=False, const=()):
+    """f on tensors of `arrays` (requiring grad unless their index is in `const`); with
+    grad, (y, grads) after backward of a varied output gradient."""
+    ts = [fg.tensor(np.array(a), backend=be, requires_grad=grad and i not in const)
+          for i, a in enumerate(arrays)]
+    y = f(*ts)
+    if not grad:
+        return np.asarray(y.numpy())
+    # a varied output gradient: sum(y) alone has a zero gradient through a norm
+    (y * fg.tensor(_gy(y.shape, np.asarray(y.numpy()).dtype), backend=be)).sum().backward()
+    return np.asarray(y.numpy()), [np.asarray(t.grad.numpy()) for i, t in enumerate(ts)
+                                   if i not in const]
+
+
+def _gy(shape, dtype):
+    return np.cos(np.arange(int(np.prod(shape)))).reshape(shape).astype(dtype)
+
+
+def _same(a, b, rtol=1e-5):
+    """Equal NaN positions and values (inf included) within rtol."""
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=rtol, atol=0)
+
+
+def _both(f, *arrays, grad=False, const=(), gtol=1e-4):
+    out = [_run(be, f, *arrays, grad=grad, const=const) for be in BACKENDS]
+    if grad:
+        _same(out[0][0], out[1][0])
+        for g0, g1 in zip(out[0][1], out[1][1]):
+            _same(g0, g1, rtol=gtol)
+    else:
+        _same(out[0], out[1])
+    return out[1]
+
+
+# ---------------------------------------------------------------- norms
+def test_layer_norm_row_with_inf_is_nan():
+    x = np.array([[1, INF, 2, 3], [1, 2, 3, 4]], np.float32)
+    y = _both(lambda a: F.layer_norm(a, (4,)), x)
+    assert np.isnan(y[0]).all()                 # PyTorch: nan nan nan nan
+    assert np.isfinite(y[1]).all()
+
+
+def test_batch_norm_channel_with_inf_is_nan():
+    x = np.array([[1, 2], [-INF, 3], [2, 1]], np.float32)
+    y = _both(lambda a: F.batch_norm(a, None, None, training=True), x)
+    assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1]).all()
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_batch_norm_nan_input_makes_running_stats_nan(be):
+    x = fg.tensor(np.array([[NAN, 1], [2, 3]], np.float32), backend=be)
+    rm = fg.tensor(np.zeros(2, np.float32), backend=be)
+    rv = fg.tensor(np.ones(2, np.float32), backend=be)
+    F.batch_norm(x, rm, rv, training=True)
+    rm, rv = np.asarray(rm.numpy()), np.asarray(rv.numpy())
+    # PyTorch: running_mean [nan, 0.2], running_var [nan, 1.1] (0.9 + 0.1 * 2)
+    assert np.isnan(rm[0]) and np.isnan(rv[0])
+    np.testing.assert_allclose([rm[1], rv[1]], [0.2, 1.1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e20, 1e30])
+def test_norms_of_huge_values_do_not_collapse(scale):
+    base = np.array([[[0, 1, 2, 3], [4, 6, 8, 9]], [[1, 0, 0, 1], [2, 3, 5, 7]]], np.float32)
+    x = (base * scale).astype(np.float32)
+    for f in (lambda a: F.layer_norm(a, (4,)),
+              lambda a: F.group_norm(a, 1),
+              lambda a: F.instance_norm(a)):
+        y = _both(f, x, grad=True)[0]
+        # the normalization of base itself: PyTorch gives it (scale-free), not zeros
+        want = np.asarray(f(fg.tensor(base.astype(np.float64))).numpy())
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+
+
+def test_norm_backward_with_huge_weights_does_not_overflow():
+    # weight 1e30 times deviations of 1e24: the float32 sums of w gy (x - mean) overflow;
+    # numpy (float64) and PyTorch give finite gradients
+    x = (np.array([[[-2.7, -0.2, 0.7, -1.9], [3.1, 0.4, -1.2, 2.2]]]) * 1e24).astype(np.float32)
+    w = np.full(4, 1e30, np.float32)
+    gx, gw = _both(lambda a, w: F.layer_norm(a, (4,), weight=w), x, w, grad=True)[1]
+    assert np.isfinite(gx).all() and np.isfinite(gw).all()
+    wi = np.array([4e28, -3.8e20], np.float32)
+    grads = _both(lambda a, w: F.instance_norm(a, weight=w, eps=0.0), x, wi, grad=True)[1]
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+# ---------------------------------------------------------------- attention
+def _qkv(lq=3, lk=3, d=4, seed=0):
+    rs = np.random.RandomState(seed)
+    return (rs.randn(1, 2, lq, d).astype(np.float32), rs.randn(1, 2, lk, d).astype(np.float32),
+            rs.randn(1, 2, lk, d).astype(np.float32))
+
+
+def _sdpa(**kw):
+    return lambda q, k, v, *m: F.scaled_dot_product_attention(q, k, v, *m, **kw)
+
+
+@pytest.mark.parametrize("bad", [-INF, INF, NAN])
+def test_sdpa_query_row_of_inf_or_nan_is_nan(bad):
+    q, k, v = _qkv()
+    q[0, 0, 1] = bad
+    y = _both(_sdpa(), q, k, v, grad=True)[0]
+    assert np.isnan(y[0, 0, 1]).all()           # PyTorch: the row is nan
+    assert np.isfinite(np.delete(y[0, 0], 1, axis=0)).all() and np.isfinite(y[0, 1]).all()
+
+
+@pytest.mark.parametrize("bad", [INF, NAN])
+def test_sdpa_mask_with_nan_or_inf_gives_a_nan_row(bad):
+    q, k, v = _qkv()
+    m = np.zeros((3, 3), np.float32)
+    m[0, 1] = bad
+    y = _both(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m), q, k, v, m)
+    assert np.isnan(y[:, :, 0]).all() and np.isfinite(y[:, :, 1:]).all()
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0])
+def test_sdpa_scale_zero_or_negative_with_inf_inputs(scale):
+    q, k, v = _qkv()
+    k[0, 0, 0, 0] = INF
+    y = _both(_sdpa(scale=scale), q, k, v)
+    # scale 0: 0 * inf = nan in every row of head 0; scale -1: -inf or nan scores
+    assert np.isnan(y[0, 0]).all() if scale == 0.0 else np.isnan(y[0, 0]).any()
+    assert np.isfinite(y[0, 1]).all()
+
+
+def test_sdpa_scale_zero_gives_zero_query_and_key_grads():
+    # scale 0 multiplies the score gradient before the products (PyTorch's order): q.grad
+    # and k.grad are exactly 0 even when gs @ k overflows (values of 1e37)
+    q = np.array([1.0, -2.0, 0.5], np.float32).reshape(1, 1, 3, 1)
+    k = np.array([1e3, -1e3, 2e3, 5e2], np.float32).reshape(1, 1, 4, 1)
+    v = np.array([1e38, -1e38, 5e37, 0.0], np.float32).reshape(1, 1, 4, 1)
+    out, (gq, gk, gv) = _both(_sdpa(scale=0.0), q, k, v, grad=True)
+    np.testing.assert_array_equal(gq, 0.0)
+    np.testing.assert_array_equal(gk, 0.0)
+
+
+def test_sdpa_fully_masked_row_agrees():
+    q, k, v = _qkv()
+    m = np.zeros((3, 3), np.float32)
+    m[2] = -INF
+    y, grads = _both(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+                     q, k, v, m, grad=True, const=(3,))
+    # the flash kernels' (and PyTorch >= 2.5's) answer for a row with every key hidden
+    np.testing.assert_array_equal(y[:, :, 2], 0.0)
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_sdpa_huge_queries_identical_keys_causal_rows_are_normalized():
+    # |scores| ~ 1e30: lse = max + log(n) rounds log(n) away; the output must still be
+    # the average of the visible values (PyTorch's answer), not their sum
+    q = np.full((1, 1, 3, 2), 1e30, np.float32)
+    k = np.ones((1, 1, 3, 2), np.float32)
+    v = np.arange(6, dtype=np.float32).reshape(1, 1, 3, 2)
+    for be in BACKENDS:
+        out, (gq, gk, gv) = _run(be, _sdpa(is_causal=True), q, k, v, grad=True)
+        want = np.array([[0, 1], [1, 2], [2, 3]], np.float32)
+        np.testing.assert_allclose(out[0, 0], want, rtol=1e-6)
+        # gv = p^T gy with p[i, j] = 1 / (i + 1) for j <= i (not 1: the rows sum to one)
+        p = np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]
+        np.testing.assert_allclose(gv[0, 0], p.T @ _gy(out.shape, np.float64)[0, 0], rtol=1e-5)
+        # identical keys: q.grad is 0 up to rounding
+        np.testing.assert_allclose(gq, 0.0, atol=1e-6)
+
+
+def test_sdpa_backward_one_hot_rows_with_huge_q_have_zero_key_grad():
+    rs = np.random.RandomState(1)
+    q = (rs.randn(1, 1, 4, 3) * 1e30).astype(np.float32)
+    k = rs.randn(1, 1, 5, 3).astype(np.float32)
+    v = rs.randn(1, 1, 5, 3).astype(np.float32)
+    out, (gq, gk, gv) = _both(_sdpa(), q, k, v, grad=True)
+    # every row is one-hot: PyTorch's k.grad and q.grad are exactly 0
+    np.testing.assert_array_equal(gk, 0.0)
+    np.testing.assert_array_equal(gq, 0.0)
+
+
+# ---------------------------------------------------------------- conv
+@pytest.mark.parametrize("algo", ["naive", "im2col", "winograd", "fft"])
+def test_conv_nan_weight_is_nan_at_padded_positions(algo):
+    x = np.ones((1, 1, 3, 3), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    w[0, 0, 0, 0] = NAN
+    y = _both(lambda x, w: F.conv2d(x, w, padding=1, algo=algo), x, w)
+    assert np.isnan(y).all()                    # PyTorch: every output is nan
+
+
+@pytest.mark.parametrize("algo", ["naive", "im2col", "fft"])
+@pytest.mark.parametrize("padding", [10 ** 6, 2 ** 31, 2 ** 62])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_conv_huge_padding_raises(algo, padding, stride):
+    x = fg.tensor(np.ones((1, 1, 4, 4), np.float32), backend="rust", requires_grad=True)
+    w = fg.tensor(np.ones((1, 1, 3, 3), np.float32), backend="rust", requires_grad=True)
+    with pytest.raises((MemoryError, ValueError)):
+        F.conv2d(x, w, padding=padding, stride=stride, algo=algo)
+    # the process survives and the next call works
+    assert F.conv2d(x, w, padding=1, algo=algo).shape == (1, 1, 4, 4)
+
+
+@pytest.mark.parametrize("padding", [10 ** 6, 2 ** 31, 2 ** 62])
+def test_conv_winograd_huge_padding_raises(padding):
+    x = fg.tensor(np.ones((1, 1, 4, 4), np.float32), backend="rust")
+    w = fg.tensor(np.ones((1, 1, 3, 3), np.float32), backend="rust")
+    with pytest.raises((MemoryError, ValueError)):
+        F.conv2d(x, w, padding=padding, algo="winograd")
+
+
+def _conv_grads(algo, seed=0, reps=50):
+    rs = np.random.RandomState(seed)
+    # enough Winograd blocks (8 images x 16 tile rows) for the threads to share them
+    # differently from call to call
+    x = rs.randn(8, 16, 32, 31).astype(np.float32)
+    w = rs.randn(16, 16, 3, 3).astype(np.float32)
+    b = rs.randn(16).astype(np.float32)
+    gy = rs.randn(8, 16, 32, 31).astype(np.float32)
+    first = None
+    for _ in range(reps):
+        xt, wt, bt = (fg.tensor(a, backend="rust", requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(xt, wt, bt, padding=1, algo=algo)
+        (y * fg.tensor(gy, backend="rust")).sum().backward()
+        got = [np.asarray(t.grad.numpy()).copy() for t in (xt, wt, bt)] + [np.asarray(y.numpy())]
+        if first is None:
+            first = got
+        for a, e in zip(got, first):
+            assert np.array_equal(a, e), f"{algo}: not bit-identical run to run"
+    return first
+
+
+@pytest.mark.parametrize("algo", ["naive", "im2col", "winograd", "fft"])
+def test_conv_forward_backward_bit_identical_run_to_run(algo):
+    _conv_grads(algo, reps=50)
+
+
+_THREADS_SCRIPT = """
+import sys, hashlib, numpy as np
+sys.path.insert(0, {tests!r})
+from test_numerics import _conv_grads
+h = hashlib.sha256()
+for algo in ("naive", "im2col", "winograd", "fft"):
+    for a in _conv_grads(algo, reps=2):
+        h.update(a.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_conv_bit_identical_whatever_the_thread_count():
+    script = _THREADS_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    digests = set()
+    for n in ("1", "3", "8"):
+        env = dict(os.environ, RAYON_NUM_THREADS=n)
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        digests.add(r.stdout.strip())
+    assert len(digests) == 1, digests
+
+
+# ---------------------------------------------------------------- linear / im2col
+def test_linear_overflowing_products_give_the_exact_sum():
+    # 1e10 * -1e30 overflows float32; with the +inf term the exact sum is +inf. Whether a
+    # GEMM makes it inf or NaN depends on its accumulation order and FMA use (OpenBLAS
+    # itself gives NaN for some shapes and inf for others), so rust recomputes such NaNs
+    # exactly; genuine NaN (a NaN input, inf - inf terms) stays.
+    x = np.array([[1, 1e10, 1], [1e10, -2, INF], [1, 1, 1]], np.float32)
+    w = np.array([[INF, -1e30, -1e30], [-1e30, -1e30, 2], [INF, -INF, 1]], np.float32)
+    y = _run("rust", lambda x, w: F.linear(x, w), x, w)
+    with np.errstate(all="ignore"):
+        exact = (x.astype(np.float64)[:, None, :] * w.astype(np.float64)[None]).sum(-1)
+    np.testing.assert_array_equal(y, exact.astype(np.float32))
+    assert y[0, 0] == INF and y[1, 1] == INF and np.isnan(y[0, 2])
+
+
+def test_conv_im2col_overflowing_products_give_the_exact_sum():
+    x = np.array([1e10, 1.0], np.float32).reshape(1, 2, 1, 1)
+    w = np.array([[-1e30, INF]], np.float32).reshape(1, 2, 1, 1)
+    y = _run("rust", lambda x, w: F.conv2d(x, w, padding=1, algo="im2col"), x, w)
+    # the centre is 1e10 * -1e30 + inf = inf exactly; the padded zeros times inf are NaN
+    assert y[0, 0, 1, 1] == INF
+    assert np.isnan(np.delete(y.ravel(), 4)).all()
