@@ -75,6 +75,29 @@ pub fn with_capacity_or_unwind<T>(n: usize, what: &str) -> Vec<T> {
     }
 }
 
+/// `n` zeros of a float type, zero-allocated (calloc: fresh pages come zeroed from the
+/// kernel, no fill pass, as `vec![0.0; n]` does), or MemoryError / ValueError.
+pub fn float_zeros<T: crate::real::Real>(n: usize, what: &str) -> Result<Vec<T>> {
+    let bytes = checked_bytes::<T>(n, what)?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| memory_error(what, n, bytes))?;
+    // SAFETY: layout has a non-zero size (n > 0, T is f32 or f64).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if p.is_null() {
+        return Err(memory_error(what, n, bytes));
+    }
+    // SAFETY: p holds n elements allocated by the global allocator with T's array layout,
+    // and all-zero bits are 0.0 for f32 and f64 (the only Real types).
+    Ok(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
+/// [`float_zeros`] for infallible signatures (see [`AllocFailure`]).
+pub fn float_zeros_or_unwind<T: crate::real::Real>(n: usize, what: &str) -> Vec<T> {
+    float_zeros(n, what).unwrap_or_else(|e| std::panic::panic_any(AllocFailure(e)))
+}
+
 /// The error for a refused allocation of `n` elements (`bytes` bytes) for `what`.
 pub fn memory_error(what: &str, n: usize, bytes: usize) -> FerroError {
     FerroError::Memory(format!(
@@ -119,6 +142,8 @@ mod tests {
         let r = std::panic::catch_unwind(|| with_capacity_or_unwind::<f32>((isize::MAX as usize) / 8, "t"));
         let payload = r.expect_err("the allocation must be refused");
         assert!(matches!(payload.downcast_ref::<AllocFailure>(), Some(AllocFailure(FerroError::Memory(_)))));
+        assert_eq!(float_zeros::<f64>(3, "t").unwrap(), vec![0.0; 3]);
+        assert!(float_zeros::<f32>((isize::MAX as usize) / 8, "t").is_err());
     }
 
     #[test]

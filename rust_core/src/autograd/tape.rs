@@ -501,7 +501,7 @@ impl<T: Real> Tape<T> {
                 Op::Linear { x, w, b, n, fin, fout } if !self.needs_grad(*x) => {
                     // the input is data: only gw = gy^T @ x and gb (column sums of gy)
                     let xv = &self.entries[x.0].value;
-                    let mut gw = vec![T::ZERO; fout * fin];
+                    let mut gw = crate::alloc::float_zeros_or_unwind::<T>(fout * fin, "a kernel buffer");
                     let (gy, xm) = (Mat::new(&g, *n, *fout, true), Mat::new(xv, *n, *fin, false));
                     gemm_into(&mut gw, gy, xm, false);
                     accumulate(&mut grads, *w, gw);

@@ -59,7 +59,7 @@ impl<T: Real> RnnLayerOp<T> {
     pub(super) fn backward(&self, tape: &Tape<T>, y: &[T], g: &[T], grads: &mut [Option<Vec<T>>]) -> Result<()> {
         let val = |v: Var| tape.entries[v.index()].value.as_slice();
         let (x, w_ih, w_hh) = (val(self.x), val(self.w_ih), val(self.w_hh));
-        let zeros = vec![T::ZERO; self.d.n * self.d.h];
+        let zeros = crate::alloc::float_zeros_or_unwind::<T>(self.d.n * self.d.h, "a kernel buffer");
         let has_bias = self.bias.is_some();
         let (gx, gw_ih, gw_hh, gb) = if self.lstm {
             let (gx, _, _, gw_ih, gw_hh, gb) = rnn::lstm_backward(
@@ -138,7 +138,7 @@ impl<T: Real> Tape<T> {
             None => None,
         };
         let d = RnnDims { t, n, i, h };
-        let zeros = vec![T::ZERO; n * h];
+        let zeros = crate::alloc::float_zeros_or_unwind::<T>(n * h, "a kernel buffer");
         let (y, gates, cells) = if lstm {
             let f = rnn::lstm_forward(&xe.value, &zeros, &zeros, &wi.value, &we.value, bv, d, reverse, true)?;
             (f.y, f.gates, f.cells)

@@ -91,7 +91,7 @@ pub fn prelu_forward<T: Real>(x: &[T], shape: &[usize], weight: &[T]) -> Result<
         let a = weight[0];
         return Ok(map1(x, move |v| if v > T::ZERO { v } else { a * v }));
     }
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = crate::alloc::float_zeros_or_unwind::<T>(x.len(), "a kernel buffer");
     if inner == 0 {
         return Ok(out);
     }
@@ -113,8 +113,8 @@ pub fn prelu_backward<T: Real>(
 ) -> Result<(Vec<T>, Vec<T>)> {
     check_same_len(x, gy)?;
     let (_, c, inner) = prelu_layout(shape, weight)?;
-    let mut gx = vec![T::ZERO; x.len()];
-    let mut gw = vec![T::ZERO; weight.len()];
+    let mut gx = crate::alloc::float_zeros_or_unwind::<T>(x.len(), "a kernel buffer");
+    let mut gw = crate::alloc::float_zeros_or_unwind::<T>(weight.len(), "a kernel buffer");
     if x.is_empty() || inner == 0 {
         return Ok((gx, gw));
     }

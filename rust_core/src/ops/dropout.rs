@@ -166,7 +166,7 @@ fn has_avx2() -> bool {
 pub fn dropout_apply<T: Real>(x: &[T], p: f64, seed: u64, offset: u64) -> Result<Vec<T>> {
     let t = threshold(p)?;
     let scale = if p < 1.0 { T::c(1.0 / (1.0 - p)) } else { T::ZERO };
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = crate::alloc::float_zeros_or_unwind::<T>(x.len(), "a kernel buffer");
     let avx2 = has_avx2();
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(ci, (o, xs))| {
         let first = (ci * CHUNK / 4) as u64;

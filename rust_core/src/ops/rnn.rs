@@ -101,7 +101,7 @@ fn check_layer<T>(gates: usize, x: &[T], states: &[(&str, &[T])], w_ih: &[T], w_
 fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     // 32 x 32 tiles: a plain loop strides 4 KiB for 1024 rows (cache-set and TLB thrash)
     const B: usize = 32;
-    let mut t = vec![T::ZERO; rows * cols];
+    let mut t = crate::alloc::float_zeros_or_unwind::<T>(rows * cols, "a kernel buffer");
     for r0 in (0..rows).step_by(B) {
         for c0 in (0..cols).step_by(B) {
             for c in c0..(c0 + B).min(cols) {
@@ -224,7 +224,7 @@ fn block_weights<T: Real>(mats: &[(&[T], usize)], h: usize, gates: usize, j0: us
     const B: usize = 16;
     let depth: usize = mats.iter().map(|&(_, k)| k).sum();
     let (bw, cols) = (j1 - j0, gates * (j1 - j0));
-    let mut out = vec![T::ZERO; depth * cols];
+    let mut out = crate::alloc::float_zeros_or_unwind::<T>(depth * cols, "a kernel buffer");
     let mut row0 = 0;
     for &(w, k) in mats {
         for q in 0..gates {
@@ -636,7 +636,7 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     // the summed biases join in the pointwise pass (a 4H row in cache)
     let b: Vec<T> = match bias {
         Some((bi, bh)) => bi.iter().zip(bh).map(|(&a, &b)| a + b).collect(),
-        None => vec![T::ZERO; g],
+        None => crate::alloc::float_zeros_or_unwind::<T>(g, "a kernel buffer"),
     };
     let blocks = unit_blocks(n, h, 4, i + h);
     let fused = blocks.len() > 1;
@@ -653,10 +653,10 @@ pub fn lstm_forward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T]
     let (mut y, mut cells, mut gates) = (alloc::with_capacity::<T>(t * n * h, "lstm output")?,
                                          alloc::with_capacity::<T>(tc, "lstm cells")?,
                                          alloc::with_capacity::<T>(tg, "lstm gates")?);
-    let mut c_pair = if keep { Vec::new() } else { vec![T::ZERO; 2 * n * h] };
+    let mut c_pair = if keep { Vec::new() } else { crate::alloc::float_zeros_or_unwind::<T>(2 * n * h, "a kernel buffer") };
     // per task: the block's pre-activations (N, 4*bw) and room for the operand [x_t,
     // h_prev] where the gemm crate runs the fused step
-    let mut scratch: Vec<StepScratch<T>> = blocks.iter().map(|&(j0, j1)| (vec![T::ZERO; n * 4 * (j1 - j0)], Vec::new())).collect();
+    let mut scratch: Vec<StepScratch<T>> = blocks.iter().map(|&(j0, j1)| (crate::alloc::float_zeros_or_unwind::<T>(n * 4 * (j1 - j0), "a kernel buffer"), Vec::new())).collect();
     let (yp, cp, gp, pp) = (SharedMut(y.as_mut_ptr()), SharedMut(cells.as_mut_ptr()), SharedMut(gates.as_mut_ptr()),
                             SharedMut(c_pair.as_mut_ptr()));
     // (N, H) at offset `o` of a buffer, read-only
@@ -846,9 +846,9 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
         .iter()
         .map(|&(j0, j1)| (0..n).flat_map(|r| gc_n[r * h + j0..r * h + j1].iter().copied()).collect())
         .collect();
-    let mut scratch: Vec<Vec<T>> = blocks.iter().map(|&(j0, j1)| vec![T::ZERO; n * 4 * (j1 - j0)]).collect();
-    let mut shares: [Vec<Vec<T>>; 2] = [(0..nb).map(|_| vec![T::ZERO; n * h]).collect(),
-                                        (0..nb).map(|_| vec![T::ZERO; n * h]).collect()];
+    let mut scratch: Vec<Vec<T>> = blocks.iter().map(|&(j0, j1)| crate::alloc::float_zeros_or_unwind::<T>(n * 4 * (j1 - j0), "a kernel buffer")).collect();
+    let mut shares: [Vec<Vec<T>>; 2] = [(0..nb).map(|_| crate::alloc::float_zeros_or_unwind::<T>(n * h, "a kernel buffer")).collect(),
+                                        (0..nb).map(|_| crate::alloc::float_zeros_or_unwind::<T>(n * h, "a kernel buffer")).collect()];
     // every element of gpre is written by one step's tasks: no zero-filling first
     let mut gpre: Vec<T> = alloc::with_capacity(checked_numel(&[t, n, g], "lstm gradient")?, "lstm gradient")?;
     let gpp = SharedMut(gpre.as_mut_ptr());
@@ -891,19 +891,19 @@ pub fn lstm_backward<T: Real>(x: &[T], h0: &[T], c0: &[T], w_ih: &[T], w_hh: &[T
     unsafe { gpre.set_len(t * n * g) };
     let last = &shares[parity]; // a step of parity p writes shares[1 - p]; parity flipped since
     let dh: Vec<T> = (0..n * h).map(|e| last.iter().fold(T::ZERO, |acc, sh| acc + sh[e])).collect();
-    let mut dc = vec![T::ZERO; n * h];
+    let mut dc = crate::alloc::float_zeros_or_unwind::<T>(n * h, "a kernel buffer");
     for (&(j0, j1), dcb) in blocks.iter().zip(&dc_blocks) {
         let bw = j1 - j0;
         for r in 0..n {
             dc[r * h + j0..r * h + j1].copy_from_slice(&dcb[r * bw..(r + 1) * bw]);
         }
     }
-    let mut gx = vec![T::ZERO; t * n * i];
+    let mut gx = crate::alloc::float_zeros_or_unwind::<T>(t * n * i, "a kernel buffer");
     mm(&mut gx, &gpre, false, w_ih, false, t * n, i, g, false);
-    let mut gw_ih = vec![T::ZERO; g * i];
+    let mut gw_ih = crate::alloc::float_zeros_or_unwind::<T>(g * i, "a kernel buffer");
     mm(&mut gw_ih, &gpre, true, x, false, g, i, t * n, false);
     let hp = prev_states(y, h0, d, reverse);
-    let mut gw_hh = vec![T::ZERO; g * h];
+    let mut gw_hh = crate::alloc::float_zeros_or_unwind::<T>(g * h, "a kernel buffer");
     mm(&mut gw_hh, &gpre, true, &hp, false, g, h, t * n, false);
     let gb = has_bias.then(|| column_sums(&gpre, t * n, g));
     Ok((gx, dh, dc, gw_ih, gw_hh, gb))
@@ -968,7 +968,7 @@ pub fn gru_forward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], bias: Opt
     let (mut y, mut gates) = (alloc::zeroed(t * n * h, "gru output")?,
                               alloc::zeroed(checked_numel(&[t, n, 4 * h], "gru gates")?, "gru gates")?);
     let mut hc = h0.to_vec();
-    let mut hp = vec![T::ZERO; n * g];
+    let mut hp = crate::alloc::float_zeros_or_unwind::<T>(n * g, "a kernel buffer");
     let w_hh_t = transposed(w_hh, g, h);
     for s in steps(t, reverse) {
         // hp = h @ w_hh^T + b_hh (kept apart from xp: its n part is scaled by r)
@@ -1039,11 +1039,11 @@ pub fn gru_backward<T: Real>(x: &[T], h0: &[T], w_ih: &[T], w_hh: &[T], y: &[T],
         // dh_prev = z * dh + gh[s] @ w_hh
         mm(&mut dh, ghs, false, w_hh, false, n, h, g, true);
     }
-    let mut gx = vec![T::ZERO; t * n * i];
+    let mut gx = crate::alloc::float_zeros_or_unwind::<T>(t * n * i, "a kernel buffer");
     mm(&mut gx, &gi, false, w_ih, false, t * n, i, g, false);
-    let mut gw_ih = vec![T::ZERO; g * i];
+    let mut gw_ih = crate::alloc::float_zeros_or_unwind::<T>(g * i, "a kernel buffer");
     mm(&mut gw_ih, &gi, true, x, false, g, i, t * n, false);
-    let mut gw_hh = vec![T::ZERO; g * h];
+    let mut gw_hh = crate::alloc::float_zeros_or_unwind::<T>(g * h, "a kernel buffer");
     mm(&mut gw_hh, &gh, true, &hp_all, false, g, h, t * n, false);
     let (gb_ih, gb_hh) = if has_bias {
         (Some(column_sums(&gi, t * n, g)), Some(column_sums(&gh, t * n, g)))

@@ -43,7 +43,7 @@ fn rows_per_task(cols: usize) -> usize {
 /// out row = f(x row), rows in parallel blocks.
 fn map_rows<T: Real>(x: &[T], cols: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Result<Vec<T>> {
     check_rows(x, cols)?;
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = crate::alloc::float_zeros_or_unwind::<T>(x.len(), "a kernel buffer");
     if x.is_empty() {
         return Ok(out);
     }
@@ -71,7 +71,7 @@ fn map_rows2<T: Real>(
 ) -> Result<Vec<T>> {
     check_same_len(y, gy)?;
     check_rows(y, cols)?;
-    let mut out = vec![T::ZERO; y.len()];
+    let mut out = crate::alloc::float_zeros_or_unwind::<T>(y.len(), "a kernel buffer");
     if y.is_empty() {
         return Ok(out);
     }
