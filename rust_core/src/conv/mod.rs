@@ -17,7 +17,7 @@ pub mod naive;
 pub mod winograd;
 
 use crate::error::Result;
-use crate::ops::linear::{amax, exact_nans, gemm_into, may_overflow, Mat};
+use crate::ops::linear::{amax, exact_nonfinite, gemm_into, may_overflow, Mat};
 use crate::real::Real;
 use crate::{shape_err, value_err};
 use rayon::prelude::*;
@@ -205,8 +205,8 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
             let yg = &mut yn[gi * og * l..(gi + 1) * og * l];
             gemm_into(yg, a, b, true);
             if check {
-                // overflowing products (finite x times 1e30): the exact sum, see exact_nans
-                exact_nans(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
+                // overflowing products (finite x times 1e30): the exact sum, see exact_nonfinite
+                exact_nonfinite(yg, a, b, |i, _| bias.map_or(T::ZERO, |bb| bb[gi * og + i]));
             }
         }
     }
@@ -254,7 +254,7 @@ pub fn conv2d_backward<T: Real>(
             let gyt = Mat::new(&gyn[gi * og * l..(gi + 1) * og * l], og, l, true);
             gemm_into(&mut gwt, colg, gyt, false);
             if check_w {
-                exact_nans(&mut gwt, colg, gyt, |_, _| T::ZERO);
+                exact_nonfinite(&mut gwt, colg, gyt, |_, _| T::ZERO);
             }
             let gwg = &mut gw[gi * og * k..(gi + 1) * og * k];
             for (kk, row) in gwt.chunks_exact(og.max(1)).enumerate() {
@@ -265,7 +265,7 @@ pub fn conv2d_backward<T: Real>(
             let wt = Mat::new(&w[gi * og * k..(gi + 1) * og * k], og, k, true);
             gemm_into(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, false);
             if check_x {
-                exact_nans(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
+                exact_nonfinite(&mut gcols[gi * k * l..(gi + 1) * k * l], wt, gyg, |_, _| T::ZERO);
             }
         }
         im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);

@@ -84,27 +84,30 @@ pub(crate) fn amax<T: Real>(v: &[T]) -> f64 {
 
 /// Whether a product of k terms with factors bounded by `amax_a` and `amax_b` can hold a
 /// spurious NaN (an infinite or overflowing term; NaN bounds count as yes): callers that
-/// know cheap bounds skip `exact_nans`' scan of the output when it cannot.
+/// know cheap bounds skip `exact_nonfinite`' scan of the output when it cannot.
 pub(crate) fn may_overflow<T: Real>(amax_a: f64, amax_b: f64, k: usize) -> bool {
     let max = if std::mem::size_of::<T>() == 4 { f32::MAX as f64 } else { f64::MAX };
     !(amax_a * amax_b * k as f64 <= max)
 }
 
-/// Recomputes, in f64 with exact products, every NaN of dst (m x n) = init + a @ b whose
-/// row of `a` and column of `b` hold no NaN. Why: a product of finite f32 values can
-/// overflow (1e10 * -1e30), and whether it becomes -inf before meeting a +inf term
-/// depends on the GEMM's accumulation order and use of FMA (fma(1e10, -1e30, inf) is
-/// inf; an accumulator that reached -inf first gives inf - inf = NaN). OpenBLAS (numpy)
-/// and the gemm crate order differently, and each differs by shape; the exact sum
-/// (+inf here) is the one answer independent of order. NaN stays where it is genuine:
-/// a NaN input, 0 * inf, or true +inf and -inf terms. Cost: one vectorized scan of dst;
-/// the per-row/column NaN tables and f64 sums only when dst holds a NaN.
-pub(crate) fn exact_nans<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init: impl Fn(usize, usize) -> T) {
+/// Recomputes, in f64 with exact products, every non-finite value (NaN or ±inf) of dst
+/// (m x n) = init + a @ b whose row of `a` and column of `b` hold no NaN. Why: a product
+/// of finite f32 values can overflow (1e10 * -1e30), and what the sum then becomes depends
+/// on the GEMM's accumulation order and use of FMA: fma(1e10, -1e30, inf) is inf, an
+/// accumulator that reached -inf first gives inf - inf = NaN, and a row whose exact sum
+/// is -inf can come out +inf when a large positive term overflowed first. OpenBLAS (numpy)
+/// and the gemm crate order differently, and each differs by shape; in f64 no product of
+/// f32 values overflows, so the f64 sum rounded to f32 is the one answer independent of
+/// order (finite, or ±inf with the right sign, or NaN for genuine +inf and -inf terms or
+/// 0 * inf). The numpy backend applies the same rule (`backends/_exact.py`). Cost: one
+/// vectorized scan of dst; the NaN tables and f64 sums only when dst holds a non-finite.
+pub(crate) fn exact_nonfinite<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init: impl Fn(usize, usize) -> T) {
     let (m, k) = a.dims();
     let (_, n) = b.dims();
+    // v - v is NaN exactly for NaN and ±inf
     #[allow(clippy::eq_op)]
-    let any_nan = dst.iter().fold(false, |acc, &v| acc | (v != v));
-    if !any_nan || k == 0 {
+    let any_bad = dst.iter().fold(false, |acc, &v| acc | ((v - v) != (v - v)));
+    if !any_bad || k == 0 {
         return;
     }
     #[allow(clippy::eq_op)]
@@ -117,7 +120,9 @@ pub(crate) fn exact_nans<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init: imp
         }
         for j in 0..n {
             let d = &mut dst[i * n + j];
-            if !d.is_nan_() || b_nan[j] {
+            #[allow(clippy::eq_op)]
+            let finite = (*d - *d) == (*d - *d);
+            if finite || b_nan[j] {
                 continue;
             }
             let mut s = init(i, j).to_f64();
@@ -209,7 +214,7 @@ pub fn matmul<T: Real>(
         let am = Mat::new(&a[i * ra * ca..(i + 1) * ra * ca], ra, ca, transpose_a);
         let bm = Mat::new(&b[i * rb * cb..(i + 1) * rb * cb], rb, cb, transpose_b);
         gemm_into(&mut out[i * m * n..(i + 1) * m * n], am, bm, false);
-        exact_nans(&mut out[i * m * n..(i + 1) * m * n], am, bm, |_, _| T::ZERO);
+        exact_nonfinite(&mut out[i * m * n..(i + 1) * m * n], am, bm, |_, _| T::ZERO);
     }
     Ok((out, m, n))
 }
@@ -246,7 +251,7 @@ pub fn linear_forward<T: Real>(
     }
     let (xm, wm) = (Mat::new(x, n, fin, false), Mat::new(w, fout, fin, true));
     gemm_into(&mut y, xm, wm, bias.is_some());
-    exact_nans(&mut y, xm, wm, |_, j| bias.map_or(T::ZERO, |b| b[j]));
+    exact_nonfinite(&mut y, xm, wm, |_, j| bias.map_or(T::ZERO, |b| b[j]));
     Ok(y)
 }
 
@@ -268,11 +273,11 @@ pub fn linear_backward<T: Real>(
     let mut gx = zeroed::<T>(n * fin, "linear backward")?;
     let (gym, wm) = (Mat::new(gy, n, fout, false), Mat::new(w, fout, fin, false));
     gemm_into(&mut gx, gym, wm, false);
-    exact_nans(&mut gx, gym, wm, |_, _| T::ZERO);
+    exact_nonfinite(&mut gx, gym, wm, |_, _| T::ZERO);
     let mut gw = zeroed::<T>(fout * fin, "linear backward")?;
     let (gyt, xm) = (Mat::new(gy, n, fout, true), Mat::new(x, n, fin, false));
     gemm_into(&mut gw, gyt, xm, false);
-    exact_nans(&mut gw, gyt, xm, |_, _| T::ZERO);
+    exact_nonfinite(&mut gw, gyt, xm, |_, _| T::ZERO);
     let gb = if has_bias { Some(column_sums(gy, n, fout)) } else { None };
     Ok((gx, gw, gb))
 }
@@ -324,6 +329,9 @@ mod tests {
         let w = [f32::INFINITY, -1e30, -1e30, -1e30, f32::INFINITY, 0.0];
         let y = linear_forward(&x, 2, 3, &w, 2, None).unwrap();
         assert_eq!(y[0], f32::INFINITY, "{y:?}");
+        // both products overflow f32; their exact sum -1e40 is -inf, whatever came first
+        let y = linear_forward(&[1e20f32, 1e20], 1, 2, &[1e20, -2e20], 1, None).unwrap();
+        assert_eq!(y[0], f32::NEG_INFINITY);
         // genuine NaN stays: +inf and -inf terms, and a NaN input
         let w2 = [f32::INFINITY, f32::NEG_INFINITY, 0.0];
         assert!(linear_forward(&[1.0f32, 1.0, 0.0], 1, 3, &w2, 1, None).unwrap()[0].is_nan());
