@@ -34,6 +34,8 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from ._exact import exact_nonfinite
+
 ALGOS = ("auto", "naive", "im2col", "winograd", "fft")
 
 Pair = Tuple[int, int]
@@ -234,7 +236,13 @@ MatMul = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _np_matmul(a, b):
-    return np.matmul(a, b)
+    """numpy's batched GEMM, with overflowing float32 products summed exactly (the kernel
+    contract's rule, ``_exact.py``: their ±inf/NaN would depend on OpenBLAS's order)."""
+    y = np.matmul(a, b)
+    if y.dtype == np.float32 and not np.isfinite(y).all():
+        for i in range(y.shape[0]):
+            exact_nonfinite(y[i], a[i], b[i])
+    return y
 
 
 def _pad(x, p):

@@ -27,10 +27,8 @@ from ._validate import (
     check_unary_op,
 )
 from ._validate import check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm, check_layer_norm
-from . import _attention, _dropout, _pool
-from . import _conv, _dropout, _pool
-from . import _dropout, _pool
-from . import _rnn
+from . import _attention, _conv, _dropout, _pool, _rnn
+from ._exact import exact_nonfinite
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -290,6 +288,8 @@ class NumpyBackend(base.Backend):
 
     def softmax_forward(self, x):
         check_float(x, "x")
+        if x.size == 0:  # an empty tensor's softmax is empty (np.max of nothing raises)
+            return np.empty_like(x)
         z = x - np.max(x, axis=-1, keepdims=True)
         e = np.exp(z)
         return e / np.sum(e, axis=-1, keepdims=True)
@@ -300,6 +300,8 @@ class NumpyBackend(base.Backend):
 
     def log_softmax_forward(self, x):
         check_float(x, "x")
+        if x.size == 0:
+            return np.empty_like(x)
         z = x - np.max(x, axis=-1, keepdims=True)
         return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
@@ -314,18 +316,27 @@ class NumpyBackend(base.Backend):
             a = np.swapaxes(a, -1, -2)
         if transpose_b:
             b = np.swapaxes(b, -1, -2)
-        return np.matmul(a, b)
+        y = np.matmul(a, b)
+        if y.dtype == np.float32 and y.ndim >= 2 and not np.isfinite(y).all():
+            # overflowing products summed exactly (kernel contract, backends/_exact.py)
+            a, b = (np.broadcast_to(a, y.shape[:-2] + a.shape[-2:]),
+                    np.broadcast_to(b, y.shape[:-2] + b.shape[-2:]))
+            for i in np.ndindex(*y.shape[:-2]):
+                exact_nonfinite(y[i], a[i], b[i])
+        return y
 
     def linear_forward(self, x, weight, bias):
         check_linear(x, weight, bias)
         y = x @ weight.T
         if bias is not None:
             y = y + bias
+        # overflowing products summed exactly (kernel contract, backends/_exact.py)
+        exact_nonfinite(y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1]), weight.T, bias)
         return y
 
     def linear_backward(self, x, weight, gy, has_bias):
-        gx = gy @ weight
-        gw = gy.T @ x
+        gx = exact_nonfinite(gy @ weight, gy, weight)
+        gw = exact_nonfinite(gy.T @ x, gy.T, x)
         gb = gy.sum(axis=0) if has_bias else None
         return gx, gw, gb
 

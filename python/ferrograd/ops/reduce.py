@@ -31,6 +31,8 @@ def _axes(x, dim: Dims) -> Tuple[int, ...]:
     axes = sorted({normalize_dim(d, x.ndim) for d in dims})
     if len(axes) != len(dims):
         raise ValueError(f"dim: expected distinct dimensions, got {dim}")
+    if x.ndim == 0:  # a 0-d tensor takes dim 0 or -1, as in PyTorch: nothing to reduce
+        return ()
     return tuple(axes)
 
 
