@@ -41,13 +41,17 @@ ALGOS = ("auto", "naive", "im2col", "winograd", "fft")
 Pair = Tuple[int, int]
 
 
+#: the largest size argument: sizes cross into the kernels as int64
+INT64_MAX = 2**63 - 1
+
+
 def _pair(value, name: str, minimum: int) -> Pair:
     # plain ints and pairs of plain ints first: the numbers.Integral checks below cost
     # microseconds per call, which add up on small convolutions (6 pairs per call)
-    if type(value) is int and value >= minimum:
+    if type(value) is int and minimum <= value <= INT64_MAX:
         return value, value
     if (type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
-            and value[0] >= minimum and value[1] >= minimum):
+            and minimum <= value[0] <= INT64_MAX and minimum <= value[1] <= INT64_MAX):
         return value
     if isinstance(value, (tuple, list)):
         items = tuple(value)
@@ -62,6 +66,8 @@ def _pair(value, name: str, minimum: int) -> Pair:
             raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+        if v > INT64_MAX:  # every backend takes sizes as int64 (PyTorch too)
+            raise ValueError(f"{name}: expected values <= 2**63 - 1, got {value!r}")
     return int(items[0]), int(items[1])
 
 

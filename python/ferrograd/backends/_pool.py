@@ -26,13 +26,18 @@ from typing import Optional, Tuple
 import numpy as np
 
 
+#: the largest size argument: sizes cross into the kernels as int64
+INT64_MAX = 2**63 - 1
+
+
 def pair(value, name: str, minimum: int) -> Tuple[int, int]:
     """An int or a pair of ints as (h, w), each >= minimum; TypeError/ValueError otherwise."""
     # fast paths first: this runs on every pooling call (ABC isinstance checks are slow)
-    if type(value) is int and value >= minimum:
+    if type(value) is int and minimum <= value <= INT64_MAX:
         return value, value
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
-            and type(value[1]) is int and value[0] >= minimum and value[1] >= minimum:
+            and type(value[1]) is int and minimum <= value[0] <= INT64_MAX \
+            and minimum <= value[1] <= INT64_MAX:
         return value
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
@@ -47,6 +52,8 @@ def pair(value, name: str, minimum: int) -> Tuple[int, int]:
             raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+        if v > INT64_MAX:  # every backend takes sizes as int64 (PyTorch too)
+            raise ValueError(f"{name}: expected values <= 2**63 - 1, got {value!r}")
     return int(items[0]), int(items[1])
 
 
@@ -161,8 +168,8 @@ def adaptive_output_size(shape, output_size) -> Tuple[int, int]:
             v = size
         if not isinstance(v, numbers.Integral) or isinstance(v, bool):
             raise TypeError(f"output_size: expected ints (or None), got {output_size!r}")
-        if v < 1:
-            raise ValueError(f"output_size: expected sizes >= 1, got {output_size!r}")
+        if not 1 <= v <= INT64_MAX:
+            raise ValueError(f"output_size: expected sizes in [1, 2**63 - 1], got {output_size!r}")
         out.append(int(v))
     return out[0], out[1]
 

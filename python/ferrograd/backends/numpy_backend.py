@@ -567,6 +567,14 @@ class NumpyBackend(base.Backend):
         return xp, np.arange(need_h) - p[0], np.arange(need_w) - p[1]
 
     @staticmethod
+    def _reach(k, d, p, shape):
+        """The kernel offsets that can touch the input: offset i reads positions from
+        i * d - p on, so those with i * d - p >= size see only padding (which never wins
+        a max and adds 0 to a sum; avg's divisor comes from the full kernel). A kernel of
+        10**6 on a 2x2 input then loops over 3 offsets, not 10**12, and pads to 3x3."""
+        return tuple(min(kk, (size + pp + dd - 1) // dd) for kk, dd, pp, size in zip(k, d, p, shape[2:]))
+
+    @staticmethod
     def _offsets(rows, cols, k, s, d):
         """(i, j, row slice, col slice) of every kernel offset, in row-major order."""
         for i in range(k[0]):
@@ -582,6 +590,7 @@ class NumpyBackend(base.Backend):
         s = _pool.stride_pair(stride, kernel_size)
         p, d = _pool.pair(padding, "padding", 0), _pool.pair(dilation, "dilation", 1)
         h, w = x.shape[2:]
+        k = self._reach(k, d, p, x.shape)
         xp, in_h, in_w = self._padded(x, -np.inf, rows, cols, k, s, d, p)
         y = np.full(x.shape[:2] + (rows.out, cols.out), -np.inf, dtype=x.dtype)
         idx = np.full(y.shape, -1, dtype=np.int64)
@@ -650,6 +659,7 @@ class NumpyBackend(base.Backend):
         check_float(x, "x")
         rows, cols, k, s, p, div = self._avg_setup(x.shape, kernel_size, stride, padding,
                                                    ceil_mode, count_include_pad, divisor_override)
+        k = self._reach(k, (1, 1), p, x.shape)
         xp, _, _ = self._padded(x, 0, rows, cols, k, s, (1, 1), p)
         total = np.zeros(x.shape[:2] + (rows.out, cols.out), dtype=x.dtype)
         for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
@@ -666,6 +676,7 @@ class NumpyBackend(base.Backend):
         _pool.check_grad_shape(gy, shape[:2] + (rows.out, cols.out))
         with np.errstate(invalid="ignore", divide="ignore"):
             g = np.where(div == 0, 0, gy / div.astype(gy.dtype)).astype(gy.dtype, copy=False)
+        k = self._reach(k, (1, 1), p, shape)
         gp, _, _ = self._padded(np.zeros(shape, gy.dtype), 0, rows, cols, k, s, (1, 1), p)
         for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
             gp[:, :, hs, ws] += g
