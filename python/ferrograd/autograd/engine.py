@@ -122,9 +122,7 @@ class Function:
         backend = tensors[0].backend
         for t in tensors[1:]:
             if t.backend is not backend:
-                raise ValueError(
-                    f"{cls.__name__}: expected all tensors on backend {backend.name!r}, "
-                    f"got one on {t.backend.name!r} (move it with .to({backend.name!r}))")
+                raise ValueError(_mixed_backends(cls, args, Tensor))
         needs = tuple(t.requires_grad for t in tensors)
         record = is_grad_enabled() and any(needs)
         probe = getattr(_state, "probe", None)
@@ -149,6 +147,14 @@ class Function:
                 if tan is not None:
                     r._tangent = _native(tan)
         return results if multi else results[0]
+
+
+def _mixed_backends(cls, args, Tensor) -> str:
+    """Which tensor argument (in call order) is on which backend: a mixed-backend op's error."""
+    names = [a.backend.name for a in args if isinstance(a, Tensor)]
+    odd = ", ".join(f"tensor argument {i + 1} on {n!r}" for i, n in enumerate(names) if n != names[0])
+    return (f"{cls.__name__}: expected all tensors on one backend; tensor argument 1 is on "
+            f"{names[0]!r}, {odd} (move it with .to({names[0]!r}))")
 
 
 _TENSOR = None
@@ -260,7 +266,12 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
                 raise TypeError(f"gradient: expected a Tensor, got {type(g).__name__}")
             if tuple(g.shape) != tuple(t.shape):
                 raise ValueError(f"gradient: expected shape {t.shape}, got {g.shape}")
+            if g.backend is not t.backend:
+                raise ValueError(f"gradient: expected a tensor on backend {t.backend.name!r} like "
+                                 f"the output, got one on {g.backend.name!r}")
             garr = g.data
+            if g.dtype != t.dtype:  # PyTorch casts the seed to the output's dtype
+                garr = t.backend.from_numpy(np.asarray(g.numpy(), dtype=t.dtype))
         if create_graph:
             roots.append((t, g if g is not None else Tensor._wrap(garr, t.backend)))
             continue

@@ -166,6 +166,9 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
+        if not isinstance(normalized_shape, (tuple, list)):
+            raise TypeError(f"normalized_shape: expected an int or a sequence of ints, got "
+                            f"{type(normalized_shape).__name__} {normalized_shape!r}")
         shape = tuple(normalized_shape)
         if not shape:
             raise ValueError("normalized_shape: expected at least one dimension, got ()")

@@ -7,12 +7,22 @@ import numpy as np
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def require_tensor(t, name: str) -> None:
+    # duck-typed (a Tensor has both): this module must not import tensor.py
+    if not (hasattr(t, "backend") and hasattr(t, "dtype")):
+        raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__} "
+                        f"(make one with fg.tensor(...))")
+
+
 def require_float(t, name: str) -> None:
+    require_tensor(t, name)
     if t.dtype not in _FLOATS:
         raise TypeError(f"{name}: expected a float32 or float64 tensor, got dtype {t.dtype}")
 
 
 def require_same_dtype(a, b, name_a: str, name_b: str) -> None:
+    require_tensor(a, name_a)
+    require_tensor(b, name_b)
     if a.dtype != b.dtype:
         raise TypeError(
             f"{name_b}: expected dtype {a.dtype} like {name_a}, got {b.dtype} "

@@ -1,0 +1,99 @@
+"""Issue 15's unclear errors and edge semantics: each bad call raises the class PyTorch
+users expect, with a message naming the argument, on every CPU backend alike."""
+
+import numpy as np
+import pytest
+
+import ferrograd as fg
+import ferrograd.functional as F
+import ferrograd.nn as nn
+
+BACKENDS = [b for b in ("numpy", "rust") if b in fg.available_backends()]
+
+
+def t(a, backend, grad=False):
+    return fg.tensor(np.asarray(a, np.float32), backend=backend, requires_grad=grad)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: F.relu(1.5), "input"), (lambda: F.gelu([1.0]), "input"),
+    (lambda: F.softmax(1.5, -1), "input"), (lambda: F.layer_norm(1.5, (2,)), "input"),
+    (lambda: F.max_pool2d(np.ones((1, 1, 2, 2)), 2), "input"),
+    (lambda: F.mse_loss(1.0, fg.tensor(np.ones(2, np.float32))), "input"),
+])
+def test_a_non_tensor_input_is_a_type_error_naming_it(call, name):
+    with pytest.raises(TypeError, match=f"^{name}: expected a Tensor, got"):
+        call()
+
+
+def test_layer_norm_shape_must_be_ints():
+    with pytest.raises(TypeError, match="normalized_shape"):
+        nn.LayerNorm(1.5)
+
+
+def test_a_mixed_backend_op_says_which_argument_is_where():
+    if len(BACKENDS) < 2:
+        pytest.skip("needs two backends")
+    with pytest.raises(ValueError, match="tensor argument 2 on 'rust'"):
+        t([1.0], "numpy") + t([1.0], "rust")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_float64_seed_gradient_is_cast_to_the_output_dtype(backend):
+    x = t([1.0, 2.0], backend, grad=True)
+    (x * 3).backward(fg.tensor(np.ones(2), backend=backend))  # float64 seed, as PyTorch allows
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dim", [0, -1, [0], (-1,)])
+def test_reductions_of_a_0d_tensor_take_dim_0_and_minus_1(backend, dim):
+    x = t(2.5, backend, grad=True)
+    y = x.sum(dim=dim, keepdim=True) + x.mean(dim=dim)
+    y.backward()
+    assert y.shape == () and y.item() == 5.0 and x.grad.item() == 2.0
+    with pytest.raises(ValueError, match="dim"):
+        x.sum(dim=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+def test_softmax_of_an_empty_tensor_is_empty(backend, fn):
+    assert fn(t(np.zeros((0, 2)), backend), 0).shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("call", [
+    lambda x: F.max_pool2d(x, 1, dilation=2**63), lambda x: F.avg_pool2d(x, 2, stride=2**63),
+    lambda x: F.adaptive_avg_pool2d(x, 2**63),
+    lambda x: F.conv2d(x, fg.tensor(np.ones((1, 1, 1, 1), np.float32), backend=x.backend.name),
+                       stride=2**63),
+])
+def test_sizes_past_int64_are_value_errors(backend, call):
+    with pytest.raises(ValueError, match="2\\*\\*63"):
+        call(t(np.ones((1, 1, 4, 4)), backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_kernel_far_larger_than_the_input_pools_what_it_covers(backend):
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    y = F.avg_pool2d(t(x, backend), 10**6, ceil_mode=True)  # numpy used to pad to 4 TB
+    np.testing.assert_allclose(y.numpy().ravel(), [x.sum() / 12])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pow_gradient_follows_pytorch_at_zero(backend):
+    a, b = t([0.0, 0.0, -2.0], backend, grad=True), t([2.0, -1.0, 0.5], backend, grad=True)
+    (a ** b).sum().backward()
+    gb = b.grad.numpy()
+    assert gb[0] == 0.0 and gb[1] == -np.inf and np.isnan(gb[2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overflowing_float32_products_sum_exactly(backend):
+    # 1e20 * 1e20 and 1e20 * -2e20 both overflow float32; their exact sum is -1e40: -inf,
+    # whatever order a BLAS takes (+inf first would stay +inf under FMA)
+    x = t([[1e20, 1e20]], backend)
+    w = t([[1e20, -2e20], [-2e20, 1e20]], backend)
+    np.testing.assert_array_equal(F.linear(x, w).numpy(), [[-np.inf, -np.inf]])
