@@ -51,6 +51,7 @@ pub trait Real:
     fn powf_(self, e: Self) -> Self;
     fn abs_(self) -> Self;
     fn is_nan_(self) -> bool;
+    fn is_finite_(self) -> bool;
 }
 
 impl Real for f64 {
@@ -102,6 +103,10 @@ impl Real for f64 {
     fn is_nan_(self) -> bool {
         self.is_nan()
     }
+    #[inline(always)]
+    fn is_finite_(self) -> bool {
+        self.is_finite()
+    }
 }
 
 impl Real for f32 {
@@ -151,6 +156,10 @@ impl Real for f32 {
     #[inline(always)]
     fn is_nan_(self) -> bool {
         self.is_nan()
+    }
+    #[inline(always)]
+    fn is_finite_(self) -> bool {
+        self.is_finite()
     }
 }
 

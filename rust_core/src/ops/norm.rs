@@ -355,8 +355,18 @@ pub fn rows_forward<T: Real>(
                         let shift = bias.map_or(T::ZERO, |b| b[c0 + k]);
                         // (x - mean) first: x * scale + (shift - mean * scale) would cancel
                         // catastrophically for large means
-                        for (o, &v) in yc.iter_mut().zip(xc) {
-                            o.write((v - m) * scale + shift);
+                        if scale.is_finite_() || !s.is_finite_() {
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                o.write((v - m) * scale + shift);
+                            }
+                        } else {
+                            // s * w overflowed (a weight near f32::MAX): ((x - mean) * s) * w
+                            // + b in f64, the reference's order and precision
+                            let w = weight.map_or(1.0, |w| w[c0 + k].to_f64());
+                            let (m, s, b) = (m.to_f64(), s.to_f64(), shift.to_f64());
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                o.write(T::c((v.to_f64() - m) * s * w + b));
+                            }
                         }
                     }
                 }
@@ -776,9 +786,12 @@ pub fn batch_norm_forward<T: Real>(
             None => return value_err!("running_mean: expected running statistics when training=False"),
         }
     };
-    if lay.hw < SMALL_SPAN {
+    let scale: Vec<T> = (0..lay.c).map(|c| weight.map_or(rstd[c], |w| w[c] * rstd[c])).collect();
+    // a weight near f32::MAX times rstd > 1 overflows the folded scale: those channels
+    // take ((x - mean) * rstd) * weight + bias in f64 below (the reference's way)
+    let folded_overflows = (0..lay.c).any(|c| !scale[c].is_finite_() && rstd[c].is_finite_());
+    if lay.hw < SMALL_SPAN && !folded_overflows {
         let hw = lay.hw;
-        let scale: Vec<T> = (0..lay.c).map(|c| weight.map_or(rstd[c], |w| w[c] * rstd[c])).collect();
         let m = per_column(mean.iter().copied(), hw);
         let k1 = per_column(scale.into_iter(), hw);
         let k2 = per_column((0..lay.c).map(|c| bias.map_or(T::ZERO, |b| b[c])), hw);
@@ -787,10 +800,18 @@ pub fn batch_norm_forward<T: Real>(
     }
     let y = map_spans(x, lay, |c, xs, ys| {
         let (m, s) = (mean[c], rstd[c]);
-        let scale = weight.map_or(s, |w| w[c] * s);
         let shift = bias.map_or(T::ZERO, |b| b[c]);
-        for (o, &v) in ys.iter_mut().zip(xs) {
-            o.write((v - m) * scale + shift);
+        if scale[c].is_finite_() || !s.is_finite_() {
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                o.write((v - m) * scale[c] + shift);
+            }
+        } else {
+            // in f64, as the reference computes it
+            let w = weight.map_or(1.0, |w| w[c].to_f64());
+            let (m, s, b) = (m.to_f64(), s.to_f64(), shift.to_f64());
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                o.write(T::c((v.to_f64() - m) * s * w + b));
+            }
         }
     });
     Ok((y, mean, rstd))
