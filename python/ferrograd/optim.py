@@ -21,24 +21,49 @@ def _check_float(value, name, low=0.0, high=None, closed_high=False):
     return float(value)
 
 
+def _betas(betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+    return (_check_float(betas[0], "betas[0]", 0.0, 1.0), _check_float(betas[1], "betas[1]", 0.0, 1.0))
+
+
+def _param_list(params, where: str) -> List:
+    """A group's parameters as a list (PyTorch's rules: an iterable, not one Tensor)."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{where}: params argument given to the optimizer should be an iterable "
+                        f"of Tensors or dicts, but got a Tensor (wrap it in a list)")
+    try:
+        return list(params)
+    except TypeError:
+        raise TypeError(f"{where}: params argument given to the optimizer should be an iterable "
+                        f"of Tensors or dicts, but got {type(params).__name__}") from None
+
+
 class Optimizer:
     def __init__(self, params: Iterable, defaults: Dict):
-        params = list(params)
+        params = _param_list(params, "params")
         if not params:
             raise ValueError("params: expected at least one parameter, got an empty list")
-        if isinstance(params[0], dict):
+        if all(isinstance(g, dict) for g in params):
             groups = params
+        elif any(isinstance(g, dict) for g in params):
+            raise TypeError("params: expected Tensors or parameter-group dicts, not a mix of both")
         else:
             groups = [{"params": params}]
         self.defaults = defaults
         self.param_groups: List[Dict] = []
-        for g in groups:
+        for gi, g in enumerate(groups):
+            if "params" not in g:
+                raise ValueError(f"params[{gi}]: parameter group didn't specify a value of required "
+                                 f"optimization parameter params")
             group = dict(defaults)
             group.update(g)
-            group["params"] = list(group["params"])
+            where = f"params[{gi}]['params']" if groups is params else "params"
+            group["params"] = _param_list(group["params"], where)
             for i, p in enumerate(group["params"]):
                 if not isinstance(p, Tensor) or not p.requires_grad:
-                    raise TypeError(f"params[{i}]: expected a Tensor with requires_grad=True")
+                    raise TypeError(f"{where}[{i}]: expected a Tensor with requires_grad=True, "
+                                    f"got {type(p).__name__}")
             self.param_groups.append(group)
         self.state: Dict[int, Dict] = {}
 
@@ -55,8 +80,12 @@ class Optimizer:
             if p.grad is None:
                 continue
             if p.grad.backend is not p.backend:
-                raise RuntimeError("a parameter and its gradient are on different backends; "
-                                   "call zero_grad() after moving the model")
+                raise ValueError("a parameter and its gradient are on different backends; "
+                                 "call zero_grad() after moving the model")
+            flags = getattr(p.data, "flags", None)  # host arrays: the step updates them in place
+            if flags is not None and not flags.writeable:
+                raise ValueError(f"params: expected writable parameters (updated in place), got a "
+                                 f"read-only array of shape {tuple(p.shape)}")
             yield p, self.state.setdefault(id(p), {})
 
     def step(self) -> None:  # pragma: no cover - abstract
@@ -95,8 +124,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         lr = _check_float(lr, "lr")
-        b1 = _check_float(betas[0], "betas[0]", 0.0, 1.0)
-        b2 = _check_float(betas[1], "betas[1]", 0.0, 1.0)
+        b1, b2 = _betas(betas)
         eps = _check_float(eps, "eps")
         weight_decay = _check_float(weight_decay, "weight_decay")
         super().__init__(params, dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay))

@@ -9,6 +9,8 @@ place, releases the GIL while it computes, and raises ValueError/TypeError for b
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .._cpu import missing_x86_features
@@ -19,9 +21,7 @@ if _missing:
 
 # imported after the CPU check: the extension needs AVX2 + FMA
 from .. import _core  # noqa: E402
-from . import _attention, _dropout, _pool  # noqa: E402
-from . import _conv, _dropout, _pool  # noqa: E402
-from . import _dropout, _pool, _rnn  # noqa: E402
+from . import _attention, _conv, _dropout, _pool, _rnn  # noqa: E402
 from ._validate import (  # noqa: E402
     check_batch_norm, check_batch_norm_backward, check_eps, check_group_norm,
     check_layer_norm, check_linear, check_matmul, check_prelu_weight, check_targets)
@@ -35,6 +35,28 @@ def _broadcast_shape(a, b):
         return np.broadcast_shapes(a, b)
     except ValueError:
         return None
+
+
+@contextlib.contextmanager
+def _in_place(*arrays):
+    """The arrays a kernel updates in place (parameters, optimizer state, running
+    statistics), as the Rust kernels need them: C-contiguous, aligned, native byte order.
+    numpy accepts any layout for an in-place update, so does this backend: an array in
+    another layout is worked on as a copy, written back when the kernel returns. A
+    read-only array is a ValueError here, as numpy's own in-place update raises."""
+    work = []
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            if not a.flags.writeable:
+                raise ValueError(f"expected a writable array of shape {a.shape} (updated in "
+                                 f"place), got a read-only one")
+            if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
+                a = np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)
+        work.append(a)
+    yield tuple(work)
+    for original, copy in zip(arrays, work):
+        if copy is not original:
+            np.copyto(original, copy)
 
 
 class RustBackend(NumpyBackend):
@@ -181,13 +203,15 @@ class RustBackend(NumpyBackend):
     # -------------------------------------------------------- optimizer steps
     def sgd_step(self, param, grad, momentum_buffer, lr, momentum, dampening,
                  weight_decay, nesterov, first_step):
-        _core.sgd_step(param, grad, momentum_buffer, float(lr), float(momentum),
-                       float(dampening), float(weight_decay), bool(nesterov), bool(first_step))
+        with _in_place(param, momentum_buffer) as (p, buf):
+            _core.sgd_step(p, grad, buf, float(lr), float(momentum), float(dampening),
+                           float(weight_decay), bool(nesterov), bool(first_step))
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                   weight_decay, decoupled):
-        _core.adam_step(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1),
-                        float(beta2), float(eps), float(weight_decay), bool(decoupled))
+        with _in_place(param, exp_avg, exp_avg_sq) as (p, m, v):
+            _core.adam_step(p, grad, m, v, int(step), float(lr), float(beta1), float(beta2),
+                            float(eps), float(weight_decay), bool(decoupled))
 
     # ------------------------------------------------------------ normalization
     # rust_core/src/ops/norm.rs: rows in parallel (layer/group norm), channels then
@@ -215,8 +239,9 @@ class RustBackend(NumpyBackend):
                            momentum, eps):
         check_batch_norm(x, weight, bias, running_mean, running_var, training)
         check_eps(eps)
-        return _core.batch_norm_forward(x, weight, bias, running_mean, running_var,
-                                        bool(training), float(momentum), float(eps))
+        with _in_place(running_mean, running_var) as (rm, rv):
+            return _core.batch_norm_forward(x, weight, bias, rm, rv, bool(training),
+                                            float(momentum), float(eps))
 
     def batch_norm_backward(self, x, weight, mean, rstd, gy, training):
         check_batch_norm_backward(x, weight, mean, rstd)

@@ -70,7 +70,10 @@ def _build_arg(spec, backend_name: str, leaves: List):
 
 
 def _with_layout(arr: np.ndarray, layout: str) -> np.ndarray:
-    """``arr``'s values in an unusual memory layout (what ``fg.Tensor(array, backend)`` accepts)."""
+    """``arr``'s values in an unusual memory layout (what ``fg.Tensor(array, backend)`` accepts),
+    always in fresh memory: a backend may wrap the array without copying and update it in
+    place (an optimizer step), and the next backend must start from the case's values."""
+    arr = np.array(arr, copy=True)
     if layout == "transposed":  # same logical array, Fortran order
         return np.asfortranarray(arr)
     if layout == "strided":  # every other element of a bigger buffer
