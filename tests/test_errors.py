@@ -109,3 +109,48 @@ def test_norm_weights_near_float32_max_follow_the_reference(backend):
     ref = (x.astype(np.float64) - 0.4) / np.sqrt(0.353 + 1e-5) * 3e38 + 1.0
     with np.errstate(over="ignore"):
         np.testing.assert_allclose(y.numpy(), ref.astype(np.float32), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opt", [lambda p: fg.optim.SGD(p, lr=0.1), lambda p: fg.optim.SGD(p, lr=0.1, momentum=0.9),
+                                 lambda p: fg.optim.Adam(p, lr=0.1)])
+def test_an_infinite_weight_without_weight_decay_stays_infinite(backend, opt):
+    p = t([np.inf, 1.0], backend, grad=True)
+    o = opt([p])
+    p.grad = fg.tensor(np.ones(2, np.float32), backend=backend)
+    o.step()
+    assert p.numpy()[0] == np.inf  # not 0 * inf = NaN from a zero weight decay
+
+
+@pytest.mark.parametrize("call, cls, match", [
+    (lambda p: fg.optim.Adam([p], betas=(0.9,)), ValueError, "betas"),
+    (lambda p: fg.optim.SGD([{"lr": 0.1}]), ValueError, "params"),
+    (lambda p: fg.optim.Adam(p), TypeError, "iterable"),
+    (lambda p: fg.optim.SGD(3), TypeError, "iterable"),
+])
+def test_optimizer_arguments_fail_as_in_pytorch(call, cls, match):
+    with pytest.raises(cls, match=match):
+        call(t([1.0], "numpy", grad=True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["transposed", "strided", "unaligned", "byteswapped", "readonly"])
+def test_optimizer_steps_on_unusual_layouts_agree_with_numpy(backend, layout):
+    from ferrograd.testing.fuzz import _with_layout
+
+    base = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
+
+    def run(be):
+        p = fg.Tensor(fg.get_backend(be).from_numpy(_with_layout(base, layout)), fg.get_backend(be),
+                      requires_grad=True)
+        o = fg.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+        for _ in range(2):
+            p.grad = fg.tensor(np.ones((2, 3), np.float32), backend=be)
+            o.step()
+        return p.numpy()
+
+    if layout == "readonly":
+        with pytest.raises(ValueError, match="read-only"):
+            run(backend)
+        return
+    np.testing.assert_allclose(run(backend), run("numpy"), rtol=1e-6)

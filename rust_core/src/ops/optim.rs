@@ -45,9 +45,10 @@ impl Sgd {
                 );
             }
             _ => {
+                let decay = wd != T::ZERO; // see SgdMomentum::rows
                 param.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(move |(p, g)| {
                     for (p, &g) in p.iter_mut().zip(g) {
-                        *p -= lr * (g + wd * *p);
+                        *p -= lr * if decay { g + wd * *p } else { g };
                     }
                 });
             }
@@ -68,8 +69,11 @@ struct SgdMomentum<T> {
 impl<T: Real> SgdMomentum<T> {
     #[inline(always)]
     fn rows<const FIRST: bool, const NESTEROV: bool>(self, p: &mut [T], g: &[T], b: &mut [T]) {
+        // weight decay only when asked: 0 * inf would turn an infinite weight into NaN
+        // (PyTorch adds wd * p only for wd != 0); a loop-invariant test, hoisted
+        let decay = self.wd != T::ZERO;
         for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
-            let d = g + self.wd * *p;
+            let d = if decay { g + self.wd * *p } else { g };
             *b = if FIRST { d } else { self.mom * *b + self.keep * d };
             let u = if NESTEROV { d + self.mom * *b } else { *b };
             *p -= self.lr * u;
@@ -104,13 +108,17 @@ impl Adam {
         } else {
             (T::ONE, T::c(self.weight_decay))
         };
+        // decay only when asked (0 * inf is NaN: an infinite weight stays infinite)
+        let (scale_p, add_p) = (decay_param != T::ONE, decay_grad != T::ZERO);
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))))
             .for_each(move |(p, (g, (m, v)))| {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *p *= decay_param;
-                    let g = g + decay_grad * *p;
+                    if scale_p {
+                        *p *= decay_param;
+                    }
+                    let g = if add_p { g + decay_grad * *p } else { g };
                     *m = b1 * *m + (T::ONE - b1) * g;
                     *v = b2 * *v + (T::ONE - b2) * g * g;
                     *p -= step_size * *m / ((*v * inv_bias2).sqrt_() + eps);
