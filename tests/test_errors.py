@@ -154,3 +154,26 @@ def test_optimizer_steps_on_unusual_layouts_agree_with_numpy(backend, layout):
             run(backend)
         return
     np.testing.assert_allclose(run(backend), run("numpy"), rtol=1e-6)
+
+
+@pytest.mark.skipif("rust" not in fg.available_backends(), reason="native runs on the rust tape")
+@pytest.mark.parametrize("x_dtype, loss, tshape, cls, match", [
+    (np.int64, "mse", (4, 3), TypeError, "input: expected a float32 or float64"),
+    (np.float64, "mse", (4, 3), TypeError, "weight: expected dtype float64 like input"),
+    (np.float32, "mse", (3, 4), ValueError, r"target: expected the input's shape \(4, 3\), got \(3, 4\)"),
+    (np.float32, "mse", (12,), ValueError, "target: expected the input's shape"),
+    (np.float32, "cross_entropy", (4, 1), ValueError, r"target: expected shape \(4,\), got \(4, 1\)"),
+    (np.float32, "cross_entropy", (), ValueError, r"target: expected shape \(4,\), got \(\)"),
+])
+def test_native_checks_inputs_and_targets_as_the_python_engine(x_dtype, loss, tshape, cls, match):
+    from ferrograd.native import NativeSequential
+
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 5), nn.ReLU(), nn.Linear(5, 3)).to("rust")
+    x = np.ones((4, 2), x_dtype)
+    target = np.zeros(tshape, np.int64 if loss == "cross_entropy" else np.float32)
+    fn = F.cross_entropy if loss == "cross_entropy" else F.mse_loss
+    with pytest.raises(cls, match=match):  # the Python engine
+        fn(model(fg.tensor(x, backend="rust")), target)
+    with pytest.raises(cls, match=match):
+        NativeSequential(model, loss=loss).step(x, target, 0.1)

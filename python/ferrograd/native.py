@@ -238,6 +238,12 @@ class NativeSequential:
 
     def _args(self, x, target):
         xs = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        # the Python engine's first checks (the first layer's), in its order and words
+        if xs.dtype not in (np.float32, np.float64):
+            raise TypeError(f"input: expected a float32 or float64 tensor, got dtype {xs.dtype}")
+        if self.params and self.params[0].dtype != xs.dtype:
+            raise TypeError(f"weight: expected dtype {xs.dtype} like input, got {self.params[0].dtype} "
+                            f"(convert one with fg.tensor(x.numpy(), dtype=...))")
         if xs.ndim not in (2, 3, 4):
             raise ValueError(f"x: expected a 2-D (batch, features), 3-D (sequence) or 4-D "
                              f"(N, C, H, W) input, got shape {xs.shape}")

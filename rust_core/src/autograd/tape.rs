@@ -786,9 +786,19 @@ pub struct EncoderLayer {
 }
 
 /// The loss closing a sequential model, with its target.
+/// Each target comes with its shape, checked against the model's output as the Python
+/// engine's losses check it (same messages), not by element count alone.
 pub enum LossTarget<'a, T> {
-    Mse(&'a [T], Reduction),
-    CrossEntropy(&'a [i64], Reduction),
+    Mse(&'a [T], &'a [usize], Reduction),
+    CrossEntropy(&'a [i64], &'a [usize], Reduction),
+}
+
+/// A shape as Python prints a tuple: `(4, 3)`, `(4,)`, `()`.
+fn py_shape(s: &[usize]) -> String {
+    match s {
+        [a] => format!("({a},)"),
+        _ => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 /// Forward and backward of `layers` on input `x` (shape `x_shape`, (n, features)) under
@@ -998,9 +1008,23 @@ pub fn sequential_grads<T: Real>(
     if streams_left.next().is_some() {
         return value_err!("streams: the layers use fewer than the {} dropout streams given", streams.len());
     }
+    let out_shape = t.entry(h, "output")?.shape.clone();
     let l = match loss {
-        LossTarget::Mse(target, r) => t.mse_loss(h, target, r)?,
-        LossTarget::CrossEntropy(target, r) => t.cross_entropy(h, target, r)?,
+        LossTarget::Mse(target, shape, r) => {
+            if shape != out_shape.as_slice() {
+                return shape_err!("target: expected the input's shape {}, got {}", py_shape(&out_shape), py_shape(shape));
+            }
+            t.mse_loss(h, target, r)?
+        }
+        LossTarget::CrossEntropy(target, shape, r) => {
+            if out_shape.len() != 2 {
+                return shape_err!("input: expected logits of shape (N, C), got {}", py_shape(&out_shape));
+            }
+            if shape != [out_shape[0]] {
+                return shape_err!("target: expected shape ({},), got {}", out_shape[0], py_shape(shape));
+            }
+            t.cross_entropy(h, target, r)?
+        }
     };
     let lv = t.value(l)?;
     if lv.len() != 1 {
@@ -1026,7 +1050,7 @@ mod sequential_tests {
         let layers = [Layer::Linear { bias: true }, Layer::Act(Activation::Tanh), Layer::Linear { bias: false }];
         let params: [(&[f64], &[usize]); 3] = [(&w1, &[2, 3]), (&b1, &[2]), (&w2, &[1, 2])];
         let target = [0.2, -0.4];
-        let (l, g) = sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).unwrap();
+        let (l, g) = sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, &[2, 1], Reduction::Mean)).unwrap();
         let mut t = Tape::new();
         let xv = t.leaf(x.to_vec(), &[2, 3]).unwrap();
         let (a, b, c) = (t.leaf(w1.to_vec(), &[2, 3]).unwrap(), t.leaf(b1.to_vec(), &[2]).unwrap(), t.leaf(w2.to_vec(), &[1, 2]).unwrap());
@@ -1040,10 +1064,10 @@ mod sequential_tests {
         assert_eq!(g[1], *gr[b.index()].as_ref().unwrap());
         assert_eq!(g[2], *gr[c.index()].as_ref().unwrap());
         // too few / too many parameters, unreduced loss
-        assert!(sequential_grads(&layers, &params[..2], &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params[..2], &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, &[2, 1], Reduction::Mean)).is_err());
         let extra: [(&[f64], &[usize]); 4] = [params[0], params[1], params[2], (&b1, &[2])];
-        assert!(sequential_grads(&layers, &extra, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::Mean)).is_err());
-        assert!(sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, Reduction::None)).is_err());
+        assert!(sequential_grads(&layers, &extra, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, &[2, 1], Reduction::Mean)).is_err());
+        assert!(sequential_grads(&layers, &params, &mut [], &[], &x, &[2, 3], LossTarget::Mse(&target, &[2, 1], Reduction::None)).is_err());
     }
 
 
@@ -1069,7 +1093,7 @@ mod sequential_tests {
         let target = [2i64, 0];
         let eval = |ps: &[Vec<f64>]| {
             let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
-            sequential_grads(&layers, &views, &mut [], &[], &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, Reduction::Sum)).unwrap()
+            sequential_grads(&layers, &views, &mut [], &[], &x, &[2, 2, 7, 6], LossTarget::CrossEntropy(&target, &[2], Reduction::Sum)).unwrap()
         };
         let (_, grads) = eval(&ps);
         assert_central_differences(&mut ps, &grads, |p| eval(p).0, "param");
@@ -1084,7 +1108,7 @@ mod sequential_tests {
             let views: Vec<(&[f64], &[usize])> = ps.iter().zip(shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
             let mut bufs = buffers.to_vec();
             let mut refs: Vec<&mut [f64]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-            let r = sequential_grads(layers, &views, &mut refs, streams, x, x_shape, LossTarget::CrossEntropy(target, Reduction::Sum)).unwrap();
+            let r = sequential_grads(layers, &views, &mut refs, streams, x, x_shape, LossTarget::CrossEntropy(target, &[target.len()], Reduction::Sum)).unwrap();
             (r, bufs)
         };
         let ((_, grads), moved) = eval(&ps);
@@ -1126,7 +1150,7 @@ mod sequential_tests {
         let views: Vec<(&[f64], &[usize])> = ps.iter().zip(&shapes).map(|(v, sh)| (v.as_slice(), *sh)).collect();
         let (mut m, mut v) = (vec![0.0; 12], vec![1.0; 12]);
         let run = |bufs: &mut [&mut [f64]], streams: &[(u64, u64)]| {
-            let target = LossTarget::CrossEntropy(&[2, 0], Reduction::Sum);
+            let target = LossTarget::CrossEntropy(&[2, 0], &[2], Reduction::Sum);
             match sequential_grads(&layers, &views, bufs, streams, &x, &[2, 3, 4], target) {
                 Err(FerroError::Value(msg)) => msg,
                 other => panic!("expected a value error, got {:?}", other.map(|r| r.0)),
@@ -1137,7 +1161,7 @@ mod sequential_tests {
         let seven: Vec<(u64, u64)> = (0..7).map(|i| (7, i)).collect();
         assert!(run(&mut [&mut m, &mut v], &seven).starts_with("streams: the layers use fewer"));
         assert!(sequential_grads(&layers, &views, &mut [&mut m, &mut v], &streams, &x, &[2, 3, 4],
-                                 LossTarget::CrossEntropy(&[2, 0], Reduction::Sum)).is_ok());
+                                 LossTarget::CrossEntropy(&[2, 0], &[2], Reduction::Sum)).is_ok());
     }
 
     #[test]

@@ -217,14 +217,14 @@ fn native_sequential_step<'py>(
                 .collect();
             if loss == "mse" {
                 let ta = arr::<T>(target, "target")?;
-                let ts = data(&ta)?;
-                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::Mse(&ts, red)))?
+                let (ts, tshape) = (data(&ta)?, ta.shape().to_vec());
+                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::Mse(&ts, &tshape, red)))?
             } else {
                 let ta: PyReadonlyArrayDyn<'py, i64> = target.extract().map_err(|_| {
                     PyTypeError::new_err("target: expected an int64 numpy array of class indices")
                 })?;
-                let ts = data(&ta)?;
-                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::CrossEntropy(&ts, red)))?
+                let (ts, tshape) = (data(&ta)?, ta.shape().to_vec());
+                run(py, || tape::sequential_grads(&layers, &views, &mut bufs, &streams, &xs, &xshape, LossTarget::CrossEntropy(&ts, &tshape, red)))?
             }
         };
         if let Some(lr) = lr {
