@@ -880,7 +880,12 @@ pub fn batch_norm_backward<T: Real>(
         let k0 = per_column(coef.iter().map(|c| c.0), hw);
         let k1 = per_column(coef.iter().map(|c| c.1), hw);
         let k2 = per_column(coef.iter().map(|c| c.2), hw);
-        let gx = small_span_apply(x, Some(gy), lay.c * hw, &m, &k0, &k1, &k2);
+        let gx = if training {
+            small_span_apply(x, Some(gy), lay.c * hw, &m, &k0, &k1, &k2)
+        } else {
+            // eval: gx = w * rstd * gy alone; 0 * (x - mean) would make an infinite x NaN
+            gy.par_chunks(lay.c * hw).flat_map_iter(|g| g.iter().zip(&k0).map(|(&g, &k)| g * k)).collect()
+        };
         if weight.is_none() {
             return Ok((gx, None, None));
         }
