@@ -818,7 +818,8 @@ class NumpyBackend(base.Backend):
 
     def lstm_forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
         t, n, i, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
-        xp = (x.reshape(t * n, i) @ w_ih.T).reshape(t, n, 4 * hs)
+        x2 = x.reshape(t * n, i)  # overflowing products summed exactly (_exact.py)
+        xp = exact_nonfinite(x2 @ w_ih.T, x2, w_ih.T).reshape(t, n, 4 * hs)
         if b_ih is not None:
             xp = xp + (b_ih + b_hh)
         y = np.empty((t, n, hs), x.dtype)
@@ -864,7 +865,8 @@ class NumpyBackend(base.Backend):
 
     def gru_forward(self, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
         t, n, i, hs = _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
-        xp = (x.reshape(t * n, i) @ w_ih.T).reshape(t, n, 3 * hs)
+        x2 = x.reshape(t * n, i)  # overflowing products summed exactly (_exact.py)
+        xp = exact_nonfinite(x2 @ w_ih.T, x2, w_ih.T).reshape(t, n, 3 * hs)
         if b_ih is not None:
             xp = xp + b_ih
         y = np.empty((t, n, hs), x.dtype)

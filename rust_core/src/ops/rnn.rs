@@ -22,6 +22,7 @@
 use super::activation::sigmoid;
 use super::map::{detect_isa, wide, Isa};
 use super::reduce::column_sums;
+use super::linear::{exact_nonfinite, Mat};
 use crate::alloc::{self, checked_numel};
 use crate::error::Result;
 use crate::real::Real;
@@ -143,6 +144,12 @@ fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDi
     // (T*N, 4H): the sequence and the hidden size come from different arguments, so this
     // can be far larger than any of them: checked and allocated fallibly
     let n_out = checked_numel(&[d.t, d.n, g], "a recurrent layer's input projection")?;
+    // overflowing products (weights ~1e30) summed exactly afterwards, as linear does
+    let exact = |xp: &mut Vec<T>, bias: Option<&[T]>| {
+        let (xm, wm) = (Mat::new(x, d.t * d.n, d.i, false), Mat::new(w_ih, g, d.i, true));
+        exact_nonfinite(xp, xm, wm, |_, j| bias.map_or(T::ZERO, |b| b[j]));
+    };
+    let bias_row = bias.clone();
     let mut xp = match bias {
         Some(b) => {
             let mut v = alloc::with_capacity(n_out, "a recurrent layer's input projection")?;
@@ -167,10 +174,12 @@ fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDi
                            w_ih.as_ptr(), k as isize, 1, T::ONE, T::ONE, false, false, false, par);
                 v.set_len(m * g);
             }
+            exact(&mut v, None);
             return Ok(v);
         }
     };
     mm(&mut xp, x, false, w_ih, true, d.t * d.n, g, d.i, has_bias);
+    exact(&mut xp, bias_row.as_deref());
     Ok(xp)
 }
 
