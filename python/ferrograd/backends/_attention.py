@@ -31,6 +31,8 @@ import numbers
 
 import numpy as np
 
+from ._exact import exact_nonfinite
+
 #: the tile edge of the tiled reference (the Rust kernel uses its own)
 BLOCK = 32
 
@@ -78,7 +80,15 @@ def _fold_heads(g, hk):
 
 def _scores(q, k, mask, scale, is_causal, rows=slice(None), cols=slice(None)):
     """scale * q[rows] @ k[cols]^T + mask, -inf where causal hides a key (rows, cols: slices)."""
-    s = scale * (q[:, :, rows] @ np.swapaxes(k[:, :, cols], -1, -2))
+    qr, kt = q[:, :, rows], np.swapaxes(k[:, :, cols], -1, -2)
+    qk = qr @ kt
+    if qk.dtype == np.float32 and not np.isfinite(qk).all():
+        # overflowing products (|q|, |k| ~ 1e28) summed exactly, as rust does (_exact.py)
+        qb = np.broadcast_to(qr, qk.shape[:2] + qr.shape[2:])
+        kb = np.broadcast_to(kt, qk.shape[:2] + kt.shape[2:])
+        for b, h in np.ndindex(*qk.shape[:2]):
+            exact_nonfinite(qk[b, h], qb[b, h], kb[b, h])
+    s = scale * qk
     if mask is not None:
         s = s + mask[:, :, rows, cols]
     if is_causal:

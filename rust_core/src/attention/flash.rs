@@ -23,6 +23,35 @@ const BK: usize = 256;
 /// read at a[i * a_rs + p * a_cs] and b at b[p * b_rs + j * b_cs]; single-threaded (the
 /// parallelism is over heads).
 #[allow(clippy::too_many_arguments)]
+/// The (bq, bk) tile of raw scores q k^T (q and k rows of length d, row-major), with
+/// overflowing products summed exactly: a score whose float32 terms overflow (|q|, |k|
+/// ~ 1e28) would otherwise be +inf, -inf or NaN by the GEMM's order; each non-finite
+/// score of NaN-free rows is recomputed in f64 (the rule of `ops::linear::exact_nonfinite`,
+/// and of the numpy reference). Costs one scan of the tile when nothing overflows.
+fn score_tile<T: Real>(bq: usize, bk: usize, d: usize, st: &mut [T], q: &[T], k: &[T]) {
+    gemm_tile(bq, bk, d, st, bk, false, q, 1, d, k, d, 1);
+    if st[..bq * bk].iter().all(|v| v.is_finite_()) {
+        return;
+    }
+    for r in 0..bq {
+        let qr = &q[r * d..(r + 1) * d];
+        if qr.iter().any(|v| v.is_nan_()) {
+            continue;
+        }
+        for c in 0..bk {
+            let sv = &mut st[r * bk + c];
+            if sv.is_finite_() {
+                continue;
+            }
+            let kr = &k[c * d..(c + 1) * d];
+            if kr.iter().any(|v| v.is_nan_()) {
+                continue;
+            }
+            *sv = T::c(qr.iter().zip(kr).map(|(a, b)| a.to_f64() * b.to_f64()).sum::<f64>());
+        }
+    }
+}
+
 fn gemm_tile<T: Real>(
     m: usize,
     n: usize,
@@ -201,7 +230,7 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, o
         for j0 in (0..kend).step_by(BK) {
             let bk = BK.min(lk - j0);
             let st = &mut s[..bq * bk];
-            gemm_tile(bq, bk, d, st, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+            score_tile(bq, bk, d, st, &x.q[i0 * d..], &x.k[j0 * d..]);
             // the score passes run with 16 AVX-512 lanes where the CPU has them
             wide(isa, || {
                 finish_scores(st, bq, bk, i0, j0, lk, scale, x.mask, causal);
@@ -306,7 +335,7 @@ fn head_backward<T: Real>(
         for j0 in (0..kend).step_by(BK) {
             let bk = BK.min(lk - j0);
             let pt = &mut p[..bq * bk];
-            gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+            score_tile(bq, bk, d, pt, &x.q[i0 * d..], &x.k[j0 * d..]);
             wide(isa, || {
                 finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
                 for r in 0..bq {
@@ -391,7 +420,7 @@ fn exact_rows<T: Real>(
     for j0 in (0..kend).step_by(BK) {
         let bk = BK.min(lk - j0);
         let (pt, dpt) = (&mut p[..bq * bk], &mut dp[..bq * bk]);
-        gemm_tile(bq, bk, d, pt, bk, false, &x.q[i0 * d..], 1, d, &x.k[j0 * d..], d, 1);
+        score_tile(bq, bk, d, pt, &x.q[i0 * d..], &x.k[j0 * d..]);
         finish_scores(pt, bq, bk, i0, j0, lk, scale, x.mask, causal);
         gemm_tile(bq, bk, dv, dpt, bk, false, go, 1, dv, &x.v[j0 * dv..], dv, 1);
         for r in 0..bq {
