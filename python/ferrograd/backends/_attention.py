@@ -124,7 +124,9 @@ def plain_forward(q, k, v, mask, scale, is_causal):
     kk, vv = _kv_heads(k, h), _kv_heads(v, h)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         p, lse = _softmax(_scores(q, kk, mask, scale, is_causal))
-        out = p @ vv
+        # a row with every key hidden is 0 (the kernel contract, PyTorch's _safe_softmax),
+        # even where v holds NaN or inf (0 * NaN would make it NaN)
+        out = np.where(np.isneginf(lse)[..., None], 0.0, p @ vv)
     return out.astype(q.dtype), lse.astype(q.dtype)
 
 
@@ -132,7 +134,9 @@ def plain_backward(q, k, v, mask, scale, is_causal, out, lse, gout):
     h, hk = q.shape[1], k.shape[1]
     kk, vv = _kv_heads(k, h), _kv_heads(v, h)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        p, _ = _softmax(_scores(q, kk, mask, scale, is_causal))
+        p, row_lse = _softmax(_scores(q, kk, mask, scale, is_causal))
+    hidden = np.isneginf(row_lse)[..., None]  # rows with every key hidden: no gradient
+    gout = np.where(hidden, 0.0, gout).astype(gout.dtype)
     gv = np.swapaxes(p, -1, -2) @ gout
     gp = gout @ np.swapaxes(vv, -1, -2)
     # rowsum(p * gp), PyTorch's softmax backward: for a one-hot row (scores of 1e30) it is
@@ -140,7 +144,7 @@ def plain_backward(q, k, v, mask, scale, is_causal, out, lse, gout):
     # differs from it by a rounding error that q of 1e30 would scale up)
     with np.errstate(invalid="ignore", over="ignore"):
         delta = (p * gp).sum(axis=-1, keepdims=True)
-        gs = p * (gp - delta)
+        gs = np.where(hidden, 0.0, p * (gp - delta))
     # scale before the products, as PyTorch's backward of (q k^T) * scale and the flash
     # kernels do: scale = 0 gives 0 gradients, not 0 * (an overflowed product) = NaN
     gs = scale * gs

@@ -368,7 +368,14 @@ fn head_backward<T: Real>(
             wide(isa, || for r in 0..bq {
                 let dl = if use_exact { exact.delta[r] } else { delta[i0 + r] };
                 let (dr, pr) = (&mut dpt[r * bk..(r + 1) * bk], &pt[r * bk..(r + 1) * bk]);
-                dr.iter_mut().zip(pr).for_each(|(dv_, &pv)| *dv_ = scale * pv * (*dv_ - dl));
+                let hidden = if use_exact { exact.m[r] == neg_inf } else { lse[i0 + r] == neg_inf };
+                if hidden {
+                    // every key hidden: the output is the constant 0, so no gradient (not
+                    // 0 * a NaN dp from a NaN v)
+                    dr.iter_mut().for_each(|v| *v = T::ZERO);
+                } else {
+                    dr.iter_mut().zip(pr).for_each(|(dv_, &pv)| *dv_ = scale * pv * (*dv_ - dl));
+                }
             });
             // gq_i += ds @ k_j ; gk_j += ds^T @ q_i
             gemm_tile(bq, d, bk, &mut gq[i0 * d..], d, true, dpt, 1, bk, &x.k[j0 * d..], 1, d);
