@@ -9,6 +9,8 @@ from __future__ import annotations
 import numbers
 from typing import Dict, Iterable, List
 
+import numpy as np
+
 from .tensor import Tensor
 
 
@@ -82,8 +84,8 @@ class Optimizer:
             if p.grad.backend is not p.backend:
                 raise ValueError("a parameter and its gradient are on different backends; "
                                  "call zero_grad() after moving the model")
-            flags = getattr(p.data, "flags", None)  # host arrays: the step updates them in place
-            if flags is not None and not flags.writeable:
+            # host arrays: the step updates them in place (a GPUArray has no writeable flag)
+            if isinstance(p.data, np.ndarray) and not p.data.flags.writeable:
                 raise ValueError(f"params: expected writable parameters (updated in place), got a "
                                  f"read-only array of shape {tuple(p.shape)}")
             yield p, self.state.setdefault(id(p), {})
