@@ -177,3 +177,21 @@ def test_native_checks_inputs_and_targets_as_the_python_engine(x_dtype, loss, ts
         fn(model(fg.tensor(x, backend="rust")), target)
     with pytest.raises(cls, match=match):
         NativeSequential(model, loss=loss).step(x, target, 0.1)
+
+
+@pytest.mark.skipif("rust" not in fg.available_backends(), reason="native runs on the rust tape")
+def test_native_takes_an_unbatched_sample_as_the_python_engine():
+    from ferrograd.native import NativeSequential
+
+    x, t = np.array([1.0, 2.0, -1.0], np.float32), np.array([0.5, 0.0, -1.0], np.float32)
+
+    def model():
+        fg.manual_seed(0)
+        return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).to("rust")
+
+    want = F.mse_loss(model()(fg.tensor(x, backend="rust")), fg.tensor(t, backend="rust")).item()
+    assert NativeSequential(model(), loss="mse").step(x, t, 0.1) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match=r"input: expected logits of shape \(N, C\)"):
+        F.cross_entropy(model()(fg.tensor(x, backend="rust")), np.array(1))
+    with pytest.raises(ValueError, match=r"input: expected logits of shape \(N, C\)"):
+        NativeSequential(model(), loss="cross_entropy").step(x, np.array(1), 0.1)

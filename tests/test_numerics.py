@@ -300,3 +300,128 @@ def test_conv_im2col_overflowing_products_give_the_exact_sum():
     # the centre is 1e10 * -1e30 + inf = inf exactly; the padded zeros times inf are NaN
     assert y[0, 0, 1, 1] == INF
     assert np.isnan(np.delete(y.ravel(), 4)).all()
+
+
+def test_conv_bias_joins_the_exact_sum():
+    # 1e20 * -1e30 overflows to -inf in float32, but the exact sum with a +inf bias is +inf
+    # (linear's rule: the bias is inside the sum), not -inf + inf = NaN
+    x = np.array([1e20, 1.0], np.float32).reshape(1, 2, 1, 1)
+    w = np.array([[-1e30, 1.0]], np.float32).reshape(1, 2, 1, 1)
+    b = np.array([INF], np.float32)
+    y = _both(lambda x, w, b: F.conv2d(x, w, b, algo="im2col"), x, w, b)
+    assert y.ravel()[0] == INF
+
+
+@pytest.mark.parametrize("algo", ["winograd", "fft"])
+def test_conv_transform_algos_give_the_direct_sum_for_infinite_inputs(algo):
+    # a transform mixes a whole tile: one inf made every output of the tile NaN, where the
+    # direct sum (im2col, PyTorch) has +inf at the taps that reach it and finite elsewhere
+    x = np.random.RandomState(0).randn(1, 1, 6, 6).astype(np.float32)
+    x[0, 0, 1, 1] = INF
+    w = np.abs(np.random.RandomState(1).randn(1, 1, 3, 3)).astype(np.float32)
+    direct = _run("numpy", lambda x, w: F.conv2d(x, w, algo="im2col"), x, w)
+    assert np.isfinite(direct).any() and (direct == INF).any() and not np.isnan(direct).any()
+    for be in BACKENDS:
+        y, (gx, gw) = _run(be, lambda x, w: F.conv2d(x, w, algo=algo), x, w, grad=True)
+        _same(y, direct)
+        _, (gx_d, gw_d) = _run(be, lambda x, w: F.conv2d(x, w, algo="im2col"), x, w, grad=True)
+        _same(gx, gx_d, rtol=1e-4)
+        _same(gw, gw_d, rtol=1e-4)
+
+
+def test_rnn_bias_joins_the_exact_input_projection():
+    # x * w_ih overflows to +inf; with a -inf bias the exact sum is -inf (a closed gate),
+    # not +inf - inf = NaN: both backends, LSTM and GRU
+    x = np.full((1, 1, 1), 1e30, np.float32)
+    for gates, op in ((4, fg.ops.rnn.lstm), (3, fg.ops.rnn.gru)):
+        w_ih = np.full((gates, 1), 1e20, np.float32)
+        w_hh = np.zeros((gates, 1), np.float32)
+        b_ih = np.full((gates,), -INF, np.float32)
+        b_hh = np.zeros((gates,), np.float32)
+        y = _both(lambda *a: op(a[0], None, list(a[1:]))[0], x, w_ih, w_hh, b_ih, b_hh)
+        assert np.isfinite(y).all()
+
+
+def test_adaptive_avg_pool_overflow_follows_the_running_sum():
+    # 3e38 + 3e38 overflows to +inf before the -inf arrives: NaN, as in rust and PyTorch
+    # (numpy's pairwise sum reached -inf)
+    x = np.array([0.1, 1.8, 1e20, -0.4, 0.2, 3e38, 3e38, -INF], np.float32).reshape(1, 1, 2, 4)
+    y = _both(lambda x: F.adaptive_avg_pool2d(x, 1), x)
+    assert np.isnan(y).all()
+
+
+def test_mse_loss_of_empty_input_has_an_empty_gradient():
+    for be in BACKENDS:
+        x = fg.tensor(np.zeros(0, np.float32), backend=be, requires_grad=True)
+        loss = F.mse_loss(x, fg.tensor(np.zeros(0, np.float32), backend=be))
+        assert np.isnan(loss.item())
+        loss.backward()
+        assert x.grad.shape == (0,)
+
+
+def test_sdpa_nan_value_behind_the_causal_mask_reaches_every_gradient_like_the_output():
+    # v's NaN at a key hidden from a row still enters p @ v (0 * NaN) in the forward, as in
+    # PyTorch; the backward's delta = sum_j p dp then holds it too, on both backends
+    rs = np.random.RandomState(2)
+    q = (rs.randn(1, 1, 2, 1) * 1e28).astype(np.float32)   # one-hot rows: the exact path
+    k = rs.randn(1, 1, 4, 1).astype(np.float32)
+    v = rs.randn(1, 1, 4, 3).astype(np.float32)
+    v[0, 0, 3, 1] = NAN
+    _both(_sdpa(is_causal=True), q, k, v, grad=True)
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_norm_weight_grad_of_deviations_near_float32_max(norm):
+    # sum gy (x - mean) overflows float32 for values of 3e38, xhat = (x - mean) rstd does
+    # not: the weight gradient is finite on both backends (the fuzz case: gy of ones)
+    shape = (3, 2, 4, 2) if norm == "group" else (3, 2, 4, 4)  # spans of 8 and 16
+    x = np.random.RandomState(3).randn(*shape).astype(np.float32)
+    x[0, 0, 0, 1] = x[0, 0, 1, 1] = x[2, 1, 3, 1] = 3e38
+    grads = []
+    for be in BACKENDS:
+        xt, w, b = (fg.tensor(a, backend=be, requires_grad=True) for a in
+                    (x, np.array([-0.76, 0.22], np.float32), np.array([1.1, 1.5], np.float32)))
+        y = (F.group_norm(xt, 1, w, b) if norm == "group"
+             else F.batch_norm(xt, None, None, w, b, training=True))
+        y.sum().backward()
+        grads.append((w.grad.numpy(), b.grad.numpy()))
+    assert all(np.isfinite(g).all() for pair in grads for g in pair)
+    # gy of ones: the weight gradient sums xhat, about 0 for batch norm (rounding noise)
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_batch_norm_of_an_empty_plane_backward(be):
+    # H = 0: no columns; the column-block size was 256 / 0 on rust (a panic)
+    x = fg.tensor(np.zeros((2, 4, 0, 1), np.float32), backend=be, requires_grad=True)
+    w = fg.tensor(np.ones(4, np.float32), backend=be, requires_grad=True)
+    rm, rv = (fg.tensor(np.zeros(4, np.float32), backend=be),
+              fg.tensor(np.ones(4, np.float32), backend=be))
+    y = F.batch_norm(x, rm, rv, w, None, training=False)
+    y.sum().backward()
+    assert x.grad.shape == (2, 4, 0, 1) and np.array_equal(w.grad.numpy(), np.zeros(4))
+
+
+@pytest.mark.parametrize("algo", ["naive", "im2col", "fft"])
+def test_conv_stride_of_2_62_gives_one_output(algo):
+    for be in BACKENDS:
+        x = fg.tensor(np.ones((1, 1, 5, 5), np.float32), backend=be, requires_grad=True)
+        w = fg.tensor(np.ones((1, 1, 3, 3), np.float32), backend=be)
+        y = F.conv2d(x, w, stride=2 ** 62, algo=algo)
+        y.sum().backward()
+        assert y.shape == (1, 1, 1, 1) and y.item() == 9.0
+        assert x.grad.numpy().sum() == 9.0
+
+
+def test_sdpa_backward_overflowing_terms_agree():
+    # identical keys, |v| ~ 1e30 and |q| ~ 1e25: ds * q overflows float32, and its sign
+    # (or NaN) depended on the summation order; both backends recompute such heads in f64
+    rs = np.random.RandomState(4)
+    q = (rs.randn(1, 1, 2, 2) * 1e25).astype(np.float32)
+    k = np.full((1, 1, 4, 2), -2.5, np.float32)
+    v = (rs.randn(1, 1, 4, 2) * 1e28).astype(np.float32)
+    v[0, 0, 0, 1] = 1.4e30
+    m = np.array([[False, True, True, True], [True, True, False, True]])
+    _both(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=fg.tensor(m), scale=-1.0),
+          q, k, v, grad=True, gtol=1e-3)

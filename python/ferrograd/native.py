@@ -244,9 +244,9 @@ class NativeSequential:
         if self.params and self.params[0].dtype != xs.dtype:
             raise TypeError(f"weight: expected dtype {xs.dtype} like input, got {self.params[0].dtype} "
                             f"(convert one with fg.tensor(x.numpy(), dtype=...))")
-        if xs.ndim not in (2, 3, 4):
-            raise ValueError(f"x: expected a 2-D (batch, features), 3-D (sequence) or 4-D "
-                             f"(N, C, H, W) input, got shape {xs.shape}")
+        if xs.ndim not in (1, 2, 3, 4):
+            raise ValueError(f"x: expected a 1-D (features), 2-D (batch, features), 3-D "
+                             f"(sequence) or 4-D (N, C, H, W) input, got shape {xs.shape}")
         dtype = self.params[0].dtype if self.params else xs.dtype
         xs = np.require(xs, dtype, requirements="C")
         t = target.numpy() if isinstance(target, Tensor) else np.asarray(target)
@@ -256,6 +256,14 @@ class NativeSequential:
             t = np.require(t, np.int64, requirements="C")
         else:
             t = np.require(t, dtype, requirements="C")
+        if xs.ndim == 1 and self.loss == "cross_entropy":
+            # the Python engine's cross_entropy takes (N, C) logits only
+            raise ValueError(f"input: expected logits of shape (N, C), got a 1-D output (an "
+                             f"unbatched input of shape {xs.shape})")
+        if xs.ndim == 1:
+            # one unbatched sample, as nn.Linear takes it (PyTorch too): a batch of one,
+            # its target with it (the mean over the same elements gives the same loss)
+            xs, t = xs[None], t[None]
         return xs, t
 
     def _call(self, x, target, lr):

@@ -131,6 +131,18 @@ def plain_forward(q, k, v, mask, scale, is_causal):
 
 
 def plain_backward(q, k, v, mask, scale, is_causal, out, lse, gout):
+    grads = _plain_backward(q, k, v, mask, scale, is_causal, gout)
+    if q.dtype == np.float32 and not all(np.isfinite(g).all() for g in grads):
+        # terms such as gs * q of 1e25-1e30 values overflow float32 in an order-dependent
+        # way (+inf, -inf or NaN by BLAS order): recomputed in float64 and rounded once, as
+        # rust's flash backward does for such a head (exact_head_backward)
+        f64 = [None if a is None else np.asarray(a, np.float64) for a in (q, k, v, mask, gout)]
+        grads = tuple(g.astype(np.float32) for g in _plain_backward(
+            f64[0], f64[1], f64[2], f64[3], scale, is_causal, f64[4]))
+    return grads
+
+
+def _plain_backward(q, k, v, mask, scale, is_causal, gout):
     h, hk = q.shape[1], k.shape[1]
     kk, vv = _kv_heads(k, h), _kv_heads(v, h)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):

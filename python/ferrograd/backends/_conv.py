@@ -262,9 +262,12 @@ def _unfold(xp, kh, kw, s, d, out):
     xp[.., i*sh + a*dh, j*sw + b*dw]. No copy."""
     n, c = xp.shape[:2]
     sn, sc, sh_, sw_ = xp.strides
+    shape = (n, c, kh, kw, out[0], out[1])
+    steps = (sn, sc, d[0] * sh_, d[1] * sw_, s[0] * sh_, s[1] * sw_)
+    # an axis of length 1 never steps: stride 0, so a stride of 2**62 does not overflow
+    # the byte offset numpy stores in a C long
     return np.lib.stride_tricks.as_strided(
-        xp, (n, c, kh, kw, out[0], out[1]),
-        (sn, sc, d[0] * sh_, d[1] * sw_, s[0] * sh_, s[1] * sw_), writeable=False)
+        xp, shape, tuple(st if m > 1 else 0 for st, m in zip(steps, shape)), writeable=False)
 
 
 def _cols(x, kh, kw, s, p, d, g, out):
@@ -350,8 +353,18 @@ def naive_backward(x, w, gy, s, p, d, g, out):
 def im2col_forward(x, w, b, s, p, d, g, out, matmul: MatMul = _np_matmul):
     o, cg, kh, kw = w.shape
     cols = _cols(x, kh, kw, s, p, d, g, out)
-    yg = matmul(np.ascontiguousarray(w.reshape(g, o // g, cg * kh * kw)), cols)
-    return _bias(_ungroup(yg, x.shape[0], out), b)
+    wm = np.ascontiguousarray(w.reshape(g, o // g, cg * kh * kw))
+    yg = matmul(wm, cols)
+    if b is None:
+        return _ungroup(yg, x.shape[0], out)
+    bg = b.reshape(g, o // g, 1).astype(yg.dtype, copy=False)
+    yg += bg
+    if yg.dtype == np.float32 and not np.isfinite(yg).all():
+        # the bias inside the exact sum (linear's rule, and rust's): -inf products plus an
+        # infinite bias are that bias, not -inf rounded first and then inf - inf = NaN
+        for i in range(g):
+            exact_nonfinite(yg[i], wm[i], cols[i], init=bg[i])
+    return _ungroup(yg, x.shape[0], out)
 
 
 def _im2col_weight_grad(x, w, gyg, s, p, d, g, out, matmul):
@@ -472,6 +485,14 @@ BACKWARD = {"naive": naive_backward, "im2col": im2col_backward, "winograd": wino
 
 
 # ------------------------------------------------------------------ the CPU runner
+# Winograd and FFT transform whole tiles, so one ±inf (or a product overflowing inside a
+# transform) turns every output of its tile NaN where the direct sum gives ±inf at some
+# and finite values at others. Their results holding any non-finite value are recomputed
+# by im2col, the direct sum (PyTorch's answer; rust does the same, cuda runs every algo
+# as im2col).
+_TRANSFORMS = ("winograd", "fft")
+
+
 def _check_dtypes(x, w, b, gy):
     for a, name in ((x, "input"), (w, "weight"), (b, "bias"), (gy, "grad_output")):
         if a is None:
@@ -501,7 +522,10 @@ def cpu_forward(x, w, b, stride, padding, dilation, groups, algo, matmul: MatMul
         return _bias(np.zeros((x.shape[0], w.shape[0]) + out, dtype=x.dtype), b)
     if algo == "naive":
         return naive_forward(x, w, b, s, p, d, g, out)
-    return FORWARD[algo](x, w, b, s, p, d, g, out, matmul)
+    y = FORWARD[algo](x, w, b, s, p, d, g, out, matmul)
+    if algo in _TRANSFORMS and not np.isfinite(y).all():
+        y = im2col_forward(x, w, b, s, p, d, g, out, matmul)  # the direct sum: _TRANSFORMS
+    return y
 
 
 def cpu_backward(x, w, gy, stride, padding, dilation, groups, algo, has_bias,
@@ -515,4 +539,6 @@ def cpu_backward(x, w, gy, stride, padding, dilation, groups, algo, has_bias,
         gx, gw = naive_backward(x, w, gy, s, p, d, g, out)
     else:
         gx, gw = BACKWARD[algo](x, w, gy, s, p, d, g, out, matmul)
+        if algo in _TRANSFORMS and not (np.isfinite(gx).all() and np.isfinite(gw).all()):
+            gx, gw = im2col_backward(x, w, gy, s, p, d, g, out, matmul)
     return np.ascontiguousarray(gx), np.ascontiguousarray(gw), gb

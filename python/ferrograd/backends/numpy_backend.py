@@ -357,7 +357,8 @@ class NumpyBackend(base.Backend):
 
     def mse_loss_backward(self, x, target, gy, reduction):
         check_reduction(reduction)
-        scale = 2.0 / x.size if reduction == "mean" else 2.0
+        # an empty input has an empty gradient (its mean loss is NaN, as in PyTorch)
+        scale = 2.0 / max(x.size, 1) if reduction == "mean" else 2.0
         return (x.dtype.type(scale) * (x - target) * gy).astype(x.dtype, copy=False)
 
     def cross_entropy_forward(self, logits, target, reduction):
@@ -694,7 +695,15 @@ class NumpyBackend(base.Backend):
         y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
         for r, (h0, h1) in enumerate(self._adaptive_windows(x.shape[2], oh)):
             for c, (w0, w1) in enumerate(self._adaptive_windows(x.shape[3], ow)):
-                y[:, :, r, c] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+                win = x[:, :, h0:h1, w0:w1]
+                y[:, :, r, c] = win.mean(axis=(2, 3))
+                if not np.isfinite(y[:, :, r, c]).all():
+                    # an overflowing sum depends on the order: the row-major running sum
+                    # of rust, cuda and PyTorch (3e38 + 3e38 + -inf is NaN there), not
+                    # numpy's pairwise one
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        run = np.cumsum(win.reshape(win.shape[:2] + (-1,)), axis=-1, dtype=x.dtype)
+                        y[:, :, r, c] = run[..., -1] / x.dtype.type(win.shape[2] * win.shape[3])
         return y
 
     def adaptive_avg_pool2d_backward(self, gy, input_shape):
@@ -816,12 +825,19 @@ class NumpyBackend(base.Backend):
             return np.concatenate([y[1:], h0[None]], axis=0)
         return np.concatenate([h0[None], y[:-1]], axis=0)
 
+    @staticmethod
+    def _rnn_projection(x2, w_ih, bias):
+        """x2 (T*N, I) @ w_ih^T + bias: the whole sequence's input projection, overflowing
+        products summed exactly with the bias inside the sum (linear's rule, _exact.py)."""
+        xp = x2 @ w_ih.T
+        if bias is not None:
+            xp += bias
+        return exact_nonfinite(xp, x2, w_ih.T, bias)
+
     def lstm_forward(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
         t, n, i, hs = _rnn.check_rnn("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
-        x2 = x.reshape(t * n, i)  # overflowing products summed exactly (_exact.py)
-        xp = exact_nonfinite(x2 @ w_ih.T, x2, w_ih.T).reshape(t, n, 4 * hs)
-        if b_ih is not None:
-            xp = xp + (b_ih + b_hh)
+        bias = None if b_ih is None else b_ih + b_hh
+        xp = self._rnn_projection(x.reshape(t * n, i), w_ih, bias).reshape(t, n, 4 * hs)
         y = np.empty((t, n, hs), x.dtype)
         cells = np.empty((t, n, hs), x.dtype)
         gates = np.empty((t, n, 4 * hs), x.dtype)
@@ -866,9 +882,7 @@ class NumpyBackend(base.Backend):
     def gru_forward(self, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
         t, n, i, hs = _rnn.check_rnn("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
         x2 = x.reshape(t * n, i)  # overflowing products summed exactly (_exact.py)
-        xp = exact_nonfinite(x2 @ w_ih.T, x2, w_ih.T).reshape(t, n, 3 * hs)
-        if b_ih is not None:
-            xp = xp + b_ih
+        xp = self._rnn_projection(x2, w_ih, b_ih).reshape(t, n, 3 * hs)
         y = np.empty((t, n, hs), x.dtype)
         gates = np.empty((t, n, 4 * hs), x.dtype)
         h = h0

@@ -443,6 +443,10 @@ fn exact_rows<T: Real>(
                     let e = (v - mx).exp_();
                     sl += e;
                     sd += e * g;
+                } else {
+                    // a hidden key's p is 0, but 0 * a NaN dp (NaN in v) is NaN here as in
+                    // the forward's p @ v and in rowsum(gout * out): PyTorch's answer
+                    sd += T::ZERO * g;
                 }
             }
             l[r] = l[r] * corr + sl;
@@ -454,6 +458,32 @@ fn exact_rows<T: Real>(
         let inv = if l[r] > T::ZERO { T::ONE / l[r] } else { T::ZERO };
         ex.inv_l[r] = if l[r].is_nan_() { l[r] } else { inv };
         ex.delta[r] = dl[r] * ex.inv_l[r];
+    }
+}
+
+/// The gradients of a float32 head that overflow, recomputed in float64 end to end (the
+/// forward's statistics included) and rounded once. Terms such as ds * q of 1e25-1e30
+/// values overflow float32 in an order-dependent way (+inf, -inf or NaN by tile and lane
+/// order); in float64 they do not, so the answer is the exact one, the numpy reference's
+/// (`_attention.plain_backward` does the same). Only heads with a non-finite gradient pay.
+fn exact_head_backward<T: Real>(
+    x: &Head<T>,
+    dims: &AttnDims,
+    scale: T,
+    causal: bool,
+    gout: &[T],
+    (gq, gk, gv): (&mut [T], &mut [T], &mut [T]),
+) {
+    let up = |s: &[T]| s.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+    let (q, k, v, go) = (up(x.q), up(x.k), up(x.v), up(gout));
+    let mask = x.mask.map(up);
+    let x64 = Head { q: &q, k: &k, v: &v, mask: mask.as_deref() };
+    let (mut out, mut lse) = (vec![0f64; dims.lq * dims.dv], vec![0f64; dims.lq]);
+    head_forward(&x64, dims, scale.to_f64(), causal, &mut out, &mut lse);
+    let (mut a, mut b, mut c) = (vec![0f64; gq.len()], vec![0f64; gk.len()], vec![0f64; gv.len()]);
+    head_backward(&x64, dims, scale.to_f64(), causal, &out, &lse, &go, (&mut a, &mut b, &mut c));
+    for (dst, src) in [(gq, &a), (gk, &b), (gv, &c)] {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = T::c(s));
     }
 }
 
@@ -497,10 +527,15 @@ pub fn backward<T: Real>(
     if b * h == 0 || lq == 0 {
         return Ok((gq, gk, gv));
     }
-    let run = |bh: usize, grads: (&mut [T], &mut [T], &mut [T])| {
+    let run = |bh: usize, (gq_, gk_, gv_): (&mut [T], &mut [T], &mut [T])| {
         let x = head(q, k, v, mask, &dims, bh);
+        let go = &gout[bh * lq * dv..(bh + 1) * lq * dv];
         head_backward(&x, &dims, scale, causal, &out[bh * lq * dv..(bh + 1) * lq * dv],
-                      &lse[bh * lq..(bh + 1) * lq], &gout[bh * lq * dv..(bh + 1) * lq * dv], grads);
+                      &lse[bh * lq..(bh + 1) * lq], go, (&mut *gq_, &mut *gk_, &mut *gv_));
+        let finite = |g: &[T]| g.iter().all(|v| v.is_finite_());
+        if std::mem::size_of::<T>() == 4 && !(finite(gq_) && finite(gk_) && finite(gv_)) {
+            exact_head_backward(&x, &dims, scale, causal, go, (gq_, gk_, gv_));
+        }
     };
     if hk == h {
         // one query head per key/value head: every head writes its own gradient blocks in place

@@ -232,8 +232,14 @@ fn plan<T: FftReal>(g: &Geom) -> Result<Fft2<T>> {
     Ok(Fft2::new(hf, wf))
 }
 
-/// y (N, O, OH, OW) = conv(x, w) + bias by FFT.
+/// y (N, O, OH, OW) = conv(x, w) + bias by FFT (a result that is not finite everywhere is
+/// the direct sum's: `super::direct_if_nonfinite`).
 pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
+    let y = fft_grid_forward(x, w, bias, g)?;
+    super::direct_if_nonfinite_forward(y, x, w, bias, g)
+}
+
+fn fft_grid_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Result<Vec<T>> {
     super::check_args(x, w, bias, None, g)?;
     let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
     let mut y = super::zeros::<T>(g.n * g.o * l, "conv2d")?;
@@ -270,8 +276,20 @@ pub fn fft_forward<T: FftReal>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
     Ok(y)
 }
 
-/// (gx, gw, gb) by FFT; gb is None unless `with_bias`.
+/// (gx, gw, gb) by FFT; gb is None unless `with_bias` (gradients that are not finite
+/// everywhere are the direct sum's: `super::direct_if_nonfinite`).
 pub fn fft_backward<T: FftReal>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+    with_bias: bool,
+) -> Result<ConvGrads<T>> {
+    let grads = fft_grid_backward(x, w, gy, g, with_bias)?;
+    super::direct_if_nonfinite_backward(grads, x, w, gy, g)
+}
+
+fn fft_grid_backward<T: FftReal>(
     x: &[T],
     w: &[T],
     gy: &[T],

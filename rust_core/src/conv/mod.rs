@@ -213,6 +213,43 @@ pub fn conv2d_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
     Ok(y)
 }
 
+/// direct_if_nonfinite: Winograd and FFT transform whole tiles, so one ±inf (or a product
+/// overflowing inside a transform) turns every output of its tile NaN where the direct sum
+/// gives ±inf at some and finite values at others. A result of theirs holding any
+/// non-finite value is recomputed by im2col, the direct sum: PyTorch's answer, and the
+/// cuda backend's, which runs every algo as im2col. A finite result costs one scan.
+pub(crate) fn direct_if_nonfinite_forward<T: Real>(
+    y: Vec<T>,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geom,
+) -> Result<Vec<T>> {
+    if y.par_iter().all(|v| v.is_finite_()) {
+        return Ok(y);
+    }
+    drop(y);
+    conv2d_forward(x, w, bias, g)
+}
+
+/// The backward half of `direct_if_nonfinite_forward`: gx and gw both recomputed by im2col
+/// when either is not finite everywhere (the bias gradient is the same sum in every algo).
+pub(crate) fn direct_if_nonfinite_backward<T: Real>(
+    grads: ConvGrads<T>,
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+) -> Result<ConvGrads<T>> {
+    let finite = |v: &Vec<T>| v.par_iter().all(|a| a.is_finite_());
+    if finite(&grads.0) && finite(&grads.1) {
+        return Ok(grads);
+    }
+    let (_, _, gb) = grads;
+    let (gx, gw, _) = conv2d_backward(x, w, gy, g, false)?;
+    Ok((gx, gw, gb))
+}
+
 /// (gx, gw, gb): the gradients of input, weight and bias (None without a bias) that every
 /// algorithm's backward returns.
 pub type ConvGrads<T> = (Vec<T>, Vec<T>, Option<Vec<T>>);

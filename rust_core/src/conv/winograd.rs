@@ -733,8 +733,20 @@ fn check_geom(g: &Geom) -> Result<()> {
     Ok(())
 }
 
-/// y (N, O, OH, OW) = conv(x, w) + bias by Winograd `tile`.
+/// y (N, O, OH, OW) = conv(x, w) + bias by Winograd `tile` (a result that is not finite
+/// everywhere is the direct sum's: `super::direct_if_nonfinite`).
 pub fn winograd_forward<T: Real>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geom,
+    tile: WinoTile,
+) -> Result<Vec<T>> {
+    let y = winograd_tiles_forward(x, w, bias, g, tile)?;
+    super::direct_if_nonfinite_forward(y, x, w, bias, g)
+}
+
+fn winograd_tiles_forward<T: Real>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
@@ -850,8 +862,21 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Resu
 }
 
 /// (gx, gw, gb) by Winograd `tile`: gx by the forward code on gy with the flipped kernel,
-/// gw by the transposed algorithm; gb is None unless `with_bias`.
+/// gw by the transposed algorithm; gb is None unless `with_bias` (gradients that are not
+/// finite everywhere are the direct sum's: `super::direct_if_nonfinite`).
 pub fn winograd_backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+    tile: WinoTile,
+    with_bias: bool,
+) -> Result<ConvGrads<T>> {
+    let grads = winograd_tiles_backward(x, w, gy, g, tile, with_bias)?;
+    super::direct_if_nonfinite_backward(grads, x, w, gy, g)
+}
+
+fn winograd_tiles_backward<T: Real>(
     x: &[T],
     w: &[T],
     gy: &[T],

@@ -187,9 +187,9 @@ pub fn moments<T: Real>(x: &[T]) -> Moments {
     acc
 }
 
-/// (sum of g, sum of g * (x - m)) over a span, vectorized.
+/// (sum of g, sum of g * (x - m)) over a span, vectorized in T, in f64 where T overflows.
 #[inline(always)]
-fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
+fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (f64, f64) {
     let mut a1 = [T::ZERO; LANES];
     let mut a2 = [T::ZERO; LANES];
     let cx = x.chunks_exact(LANES);
@@ -211,7 +211,15 @@ fn grad_sums<T: Real>(x: &[T], g: &[T], m: T) -> (T, T) {
         s1 += gv;
         s2 += gv * (xv - m);
     }
-    (s1, s2)
+    if s1.is_finite_() && s2.is_finite_() {
+        return (s1.to_f64(), s2.to_f64());
+    }
+    // the T sums overflowed (deviations near T::MAX, or their products with gy): again in
+    // f64, where they do not; a genuine inf or NaN in x or gy stays so
+    let m64 = m.to_f64();
+    x.iter().zip(g).fold((0f64, 0f64), |(a, b), (&xv, &gv)| {
+        (a + gv.to_f64(), b + gv.to_f64() * (xv.to_f64() - m64))
+    })
 }
 
 /// (sum w gy, sum w gy (x - mean)) over one row in f64, w per channel of `hw` elements
@@ -475,9 +483,7 @@ pub fn rows_backward<T: Real>(
                             b = lane_sum(&ab).to_f64();
                         }
                         None => {
-                            let (s1, s2) = grad_sums(xr, gr, m);
-                            a = s1.to_f64();
-                            b = s2.to_f64();
+                            (a, b) = grad_sums(xr, gr, m);
                         }
                     }
                 } else {
@@ -485,11 +491,11 @@ pub fn rows_backward<T: Real>(
                         let span = k * hw..(k + 1) * hw;
                         let (db, ds) = grad_sums(&xr[span.clone()], &gr[span], m);
                         let wv = weight.map_or(1.0, |w| w[c0 + k].to_f64());
-                        a += wv * db.to_f64();
-                        b += wv * ds.to_f64();
+                        a += wv * db;
+                        b += wv * ds;
                         if weight.is_some() {
-                            pw[c0 + k] += T::c(ds.to_f64() * s.to_f64());
-                            pb[c0 + k] += db;
+                            pw[c0 + k] += T::c(ds * s.to_f64());
+                            pb[c0 + k] += T::c(db);
                         }
                     }
                 }
@@ -605,6 +611,7 @@ const SMALL_SPAN: usize = 16;
 
 /// Columns per parallel block of the matrix path: whole channels, about 256 columns.
 fn col_block(hw: usize) -> usize {
+    let hw = hw.max(1); // an empty H x W has no columns, but the block must not be 0
     hw * (256 / hw).max(1)
 }
 
@@ -846,8 +853,8 @@ pub fn batch_norm_backward<T: Real>(
                 let (mut a, mut b) = (0f64, 0f64);
                 for n in 0..lay.n {
                     let (s1, s2) = grad_sums(lay.span(x, n, c), lay.span(gy, n, c), m);
-                    a += s1.to_f64();
-                    b += s2.to_f64();
+                    a += s1;
+                    b += s2;
                 }
                 (a, b)
             }))
