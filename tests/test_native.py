@@ -492,8 +492,10 @@ def test_bad_input():
         native.grads(x, np.array([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="target: expected shape"):
         native.grads(x, np.array([0, 1]))
-    with pytest.raises(ValueError, match="x: expected a 2-D"):
-        native.grads(np.ones(3, np.float32), np.array([0]))
+    with pytest.raises(ValueError, match="x: expected a 1-D"):
+        native.grads(np.ones((1, 1, 1, 1, 3), np.float32), np.array([0]))
+    with pytest.raises(ValueError, match=r"input: expected logits of shape \(N, C\)"):
+        native.grads(np.ones(3, np.float32), np.array(0))  # as F.cross_entropy of (C,) logits
     with pytest.raises(ValueError, match="input: expected"):
         native.grads(np.ones((4, 5), np.float32), np.array([0, 1, 1, 0]))
     with pytest.raises(ValueError, match="lr: expected a non-negative"):

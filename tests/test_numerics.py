@@ -1,5 +1,5 @@
-"""NaN, +-inf and extreme magnitudes: one answer on the numpy and rust backends, and it is
-PyTorch's (written here as literal expectations: PyTorch gives NaN for a normalized row
+"""NaN, +-inf and extreme magnitudes: one answer on the numpy, rust and (where it runs)
+cuda backends, and it is PyTorch's (written here as literal expectations: PyTorch gives NaN for a normalized row
 holding inf, NaN running statistics from a NaN batch, NaN for a softmax row with a NaN
 or +inf score, NaN at padded positions for a NaN weight). Also: conv sizes that overflow
 or cannot be allocated raise instead of aborting, and every conv algorithm's backward
@@ -17,7 +17,9 @@ import pytest
 import ferrograd as fg
 import ferrograd.functional as F
 
-BACKENDS = ["numpy", "rust"]
+# numpy is the reference and comes first; cuda joins where it runs (the GPU machine), so
+# the same cases check its answers against numpy's there
+BACKENDS = ["numpy", "rust"] + [b for b in ("cuda",) if b in fg.available_backends()]
 INF, NAN = np.inf, np.nan
 
 
@@ -49,12 +51,13 @@ def _same(a, b, rtol=1e-5):
 
 def _both(f, *arrays, grad=False, const=(), gtol=1e-4):
     out = [_run(be, f, *arrays, grad=grad, const=const) for be in BACKENDS]
-    if grad:
-        _same(out[0][0], out[1][0])
-        for g0, g1 in zip(out[0][1], out[1][1]):
-            _same(g0, g1, rtol=gtol)
-    else:
-        _same(out[0], out[1])
+    for other in out[1:]:
+        if grad:
+            _same(out[0][0], other[0])
+            for g0, g1 in zip(out[0][1], other[1]):
+                _same(g0, g1, rtol=gtol)
+        else:
+            _same(out[0], other)
     return out[1]
 
 
