@@ -428,3 +428,17 @@ def test_sdpa_backward_overflowing_terms_agree():
     m = np.array([[False, True, True, True], [True, True, False, True]])
     _both(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=fg.tensor(m), scale=-1.0),
           q, k, v, grad=True, gtol=1e-3)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_batch_norm_eval_reads_read_only_running_stats(be):
+    rm, rv = np.array([2.0, -3.0], np.float32), np.array([4.0, 1.0], np.float32)
+    rm.flags.writeable = rv.flags.writeable = False
+    x = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    if be == "cuda":
+        pytest.skip("cuda arrays are device memory: no read-only host arrays")
+    b = fg.get_backend(be)
+    stats = [fg.Tensor(b.from_numpy(a), b) for a in (rm, rv)]  # the arrays themselves
+    y = F.batch_norm(fg.tensor(x, backend=be), *stats, training=False, eps=0.0)
+    want = (x - rm[None, :, None]) / np.sqrt(rv)[None, :, None]
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)

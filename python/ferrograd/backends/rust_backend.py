@@ -239,6 +239,12 @@ class RustBackend(NumpyBackend):
                            momentum, eps):
         check_batch_norm(x, weight, bias, running_mean, running_var, training)
         check_eps(eps)
+        if not training:
+            # eval mode only reads the running statistics: read-only ones are fine, as on
+            # numpy (the binding takes them mutably, so those get a copy of C floats)
+            running_mean, running_var = (
+                a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                for a in (running_mean, running_var))
         with _in_place(running_mean, running_var) as (rm, rv):
             return _core.batch_norm_forward(x, weight, bias, rm, rv, bool(training),
                                             float(momentum), float(eps))
