@@ -442,3 +442,45 @@ def test_batch_norm_eval_reads_read_only_running_stats(be):
     y = F.batch_norm(fg.tensor(x, backend=be), *stats, training=False, eps=0.0)
     want = (x - rm[None, :, None]) / np.sqrt(rv)[None, :, None]
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_requests_beyond_the_machine_are_memory_errors_before_any_allocation(be):
+    # under vm.overcommit_memory = 1 (the GPU host's setting) a 16 TB allocation succeeds
+    # and touching it gets the process killed: such sizes are refused from the machine's
+    # memory first, on every backend, and the next call works
+    x = fg.tensor(np.ones((1, 1, 4, 4), np.float32), backend=be)
+    w = fg.tensor(np.ones((1, 1, 3, 3), np.float32), backend=be)
+    for algo in ("naive", "im2col", "fft"):
+        with pytest.raises(MemoryError, match="conv2d output of 2000002x2000002"):
+            F.conv2d(x, w, padding=10 ** 6, algo=algo)
+    with pytest.raises(MemoryError, match="adaptive pool output"):
+        F.adaptive_avg_pool2d(x, (10 ** 6, 10 ** 6))
+    if be != "cuda":  # a device allocation fails on its own (PyCUDA's error)
+        big = F.expand(fg.tensor(np.ones((1, 1), np.float32), backend=be), (2 ** 21, 2 ** 21))
+        with pytest.raises(MemoryError):
+            big + fg.tensor(np.ones((1, 2 ** 21), np.float32), backend=be)
+    assert F.conv2d(x, w, padding=1).shape == (1, 1, 4, 4)
+
+
+def test_sdpa_average_of_values_near_float32_max_is_finite():
+    # two keys of equal score over values of 3e38: the average is 3e38; flash's running
+    # sum (normalized at the end) reached 6e38 = inf in float32
+    q = np.zeros((1, 1, 1, 1), np.float32)
+    k = np.zeros((1, 1, 2, 1), np.float32)
+    v = np.full((1, 1, 2, 2), 3e38, np.float32)
+    y = _both(_sdpa(), q, k, v)
+    np.testing.assert_allclose(y, 3e38, rtol=1e-6)
+
+
+def test_conv_weight_grad_sums_the_batch_exactly():
+    # image 0's window sum is -inf (a genuine -inf), image 1's overflows float32 to +inf
+    # (3e38 + 3e38): the exact sum over the batch is -inf, not -inf + inf = NaN
+    x = np.zeros((2, 1, 1, 3), np.float32)
+    x[0, 0, 0, 0] = -INF
+    x[1, 0, 0, :2] = 3e38
+    w = np.ones((1, 1, 1, 1), np.float32)
+    for be in BACKENDS:
+        xt, wt = (fg.tensor(a, backend=be, requires_grad=True) for a in (x, w))
+        F.conv2d(xt, wt, algo="im2col").sum().backward()
+        assert wt.grad.numpy()[0, 0, 0, 0] == -INF, be

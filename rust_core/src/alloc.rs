@@ -38,9 +38,35 @@ pub fn checked_numel(dims: &[usize], what: &str) -> Result<usize> {
         .ok_or_else(|| FerroError::Value(format!("{what}: the shape {dims:?} has more elements than fit in memory")))
 }
 
+/// The machine's memory (RAM plus swap, from /proc/meminfo; None where unknown): no
+/// request above it can ever be met. Under `vm.overcommit_memory = 1` (common on GPU
+/// hosts) the kernel grants any size lazily and kills the process once the pages are
+/// touched, so such a request is refused here instead, as the default heuristic
+/// overcommit mode refuses it.
+fn memory_limit() -> Option<usize> {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |key: &str| -> Option<usize> {
+            let line = info.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)).saturating_mul(1024))
+    })
+}
+
+/// MemoryError for a request of more bytes than the machine has (see `memory_limit`).
+fn check_fits(what: &str, n: usize, bytes: usize) -> Result<()> {
+    match memory_limit() {
+        Some(limit) if bytes > limit => Err(memory_error(what, n, bytes)),
+        _ => Ok(()),
+    }
+}
+
 /// An empty vector with room for `n` elements, or MemoryError (ValueError past isize).
 pub fn with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
     let bytes = checked_bytes::<T>(n, what)?;
+    check_fits(what, n, bytes)?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| memory_error(what, n, bytes))?;
     Ok(v)
@@ -82,6 +108,7 @@ pub fn float_zeros<T: crate::real::Real>(n: usize, what: &str) -> Result<Vec<T>>
     if n == 0 {
         return Ok(Vec::new());
     }
+    check_fits(what, n, bytes)?;
     let layout = std::alloc::Layout::array::<T>(n).map_err(|_| memory_error(what, n, bytes))?;
     // SAFETY: layout has a non-zero size (n > 0, T is f32 or f64).
     let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
@@ -135,6 +162,17 @@ mod tests {
         assert!(matches!(checked_numel(&[usize::MAX, 2], "t"), Err(FerroError::Value(_))));
         assert_eq!(checked_numel(&[3, 0, 5], "t").unwrap(), 0);
         assert_eq!(filled(3, 7u8, "t").unwrap(), vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn more_than_the_machine_holds_is_refused_before_the_kernel_is_asked() {
+        // under vm.overcommit_memory = 1 the allocation itself would succeed and touching
+        // its pages would get the process killed: refused from the machine's size instead
+        if let Some(limit) = memory_limit() {
+            let n = limit / 4 + 1;
+            assert!(matches!(float_zeros::<f32>(n, "t"), Err(FerroError::Memory(_))));
+            assert!(matches!(with_capacity::<f32>(n, "t"), Err(FerroError::Memory(_))));
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from ._exact import exact_nonfinite
+from ._validate import check_fits_memory
 
 ALGOS = ("auto", "naive", "im2col", "winograd", "fft")
 
@@ -254,6 +255,9 @@ def _np_matmul(a, b):
 def _pad(x, p):
     if p == (0, 0):
         return x
+    n, c, h, w = x.shape
+    check_fits_memory(n * c * (h + 2 * p[0]) * (w + 2 * p[1]), x.dtype.itemsize,
+                      f"conv2d padded input of padding {p}")
     return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
 
 
@@ -508,6 +512,8 @@ def prepare(x, w, b, gy, stride, padding, dilation, groups, algo):
     _check_dtypes(x, w, b, gy)
     s, p, d, g, out = geometry(x.shape, w.shape, None if b is None else b.shape, stride,
                                padding, dilation, groups)
+    check_fits_memory(int(x.shape[0]) * int(w.shape[0]) * out[0] * out[1], x.dtype.itemsize,
+                      f"conv2d output of {out[0]}x{out[1]}")
     if gy is not None:
         want = (x.shape[0], w.shape[0]) + out
         if tuple(gy.shape) != want:

@@ -25,6 +25,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ._validate import check_fits_memory
+
 
 #: the largest size argument: sizes cross into the kernels as int64
 INT64_MAX = 2**63 - 1
@@ -171,6 +173,9 @@ def adaptive_output_size(shape, output_size) -> Tuple[int, int]:
         if not 1 <= v <= INT64_MAX:
             raise ValueError(f"output_size: expected sizes in [1, 2**63 - 1], got {output_size!r}")
         out.append(int(v))
+    # float32 at least: an impossible output is a MemoryError before any table is built
+    check_fits_memory(int(shape[0]) * int(shape[1]) * out[0] * out[1], 4,
+                      f"adaptive pool output of {out[0]}x{out[1]}")
     return out[0], out[1]
 
 

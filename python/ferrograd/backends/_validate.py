@@ -7,11 +7,37 @@ functions can be called directly.
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import numpy as np
 
 from .base import BINARY_OPS, GELU_APPROXIMATIONS, REDUCTIONS, UNARY_OPS
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_limit() -> Optional[int]:
+    """The machine's RAM plus swap in bytes (/proc/meminfo; None where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = {line.split(":")[0]: int(line.split()[1]) for line in f if line[:4] in ("MemT", "Swap")}
+        return (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def check_fits_memory(numel: int, itemsize: int, what: str) -> None:
+    """MemoryError for a result larger than the machine's memory. Under
+    vm.overcommit_memory = 1 (common on GPU hosts) the kernel grants such a request lazily
+    and kills the process when its pages are touched; the default heuristic mode refuses
+    it, which this does everywhere (rust_core's alloc.rs applies the same rule)."""
+    limit = _memory_limit()
+    nbytes = int(numel) * int(itemsize)
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{what}: cannot allocate {int(numel)} elements ({nbytes / 2**30:.3g} GiB) "
+                          f"for the result, more than this machine's {limit / 2**30:.3g} GiB")
 
 
 def check_float(x, name: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from . import base
 from ._validate import (
     check_binary_op,
+    check_fits_memory,
     check_float,
     check_gelu_approximate,
     check_linear,
@@ -102,6 +103,8 @@ class NumpyBackend(base.Backend):
         check_binary_op(op)
         check_float(a, "a")
         check_float(b, "b")
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        check_fits_memory(math.prod(shape), np.result_type(a, b).itemsize, f"{op} of shape {shape}")
         with np.errstate(all="ignore"):
             if op == "add":
                 return a + b
@@ -138,6 +141,7 @@ class NumpyBackend(base.Backend):
     def unary_forward(self, op, x):
         check_unary_op(op)
         check_float(x, "x")
+        check_fits_memory(x.size, x.itemsize, f"{op} of shape {x.shape}")
         with np.errstate(all="ignore"):
             if op == "neg":
                 return -x

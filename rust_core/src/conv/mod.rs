@@ -307,7 +307,43 @@ pub fn conv2d_backward<T: Real>(
         }
         im2col::col2im_image(&gcols, g, &mut gx[n * chw..(n + 1) * chw]);
     }
+    if g.n > 1 && gw.iter().any(|v| !v.is_finite_()) {
+        exact_weight_grad(&mut gw, x, gy, g);
+    }
     Ok((gx, gw, gb))
+}
+
+/// The non-finite entries of gw summed exactly over all images at once. Each image's
+/// share is exact (`exact_nonfinite`), but adding the shares in T turns one image's
+/// -inf and another's overflow to +inf into NaN where the sum over the whole batch (what
+/// numpy's single GEMM over N * L columns sums exactly) is -inf. Padded taps count as
+/// 0 * gy, as the im2col columns hold them (0 * inf is NaN).
+fn exact_weight_grad<T: Real>(gw: &mut [T], x: &[T], gy: &[T], g: &Geom) {
+    let (cg, og, l) = (g.c / g.groups, g.o / g.groups, g.l());
+    let k = cg * g.kh * g.kw;
+    for (idx, out) in gw.iter_mut().enumerate() {
+        if out.is_finite_() {
+            continue;
+        }
+        let (o, rem) = (idx / k, idx % k);
+        let (ci, a, b) = (rem / (g.kh * g.kw), (rem / g.kw) % g.kh, rem % g.kw);
+        let c = (o / og) * cg + ci;
+        let mut acc = 0f64;
+        for n in 0..g.n {
+            let gyn = &gy[(n * g.o + o) * l..(n * g.o + o + 1) * l];
+            let xc = &x[(n * g.c + c) * g.h * g.w..(n * g.c + c + 1) * g.h * g.w];
+            for i in 0..g.oh {
+                let h = (i * g.stride.0 + a * g.dilation.0) as isize - g.padding.0 as isize;
+                for j in 0..g.ow {
+                    let w = (j * g.stride.1 + b * g.dilation.1) as isize - g.padding.1 as isize;
+                    let inside = h >= 0 && w >= 0 && (h as usize) < g.h && (w as usize) < g.w;
+                    let xv = if inside { xc[h as usize * g.w + w as usize].to_f64() } else { 0.0 };
+                    acc += gyn[i * g.ow + j].to_f64() * xv;
+                }
+            }
+        }
+        *out = T::c(acc);
+    }
 }
 
 #[cfg(test)]
