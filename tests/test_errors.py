@@ -83,6 +83,22 @@ def test_a_kernel_far_larger_than_the_input_pools_what_it_covers(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_windows_of_2_62_with_padding_2_61_pool_what_they_cover(backend, kind):
+    # rust used to walk each window from its first position (a 2**62-step loop: a hang),
+    # numpy padded to 2**61 rows, cuda truncated the count to int (an empty window)
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    tx = t(x, backend, grad=True)
+    kw = {"count_include_pad": False} if kind == "avg" else {}
+    y = getattr(F, f"{kind}_pool2d")(tx, 2**62, stride=2**62, padding=2**61, ceil_mode=True, **kw)
+    y.sum().backward()
+    want = x.mean() if kind == "avg" else x.max()
+    np.testing.assert_allclose(y.numpy().ravel(), [want], rtol=1e-6)
+    gx = np.full_like(x, 1 / 12) if kind == "avg" else (x == x.max()).astype(np.float32)
+    np.testing.assert_allclose(tx.grad.numpy(), gx, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_pow_gradient_follows_pytorch_at_zero(backend):
     a, b = t([0.0, 0.0, -2.0], backend, grad=True), t([2.0, -1.0, 0.5], backend, grad=True)
     (a ** b).sum().backward()

@@ -218,10 +218,31 @@ def check_indices(indices, y_shape) -> None:
         raise TypeError(f"indices: expected int64, got dtype {indices.dtype}")
 
 
+def clipped(axis: Axis) -> Tuple[np.ndarray, np.ndarray]:
+    """(start, count) of each window cut down to the positions inside the input: the
+    same positions in the same order, but a kernel's loop over a window is never longer
+    than the axis (kernel_size may be 2**62 where the window is clipped to a 4-pixel
+    input), and every value fits the int32 the cuda kernels index with. A window with no
+    position inside gets count 0. The Axis itself is unchanged (``inverse`` needs the
+    unclipped spans, whose ends never decrease)."""
+    hit = axis.cache.get("clipped")
+    if hit is None:
+        st, n, step = axis.start, axis.count, axis.step
+        first = np.where(st >= 0, 0, -(st // step))            # ceil(-start / step)
+        room = np.maximum(axis.size - st, 0)
+        end = np.minimum(n, -(-room // step))                   # ceil((size - start) / step)
+        count = np.maximum(end - first, 0)
+        start = np.where(count > 0, st + first * step, 0)
+        hit = axis.cache["clipped"] = (start.astype(np.int64), count.astype(np.int64))
+    return hit
+
+
 def table(axis: Axis):
-    """An Axis as the (start, count, step, factor) lists the Rust kernels take."""
+    """An Axis as the (start, count, step, factor) lists the Rust kernels take, windows
+    clipped to the input (see ``clipped``)."""
     t = axis.cache.get("table")
     if t is None:
-        t = axis.cache["table"] = (axis.start.tolist(), axis.count.tolist(), int(axis.step),
+        start, count = clipped(axis)
+        t = axis.cache["table"] = (start.tolist(), count.tolist(), int(axis.step),
                                    axis.factor.tolist())
     return t

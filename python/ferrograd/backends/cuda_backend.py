@@ -1016,11 +1016,11 @@ class CudaBackend(base.Backend):
         cache = self.__dict__.setdefault("_pool_cache", {})
         hit = cache.get((rows, cols))
         if hit is None:
-            tab = self._gpuarray.to_gpu(np.concatenate([rows.start, rows.count, rows.factor,
-                                                        cols.start, cols.count, cols.factor]))
+            (rs, rc), (cs, cc) = _pool.clipped(rows), _pool.clipped(cols)
+            tab = self._gpuarray.to_gpu(np.concatenate([rs, rc, rows.factor, cs, cc, cols.factor]))
             (lh, hh), (lw, hw) = rows.inverse(), cols.inverse()
             inv = self._gpuarray.to_gpu(np.concatenate([lh, hh, lw, hw]))
-            hit = cache[(rows, cols)] = (tab, inv, int(rows.count.max()) * int(cols.count.max()),
+            hit = cache[(rows, cols)] = (tab, inv, int(rc.max()) * int(cc.max()),
                                          self._is_2x2(rows) and self._is_2x2(cols)
                                          and cols.size % 2 == 0)
         return hit

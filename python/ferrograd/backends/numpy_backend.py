@@ -561,31 +561,44 @@ class NumpyBackend(base.Backend):
     # kernel offset), independently of the window tables the rust and cuda kernels use;
     # only the output sizes and argument checks come from _pool.
     @staticmethod
-    def _padded(x, fill, rows, cols, k, s, d, p):
-        """x padded with ``fill`` so that every window's positions exist, and the input
+    def _reach(rows, cols, k, s, d, p, shape):
+        """Per axis, the kernel offsets [lo, hi) that can touch the input, and the input
+        position the padded copy starts at. Offset i reads positions o * s + i * d - p;
+        offsets whose positions are all < 0 or all >= size see only padding (which never
+        wins a max and adds 0 to a sum; avg's divisor comes from the full kernel). A
+        kernel of 2**62 with padding 2**61 on a 2x2 input then loops over a few offsets
+        and pads a few rows, not 2**61."""
+        reach = []
+        for out, kk, ss, dd, pp, size in zip((rows.out, cols.out), k, s, d, p, shape[2:]):
+            last = (out - 1) * ss - pp                        # offset 0's last position
+            lo = max(0, -(-(-last) // dd)) if last < 0 else 0  # ceil(-last / d)
+            hi = min(kk, (size + pp + dd - 1) // dd)
+            reach.append((lo, max(hi, lo), min(0, lo * dd - pp)))
+        return reach
+
+    @staticmethod
+    def _padded(x, fill, reach, s, d, p, out):
+        """x inside a ``fill``-padded copy holding every position the reached offsets
+        read; the copy starts at input position ``origin`` (<= 0) per axis. Also the input
         row/col each padded row/col holds (negative or >= size: padding)."""
         n, c, h, w = x.shape
-        need_h = max((rows.out - 1) * s[0] + (k[0] - 1) * d[0] + 1, p[0] + h)
-        need_w = max((cols.out - 1) * s[1] + (k[1] - 1) * d[1] + 1, p[1] + w)
-        xp = np.full((n, c, need_h, need_w), fill, dtype=x.dtype)
-        xp[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
-        return xp, np.arange(need_h) - p[0], np.arange(need_w) - p[1]
+        need = [max((o - 1) * ss + (hi - 1) * dd - pp - org + 1, size - org, 1)
+                for (lo, hi, org), o, ss, dd, pp, size in zip(reach, out, s, d, p, (h, w))]
+        (_, _, oh), (_, _, ow) = reach
+        xp = np.full((n, c, need[0], need[1]), fill, dtype=x.dtype)
+        xp[:, :, -oh:-oh + h, -ow:-ow + w] = x
+        return xp, np.arange(need[0]) + oh, np.arange(need[1]) + ow
 
     @staticmethod
-    def _reach(k, d, p, shape):
-        """The kernel offsets that can touch the input: offset i reads positions from
-        i * d - p on, so those with i * d - p >= size see only padding (which never wins
-        a max and adds 0 to a sum; avg's divisor comes from the full kernel). A kernel of
-        10**6 on a 2x2 input then loops over 3 offsets, not 10**12, and pads to 3x3."""
-        return tuple(min(kk, (size + pp + dd - 1) // dd) for kk, dd, pp, size in zip(k, d, p, shape[2:]))
-
-    @staticmethod
-    def _offsets(rows, cols, k, s, d):
-        """(i, j, row slice, col slice) of every kernel offset, in row-major order."""
-        for i in range(k[0]):
-            for j in range(k[1]):
-                yield (slice(i * d[0], i * d[0] + (rows.out - 1) * s[0] + 1, s[0]),
-                       slice(j * d[1], j * d[1] + (cols.out - 1) * s[1] + 1, s[1]))
+    def _offsets(reach, out, s, d, p):
+        """(row slice, col slice) of every reached kernel offset, in row-major order."""
+        (lo_h, hi_h, oh), (lo_w, hi_w, ow) = reach
+        for i in range(lo_h, hi_h):
+            r0 = i * d[0] - p[0] - oh
+            for j in range(lo_w, hi_w):
+                c0 = j * d[1] - p[1] - ow
+                yield (slice(r0, r0 + (out[0] - 1) * s[0] + 1, s[0]),
+                       slice(c0, c0 + (out[1] - 1) * s[1] + 1, s[1]))
 
     def max_pool2d_forward(self, x, kernel_size, stride, padding, dilation, ceil_mode,
                            return_indices):
@@ -595,11 +608,12 @@ class NumpyBackend(base.Backend):
         s = _pool.stride_pair(stride, kernel_size)
         p, d = _pool.pair(padding, "padding", 0), _pool.pair(dilation, "dilation", 1)
         h, w = x.shape[2:]
-        k = self._reach(k, d, p, x.shape)
-        xp, in_h, in_w = self._padded(x, -np.inf, rows, cols, k, s, d, p)
-        y = np.full(x.shape[:2] + (rows.out, cols.out), -np.inf, dtype=x.dtype)
+        out = (rows.out, cols.out)
+        reach = self._reach(rows, cols, k, s, d, p, x.shape)
+        xp, in_h, in_w = self._padded(x, -np.inf, reach, s, d, p, out)
+        y = np.full(x.shape[:2] + out, -np.inf, dtype=x.dtype)
         idx = np.full(y.shape, -1, dtype=np.int64)
-        for hs, ws in self._offsets(rows, cols, k, s, d):
+        for hs, ws in self._offsets(reach, out, s, d, p):
             v = xp[:, :, hs, ws]
             hh, ww = in_h[hs][:, None], in_w[ws][None, :]
             valid = (hh >= 0) & (hh < h) & (ww >= 0) & (ww < w)
@@ -664,10 +678,11 @@ class NumpyBackend(base.Backend):
         check_float(x, "x")
         rows, cols, k, s, p, div = self._avg_setup(x.shape, kernel_size, stride, padding,
                                                    ceil_mode, count_include_pad, divisor_override)
-        k = self._reach(k, (1, 1), p, x.shape)
-        xp, _, _ = self._padded(x, 0, rows, cols, k, s, (1, 1), p)
-        total = np.zeros(x.shape[:2] + (rows.out, cols.out), dtype=x.dtype)
-        for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
+        out = (rows.out, cols.out)
+        reach = self._reach(rows, cols, k, s, (1, 1), p, x.shape)
+        xp, _, _ = self._padded(x, 0, reach, s, (1, 1), p, out)
+        total = np.zeros(x.shape[:2] + out, dtype=x.dtype)
+        for hs, ws in self._offsets(reach, out, s, (1, 1), p):
             total += xp[:, :, hs, ws]
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(div == 0, 0, total / div.astype(x.dtype)).astype(x.dtype, copy=False)
@@ -681,12 +696,13 @@ class NumpyBackend(base.Backend):
         _pool.check_grad_shape(gy, shape[:2] + (rows.out, cols.out))
         with np.errstate(invalid="ignore", divide="ignore"):
             g = np.where(div == 0, 0, gy / div.astype(gy.dtype)).astype(gy.dtype, copy=False)
-        k = self._reach(k, (1, 1), p, shape)
-        gp, _, _ = self._padded(np.zeros(shape, gy.dtype), 0, rows, cols, k, s, (1, 1), p)
-        for hs, ws in self._offsets(rows, cols, k, s, (1, 1)):
+        out = (rows.out, cols.out)
+        reach = self._reach(rows, cols, k, s, (1, 1), p, shape)
+        gp, _, _ = self._padded(np.zeros(shape, gy.dtype), 0, reach, s, (1, 1), p, out)
+        for hs, ws in self._offsets(reach, out, s, (1, 1), p):
             gp[:, :, hs, ws] += g
-        h, w = shape[2:]
-        return np.ascontiguousarray(gp[:, :, p[0]:p[0] + h, p[1]:p[1] + w])
+        (h, w), (_, _, oh), (_, _, ow) = shape[2:], *reach
+        return np.ascontiguousarray(gp[:, :, -oh:-oh + h, -ow:-ow + w])
 
     @staticmethod
     def _adaptive_windows(size, out):

@@ -77,11 +77,14 @@ impl Axis {
         let mut off = Vec::with_capacity(self.out() + 1);
         off.push(0);
         for (&s, &c) in self.start.iter().zip(&self.count) {
-            for j in 0..c {
-                let p = s + j * self.step;
-                if p >= 0 && (p as u64) < self.size as u64 {
-                    pos.push(p as usize);
-                }
+            // Only the j whose position s + j * step lies in [0, size): a window may be
+            // far longer than the input (kernel_size 2**62), so j is not walked from 0 to c.
+            // i128, because s + c * step may overflow i64.
+            let (s, c, step, size) = (s as i128, c as i128, self.step as i128, self.size as i128);
+            let first = if s >= 0 { 0 } else { (-s + step - 1) / step };
+            let end = c.min(if size > s { (size - s + step - 1) / step } else { 0 });
+            for j in first..end.max(first) {
+                pos.push((s + j * step) as usize);
             }
             off.push(pos.len());
         }
