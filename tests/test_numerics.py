@@ -463,6 +463,19 @@ def test_requests_beyond_the_machine_are_memory_errors_before_any_allocation(be)
     assert F.conv2d(x, w, padding=1).shape == (1, 1, 4, 4)
 
 
+def test_sdpa_average_of_values_near_float32_max_is_finite():
+    # two keys of equal score over values of 3e38: the average is 3e38; flash's running
+    # sum (normalized at the end) reached 6e38 = inf in float32. Causal rows and an inf
+    # value every row sees (which stays inf) ride along.
+    q = np.zeros((1, 1, 3, 1), np.float32)
+    k = np.zeros((1, 1, 3, 1), np.float32)
+    v = np.full((1, 1, 3, 2), 3e38, np.float32)
+    v[0, 0, 0, 1] = np.inf
+    for causal in (False, True):
+        y = _both(_sdpa(is_causal=causal), q, k, v)
+        np.testing.assert_allclose(y[0, 0], [[3e38, np.inf]] * 3, rtol=1e-6)
+
+
 def test_conv_weight_grad_sums_the_batch_exactly():
     # image 0's window sum is -inf (a genuine -inf), image 1's overflows float32 to +inf
     # (3e38 + 3e38): the exact sum over the batch is -inf, not -inf + inf = NaN

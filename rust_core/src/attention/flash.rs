@@ -260,6 +260,9 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, o
                 let inv = T::ONE / l[r];
                 row.iter_mut().for_each(|a| *a *= inv);
                 lse[i0 + r] = m[r] + l[r].ln_();
+                if row.iter().any(|a| !a.is_finite_()) && l[r].is_finite_() {
+                    exact_output_row(x, dims, scale, causal, (i0 + r, kend), (m[r], inv), row);
+                }
             } else if l[r].is_nan_() {
                 // a NaN or +inf score (inf - inf in the exponent): PyTorch's softmax gives
                 // NaN for the whole row, and so does the lse the backward reads
@@ -271,6 +274,37 @@ fn head_forward<T: Real>(x: &Head<T>, dims: &AttnDims, scale: T, causal: bool, o
             }
         }
     }
+}
+
+/// One output row recomputed as sum_j p_j v_j with p_j = exp(s_j - m) / l rounded to T
+/// (the reference's normalized softmax) and the sum in f64, rounded once. The online pass
+/// sums exp(s_j - m) v_j before dividing by l >= 1, so values near float32's max overflow
+/// there although the average of them does not. Runs only for a row that came out
+/// non-finite (a +-inf or NaN in v stays so: inf * p is inf in f64 too).
+fn exact_output_row<T: Real>(
+    x: &Head<T>,
+    dims: &AttnDims,
+    scale: T,
+    causal: bool,
+    (i, kend): (usize, usize),
+    (m, inv_l): (T, T),
+    out: &mut [T],
+) {
+    let (lk, d, dv) = (dims.lk, dims.d, dims.dv);
+    let mut s = vec![T::ZERO; BK];
+    let mut acc = vec![0f64; dv];
+    for j0 in (0..kend).step_by(BK) {
+        let bk = BK.min(lk - j0);
+        let st = &mut s[..bk];
+        score_tile(1, bk, d, st, &x.q[i * d..], &x.k[j0 * d..]);
+        finish_scores(st, 1, bk, i, j0, lk, scale, x.mask, causal);
+        for (c, &sv) in st.iter().enumerate() {
+            let p = ((sv - m).exp_() * inv_l).to_f64(); // 0 for a hidden key, as in p @ v
+            let vr = &x.v[(j0 + c) * dv..(j0 + c + 1) * dv];
+            acc.iter_mut().zip(vr).for_each(|(a, &v)| *a += p * v.to_f64());
+        }
+    }
+    out.iter_mut().zip(&acc).for_each(|(o, &a)| *o = T::c(a));
 }
 
 /// (out (B, H, Lq, Dv), lse (B, H, Lq)) of softmax(scale * q k^T + mask) v.
