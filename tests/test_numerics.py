@@ -112,6 +112,16 @@ def test_norm_backward_with_huge_weights_does_not_overflow():
     assert all(np.isfinite(g).all() for g in grads)
 
 
+def test_layer_norm_of_constant_rows_with_huge_weights_has_zero_input_grad():
+    # x - mean is 0 and every w gy equals 1e30: gx = rstd (w gy - mean(w gy)) is exactly
+    # 0; a float32 sum of the w gy rounded, and rstd = 1/sqrt(eps) made that 2e25
+    for be in BACKENDS:
+        x = fg.tensor(np.ones((2, 8), np.float32), backend=be, requires_grad=True)
+        w = fg.tensor(np.full(8, 1e30, np.float32), backend=be)
+        F.layer_norm(x, (8,), weight=w).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), 0.0)
+
+
 # ---------------------------------------------------------------- attention
 def _qkv(lq=3, lk=3, d=4, seed=0):
     rs = np.random.RandomState(seed)

@@ -455,7 +455,10 @@ pub fn rows_backward<T: Real>(
                         Some(w) => {
                             let w = &w[c0..c0 + l];
                             let (pwr, pbr) = (&mut pw[c0..c0 + l], &mut pb[c0..c0 + l]);
-                            let mut aa = [T::ZERO; LANES];
+                            // sum w gy in f64: gx takes its mean off each w gy, and a
+                            // row of equal w gy (1e30) must give exactly 0 there, not
+                            // rstd (up to 1/sqrt(eps)) times a float32 rounding of the sum
+                            let mut aa = [0f64; LANES];
                             let mut ab = [T::ZERO; LANES];
                             let whole = l / LANES * LANES;
                             for ((xc, gc), wc) in xr[..whole]
@@ -465,13 +468,13 @@ pub fn rows_backward<T: Real>(
                             {
                                 for k in 0..LANES {
                                     let wg = wc[k] * gc[k];
-                                    aa[k] += wg;
+                                    aa[k] += wg.to_f64();
                                     ab[k] += wg * (xc[k] - m);
                                 }
                             }
                             for j in whole..l {
                                 let wg = w[j] * gr[j];
-                                aa[0] += wg;
+                                aa[0] += wg.to_f64();
                                 ab[0] += wg * (xr[j] - m);
                             }
                             for (((pwv, pbv), &xv), &gv) in pwr.iter_mut().zip(pbr.iter_mut()).zip(xr).zip(gr) {
@@ -479,7 +482,7 @@ pub fn rows_backward<T: Real>(
                                 *pwv += gv * ((xv - m) * s);
                                 *pbv += gv;
                             }
-                            a = lane_sum(&aa).to_f64();
+                            a = aa.iter().sum::<f64>();
                             b = lane_sum(&ab).to_f64();
                         }
                         None => {
