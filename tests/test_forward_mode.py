@@ -222,3 +222,48 @@ def test_bad_input():
         jvp(F.exp, (fg.tensor(np.arange(3)),), (fg.tensor(np.arange(3)),))
     with pytest.raises(TypeError, match="f's result"):
         jvp(lambda t: 3.0, (x,), (x,))
+
+
+# Which ops have which derivative rules: each Function class declares its own (jvp and
+# backward_graph beside forward and backward; None where it has none). The README lists
+# exactly these; this pins the lists so that a rule added or dropped updates both.
+NO_JVP = {"Attention", "Conv2d", "RNN", "Checkpoint"}
+WITH_GRAPH = {"Binary", "Unary", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Swish", "Sum",
+              "Reshape", "Permute", "Expand", "Matmul", "Linear"}
+
+
+def _function_classes():
+    import importlib
+    import pkgutil
+
+    import ferrograd.autograd.checkpoint  # noqa: F401
+    import ferrograd.nn  # noqa: F401
+    import ferrograd.ops as ops
+    from ferrograd.autograd.engine import Function
+
+    for m in pkgutil.iter_modules(ops.__path__):
+        importlib.import_module(f"ferrograd.ops.{m.name}")
+    seen, todo = set(), [Function]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("ferrograd.") and sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return seen
+
+
+def test_each_op_declares_its_rules_in_its_own_class():
+    classes = _function_classes()
+    assert {c.__name__ for c in classes if c.jvp is None} == NO_JVP
+    assert {c.__name__ for c in classes if c.backward_graph is not None} == WITH_GRAPH
+
+
+def test_an_op_without_a_rule_names_itself():
+    x = fg.tensor(np.ones((1, 1, 3, 3), np.float32))
+    w = fg.tensor(np.ones((1, 1, 2, 2), np.float32))
+    with pytest.raises(NotImplementedError, match="Conv2d has no forward-mode rule"):
+        fg.autograd.jvp(lambda a: F.conv2d(a, w), (x,), (x,))
+    g = fg.tensor(np.ones(3, np.float32), requires_grad=True)
+    y = F.gelu(g).sum()
+    with pytest.raises(NotImplementedError, match="Gelu has no differentiable"):
+        y.backward(create_graph=True)

@@ -180,7 +180,7 @@ class Tensor:
     def backward(self, gradient: Optional["Tensor"] = None, retain_graph: Optional[bool] = None,
                  create_graph: bool = False) -> None:
         """Accumulate the gradient of this tensor into the .grad of every leaf it depends on
-        (``create_graph``: record it for higher-order gradients, see autograd.higher_order)."""
+        (``create_graph``: record it for higher-order gradients, see each op's backward_graph)."""
         engine.backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
     def _accumulate_grad(self, g) -> None:

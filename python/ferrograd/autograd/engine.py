@@ -113,6 +113,13 @@ class Function:
     def backward(ctx: Context, *grad_outputs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: forward-mode rule ``jvp(ctx, out, *tangents)`` -> output tangent(s), or None: this
+    #: op has none and ``fg.autograd.jvp`` through it raises naming it (see autograd.rules)
+    jvp = None
+    #: differentiable backward ``backward_graph(ctx, inputs, *grad_outputs)`` for
+    #: ``backward(create_graph=True)``, or None: this op has none (see autograd.rules)
+    backward_graph = None
+
     @classmethod
     def apply(cls, *args: Any):
         Tensor = _tensor_class()
@@ -232,7 +239,7 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
              create_graph: bool = False) -> None:
     """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``.
 
-    ``create_graph=True`` records the backward itself (see ``autograd.higher_order``), so
+    ``create_graph=True`` records the backward itself (each op's ``backward_graph``, see ``autograd.rules``), so
     the ``.grad`` tensors can be differentiated again; ``retain_graph`` then defaults to
     True, as in PyTorch.
     """
@@ -369,9 +376,6 @@ def _accumulate_grad_graph(t, g) -> None:
 def _backward_create_graph(seeds, retain_graph: bool) -> None:
     """backward with differentiable rules on Tensors: the gradients are graph tensors."""
     from ..tensor import Tensor
-    from .higher_order import install
-
-    install()
     grads = {}
     roots = []
     for t, g in seeds:

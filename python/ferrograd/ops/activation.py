@@ -11,11 +11,12 @@ from __future__ import annotations
 import numbers
 
 from ..autograd.engine import Function
+from ..autograd.rules import add_tangents
 from ..backends.base import GELU_APPROXIMATIONS
 from ._checks import require_float, require_same_dtype
 
 
-def _pointwise(kernel: str, saves_output: bool = False) -> type:
+def _pointwise(kernel: str, saves_output: bool = False, graph_rule=None) -> type:
     """A Function class for the parameter-free-or-scalar activation ``kernel``.
 
     With ``saves_output`` the backward kernel is given the forward's output y instead of
@@ -31,14 +32,25 @@ def _pointwise(kernel: str, saves_output: bool = False) -> type:
         (x,) = ctx.saved_arrays
         return getattr(ctx.backend, kernel + "_backward")(x, gy, *ctx.params)
 
-    return _function_class(kernel, forward, backward)
+    return _function_class(kernel, forward, backward, graph_rule)
 
 
-def _function_class(kernel: str, forward, backward) -> type:
-    """A Function subclass named after ``kernel`` (relu -> Relu, leaky_relu -> LeakyRelu)."""
+def _function_class(kernel: str, forward, backward, backward_graph=None) -> type:
+    """A Function subclass named after ``kernel`` (relu -> Relu, leaky_relu -> LeakyRelu).
+
+    Its forward-mode rule is its backward applied to the tangent: an activation's Jacobian
+    is diagonal, so J v is the backward kernel with v as the output gradient.
+    ``backward_graph`` is its differentiable backward (None: create_graph through it
+    raises, naming it)."""
     name = "".join(p.capitalize() for p in kernel.split("_"))
-    return type(name, (Function,), {"forward": staticmethod(forward),
-                                    "backward": staticmethod(backward)})
+
+    def jvp(ctx, out, v):
+        return backward(ctx, v)
+
+    return type(name, (Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+        "backward_graph": None if backward_graph is None else staticmethod(backward_graph)})
 
 
 def _sign_masked(kernel: str) -> type:
@@ -64,16 +76,45 @@ def _sign_masked(kernel: str) -> type:
         (mask,) = ctx.saved_arrays
         return getattr(ctx.backend, kernel + "_backward_mask")(mask, gy, *ctx.params)
 
-    return _function_class(kernel, forward, backward)
+    def backward_graph(ctx, inputs, g):
+        # the slope (1 or the negative slope) is piecewise constant: a constant factor,
+        # as PyTorch takes it
+        from ..tensor import Tensor
+
+        (x,) = inputs
+        be = x.backend
+        ones = be.full(x.shape, 1.0, x.dtype)
+        slope = getattr(be, kernel + "_backward")(x.data, ones, *ctx.params)
+        return g * Tensor._wrap(slope, be)
+
+    return _function_class(kernel, forward, backward, backward_graph)
+
+
+# differentiable backwards (create_graph=True), written with the differentiable ops
+def _sigmoid_graph(ctx, inputs, g):
+    s = sigmoid(inputs[0])
+    return g * s * (1.0 - s)
+
+
+def _tanh_graph(ctx, inputs, g):
+    t = tanh(inputs[0])
+    return g * (1.0 - t * t)
+
+
+def _swish_graph(ctx, inputs, g):
+    (x,) = inputs
+    (beta,) = ctx.params
+    s = sigmoid(x * beta)
+    return g * (s + x * s * (1.0 - s) * beta)
 
 
 Relu = _sign_masked("relu")
 LeakyRelu = _sign_masked("leaky_relu")
 # their backward kernels take the output (gy y (1 - y), gy (1 - y^2))
-Sigmoid = _pointwise("sigmoid", saves_output=True)
-Tanh = _pointwise("tanh", saves_output=True)
-Gelu = _pointwise("gelu")
-Swish = _pointwise("swish")
+Sigmoid = _pointwise("sigmoid", saves_output=True, graph_rule=_sigmoid_graph)
+Tanh = _pointwise("tanh", saves_output=True, graph_rule=_tanh_graph)
+Gelu = _pointwise("gelu")  # no differentiable backward yet: create_graph through it raises
+Swish = _pointwise("swish", graph_rule=_swish_graph)
 
 
 class Prelu(Function):
@@ -88,6 +129,23 @@ class Prelu(Function):
         gx, gw = ctx.backend.prelu_backward(x, weight, gy)
         return (gx if ctx.needs_input_grad[0] else None,
                 gw if ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    def jvp(ctx, out, vx, vw):
+        be = ctx.backend
+        x, w = ctx.saved_arrays
+        t = None
+        if vx is not None:
+            t = be.prelu_backward(x, w, vx)[0]  # diagonal in x: slope 1 or alpha per element
+        if vw is not None:
+            neg = be.binary_forward("sub", x, be.relu_forward(x))  # min(x, 0)
+            nd = len(x.shape)
+            if w.shape[0] == 1 or nd < 2:
+                shape = (1,) * nd
+            else:
+                shape = (1, w.shape[0]) + (1,) * (nd - 2)
+            t = add_tangents(be, t, be.binary_forward("mul", neg, be.reshape(vw, shape)))
+        return t
 
 
 def _number(value, name: str) -> float:

@@ -26,6 +26,10 @@ class Dropout(Function):
     def backward(ctx, gy):
         return ctx.backend.dropout_backward(gy, *ctx.stream)
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.backend.dropout_backward(v, *ctx.stream)
+
 
 def _check_training(training) -> bool:
     if not isinstance(training, (bool, int)) or isinstance(training, float):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd.engine import Function
+from ..autograd.rules import add_tangents, const, full_shape, sum_to
 from ..backends.base import BINARY_OPS, UNARY_OPS
 from ._checks import broadcast_shape, require_float, require_same_dtype
 
@@ -21,6 +24,46 @@ class Binary(Function):
         return (ga if ctx.needs_input_grad[0] else None,
                 gb if ctx.needs_input_grad[1] else None)
 
+    @staticmethod
+    def jvp(ctx, out, va, vb):
+        be = ctx.backend
+        a, b = ctx.saved_arrays
+        shape = tuple(out.shape)
+        A, B = full_shape(be, a, shape), full_shape(be, b, shape)
+        t = None
+        if va is not None:
+            t = be.binary_backward(ctx.op, A, B, full_shape(be, va, shape))[0]
+        if vb is not None:
+            t = add_tangents(be, t, be.binary_backward(ctx.op, A, B, full_shape(be, vb, shape))[1])
+        return t
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        a, b = inputs
+        op = ctx.op
+        need_a, need_b = ctx.needs_input_grad
+        if op == "add":
+            ga, gb = g, g
+        elif op == "sub":
+            ga, gb = g, -g
+        elif op == "mul":
+            ga, gb = g * b, g * a
+        elif op == "div":
+            ga = g / b
+            gb = -(g * a) / (b * b)
+        else:  # pow
+            ah, bh = a.numpy(), b.numpy()
+            ga = gb = None
+            if need_a:
+                ga = g * b * (a ** (b - 1.0)) * const(b, np.broadcast_to(bh != 0, bh.shape))
+            if need_b:
+                safe = const(a, np.where(ah == 0, 1.0, ah))
+                ga_mask = const(a, ah != 0)
+                gb = g * (a ** b) * F.log(safe) * ga_mask
+        return (sum_to(ga, a.shape) if need_a else None, sum_to(gb, b.shape) if need_b else None)
+
 
 class Unary(Function):
     @staticmethod
@@ -33,6 +76,22 @@ class Unary(Function):
     def backward(ctx, gy):
         (x,) = ctx.saved_arrays
         return ctx.backend.unary_backward(ctx.op, x, gy)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        (x,) = ctx.saved_arrays
+        return ctx.backend.unary_backward(ctx.op, x, v)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        (x,) = inputs
+        if ctx.op == "neg":
+            return -g
+        if ctx.op == "exp":
+            return g * F.exp(x)
+        return g / x
 
 
 def binary(op: str, a, b):

@@ -8,6 +8,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from ..autograd.engine import Function
+from ..autograd.rules import full_shape, sum_to
 from ._checks import normalize_dim
 
 
@@ -21,6 +22,14 @@ class Reshape(Function):
     def backward(ctx, gy):
         return ctx.backend.reshape(gy, ctx.in_shape)
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.backend.reshape(v, tuple(out.shape))
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        return g.reshape(*ctx.in_shape) if ctx.in_shape else g.reshape(())
+
 
 class Permute(Function):
     @staticmethod
@@ -31,6 +40,16 @@ class Permute(Function):
     @staticmethod
     def backward(ctx, gy):
         return ctx.backend.permute(gy, ctx.inverse)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.backend.permute(v, tuple(int(i) for i in np.argsort(ctx.inverse)))
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        return F.permute(g, ctx.inverse)
 
 
 class ToBackend(Function):
@@ -43,6 +62,10 @@ class ToBackend(Function):
     def backward(ctx, gy):
         # gy lives on the target backend; bring it back to the source
         return ctx.backend.from_numpy(np.require(ctx.output_backend.to_numpy(gy), requirements="C"))
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.output_backend.from_numpy(np.require(ctx.backend.to_numpy(v), requirements="C"))
 
 
 def _resolve_shape(shape: Sequence[int], size: int) -> Tuple[int, ...]:
@@ -97,6 +120,14 @@ class Expand(Function):
     @staticmethod
     def backward(ctx, gy):
         return ctx.backend.sum_to_shape(gy, ctx.in_shape)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return full_shape(ctx.backend, v, tuple(out.shape))
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        return sum_to(g, ctx.in_shape)
 
 
 def expand(x, shape):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.engine import Function
+from ..autograd.rules import add_tangents, full_shape
 from ._checks import require_float, require_same_dtype
 from .layout import expand
 
@@ -25,6 +26,22 @@ class Matmul(Function):
         gb = be.matmul(a, gy, transpose_a=True) if ctx.needs_input_grad[1] else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, out, va, vb):
+        be = ctx.backend
+        a, b = ctx.saved_arrays
+        t = be.matmul(va, b) if va is not None else None
+        return add_tangents(be, t, be.matmul(a, vb) if vb is not None else None)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        a, b = inputs
+        ga = F.matmul(g, F.transpose(b, -1, -2)) if ctx.needs_input_grad[0] else None
+        gb = F.matmul(F.transpose(a, -1, -2), g) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
 
 class Linear(Function):
     @staticmethod
@@ -40,6 +57,29 @@ class Linear(Function):
         needs = ctx.needs_input_grad
         grads = (gx if needs[0] else None, gw if needs[1] else None)
         return grads + ((gb if needs[2] else None),) if ctx.has_bias else grads
+
+    @staticmethod
+    def jvp(ctx, out, vx, vw, vb=None):
+        be = ctx.backend
+        x, w = ctx.saved_arrays
+        t = be.linear_forward(vx, w, vb) if vx is not None else None
+        if vw is not None:
+            t = add_tangents(be, t, be.linear_forward(x, vw, vb if vx is None else None))
+        elif vx is None:  # only the bias moves
+            t = full_shape(be, vb, tuple(out.shape))
+        return t
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        x, w = inputs[0], inputs[1]
+        needs = ctx.needs_input_grad
+        gx = F.matmul(g, w) if needs[0] else None
+        gw = F.matmul(F.transpose(g, 0, 1), x) if needs[1] else None
+        if ctx.has_bias:
+            return gx, gw, (F.sum(g, 0) if needs[2] else None)
+        return gx, gw
 
 
 def matmul(a, b):

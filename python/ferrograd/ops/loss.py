@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.engine import Function
+from ..autograd.rules import reduce_like
 from ..backends.base import REDUCTIONS
 from ._checks import require_float, require_same_dtype
 
@@ -23,6 +24,16 @@ class MseLoss(Function):
         gt = ctx.backend.unary_forward("neg", gx) if ctx.needs_input_grad[1] else None
         return (gx if ctx.needs_input_grad[0] else None), gt
 
+    @staticmethod
+    def jvp(ctx, out, vx, vt):
+        be = ctx.backend
+        x, target = ctx.saved_arrays
+        seed = be.full(tuple(out.shape), 1.0, x.dtype)
+        g = be.mse_loss_backward(x, target, seed, ctx.reduction)  # d loss / dx, x's shape
+        d = vx if vt is None else (be.unary_forward("neg", vt) if vx is None
+                                   else be.binary_forward("sub", vx, vt))
+        return reduce_like(be, be.binary_forward("mul", g, d), ctx.reduction, lambda p: p)
+
 
 class CrossEntropy(Function):
     @staticmethod
@@ -35,6 +46,15 @@ class CrossEntropy(Function):
     def backward(ctx, gy):
         logits, target = ctx.saved_arrays
         return ctx.backend.cross_entropy_backward(logits, target, gy, ctx.reduction), None
+
+    @staticmethod
+    def jvp(ctx, out, vz, _vt=None):
+        be = ctx.backend
+        logits, target = ctx.saved_arrays
+        seed = be.full(tuple(out.shape), 1.0, logits.dtype)
+        g = be.cross_entropy_backward(logits, target, seed, ctx.reduction)
+        return reduce_like(be, be.binary_forward("mul", g, vz), ctx.reduction,
+                            lambda p: be.sum_forward(p, (1,), False))
 
 
 def _check_reduction(reduction):

@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from ..autograd.engine import Function, no_grad
+from ..autograd.rules import norm_tangent
 from ._checks import require_float, require_same_dtype
 
 
@@ -43,6 +44,18 @@ class LayerNorm(Function):
         gx, gw, gb = ctx.backend.layer_norm_backward(x, weight, mean, rstd, gy, ctx.normalized_ndim)
         return _affine_grads(ctx, gx, gw, gb)
 
+    @staticmethod
+    def jvp(ctx, out, *tangents):
+        be = ctx.backend
+        x, _, mean, rstd = ctx.saved_arrays
+        xh = be.to_numpy(x)
+        lead = xh.shape[:xh.ndim - ctx.normalized_ndim]
+        rows = int(np.prod(lead, dtype=np.int64))
+        x2 = xh.reshape(rows, -1)
+        m = be.to_numpy(mean).astype(np.float64).reshape(rows, 1)
+        r = be.to_numpy(rstd).astype(np.float64).reshape(rows, 1)
+        return norm_tangent(ctx, tangents, x2, m, r, (1,), lambda a: a, (1, x2.shape[1]))
+
 
 class GroupNorm(Function):
     """Outputs (y, mean, rstd); mean and rstd are for instance_norm's running statistics
@@ -64,6 +77,19 @@ class GroupNorm(Function):
         gx, gw, gb = ctx.backend.group_norm_backward(x, weight, mean, rstd, gy, ctx.num_groups)
         return _affine_grads(ctx, gx, gw, gb)
 
+    @staticmethod
+    def jvp(ctx, out, *tangents):
+        be = ctx.backend
+        x, _, mean, rstd = ctx.saved_arrays
+        xh = be.to_numpy(x)
+        n, c = xh.shape[:2]
+        g = ctx.num_groups
+        xg = xh.reshape(n, g, -1)
+        m = be.to_numpy(mean).astype(np.float64).reshape(n, g, 1)
+        r = be.to_numpy(rstd).astype(np.float64).reshape(n, g, 1)
+        ty = norm_tangent(ctx, tangents, xg, m, r, (2,), lambda a: a.reshape(n, c, -1), (1, c, 1))
+        return ty, None, None
+
 
 class BatchNorm(Function):
     @staticmethod
@@ -80,6 +106,18 @@ class BatchNorm(Function):
         x, weight, mean, rstd = ctx.saved_arrays
         gx, gw, gb = ctx.backend.batch_norm_backward(x, weight, mean, rstd, gy, ctx.training)
         return _affine_grads(ctx, gx, gw, gb)
+
+    @staticmethod
+    def jvp(ctx, out, *tangents):
+        be = ctx.backend
+        x, _, mean, rstd = ctx.saved_arrays
+        xh = be.to_numpy(x)
+        n, c = xh.shape[:2]
+        x3 = xh.reshape(n, c, -1)
+        m = be.to_numpy(mean).astype(np.float64).reshape(1, c, 1)
+        r = be.to_numpy(rstd).astype(np.float64).reshape(1, c, 1)
+        return norm_tangent(ctx, tangents, x3, m, r, (0, 2) if ctx.training else None,
+                             lambda a: a, (1, c, 1))
 
 
 # ---------------------------------------------------------------- argument checks

@@ -9,6 +9,7 @@ does not require grad) skip computing them unless ``return_indices`` asks for th
 from __future__ import annotations
 
 from ..autograd.engine import Function, forward_ad_enabled, is_grad_enabled
+from ..autograd.rules import gather_planes
 from ..backends import _pool
 from ._checks import require_float
 
@@ -28,6 +29,11 @@ class MaxPool2d(Function):
         (idx,) = ctx.saved_arrays
         return ctx.backend.max_pool2d_backward(gy, idx, ctx.input_shape, *ctx.geom)
 
+    @staticmethod
+    def jvp(ctx, out, v, *_):
+        (idx,) = ctx.saved_arrays
+        return gather_planes(ctx, out, v, idx)
+
 
 class AvgPool2d(Function):
     @staticmethod
@@ -39,6 +45,10 @@ class AvgPool2d(Function):
     def backward(ctx, gy):
         return ctx.backend.avg_pool2d_backward(gy, ctx.input_shape, *ctx.geom)
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.backend.avg_pool2d_forward(v, *ctx.geom)
+
 
 class AdaptiveAvgPool2d(Function):
     @staticmethod
@@ -49,6 +59,10 @@ class AdaptiveAvgPool2d(Function):
     @staticmethod
     def backward(ctx, gy):
         return ctx.backend.adaptive_avg_pool2d_backward(gy, ctx.input_shape)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return ctx.backend.adaptive_avg_pool2d_forward(v, tuple(out.shape[-2:]))
 
 
 class AdaptiveMaxPool2d(Function):
@@ -65,6 +79,11 @@ class AdaptiveMaxPool2d(Function):
     def backward(ctx, gy):
         (idx,) = ctx.saved_arrays
         return ctx.backend.adaptive_max_pool2d_backward(gy, idx, ctx.input_shape)
+
+    @staticmethod
+    def jvp(ctx, out, v, *_):
+        (idx,) = ctx.saved_arrays
+        return gather_planes(ctx, out, v, idx)
 
 
 def _as_4d(x):

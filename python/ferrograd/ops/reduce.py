@@ -23,6 +23,18 @@ class Sum(Function):
         g = be.reshape(gy, ctx.kept_shape)
         return be.copy(be.expand(g, ctx.in_shape))
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        be = ctx.backend
+        axes = tuple(i for i, k in enumerate(ctx.kept_shape) if k == 1)
+        return be.reshape(be.sum_forward(v, axes, True), tuple(out.shape))
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        from .. import functional as F
+
+        return F.expand(g.reshape(*ctx.kept_shape) if ctx.kept_shape else g.reshape(()), ctx.in_shape)
+
 
 def _axes(x, dim: Dims) -> Tuple[int, ...]:
     if dim is None:

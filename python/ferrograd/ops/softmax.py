@@ -19,6 +19,11 @@ class Softmax(Function):
         (y,) = ctx.saved_arrays
         return ctx.backend.softmax_backward(y, gy)
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        (y,) = ctx.saved_arrays
+        return ctx.backend.softmax_backward(y, v)
+
 
 class LogSoftmax(Function):
     @staticmethod
@@ -31,6 +36,15 @@ class LogSoftmax(Function):
     def backward(ctx, gy):
         (y,) = ctx.saved_arrays
         return ctx.backend.log_softmax_backward(y, gy)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        be = ctx.backend
+        (y,) = ctx.saved_arrays
+        last = len(y.shape) - 1
+        s = be.unary_forward("exp", y)
+        dot = be.sum_forward(be.binary_forward("mul", s, v), (last,), True)
+        return be.binary_forward("sub", v, dot)
 
 
 def _along(fn, x, dim):
