@@ -122,6 +122,20 @@ def test_layer_norm_of_constant_rows_with_huge_weights_has_zero_input_grad():
         np.testing.assert_array_equal(x.grad.numpy(), 0.0)
 
 
+def test_layer_norm_grad_with_weights_near_float32_max_cancels_in_f64():
+    # two-element row, weight 3e38: rstd^2 * sum(w gy (x - mean)) / L is 6e39 (inf in
+    # float32), but its product with x - mean cancels against w gy - mean(w gy):
+    # numpy (float64) and PyTorch give finite gradients of ~1e32 (the cancellation leaves
+    # ~1e-6 of the terms: the values themselves are rounding-sized, only finiteness and
+    # scale are compared)
+    for be in BACKENDS:
+        x = fg.tensor(np.array([[-0.2028, -0.1536]], np.float32), backend=be, requires_grad=True)
+        w = fg.tensor(np.array([3e38, 1.44], np.float32), backend=be)
+        (F.layer_norm(x, (2,), weight=w, eps=0.0) * fg.tensor(np.array([[1.0, -0.5]], np.float32), backend=be)).sum().backward()
+        gx = x.grad.numpy()
+        assert np.isfinite(gx).all() and np.abs(gx).max() < 1e34, (be, gx)
+
+
 # ---------------------------------------------------------------- attention
 def _qkv(lq=3, lk=3, d=4, seed=0):
     rs = np.random.RandomState(seed)

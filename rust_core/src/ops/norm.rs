@@ -508,7 +508,18 @@ pub fn rows_backward<T: Real>(
                     (a, b) = row_sums_f64(xr, gr, weight.map(|w| &w[c0..c0 + cg]), hw, m);
                 }
                 let sf = s.to_f64();
-                let c1 = T::c(-sf * sf * b * inv_l);
+                let c1_64 = -sf * sf * b * inv_l;
+                let c1 = T::c(c1_64);
+                if !c1.is_finite_() && c1_64.is_finite() {
+                    // c1 overflows T (weights near float32's max, rstd^2 of 1e3) although
+                    // its product with x - mean cancels against w gy: the row in f64
+                    let (m64, mg64) = (m.to_f64(), a * inv_l);
+                    for (j, ((o, &xv), &gv)) in gxr.iter_mut().zip(xr).zip(gr).enumerate() {
+                        let wv = weight.map_or(1.0, |w| w[c0 + j / hw].to_f64());
+                        o.write(T::c(((wv * gv.to_f64() - mg64) + c1_64 * (xv.to_f64() - m64)) * sf));
+                    }
+                    continue;
+                }
                 // gx = rstd ((w gy - mean(w gy)) + c1 (x - mean)): the mean of w gy is taken
                 // off before scaling by rstd, so that a one-element row (rstd up to
                 // 1/sqrt(eps), w gy - mean exactly 0) gives exactly 0 rather than rstd
