@@ -35,7 +35,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from ._exact import exact_nonfinite
-from ._validate import check_fits_memory
+from ._validate import check_fits_memory, pair
 
 ALGOS = ("auto", "naive", "im2col", "winograd", "fft")
 
@@ -43,33 +43,6 @@ Pair = Tuple[int, int]
 
 
 #: the largest size argument: sizes cross into the kernels as int64
-INT64_MAX = 2**63 - 1
-
-
-def _pair(value, name: str, minimum: int) -> Pair:
-    # plain ints and pairs of plain ints first: the numbers.Integral checks below cost
-    # microseconds per call, which add up on small convolutions (6 pairs per call)
-    if type(value) is int and minimum <= value <= INT64_MAX:
-        return value, value
-    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
-            and minimum <= value[0] <= INT64_MAX and minimum <= value[1] <= INT64_MAX):
-        return value
-    if isinstance(value, (tuple, list)):
-        items = tuple(value)
-        if len(items) == 1:
-            items = items * 2
-        if len(items) != 2:
-            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    else:
-        items = (value, value)
-    for v in items:
-        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-            raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
-        if v > INT64_MAX:  # every backend takes sizes as int64 (PyTorch too)
-            raise ValueError(f"{name}: expected values <= 2**63 - 1, got {value!r}")
-    return int(items[0]), int(items[1])
 
 
 def check_algo(algo) -> str:
@@ -81,9 +54,9 @@ def check_algo(algo) -> str:
 def geometry(x_shape, w_shape, b_shape, stride, padding, dilation, groups):
     """Checks a conv2d call (PyTorch's rules); returns (stride, padding, dilation, groups,
     (OH, OW)) with each of the first three an (h, w) pair."""
-    s = _pair(stride, "stride", 1)
-    p = _pair(padding, "padding", 0)
-    d = _pair(dilation, "dilation", 1)
+    s = pair(stride, "stride", 1)
+    p = pair(padding, "padding", 0)
+    d = pair(dilation, "dilation", 1)
     if type(groups) is not int and (not isinstance(groups, numbers.Integral) or isinstance(groups, bool)):
         raise TypeError(f"groups: expected a positive int, got {groups!r}")
     g = int(groups)

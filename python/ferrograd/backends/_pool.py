@@ -25,38 +25,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._validate import check_fits_memory
+from ._validate import INT64_MAX, check_fits_memory, pair
 
 
 #: the largest size argument: sizes cross into the kernels as int64
-INT64_MAX = 2**63 - 1
-
-
-def pair(value, name: str, minimum: int) -> Tuple[int, int]:
-    """An int or a pair of ints as (h, w), each >= minimum; TypeError/ValueError otherwise."""
-    # fast paths first: this runs on every pooling call (ABC isinstance checks are slow)
-    if type(value) is int and minimum <= value <= INT64_MAX:
-        return value, value
-    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
-            and type(value[1]) is int and minimum <= value[0] <= INT64_MAX \
-            and minimum <= value[1] <= INT64_MAX:
-        return value
-    if isinstance(value, (tuple, list)):
-        if len(value) == 1:
-            value = (value[0], value[0])
-        if len(value) != 2:
-            raise ValueError(f"{name}: expected an int or a pair of ints, got {tuple(value)!r}")
-        items = tuple(value)
-    else:
-        items = (value, value)
-    for v in items:
-        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-            raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
-        if v > INT64_MAX:  # every backend takes sizes as int64 (PyTorch too)
-            raise ValueError(f"{name}: expected values <= 2**63 - 1, got {value!r}")
-    return int(items[0]), int(items[1])
 
 
 def stride_pair(stride, kernel_size) -> Tuple[int, int]:

@@ -34,10 +34,10 @@ class Conv2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode: only 'zeros' is supported, got {padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _conv._pair(kernel_size, "kernel_size", 1)
-        self.stride = _conv._pair(stride, "stride", 1)
-        self.padding = padding if isinstance(padding, str) else _conv._pair(padding, "padding", 0)
-        self.dilation = _conv._pair(dilation, "dilation", 1)
+        self.kernel_size = _conv.pair(kernel_size, "kernel_size", 1)
+        self.stride = _conv.pair(stride, "stride", 1)
+        self.padding = padding if isinstance(padding, str) else _conv.pair(padding, "padding", 0)
+        self.dilation = _conv.pair(dilation, "dilation", 1)
         self.groups = groups
         self.padding_mode = padding_mode
         self.algo = _conv.check_algo(algo)

@@ -39,10 +39,10 @@ def _padding(padding, weight_shape, stride, dilation):
             return 0
         if padding != "same":
             raise ValueError(f"padding: expected an int, a pair of ints, 'valid' or 'same', got {padding!r}")
-        s = _conv._pair(stride, "stride", 1)
+        s = _conv.pair(stride, "stride", 1)
         if s != (1, 1):
             raise ValueError(f"padding: 'same' is not supported for strided convolutions, got stride {stride!r}")
-        d = _conv._pair(dilation, "dilation", 1)
+        d = _conv.pair(dilation, "dilation", 1)
         pads = []
         for ax, (k, dd) in enumerate(zip(weight_shape[2:], d)):
             total = dd * (k - 1)
