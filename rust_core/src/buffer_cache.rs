@@ -1,5 +1,7 @@
 //! A last-in-first-out cache of large freed blocks in front of the system allocator: the
-//! crate's global allocator.
+//! Python extension's global allocator (cargo feature `buffer-cache`, which `python`
+//! enables; without it the cache exists but nothing allocates through it unless a program
+//! installs [`CachingAllocator`] itself).
 //!
 //! Why: a loop of `y = f(x)` frees its output and allocates one of the same size on the
 //! next call. glibc serves that from whichever free heap chunk fits best, which depends on
@@ -273,41 +275,81 @@ mod tests {
     use super::*;
 
     // The tests share the process-wide cache with every other test running at the same
-    // time, so they check what their own blocks do, not global counts.
+    // time (and, with the `buffer-cache` feature, with every allocation of the test
+    // binary), so they check what their own blocks do, not global counts. Each uses a
+    // size class no other test uses. They call the allocator directly, so they test the
+    // cache with or without the feature; the last one checks the installed allocator.
+
+    /// A block of `bytes` from the cache's allocator, freed when dropped.
+    struct Block {
+        ptr: *mut u8,
+        layout: Layout,
+    }
+
+    impl Block {
+        fn new(bytes: usize, zeroed: bool) -> Block {
+            let layout = Layout::from_size_align(bytes, 8).unwrap();
+            // SAFETY: a valid layout of non-zero size; freed in Drop with the same layout.
+            let ptr = unsafe { if zeroed { CachingAllocator.alloc_zeroed(layout) } else { CachingAllocator.alloc(layout) } };
+            assert!(!ptr.is_null());
+            Block { ptr, layout }
+        }
+        /// Byte i := f(i) for every byte of the block.
+        fn write(&mut self, f: impl Fn(usize) -> u8) {
+            for i in 0..self.layout.size() {
+                // SAFETY: i is inside the block, which this Block owns
+                unsafe { self.ptr.add(i).write(f(i)) }
+            }
+        }
+        /// The first `n` bytes, which the caller has written or had zeroed.
+        fn read(&self, n: usize) -> &[u8] {
+            assert!(n <= self.layout.size());
+            // SAFETY: n bytes inside the block, initialised (see above)
+            unsafe { std::slice::from_raw_parts(self.ptr, n) }
+        }
+    }
+
+    impl Drop for Block {
+        fn drop(&mut self) {
+            // SAFETY: allocated by CachingAllocator with this layout, freed once.
+            unsafe { CachingAllocator.dealloc(self.ptr, self.layout) }
+        }
+    }
 
     #[test]
     fn a_freed_large_block_is_handed_back_to_the_next_request_of_its_class() {
-        let n = (3 << 20) / 4 + 5; // 3 MiB and a bit, in f32
-        let a: Vec<f32> = vec![1.5; n];
-        let addr = a.as_ptr() as usize;
+        let a = Block::new((3 << 20) + 20, false);
+        let addr = a.ptr as usize;
         drop(a);
-        // a request of the same class (a little shorter) gets the same block...
-        let b: Vec<f32> = Vec::with_capacity(n - 3);
-        // ... unless another test freed a block of exactly this class in between, which no
-        // other test does (they use other sizes)
-        assert_eq!(b.as_ptr() as usize, addr);
-        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        // a request of the same class (a little shorter) gets the same block
+        let b = Block::new((3 << 20) + 8, false);
+        assert_eq!(b.ptr as usize, addr);
+        assert_eq!(b.ptr as usize % ALIGN, 0);
+        assert!(info().cached_blocks <= SLOTS);
     }
 
     #[test]
     fn zeroed_requests_from_the_cache_are_zero() {
-        let n = (5 << 20) / 8 + 1;
-        let a: Vec<f64> = vec![7.0; n];
+        let mut a = Block::new((5 << 20) + 8, false);
+        a.write(|_| 7);
         drop(a);
-        let b: Vec<f64> = vec![0.0; n];
-        assert!(b.iter().all(|&v| v == 0.0));
+        let b = Block::new((5 << 20) + 8, true);
+        assert!(b.read((5 << 20) + 8).iter().all(|&v| v == 0));
     }
 
     #[test]
-    fn growing_a_vector_across_classes_keeps_its_contents() {
-        let mut v: Vec<u32> = Vec::new();
-        for i in 0..(2 << 20) as u32 {
-            v.push(i);
-        }
-        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
-        v.truncate(10);
-        v.shrink_to_fit();
-        assert_eq!(v, (0..10).collect::<Vec<u32>>());
+    fn growing_a_block_across_classes_keeps_its_contents() {
+        let mut a = Block::new((2 << 20) + 100, false);
+        a.write(|i| (i % 251) as u8);
+        let new_size = (9 << 20) + 3;
+        // SAFETY: the block came from CachingAllocator with a.layout; new_size is valid
+        // for its alignment. The old pointer is not used afterwards (ownership moves).
+        let p = unsafe { CachingAllocator.realloc(a.ptr, a.layout, new_size) };
+        assert!(!p.is_null());
+        let old_len = a.layout.size();
+        std::mem::forget(a);
+        let grown = Block { ptr: p, layout: Layout::from_size_align(new_size, 8).unwrap() };
+        assert!(grown.read(old_len).iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
     }
 
     #[test]
@@ -319,5 +361,17 @@ mod tests {
             assert!(!p.is_null() && p as usize % 4096 == 0);
             CachingAllocator.dealloc(p, layout);
         }
+    }
+
+    /// With the feature the cache is the global allocator: a freed Vec's block comes back.
+    #[cfg(feature = "buffer-cache")]
+    #[test]
+    fn the_installed_global_allocator_reuses_a_freed_vector() {
+        let n = (11 << 20) / 4 + 5;
+        let a: Vec<f32> = vec![1.5; n];
+        let addr = a.as_ptr() as usize;
+        drop(a);
+        let b: Vec<f32> = Vec::with_capacity(n - 3);
+        assert_eq!(b.as_ptr() as usize, addr);
     }
 }

@@ -19,6 +19,9 @@ pub mod real;
 mod python;
 
 /// Large freed buffers are kept for the next request of their size (see buffer_cache.rs).
+/// Only with the `buffer-cache` feature (which `python` enables): a Rust program that
+/// uses the crate keeps its own allocator unless it asks for this one.
+#[cfg(feature = "buffer-cache")]
 #[global_allocator]
 static ALLOCATOR: buffer_cache::CachingAllocator = buffer_cache::CachingAllocator;
 
