@@ -256,7 +256,7 @@ def test_modules_call_their_function(backend, cls, fn):
 
 @pytest.mark.cuda
 def test_cuda_launches_are_prepared_once_per_kernel_and_argument_types():
-    """cuda_backend._launch packs arguments with a prepared struct format: the activation
+    """the cuda runtime's _launch packs arguments with a prepared struct format: the activation
     kernels get one prepared launcher, reused by later calls, and give the same values."""
     from conftest import require_backend
 

@@ -51,7 +51,7 @@ def main(n: int = 8192) -> None:
         if kind[1] == "t":
             kernels.append((f"gemm_tf32w_{kind}", be._tf32_wide(kind), (n // 256, n // 128, 1)))
         if be._wgmma:
-            from ferrograd.backends.cuda_backend import _HopperTf32Gemm
+            from ferrograd.backends.cuda.gemm import _HopperTf32Gemm
 
             kernels.append(("gemm_wgmma_tf32 " + kind, _HopperTf32Gemm(be, kind[0] == "t", kind[1] == "t"),
                             (n // 256, n // 128, 1)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 

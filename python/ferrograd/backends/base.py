@@ -3,8 +3,8 @@
 Every backend (numpy, rust, cuda) implements this class with the same method names,
 arguments and semantics. The autograd engine (``ferrograd.autograd``) only ever calls
 these methods, so an op can be followed from ``functional.py`` through the contract into
-``numpy_backend.py`` (the readable reference), ``rust_core/src/ops/<family>.rs`` and
-``cuda/<family>.cu``.
+``backends/numpy/<family>.py`` (the readable reference), ``backends/rust/<family>.py`` and
+``rust_core/src/ops/<family>.rs``, ``backends/cuda/<family>.py`` and ``cuda/<family>.cu``.
 
 Conventions, for every method below:
 
