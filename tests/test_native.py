@@ -178,23 +178,21 @@ def _engine_forward(model, x):
 def _compare_with_engine(model, xv, target, loss, reduction, dtype):
     """The Python engine's loss, gradients, running statistics and random-stream position
     after one forward/backward, against NativeSequential's from the same starting state."""
-    from ferrograd.tensor import _philox
-
-    bufs0, stream0 = _buffers(model), dict(_philox)
+    bufs0, stream0 = _buffers(model), fg.get_rng_state()
     out = _engine_forward(model, fg.tensor(xv, backend="rust"))
     ref = (F.mse_loss(out, fg.tensor(target, backend="rust"), reduction=reduction) if loss == "mse"
            else F.cross_entropy(out, target, reduction=reduction))
     ref.backward()
-    bufs1, stream1 = _buffers(model), dict(_philox)
+    bufs1, stream1 = _buffers(model), fg.get_rng_state()
     for b, v in zip(model.buffers(), bufs0):  # back to the starting state
         b.data = np.ascontiguousarray(v)
-    _philox.update(stream0)
+    fg.set_rng_state(stream0)
     native = NativeSequential(model, loss, reduction)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
     _assert_native_matches_engine(native, model, xv, target, ref, tol)
     for b, v in zip(_buffers(model), bufs1):
         np.testing.assert_allclose(b, v, **tol)
-    assert dict(_philox) == stream1
+    assert fg.get_rng_state() == stream1
     return native
 
 

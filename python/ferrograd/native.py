@@ -175,7 +175,7 @@ def _call_spec(m, buffers: List, streams: List) -> Tuple[str, List[float]]:
     its Python forward: num_batches_tracked counts, random streams are drawn (in module
     order, as the forward draws them), and the running statistics to update in place are
     appended to ``buffers``."""
-    from .tensor import philox_next
+    from .random import philox_next
 
     if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
         factor = 0.0 if m.momentum is None else m.momentum

@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from .autograd import engine
 from .backends import get_backend
 from .backends.base import Backend
+from .random import host_generator
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-_rng = np.random.default_rng(0)
-
-#: The masks' counter-based stream (Philox4x32-10, the same on every backend): its key
-#: (the seed modulo 2^64) and the offset the next random call (dropout...) will use.
-_philox = {"seed": 0, "offset": 0}
-
-
-def manual_seed(seed: int) -> None:
-    """Seed the generator behind fg.randn, fg.rand and layer initialisation, and the
-    Philox stream behind dropout masks (key = seed mod 2^64, offset back to 0), so that
-    a seed gives the same masks on every backend."""
-    global _rng
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    _rng = np.random.default_rng(int(seed))
-    _philox["seed"] = int(seed) % 2**64
-    _philox["offset"] = 0
-
-
-def philox_next() -> Tuple[int, int]:
-    """``(seed, offset)`` for one random call; advances the offset by one. Element i of
-    that call reads counter (i // 4, offset) of the stream (see backends/base.py)."""
-    seed, offset = _philox["seed"], _philox["offset"]
-    _philox["offset"] = (offset + 1) % 2**64
-    return seed, offset
-
-
-def _generator() -> np.random.Generator:
-    return _rng
-
 
 def _normalize_dtype(dtype) -> Optional[np.dtype]:
     if dtype is None:
@@ -352,10 +322,10 @@ def ones(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
 
 
 def randn(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
-    arr = _generator().standard_normal(_shape_arg(shape)).astype(_normalize_dtype(dtype))
+    arr = host_generator().standard_normal(_shape_arg(shape)).astype(_normalize_dtype(dtype))
     return tensor(arr, backend=backend, requires_grad=requires_grad)
 
 
 def rand(*shape, backend=None, dtype=np.float32, requires_grad=False) -> Tensor:
-    arr = _generator().random(_shape_arg(shape)).astype(_normalize_dtype(dtype))
+    arr = host_generator().random(_shape_arg(shape)).astype(_normalize_dtype(dtype))
     return tensor(arr, backend=backend, requires_grad=requires_grad)

@@ -50,20 +50,16 @@ class Checkpoint(Function):
 
     @staticmethod
     def backward(ctx: Context, *grad_outputs):
-        from ..tensor import Tensor, _philox
+        from ..random import philox_replay
+        from ..tensor import Tensor
 
         arrays = ctx.saved_arrays
         leaves = [Tensor._wrap(a, ctx.backend, requires_grad=need)
                   for a, need in zip(arrays, ctx.needs_input_grad)]
         it = iter(leaves)
         args = [next(it) if is_t else a for a, is_t in zip(ctx.args, ctx.is_tensor)]
-        saved_offset = _philox["offset"]
-        _philox["offset"] = ctx.philox_offset
-        try:
-            with enable_grad():
-                outs, _ = _as_outputs(ctx.fn(*args, **ctx.kwargs), "fn")
-        finally:
-            _philox["offset"] = saved_offset
+        with philox_replay(ctx.philox_offset), enable_grad():
+            outs, _ = _as_outputs(ctx.fn(*args, **ctx.kwargs), "fn")
         if len(outs) != len(grad_outputs):
             raise RuntimeError(
                 f"checkpoint: fn returned {len(outs)} outputs when recomputed, "
@@ -85,7 +81,8 @@ def checkpoint(fn, *args: Any, **kwargs: Any):
     backward (``torch.utils.checkpoint.checkpoint`` with ``use_reentrant=False`` and
     ``preserve_rng_state=True``). Returns what ``fn`` returns: a Tensor or a tuple of
     Tensors. Outside grad mode it is just ``fn(*args, **kwargs)``."""
-    from ..tensor import Tensor, _philox
+    from ..random import philox_offset
+    from ..tensor import Tensor
 
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
@@ -103,7 +100,7 @@ def checkpoint(fn, *args: Any, **kwargs: Any):
         raise ValueError(
             "checkpoint: expected all tensor arguments on one backend, got "
             f"{sorted({t.backend.name for t in tensors})}")
-    offset = _philox["offset"]
+    offset = philox_offset()
     probe = [any(t.requires_grad for t in tensors)]
     prev = getattr(engine._state, "probe", None)
     engine._state.probe = probe

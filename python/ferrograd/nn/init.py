@@ -1,4 +1,4 @@
-"""Parameter initialisation drawn on the host from fg.manual_seed's generator."""
+"""Parameter initialisation drawn on the host from fg.manual_seed's generator (ferrograd.random)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from ..tensor import _generator
+from ..random import host_generator
 
 
 def uniform(shape, bound: float, dtype) -> np.ndarray:
-    return _generator().uniform(-bound, bound, size=shape).astype(dtype)
+    return host_generator().uniform(-bound, bound, size=shape).astype(dtype)
 
 
 def kaiming_uniform_bound(fan_in: int) -> float:

@@ -46,7 +46,7 @@ def dropout(input, p: float = 0.5, training: bool = True):
     p = _dropout.check_p(p)
     if not _check_training(training):
         return input
-    from ..tensor import philox_next
+    from ..random import philox_next
 
     seed, offset = philox_next()
     if p == 0.0:
@@ -69,7 +69,8 @@ def dropblock2d(input, p: float = 0.1, block_size: int = 7, training: bool = Tru
         raise ValueError(f"input: expected a 4-D tensor (N, C, H, W), got shape {input.shape}")
     if not _check_training(training):
         return input
-    from ..tensor import Tensor, philox_next
+    from ..random import philox_next
+    from ..tensor import Tensor
 
     seed, offset = philox_next()
     if p == 0.0 or input.size == 0:

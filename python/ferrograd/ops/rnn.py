@@ -190,7 +190,8 @@ def _check_state(s, name, want, x):
 
 def _run(mode, input, hx, params, num_layers, bias, batch_first, dropout, training,
          bidirectional):
-    from ..tensor import Tensor, philox_next
+    from ..random import philox_next
+    from ..tensor import Tensor
     from .layout import reshape
 
     lstm = mode == "lstm"
