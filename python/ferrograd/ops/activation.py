@@ -1,9 +1,13 @@
 """Activations: relu, leaky_relu, prelu, sigmoid, tanh, gelu (exact and tanh), silu, swish.
 
-Each forward/backward pair maps to the backend kernels ``<name>_forward(x, *params)`` and
-``<name>_backward(x, gy, *params)``; backward recomputes from the saved input, except
-sigmoid and tanh, which save their output, and relu and leaky_relu, which save a packed
-mask of x > 0 (``<name>_forward_mask`` / ``<name>_backward_mask``, see ``_sign_masked``).
+Each Function calls its kernels by name (``ctx.backend.gelu_forward`` ...: "go to
+definition" leads to the contract in ``backends/base.py`` and the kernels in
+``backends/<numpy|rust|cuda>/activation.py``). Backward recomputes from the saved input,
+except sigmoid and tanh, which save their output, and relu and leaky_relu, which save a
+packed mask of x > 0 (``relu_forward_mask`` / ``relu_backward_mask``).
+
+An activation's Jacobian is diagonal, so its forward-mode rule is its backward applied to
+the tangent: ``jvp(ctx, out, v) = backward(ctx, v)``.
 """
 
 from __future__ import annotations
@@ -16,105 +20,155 @@ from ..backends.base import GELU_APPROXIMATIONS
 from ._checks import require_float, require_same_dtype
 
 
-def _pointwise(kernel: str, saves_output: bool = False, graph_rule=None) -> type:
-    """A Function class for the parameter-free-or-scalar activation ``kernel``.
+def _slope_graph(ctx, x, g, slope_kernel, *params):
+    """The differentiable backward of relu and leaky_relu: the slope (1 or the negative
+    slope) is piecewise constant, a constant factor, as PyTorch takes it."""
+    from ..tensor import Tensor
 
-    With ``saves_output`` the backward kernel is given the forward's output y instead of
-    its input x (sigmoid and tanh, whose backward kernels take y, as PyTorch's do)."""
-
-    def forward(ctx, x, *params):
-        ctx.params = params
-        y = getattr(ctx.backend, kernel + "_forward")(x, *params)
-        ctx.save_for_backward(y if saves_output else x)
-        return y
-
-    def backward(ctx, gy):
-        (x,) = ctx.saved_arrays
-        return getattr(ctx.backend, kernel + "_backward")(x, gy, *ctx.params)
-
-    return _function_class(kernel, forward, backward, graph_rule)
+    be = x.backend
+    ones = be.full(x.shape, 1.0, x.dtype)
+    return g * Tensor._wrap(slope_kernel(x.data, ones, *params), be)
 
 
-def _function_class(kernel: str, forward, backward, backward_graph=None) -> type:
-    """A Function subclass named after ``kernel`` (relu -> Relu, leaky_relu -> LeakyRelu).
-
-    Its forward-mode rule is its backward applied to the tangent: an activation's Jacobian
-    is diagonal, so J v is the backward kernel with v as the output gradient.
-    ``backward_graph`` is its differentiable backward (None: create_graph through it
-    raises, naming it)."""
-    name = "".join(p.capitalize() for p in kernel.split("_"))
-
-    def jvp(ctx, out, v):
-        return backward(ctx, v)
-
-    return type(name, (Function,), {
-        "forward": staticmethod(forward), "backward": staticmethod(backward),
-        "jvp": staticmethod(jvp),
-        "backward_graph": None if backward_graph is None else staticmethod(backward_graph)})
-
-
-def _sign_masked(kernel: str) -> type:
-    """A Function class for relu or leaky_relu, whose backward needs only the sign of x.
-
-    When the saved arrays will be read (``ctx.saving``: autograd records the op, or
-    ``fg.autograd.jvp`` runs it), the forward kernel ``<kernel>_forward_mask`` writes a
-    packed mask of x > 0 next to y, one bit per element, and the backward reads that
-    instead of a tensor: 1/32 of the bytes of a float32 tensor to keep and to read back
-    (PyTorch keeps the output). Measured on 4M float32 elements, rust kernels on the 2-core
-    VM: the backward took 0.42 ms from the mask against 1.0 ms from the output. Without
-    autograd the plain forward runs and no mask is made."""
-
-    def forward(ctx, x, *params):
-        ctx.params = params
+# relu and leaky_relu: when the saved arrays will be read (``ctx.saving``: autograd records
+# the op, or ``fg.autograd.jvp`` runs it), the ``*_forward_mask`` kernel writes a packed
+# mask of x > 0 next to y, one bit per element, and backward reads that instead of a
+# tensor: 1/32 of the bytes of a float32 tensor to keep and to read back (PyTorch keeps
+# the output). Without autograd the plain forward runs and no mask is made.
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, x):
         if not ctx.saving:
-            return getattr(ctx.backend, kernel + "_forward")(x, *params)
-        y, mask = getattr(ctx.backend, kernel + "_forward_mask")(x, *params)
+            return ctx.backend.relu_forward(x)
+        y, mask = ctx.backend.relu_forward_mask(x)
         ctx.save_for_backward(mask)
         return y
 
+    @staticmethod
     def backward(ctx, gy):
         (mask,) = ctx.saved_arrays
-        return getattr(ctx.backend, kernel + "_backward_mask")(mask, gy, *ctx.params)
+        return ctx.backend.relu_backward_mask(mask, gy)
 
+    @staticmethod
+    def jvp(ctx, out, v):
+        return Relu.backward(ctx, v)
+
+    @staticmethod
     def backward_graph(ctx, inputs, g):
-        # the slope (1 or the negative slope) is piecewise constant: a constant factor,
-        # as PyTorch takes it
-        from ..tensor import Tensor
+        return _slope_graph(ctx, inputs[0], g, inputs[0].backend.relu_backward)
 
+
+class LeakyRelu(Function):
+    @staticmethod
+    def forward(ctx, x, negative_slope):
+        ctx.negative_slope = negative_slope
+        if not ctx.saving:
+            return ctx.backend.leaky_relu_forward(x, negative_slope)
+        y, mask = ctx.backend.leaky_relu_forward_mask(x, negative_slope)
+        ctx.save_for_backward(mask)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        (mask,) = ctx.saved_arrays
+        return ctx.backend.leaky_relu_backward_mask(mask, gy, ctx.negative_slope)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return LeakyRelu.backward(ctx, v)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        return _slope_graph(ctx, inputs[0], g, inputs[0].backend.leaky_relu_backward,
+                            ctx.negative_slope)
+
+
+# sigmoid and tanh: their backward kernels take the output (gy y (1 - y), gy (1 - y^2)),
+# as PyTorch's do
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ctx.backend.sigmoid_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        (y,) = ctx.saved_arrays
+        return ctx.backend.sigmoid_backward(y, gy)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return Sigmoid.backward(ctx, v)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        s = sigmoid(inputs[0])
+        return g * s * (1.0 - s)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ctx.backend.tanh_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        (y,) = ctx.saved_arrays
+        return ctx.backend.tanh_backward(y, gy)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return Tanh.backward(ctx, v)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        t = tanh(inputs[0])
+        return g * (1.0 - t * t)
+
+
+class Gelu(Function):
+    # no differentiable backward yet (backward_graph stays None): create_graph through it
+    # raises, naming it
+    @staticmethod
+    def forward(ctx, x, approximate):
+        ctx.approximate = approximate
+        ctx.save_for_backward(x)
+        return ctx.backend.gelu_forward(x, approximate)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (x,) = ctx.saved_arrays
+        return ctx.backend.gelu_backward(x, gy, ctx.approximate)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return Gelu.backward(ctx, v)
+
+
+class Swish(Function):
+    @staticmethod
+    def forward(ctx, x, beta):
+        ctx.beta = beta
+        ctx.save_for_backward(x)
+        return ctx.backend.swish_forward(x, beta)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (x,) = ctx.saved_arrays
+        return ctx.backend.swish_backward(x, gy, ctx.beta)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return Swish.backward(ctx, v)
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
         (x,) = inputs
-        be = x.backend
-        ones = be.full(x.shape, 1.0, x.dtype)
-        slope = getattr(be, kernel + "_backward")(x.data, ones, *ctx.params)
-        return g * Tensor._wrap(slope, be)
-
-    return _function_class(kernel, forward, backward, backward_graph)
-
-
-# differentiable backwards (create_graph=True), written with the differentiable ops
-def _sigmoid_graph(ctx, inputs, g):
-    s = sigmoid(inputs[0])
-    return g * s * (1.0 - s)
-
-
-def _tanh_graph(ctx, inputs, g):
-    t = tanh(inputs[0])
-    return g * (1.0 - t * t)
-
-
-def _swish_graph(ctx, inputs, g):
-    (x,) = inputs
-    (beta,) = ctx.params
-    s = sigmoid(x * beta)
-    return g * (s + x * s * (1.0 - s) * beta)
-
-
-Relu = _sign_masked("relu")
-LeakyRelu = _sign_masked("leaky_relu")
-# their backward kernels take the output (gy y (1 - y), gy (1 - y^2))
-Sigmoid = _pointwise("sigmoid", saves_output=True, graph_rule=_sigmoid_graph)
-Tanh = _pointwise("tanh", saves_output=True, graph_rule=_tanh_graph)
-Gelu = _pointwise("gelu")  # no differentiable backward yet: create_graph through it raises
-Swish = _pointwise("swish", graph_rule=_swish_graph)
+        s = sigmoid(x * ctx.beta)
+        return g * (s + x * s * (1.0 - s) * ctx.beta)
 
 
 class Prelu(Function):
