@@ -229,17 +229,11 @@ def _topological_order(roots: Sequence[Node]) -> List[Node]:
     return order
 
 
-def _accumulate(backend, current, new):
-    if current is None:
-        return new
-    return backend.binary_forward("add", current, new)
-
-
 def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
              create_graph: bool = False) -> None:
     """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into each leaf's ``.grad``.
 
-    ``create_graph=True`` records the backward itself (each op's ``backward_graph``, see ``autograd.rules``), so
+    ``create_graph=True`` records the backward itself (each op's ``backward_graph``), so
     the ``.grad`` tensors can be differentiated again; ``retain_graph`` then defaults to
     True, as in PyTorch.
     """
@@ -255,8 +249,7 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
         raise ValueError(
             f"grad_tensors: expected {len(tensors)} gradients, got {len(grad_tensors)}")
 
-    grads = {}  # id(node) -> list of summed output gradients
-    roots = []
+    seeds = []  # (output, its gradient)
     for t, g in zip(tensors, grad_tensors):
         if not t.requires_grad:
             raise RuntimeError(
@@ -279,20 +272,93 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
             garr = g.data
             if g.dtype != t.dtype:  # PyTorch casts the seed to the output's dtype
                 garr = t.backend.from_numpy(np.asarray(g.numpy(), dtype=t.dtype))
-        if create_graph:
-            roots.append((t, g if g is not None else Tensor._wrap(garr, t.backend)))
-            continue
-        if t._node is None:  # a leaf: its gradient is the seed itself
-            t._accumulate_grad(garr)
-            continue
-        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
-        slots[t._index] = _accumulate(t.backend, slots[t._index], garr)
-        roots.append(t._node)
+        if create_graph:  # the walk is recorded: its seed is a Tensor
+            seeds.append((t, g if g is not None else Tensor._wrap(garr, t.backend)))
+        else:
+            seeds.append((t, garr))
 
     if create_graph:
         with enable_grad():
-            _backward_create_graph(roots, retain_graph)
-        return
+            _walk(seeds, _GraphGradients(), retain_graph)
+    else:
+        _walk(seeds, _ArrayGradients(), retain_graph)
+
+
+class _ArrayGradients:
+    """Plain backward: gradients are backend arrays, each node's ``Function.backward``."""
+
+    rule = "backward"
+
+    @staticmethod
+    def add(backend, current, new):
+        return new if current is None else backend.binary_forward("add", current, new)
+
+    @staticmethod
+    def input_grads(node, slots):
+        # an output that received no gradient passes None; Functions with several
+        # outputs treat None as zero
+        return node.function.backward(node.ctx, *slots)
+
+    @staticmethod
+    def native(g):
+        return _native(g)
+
+    @staticmethod
+    def to_leaf(t, g) -> None:
+        t._accumulate_grad(g)
+
+
+class _GraphGradients:
+    """``create_graph=True``: gradients are Tensors recorded on the tape, made by each
+    node's ``backward_graph`` (written with differentiable ops), so ``.grad`` can be
+    differentiated again."""
+
+    rule = "backward_graph"
+
+    @staticmethod
+    def add(backend, current, new):
+        return new if current is None else current + new
+
+    @staticmethod
+    def input_grads(node, slots):
+        from ..tensor import Tensor
+
+        rule = node.function.backward_graph
+        if rule is None or node.n_outputs != 1:
+            raise NotImplementedError(
+                f"backward(create_graph=True): {node.function.__name__} has no differentiable "
+                "backward rule (higher-order gradients cover elementwise ops, cheap "
+                "activations, sum/mean, layout ops and matmul/linear)")
+        ctx = node.ctx
+        saved = ctx.saved_arrays
+        inputs = [t if t is not None else
+                  (Tensor._wrap(saved[i], ctx.backend) if i < len(saved) else None)
+                  for i, t in enumerate(node.inputs)]
+        return rule(ctx, inputs, slots[0])
+
+    @staticmethod
+    def native(g):
+        return g
+
+    @staticmethod
+    def to_leaf(t, g) -> None:
+        t.grad = g if t.grad is None else t.grad + g
+
+
+def _walk(seeds, gradients, retain_graph: bool) -> None:
+    """The one graph walk of backward: seed each output's node, then visit the nodes once
+    in reverse topological order, each summing what its outputs received and handing its
+    inputs their share. ``gradients`` says what a gradient is (an array, or a Tensor
+    when the walk itself is recorded) and which rule of the op makes them."""
+    grads = {}  # id(node) -> list of summed output gradients
+    roots = []
+    for t, g in seeds:
+        if t._node is None:  # a leaf: its gradient is the seed itself
+            gradients.to_leaf(t, g)
+            continue
+        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
+        slots[t._index] = gradients.add(t.backend, slots[t._index], g)
+        roots.append(t._node)
 
     for node in _topological_order(roots):
         if node.freed:
@@ -304,10 +370,7 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
         if slots is None:
             continue  # no gradient flows into this node
         ctx = node.ctx
-        backend = ctx.backend
-        # an output that received no gradient passes None; Functions with several
-        # outputs treat None as zero
-        in_grads = node.function.backward(ctx, *slots)
+        in_grads = gradients.input_grads(node, slots)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         if len(in_grads) != len(node.inputs):
@@ -316,18 +379,18 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None,
         for t, g in zip(node.inputs, in_grads):
             if t is None or g is None:
                 continue
-            g = _native(g)
+            g = gradients.native(g)
             if tuple(g.shape) != t.shape:
                 raise RuntimeError(
                     f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input "
-                    f"of shape {t.shape} (a bug in that op's backward)")
+                    f"of shape {t.shape} (a bug in that op's {gradients.rule})")
             if t._node is None:
-                t._accumulate_grad(g)
+                gradients.to_leaf(t, g)
             else:
                 slots_in = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
-                slots_in[t._index] = _accumulate(backend, slots_in[t._index], g)
+                slots_in[t._index] = gradients.add(ctx.backend, slots_in[t._index], g)
                 if t._retains_grad:
-                    t._accumulate_grad(g)
+                    gradients.to_leaf(t, g)
         if not retain_graph:
             ctx.saved = None
             node.freed = True
@@ -367,61 +430,3 @@ def saved_bytes(*tensors) -> int:
             seen.add(id(a))
             total += _array_nbytes(a)
     return total
-
-
-def _accumulate_grad_graph(t, g) -> None:
-    t.grad = g if t.grad is None else t.grad + g
-
-
-def _backward_create_graph(seeds, retain_graph: bool) -> None:
-    """backward with differentiable rules on Tensors: the gradients are graph tensors."""
-    from ..tensor import Tensor
-    grads = {}
-    roots = []
-    for t, g in seeds:
-        if t._node is None:
-            _accumulate_grad_graph(t, g)
-            continue
-        slots = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
-        slots[t._index] = g if slots[t._index] is None else slots[t._index] + g
-        roots.append(t._node)
-    for node in _topological_order(roots):
-        if node.freed:
-            raise RuntimeError(
-                f"Trying to backward through the graph a second time ({node.name} was "
-                "freed by an earlier backward): pass retain_graph=True to the first backward "
-                "if you need to backward twice")
-        slots = grads.pop(id(node), None)
-        if slots is None:
-            continue
-        rule = getattr(node.function, "backward_graph", None)
-        if rule is None or node.n_outputs != 1:
-            raise NotImplementedError(
-                f"backward(create_graph=True): {node.function.__name__} has no differentiable "
-                "backward rule (higher-order gradients cover elementwise ops, cheap "
-                "activations, sum/mean, layout ops and matmul/linear)")
-        ctx = node.ctx
-        saved = ctx.saved_arrays
-        inputs = [t if t is not None else
-                  (Tensor._wrap(saved[i], ctx.backend) if i < len(saved) else None)
-                  for i, t in enumerate(node.inputs)]
-        in_grads = rule(ctx, inputs, slots[0])
-        if not isinstance(in_grads, tuple):
-            in_grads = (in_grads,)
-        for t, g in zip(node.inputs, in_grads):
-            if t is None or g is None:
-                continue
-            if tuple(g.shape) != t.shape:
-                raise RuntimeError(
-                    f"{node.name} returned a gradient of shape {tuple(g.shape)} for an input "
-                    f"of shape {t.shape} (a bug in that op's backward_graph)")
-            if t._node is None:
-                _accumulate_grad_graph(t, g)
-            else:
-                slots_in = grads.setdefault(id(t._node), [None] * t._node.n_outputs)
-                slots_in[t._index] = g if slots_in[t._index] is None else slots_in[t._index] + g
-                if t._retains_grad:
-                    _accumulate_grad_graph(t, g)
-        if not retain_graph:
-            ctx.saved = None
-            node.freed = True
