@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backends import get_backend
+from ..backends._validate import check_gelu_approximate
 from ..tensor import Tensor
 from .module import Module, Parameter
 
@@ -58,8 +59,7 @@ class Tanh(Module):
 class GELU(Module):
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+        check_gelu_approximate(approximate)  # at construction, where the mistake is made
         self.approximate = approximate
 
     def forward(self, x):

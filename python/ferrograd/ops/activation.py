@@ -16,7 +16,7 @@ import numbers
 
 from ..autograd.engine import Function
 from ..autograd.rules import add_tangents
-from ..backends.base import GELU_APPROXIMATIONS
+from ..backends._validate import check_gelu_approximate
 from ._checks import require_float, require_same_dtype
 
 
@@ -243,8 +243,7 @@ def tanh(x):
 
 def gelu(x, approximate: str = "none"):
     require_float(x, "input")
-    if approximate not in GELU_APPROXIMATIONS:
-        raise ValueError(f"approximate: expected one of {GELU_APPROXIMATIONS}, got {approximate!r}")
+    check_gelu_approximate(approximate)
     return Gelu.apply(x, approximate)
 
 
