@@ -102,21 +102,17 @@ def resolve_algo(algo: str, x_shape, w_shape, stride, padding, dilation, groups)
     choice applies); the rust backend has its own kernels and rule,
     :func:`resolve_rust_algo`.
 
-    Crossovers measured on the development machine (2 shared cores, x86-64 AVX-512, rust
-    backend, float32 forward, min of 3 runs; see README "Convolution"):
+    The rule, from crossovers measured on the rust backend (the tables are in
+    benches/README.md, "Measurements behind the code: convolution"):
 
     * 1x1 kernels: im2col, which for stride 1 and no padding is a plain GEMM (no unfold).
     * 3x3 stride 1: im2col. Winograd F(2x2, 3x3) does 2.25x fewer multiplies, but its
       tile transforms (numpy, memory-bound) cost more than that saves at every size
-      measured: 16x64x56x56 -> 64: im2col 77 ms, winograd 239 ms; 16x16x56x56 -> 16:
-      10 ms vs 44 ms; 16x8x56x56 -> 8: 6.6 ms vs 15.6 ms. So "auto" never picks it; it
-      stays available as ``algo="winograd"``.
-    * large kernels, stride 1: FFT from KH * KW >= 121 (11x11). 4xCx64x64 -> C, "same"
-      padding, native im2col / fft in ms: C=8: 7x7 2.5 / 7.4, 9x9 2.6 / 7.9, 11x11
-      14.8 / 19.1, 13x13 27.1 / 9.6; C=32: 7x7 48 / 98, 9x9 129 / 109, 11x11 215 / 215,
-      13x13 294 / 182 (2 busy shared cores: +-30% between runs). Strided large kernels
-      (the 7x7 stride-2 stem) stay on im2col: FFT computes every stride-1 output
-      (4x3x224x224 stem: im2col 23 ms, fft 400 ms).
+      measured, so "auto" never picks it; it stays available as ``algo="winograd"``.
+    * large kernels, stride 1: FFT from KH * KW >= 121 (11x11), where im2col's cost,
+      growing with KH * KW, passes the FFT's, nearly independent of the kernel. Strided
+      large kernels (the 7x7 stride-2 stem) stay on im2col: FFT computes every stride-1
+      output.
     * everything else: im2col.
     """
     check_algo(algo)
@@ -138,56 +134,20 @@ def resolve_rust_algo(algo: str, w_shape, stride, dilation, groups, out, backwar
     by :func:`resolve_algo` (an explicit "winograd" applies). Forward and backward choose
     separately (both gradients of one call run together).
 
-    Crossovers measured on the development machine (2 shared AMD EPYC Zen 4 cores,
-    AVX-512, float32, medians of 5; busy neighbours: +-20%), times in ms as forward /
-    backward (input + weight + bias gradients):
+    The rule, from crossovers measured separately for forward and backward (the tables
+    are in benches/README.md, "Measurements behind the code: convolution"):
 
-    * 3x3 stride 1 dilation 1, ch = min(C/g, O/g), size = min(OH, OW), ~4M input values:
-
-      ==========================  =============  =============  =============
-      shape (N, C=O, H=W)         im2col         F(2,3)         F(4,3)
-      ==========================  =============  =============  =============
-      64x4x7                      0.22 / 0.38    0.12 / 0.22    0.37 / 0.60
-      64x4x28                     0.50 / 1.78    0.84 / 1.27    0.44 / 0.82
-      64x4x56                     1.67 / 6.59    2.26 / 4.17    1.64 / 3.06
-      64x16x14                    0.93 / 3.17    0.62 / 1.38    0.56 / 1.40
-      64x16x56                    6.51 / 33.1    8.05 / 15.9    7.02 / 14.1
-      64x32x14                    2.01 / 4.88    1.97 / 3.14    1.28 / 2.81
-      64x32x28                    5.64 / 18.4    8.56 / 10.3    3.39 / 7.38
-      64x64x7                     1.89 / 3.50    1.50 / 2.96    2.70 / 4.60
-      64x64x14                    5.27 / 12.4    3.20 / 6.41    3.74 / 8.33
-      20x64x56                    17.4 / 60.9    11.9 / 24.3    8.75 / 19.5
-      64x128x14                   15.4 / 31.0    8.91 / 17.9    10.1 / 22.9
-      41x128x28                   31.4 / 78.4    19.7 / 41.5    13.9 / 30.5
-      64x256x7                    27.3 / 59.8    25.6 / 52.5    61.6 / 127.7
-      64x256x14                   121.8 / 236.0  53.5 / 129.6   68.6 / 181.8
-      5x256x56                    107.1 / 225.1  56.2 / 149.3   41.9 / 110.3
-      ==========================  =============  =============  =============
-
-      F(4,3) does 4x fewer multiplies than im2col, F(2,3) 2.25x; the 6x6 tiles of F(4,3)
-      waste work on small images (7x7 -> 2x2 tiles of 4 outputs) and its transforms weigh
-      more against the GEMMs with many channels. Rule (forward and backward): F(4,3) for
+    * 3x3 stride 1 dilation 1, with ch = min(C/g, O/g) and size = min(OH, OW): F(4,3)
+      does 4x fewer multiplies than im2col, F(2,3) 2.25x; the 6x6 tiles of F(4,3) waste
+      work on small images (7x7 -> 2x2 tiles of 4 outputs) and its transforms weigh more
+      against the GEMMs with many channels. Rule (forward and backward): F(4,3) for
       size >= 24, and for size 10-23 with ch <= 32; F(2,3) for the other small images;
       im2col below 4 channels per group (depthwise: the per-point GEMMs are 1x1).
-    * large kernels, stride 1 (any dilation), 4xCx64x64, "same" padding, im2col / fft
-      (FFT grids of 2^a 3^b):
-
-      =======  ==============  =============  ===============
-      kernel   C=4             C=16           C=64
-      =======  ==============  =============  ===============
-      3x3      0.27 / 0.31     1.3 / 2.3      4.6 / 78
-      5x5      0.69 / 0.32     3.8 / 2.5      20.7 / 72
-      7x7      1.4 / 0.28      5.9 / 2.8      54 / 78
-      9x9      1.9 / 0.28      12.0 / 1.9     157 / 71
-      11x11    2.8 / 0.49      16.6 / 2.5     137 / 95
-      =======  ==============  =============  ===============
-
-      (forward; backward: 5x5 C=16 20.1 / 4.1, C=64 79 / 100; 7x7 C=64 169 / 108.) The
-      FFT's cost is the (N + O) C spectra and an N O C product per frequency, nearly
-      independent of the kernel; im2col grows with KH * KW (and its backward, at 5-10x
-      its forward here, grows faster). Rule: FFT from KH * KW >= 81 forward and >= 49
-      backward, or from >= 25 with ch <= 16. Strided kernels stay on im2col (FFT computes
-      every stride-1 output).
+    * large kernels, stride 1 (any dilation): the FFT's cost is the (N + O) C spectra
+      and an N O C product per frequency, nearly independent of the kernel; im2col grows
+      with KH * KW (and its backward, at 5-10x its forward, grows faster). Rule: FFT from
+      KH * KW >= 81 forward and >= 49 backward, or from >= 25 with ch <= 16. Strided
+      kernels stay on im2col (FFT computes every stride-1 output).
     * 1x1 and everything else: im2col (a 1x1 stride-1 convolution is one GEMM per image).
 
     An explicit "winograd" picks its tile size by the same rule, at any channel count.

@@ -26,9 +26,8 @@ Conventions, for every method below:
   ``*_backward_mask`` kernels of relu and leaky_relu, which receive a packed mask of
   ``x > 0`` (one bit per element, written by ``*_forward_mask`` next to the output).
   When autograd records relu or leaky_relu it saves that mask, not a tensor: 1/32 of a
-  float32 tensor's bytes to keep and to read back (4M-element relu backward, rust
-  kernels on the 2-core VM: 0.42 ms from the mask against 1.0 ms from the output, since
-  gy, gx and the mask fit the L3 together). PyTorch saves the output for these two, and
+  float32 tensor's bytes to keep and to read back, so that gy, gx and the mask fit the
+  L3 together (benches/README.md, "Measurements behind the code"). PyTorch saves the output for these two, and
   the input for gelu, swish and prelu, as ferrograd does.
 
 Packed masks (``MASK``): a 1-D uint8 array of ``ceil(n / 8)`` bytes for ``n`` elements

@@ -271,7 +271,7 @@ FG_GEMM128(gemm64x128_tt, true, true, false, 64)
 // per fragment element) and sums the products in float32. 128x128 tiles per block of 8 warps, each warp
 // 64x32 (4x4 mma tiles); 16-deep K slices copied global -> shared by cp.async (16 bytes,
 // zero-filled past the edges) in two stages, so the next slice streams in while this one
-// is multiplied. (32-deep slices in 72 KB of dynamic shared memory measured 30% slower.)
+// is multiplied (deeper slices were slower: benches/README.md, "Measurements behind the code").
 // Shared layouts keep each operand's contiguous memory axis contiguous (A: k-major rows
 // when not transposed, m-major when transposed; B likewise), padded so that the fragment
 // reads of a warp hit 32 distinct banks. Needs VEC's conditions (the host checks them).
@@ -421,9 +421,9 @@ FG_GEMM_TF32(gemm_tf32_tt, true, true)
 // gemm_tf32w_nt / _tt: the TF32 GEMM for large C (at least a wave of 128x256 tiles) when
 // B is N x K (k-contiguous rows: Linear's x @ W^T). 128x256 tiles per block of 8 warps,
 // each warp 64x64 (4x8 mma tiles), 32-deep K slices in a three-stage cp.async pipeline
-// (144 KB of dynamic shared memory), one barrier per slice. (On the H100 at 8192^3: nt
-// 7.0 ms, tt 7.1, against 9.0 and 8.3 for gemm_tf32; with a K x N B, read as [k][n]
-// tiles, this kernel was slower than gemm_tf32, which stays in use there.)
+// (144 KB of dynamic shared memory), one barrier per slice. It beats gemm_tf32 for an
+// N x K B only; with a K x N B, read as [k][n] tiles, it was slower, so gemm_tf32 stays
+// in use there (benches/README.md, "Measurements behind the code").
 //
 // Fragments are read as float4s (a quarter of gemm_tf32's shared-memory instructions per
 // mma), using two freedoms of a GEMM:

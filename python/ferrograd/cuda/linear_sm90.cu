@@ -5,7 +5,7 @@
 //
 // wgmma's TF32 form reads both operands K-major (k contiguous) from shared memory, so
 // C = A B^T with A (M x K) and B (N x K) row-major; other layouts are transposed first
-// (gemm_transpose below, about 3% of an 8192^3 GEMM). Each block of two warpgroups owns
+// (gemm_transpose below: a small part of a large GEMM's time, benches/README.md). Each block of two warpgroups owns
 // a 128x256 tile of C (a warpgroup 64x256: wgmma.m64n256k8, 128 accumulators per
 // thread). K advances in 32-deep slices through a four-stage cp.async ring (192 KB of
 // dynamic shared memory): rows of 32 floats are 128 bytes, stored in the 128-byte swizzle

@@ -117,10 +117,9 @@ class Runtime:
 
     def _launcher(self, family: str, name: str, args):
         """The kernel prepared for these arguments' types (numpy scalars, pointers as
-        np.uintp), or None if one has no struct code. A prepared call packs its arguments with one struct format instead of
-        inspecting each argument on every launch: measured on the H100, a 4M-element relu
-        through the layer API took 32 us per call, of which the plain call's argument
-        handling was a quarter. Each launcher is its own PyCUDA function object, so
+        np.uintp), or None if one has no struct code. A prepared call packs its arguments
+        with one struct format instead of inspecting each argument on every launch, which
+        was a quarter of a small op's time (benches/README.md). Each launcher is its own PyCUDA function object, so
         preparing it does not touch the one ``_fn`` hands out."""
         key = (family, name, *map(type, args))
         try:

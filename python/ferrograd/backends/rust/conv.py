@@ -11,9 +11,9 @@ class ConvKernels:
 
     # Every algorithm runs in rust_core/src/conv: naive (direct loops), im2col (rayon
     # im2col, the gemm crate per group, a gathering col2im), Winograd F(2x2, 3x3) and
-    # F(4x4, 3x3) (winograd.rs), FFT (rustfft, fft.rs). "auto" picks by the crossovers
-    # measured on this machine, separately for forward and backward
-    # (_conv.resolve_rust_algo, where the numbers are).
+    # F(4x4, 3x3) (winograd.rs), FFT (rustfft, fft.rs). "auto" picks by measured
+    # crossovers, separately for forward and backward (_conv.resolve_rust_algo states the
+    # rule; benches/README.md has the numbers).
     def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups, algo="auto"):
         s, p, d, g, out, _ = _conv.prepare(x, weight, bias, None, stride, padding, dilation,
                                            groups, algo)
