@@ -358,7 +358,7 @@ mod tests {
         // SAFETY: a valid non-zero layout; the block is freed with the same layout.
         unsafe {
             let p = CachingAllocator.alloc(layout);
-            assert!(!p.is_null() && p as usize % 4096 == 0);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(4096));
             CachingAllocator.dealloc(p, layout);
         }
     }

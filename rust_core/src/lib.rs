@@ -5,6 +5,13 @@
 //! slices in row-major order, are generic over f32/f64 through [`real::Real`], run in
 //! parallel with rayon, and validate their arguments (returning [`error::FerroError`]).
 //! The PyO3 bindings (feature `python`, module `ferrograd._core`) are in `python/`.
+//!
+//! For Rust programs, [`layers`] wraps the kernels as PyTorch-style layers over `ndarray`
+//! arrays (Linear, Conv2d, the norms, pools, dropout, LSTM / GRU, multi-head attention),
+//! each with `forward` and `backward`, and re-exports the reverse-mode tape
+//! ([`autograd::tape::Tape`]) and dual numbers ([`autograd::dual::Dual`]); the example
+//! `train_mlp` trains on the tape. Neither the bindings nor the buffer-cache allocator
+//! comes with the crate unless asked for (features `python`, `buffer-cache`).
 
 pub mod alloc;
 pub mod attention;
@@ -12,6 +19,7 @@ pub mod autograd;
 pub mod buffer_cache;
 pub mod conv;
 pub mod error;
+pub mod layers;
 pub mod ops;
 pub mod real;
 

@@ -15,4 +15,4 @@ mod tape_dropout;
 mod tape_norm;
 mod tape_rnn;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;

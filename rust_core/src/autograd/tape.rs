@@ -82,8 +82,8 @@ pub struct PoolGeom {
 
 impl PoolGeom {
     /// Window tables (rows, cols) with PyTorch's output-size rule and checks, like
-    /// `ferrograd/backends/_pool.py` (`_pool_axes`).
-    fn axes(&self, h: usize, w: usize, count_include_pad: bool, kind: &str) -> Result<(Axis, Axis)> {
+    /// `ferrograd/backends/_pool.py` (`_pool_axes`). Also the `layers` pools' tables.
+    pub(crate) fn axes(&self, h: usize, w: usize, count_include_pad: bool, kind: &str) -> Result<(Axis, Axis)> {
         let k = [self.kernel.0, self.kernel.1];
         let s = [self.stride.0, self.stride.1];
         let p = [self.padding.0, self.padding.1];
@@ -137,6 +137,15 @@ impl PoolGeom {
         let cols = axes.pop().expect("two axes");
         Ok((axes.pop().expect("two axes"), cols))
     }
+}
+
+/// The window table of adaptive average pooling of an axis of `size` to `out` outputs (0
+/// keeps the size): window o covers [floor(o size / out), ceil((o + 1) size / out)).
+pub(crate) fn adaptive_axis(size: usize, out: usize) -> Axis {
+    let o = if out == 0 { size } else { out };
+    let start: Vec<i64> = (0..o).map(|i| (i * size / o) as i64).collect();
+    let count: Vec<i64> = (0..o).map(|i| ((i + 1) * size).div_ceil(o) as i64 - start[i]).collect();
+    Axis { size, start, factor: count.clone(), count, step: 1 }
 }
 
 /// A value recorded on a tape (its index in the list).
@@ -402,13 +411,7 @@ impl<T: Real> Tape<T> {
     /// window o of an axis of n covers [floor(o n / out), ceil((o + 1) n / out)).
     pub fn adaptive_avg_pool2d(&mut self, x: Var, out: (usize, usize)) -> Result<Var> {
         let (n, c, h, w) = self.nchw(x)?;
-        let axis = |size: usize, o: usize| {
-            let o = if o == 0 { size } else { o };
-            let start: Vec<i64> = (0..o).map(|i| (i * size / o) as i64).collect();
-            let count: Vec<i64> = (0..o).map(|i| ((i + 1) * size).div_ceil(o) as i64 - start[i]).collect();
-            Axis { size, start, factor: count.clone(), count, step: 1 }
-        };
-        let (rows, cols) = (axis(h, out.0), axis(w, out.1));
+        let (rows, cols) = (adaptive_axis(h, out.0), adaptive_axis(w, out.1));
         let y = pool::avg_pool_forward(&self.entries[x.0].value, n * c, &rows, &cols, 0)?;
         let shape = vec![n, c, rows.out(), cols.out()];
         Ok(self.push(Op::AvgPool { x, rows, cols, divisor: 0, planes: n * c }, y, shape))
