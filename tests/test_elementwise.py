@@ -113,3 +113,138 @@ def test_sum_backward_passes_gy_through_without_a_copy(cpu_backend, op, shape_a,
     assert (ga is gy) == (a.shape == gy.shape)
     assert (gb is gy) == (op == "add" and b.shape == gy.shape)
     assert ga.dtype == gb.dtype == np.float32 and ga.flags.c_contiguous and gb.flags.c_contiguous
+
+
+# ----------------------------------------------- maximum, minimum, clamp; abs, sqrt, ...
+MORE_UNARY = {
+    "abs": (F.abs, dict(max_magnitude=5.0, min_distance=1e-2)),
+    "sqrt": (F.sqrt, dict(positive=True, min_distance=1e-2, max_magnitude=100.0)),
+    "rsqrt": (F.rsqrt, dict(positive=True, min_distance=1e-1, max_magnitude=100.0)),
+    "sin": (F.sin, dict(max_magnitude=10.0)),
+    "cos": (F.cos, dict(max_magnitude=10.0)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(MORE_UNARY))
+@given(data=st.data())
+def test_more_unary_ops_match_numpy_and_gradcheck(backend, dtype, op, data):
+    dtype_backend_ok(backend, dtype)
+    fn, bounds = MORE_UNARY[op]
+    x = data.draw(float_arrays(shapes(0, 4), dtype, **bounds), label="x")
+    check_against_numpy(fn, [x], backend)
+    if backend != "cuda" and dtype == np.float64 and x.size <= 64:
+        assert fg.gradcheck(fn, [fg.tensor(x, backend=backend, requires_grad=True)])
+
+
+def _apart_or_equal(a, b):
+    """No pair closer than gradcheck's step without being equal: maximum and minimum are
+    kinked there (at exact ties the central difference gives 1/2, their rule)."""
+    d = np.abs(np.subtract(a, b, dtype=np.float64))
+    return bool(np.all((d == 0) | (d > 1e-3)))
+
+
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+@given(data=st.data())
+def test_maximum_minimum_match_numpy_and_gradcheck(backend, dtype, op, data):
+    dtype_backend_ok(backend, dtype)
+    fn = getattr(F, op)
+    sa, sb, out = data.draw(broadcastable_shapes(max_dims=4, max_side=5), label="shapes")
+    a = data.draw(float_arrays(sa, dtype, max_magnitude=3.0), label="a")
+    b = data.draw(float_arrays(sb, dtype, max_magnitude=3.0), label="b")
+    y, (ga, gb) = check_against_numpy(fn, [a, b], backend, grad_kind="reduction")
+    assert y.shape == out and ga.shape == sa and gb.shape == sb
+    if backend != "cuda" and dtype == np.float64 and _apart_or_equal(*np.broadcast_arrays(a, b)):
+        ta = fg.tensor(a, backend=backend, requires_grad=True)
+        tb = fg.tensor(b, backend=backend, requires_grad=True)
+        assert fg.gradcheck(fn, [ta, tb])
+
+
+@given(data=st.data())
+def test_clamp_with_tensor_and_number_bounds_matches_numpy(backend, dtype, data):
+    dtype_backend_ok(backend, dtype)
+    shape = data.draw(shapes(0, 3, max_side=4), label="shape")
+    x = data.draw(float_arrays(shape, dtype, max_magnitude=3.0), label="x")
+    lo = data.draw(float_arrays(shape[-1:] if shape else (), dtype, max_magnitude=1.0), label="lo")
+    hi = float(data.draw(st.floats(0.0, 2.0), label="hi"))
+    check_against_numpy(lambda t, m: F.clamp(t, min=m, max=hi), [x, lo], backend,
+                        grad_kind="reduction")
+    check_against_numpy(lambda t: t.clamp(-0.5), [x], backend)
+    check_against_numpy(lambda t: t.clamp(max=0.25), [x], backend)
+
+
+def test_pytorch_rules_for_ties_bounds_and_kinks(backend):
+    """The values and gradients PyTorch gives (written out: torch is optional here)."""
+    def grads(fn, *arrays):
+        ts = [fg.tensor(np.array(a, np.float32), backend=backend, requires_grad=True) for a in arrays]
+        y = fn(*ts)
+        y.sum().backward()
+        return y.numpy(), [t.grad.numpy() for t in ts]
+
+    y, (ga, gb) = grads(F.maximum, [1.0, 2.0, 3.0, np.nan], [2.0, 2.0, 1.0, 0.0])
+    assert np.array_equal(y[:3], [2, 2, 3]) and np.isnan(y[3])
+    assert ga.tolist() == [0, 0.5, 1, 1] and gb.tolist() == [1, 0.5, 0, 1]
+    y, (ga, gb) = grads(F.minimum, [1.0, 2.0, 3.0], [2.0, 2.0, 1.0])
+    assert y.tolist() == [1, 2, 1] and ga.tolist() == [1, 0.5, 0] and gb.tolist() == [0, 0.5, 1]
+    # clamp passes the whole gradient at its bounds, none outside them; NaN stays NaN
+    y, (gx,) = grads(lambda x: F.clamp(x, -1.0, 1.0), [-2.0, -1.0, 0.0, 1.0, 2.0, np.nan])
+    assert y[:5].tolist() == [-1, -1, 0, 1, 1] and np.isnan(y[5])
+    assert gx.tolist() == [0, 1, 1, 1, 0, 0]
+    y, (gx, glo) = grads(lambda x, lo: x.clamp(min=lo), [0.0, 1.0, 2.0], [1.0, 1.0, 1.0])
+    assert gx.tolist() == [0, 1, 1] and glo.tolist() == [1, 0, 0]
+    # abs' is sign (0 at 0); sqrt' and rsqrt' are inf at 0
+    _, (g,) = grads(F.abs, [-2.0, 0.0, 3.0])
+    assert g.tolist() == [-1, 0, 1]
+    _, (g,) = grads(F.sqrt, [0.0, 4.0])
+    assert g[0] == np.inf and g[1] == 0.25
+    y, (g,) = grads(F.rsqrt, [0.0, 4.0])
+    assert y[0] == np.inf and g[0] == -np.inf and y[1] == 0.5 and g[1] == -1 / 16
+    assert np.isnan(F.sqrt(fg.tensor(np.float32([-1.0]), backend=backend)).numpy()[0])
+
+
+def test_math_ops_are_tensor_methods_and_top_level_functions(backend):
+    x = fg.tensor(np.array([-1.5, 0.25, 2.0], np.float32), backend=backend)
+    assert np.array_equal(abs(x).numpy(), [1.5, 0.25, 2.0])
+    assert np.array_equal(x.abs().numpy(), fg.abs(x).numpy())
+    assert np.array_equal(x.clip(0, 1).numpy(), fg.clamp(x, 0, 1).numpy())
+    assert np.array_equal(x.clamp_min(0).numpy(), [0, 0.25, 2]) and np.array_equal(x.clamp_max(0).numpy(), [-1.5, 0, 0])
+    assert np.allclose(x.abs().sqrt().numpy(), np.sqrt([1.5, 0.25, 2.0]))
+    assert np.allclose(x.sin().numpy(), np.sin(x.numpy())) and np.allclose(x.cos().numpy(), np.cos(x.numpy()))
+    assert np.array_equal(x.maximum(fg.zeros(3, backend=backend)).numpy(), [0, 0.25, 2])
+    assert np.array_equal(fg.minimum(x, fg.zeros(1, backend=backend)).numpy(), [-1.5, 0, 0])
+
+
+def test_bad_math_arguments_raise(backend):
+    x = fg.tensor(np.ones(3, np.float32), backend=backend)
+    with pytest.raises(ValueError, match="min and max"):
+        F.clamp(x)
+    with pytest.raises(TypeError, match="other"):
+        F.maximum(x, 1.0)  # torch.maximum takes tensors only
+    with pytest.raises(TypeError, match="min"):
+        F.clamp(x, min="0")
+    with pytest.raises(ValueError, match="other"):
+        F.minimum(x, fg.tensor(np.ones(2, np.float32), backend=backend))
+    with pytest.raises(TypeError, match="input"):
+        F.clamp(np.ones(3), 0.0)
+    with pytest.raises(TypeError, match="input"):
+        F.sqrt([1.0])
+
+
+def test_math_ops_match_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal((5,)).astype(np.float32)
+    a[0, :] = b  # ties
+    for name in ["maximum", "minimum"]:
+        ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+        getattr(torch, name)(ta, tb).sum().backward()
+        fa, fb = (fg.tensor(v, requires_grad=True) for v in (a, b))
+        getattr(F, name)(fa, fb).sum().backward()
+        np.testing.assert_allclose(fa.grad.numpy(), ta.grad.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(fb.grad.numpy(), tb.grad.numpy(), rtol=1e-6)
+    x = np.concatenate([a.ravel(), [-1.0, 1.0, 0.0]]).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.clamp(tx, -1.0, 1.0).abs().sum().backward()
+    fx = fg.tensor(x, requires_grad=True)
+    F.clamp(fx, -1.0, 1.0).abs().sum().backward()
+    np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy())

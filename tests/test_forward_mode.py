@@ -32,6 +32,8 @@ CASES = {
     "gelu": ([(4, 5)], F.gelu),
     "gelu_tanh": ([(4, 5)], lambda a: F.gelu(a, approximate="tanh")),
     "silu_swish": ([(4, 5)], lambda a: F.silu(a) + F.swish(a, 1.7)),
+    "math_unary": ([(4, 5)], lambda a: F.sin(a) * F.cos(a) + F.sqrt(F.abs(a) + 1.0) - F.rsqrt(a * a + 1.0)),
+    "maximum_clamp": ([(4, 5), (5,)], lambda a, b: F.maximum(a, b) + F.minimum(a, b) * F.clamp(a, -0.5, 0.5)),
     "sum_mean": ([(2, 3, 4)], lambda a: a.sum(dim=1) * a.mean(dim=(0, 2), keepdim=True).sum()),
     "sum_all": ([(3, 4)], lambda a: F.sum(a * a)),
     "layout": ([(2, 3, 4)], lambda a: F.flatten(F.permute(a, (2, 0, 1)), 1) * 2.0),
@@ -170,7 +172,7 @@ def test_matches_torch_func_jvp():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name", ["mul_broadcast", "gelu", "linear", "log_softmax", "cross_entropy",
+@pytest.mark.parametrize("name", ["mul_broadcast", "math_unary", "maximum_clamp", "gelu", "linear", "log_softmax", "cross_entropy",
                                   "max_pool", "avg_pool", "prelu", "sum_mean", "dropout",
                                   "layer_norm", "group_norm", "batch_norm_train"])
 def test_cuda_matches_numpy(name):

@@ -97,6 +97,13 @@ def test_hessian_of_weights_through_matmul_and_linear(cpu_backend):
     ("sigmoid", F.sigmoid, lambda x: (s := 1 / (1 + np.exp(-x))) * (1 - s) * (1 - 2 * s)),
     ("tanh", F.tanh, lambda x: -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)),
     ("leaky_relu", lambda x: F.leaky_relu(x, 0.1) * x, lambda x: np.where(x > 0, 2.0, 0.2)),
+    ("sqrt", F.sqrt, lambda x: -0.25 * x ** -1.5),
+    ("rsqrt", F.rsqrt, lambda x: 0.75 * x ** -2.5),
+    ("sin", F.sin, lambda x: -np.sin(x)),
+    ("cos", F.cos, lambda x: -np.cos(x)),
+    ("abs", lambda x: F.abs(x - 1.0) * x, lambda x: 2 * np.sign(x - 1.0)),
+    ("clamp", lambda x: F.clamp(x * x, 0.5, 3.0), lambda x: np.where((x * x >= 0.5) & (x * x <= 3), 2.0, 0.0)),
+    ("maximum", lambda x: F.maximum(x * x, x), lambda x: np.where(x * x > x, 2.0, 0.0)),
 ])
 def test_second_derivatives_of_elementwise_ops(cpu_backend, name, f, d2):
     xv = np.array([0.4, 1.3, 2.2])

@@ -4,7 +4,9 @@ from .ops.attention import scaled_dot_product_attention
 from .ops.activation import gelu, leaky_relu, prelu, relu, sigmoid, silu, swish, tanh
 from .ops.conv import conv2d
 from .ops.dropout import dropblock2d, dropout
-from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub
+from .ops.elementwise import (
+    abs, add, clamp, clip, cos, div, exp, log, maximum, minimum, mul, neg, pow, rsqrt, sin,
+    sqrt, sub)
 from .ops.layout import expand, flatten, permute, reshape, transpose
 from .ops.linear import linear, matmul
 from .ops.loss import cross_entropy, mse_loss
@@ -15,7 +17,8 @@ from .ops.rnn import gru, lstm
 from .ops.softmax import log_softmax, softmax
 
 __all__ = [
-    "add", "sub", "mul", "div", "pow", "neg", "exp", "log",
+    "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "abs", "sqrt", "rsqrt", "sin",
+    "cos", "maximum", "minimum", "clamp", "clip",
     "relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "swish",
     "sum", "mean", "softmax", "log_softmax",
     "matmul", "linear", "reshape", "permute", "transpose", "flatten", "expand",

@@ -214,6 +214,37 @@ class Tensor:
         from .ops.elementwise import unary
         return unary("log", self)
 
+    def _unary(self, op):
+        from .ops.elementwise import unary
+        return unary(op, self)
+
+    def abs(self): return self._unary("abs")
+    def __abs__(self): return self._unary("abs")
+    def sqrt(self): return self._unary("sqrt")
+    def rsqrt(self): return self._unary("rsqrt")
+    def sin(self): return self._unary("sin")
+    def cos(self): return self._unary("cos")
+
+    def maximum(self, other):
+        from .ops.elementwise import maximum
+        return maximum(self, other)
+
+    def minimum(self, other):
+        from .ops.elementwise import minimum
+        return minimum(self, other)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's argument names
+        from .ops.elementwise import clamp
+        return clamp(self, min, max)
+
+    clip = clamp
+
+    def clamp_min(self, min):  # noqa: A002
+        return self.clamp(min=min)
+
+    def clamp_max(self, max):  # noqa: A002
+        return self.clamp(max=max)
+
     # --------------------------------------------------------- activations
     def relu(self):
         from . import functional as F

@@ -50,6 +50,9 @@ pub trait Real:
     fn sqrt_(self) -> Self;
     fn powf_(self, e: Self) -> Self;
     fn abs_(self) -> Self;
+    /// sin and cos: the standard library's (libm), accuracy first.
+    fn sin_(self) -> Self;
+    fn cos_(self) -> Self;
     fn is_nan_(self) -> bool;
     fn is_finite_(self) -> bool;
 }
@@ -98,6 +101,14 @@ impl Real for f64 {
     #[inline(always)]
     fn abs_(self) -> Self {
         self.abs()
+    }
+    #[inline(always)]
+    fn sin_(self) -> Self {
+        self.sin()
+    }
+    #[inline(always)]
+    fn cos_(self) -> Self {
+        self.cos()
     }
     #[inline(always)]
     fn is_nan_(self) -> bool {
@@ -152,6 +163,14 @@ impl Real for f32 {
     #[inline(always)]
     fn abs_(self) -> Self {
         self.abs()
+    }
+    #[inline(always)]
+    fn sin_(self) -> Self {
+        self.sin()
+    }
+    #[inline(always)]
+    fn cos_(self) -> Self {
+        self.cos()
     }
     #[inline(always)]
     fn is_nan_(self) -> bool {

@@ -44,9 +44,9 @@ Array = Any  # the backend's native array type
 Shape = Tuple[int, ...]
 
 #: Binary elementwise ops (numpy broadcasting rules).
-BINARY_OPS = ("add", "sub", "mul", "div", "pow")
+BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp_min", "clamp_max")
 #: Unary elementwise math ops.
-UNARY_OPS = ("neg", "exp", "log")
+UNARY_OPS = ("neg", "exp", "log", "abs", "sqrt", "rsqrt", "sin", "cos")
 #: GELU variants, as PyTorch's ``approximate`` argument.
 GELU_APPROXIMATIONS = ("none", "tanh")
 #: Loss reductions, as PyTorch's ``reduction`` argument.
@@ -101,6 +101,8 @@ class Backend(abc.ABC):
         """``op`` in BINARY_OPS applied to ``a`` and ``b`` broadcast together.
 
         pow is ``a ** b`` (for a < 0 and non-integer b the result is NaN, as in PyTorch).
+        maximum and clamp_min are the larger of a and b, minimum and clamp_max the smaller,
+        NaN if either is NaN (torch.maximum, torch.clamp); the pairs differ in backward.
         """
 
     @abc.abstractmethod
@@ -109,16 +111,27 @@ class Backend(abc.ABC):
 
         ``gy`` has the broadcast shape; ``ga`` has ``a.shape`` and ``gb`` has ``b.shape``
         (summed over broadcast axes). For pow, ``gb = gy * a**b * log(a)``, taken as 0
-        where ``a == 0`` (PyTorch's convention).
+        where ``a == 0`` (PyTorch's convention). PyTorch's rules for the rest:
+
+        * maximum: gy goes to the larger operand, half to each where ``a == b``
+          (``ga = gy`` scaled by 0 where a < b, 1/2 where a == b); minimum likewise to the
+          smaller. A NaN operand compares false both ways: both get gy.
+        * clamp_min(a, b) (a clamped from below by b): ``ga = gy`` where a >= b, else 0;
+          ``gb = gy`` where a < b, else 0. clamp_max: ``ga`` where a <= b, ``gb`` where
+          a > b. So ``clamp(x, lo, hi)`` passes the whole gradient at the bounds, as
+          PyTorch's clamp does.
         """
 
     @abc.abstractmethod
     def unary_forward(self, op: str, x: Array) -> Array:
-        """``op`` in UNARY_OPS elementwise (log of a negative is NaN, log(0) is -inf)."""
+        """``op`` in UNARY_OPS elementwise (log of a negative is NaN, log(0) is -inf; sqrt
+        of a negative NaN; rsqrt is 1 / sqrt(x), inf at 0)."""
 
     @abc.abstractmethod
     def unary_backward(self, op: str, x: Array, gy: Array) -> Array:
-        """Gradient of ``op`` at ``x`` times ``gy`` (same shape as x)."""
+        """Gradient of ``op`` at ``x`` times ``gy`` (same shape as x). abs: gy * sign(x)
+        (0 at 0, NaN at NaN); sqrt: gy / (2 sqrt(x)); rsqrt: -gy / 2 * rsqrt(x)^3 (both
+        inf at 0, as PyTorch's); sin: gy cos(x); cos: -gy sin(x)."""
 
     # -------------------------------------------------------------- activations
     @abc.abstractmethod

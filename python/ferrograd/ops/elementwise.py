@@ -1,4 +1,7 @@
-"""Elementwise arithmetic (add, sub, mul, div, pow with broadcasting) and math (neg, exp, log)."""
+"""Elementwise ops on the two generic kernels of the contract, ``binary_*`` (add, sub, mul,
+div, pow, maximum, minimum, clamp_min, clamp_max, with broadcasting) and ``unary_*`` (neg,
+exp, log, abs, sqrt, rsqrt, sin, cos): a new pointwise op is a formula in each backend's
+generic kernel and a line here, not a kernel pair per backend."""
 
 from __future__ import annotations
 
@@ -53,6 +56,15 @@ class Binary(Function):
         elif op == "div":
             ga = g / b
             gb = -(g * a) / (b * b)
+        elif op in ("maximum", "minimum", "clamp_min", "clamp_max"):
+            # piecewise: each operand's share of g (0, 1/2 or 1) is a constant factor
+            be = a.backend
+            shape = np.broadcast_shapes(a.shape, b.shape)
+            ones = be.full(shape, 1.0, a.dtype)
+            share_a, share_b = be.binary_backward(op, be.expand(a.data, shape),
+                                                  be.expand(b.data, shape), ones)
+            ga = g * const(a, be.to_numpy(share_a))
+            gb = g * const(b, be.to_numpy(share_b))
         else:  # pow
             ah, bh = a.numpy(), b.numpy()
             ga = gb = None
@@ -87,11 +99,23 @@ class Unary(Function):
         from .. import functional as F
 
         (x,) = inputs
-        if ctx.op == "neg":
+        op = ctx.op
+        if op == "neg":
             return -g
-        if ctx.op == "exp":
+        if op == "exp":
             return g * F.exp(x)
-        return g / x
+        if op == "log":
+            return g / x
+        if op == "abs":  # sign(x) is piecewise constant
+            return g * const(x, np.sign(x.numpy()))
+        if op == "sqrt":
+            return g * 0.5 / sqrt(x)
+        if op == "rsqrt":
+            r = rsqrt(x)
+            return g * -0.5 * r * r * r
+        if op == "sin":
+            return g * cos(x)
+        return -(g * sin(x))  # cos
 
 
 def binary(op: str, a, b):
@@ -112,6 +136,43 @@ def unary(op: str, x):
     return Unary.apply(x, op)
 
 
+def maximum(input, other):
+    """The larger of the two elementwise, broadcast (torch.maximum): NaN if either is NaN;
+    the gradient goes to the larger, half to each on a tie."""
+    return binary("maximum", input, other)
+
+
+def minimum(input, other):
+    """The smaller of the two elementwise, broadcast (torch.minimum)."""
+    return binary("minimum", input, other)
+
+
+def clamp(input, min=None, max=None):  # noqa: A002 - PyTorch's argument names
+    """``input`` clamped to [min, max] (torch.clamp): each bound a number or a tensor that
+    broadcasts with input, at least one given. The gradient passes where min <= input <=
+    max, bounds included, as PyTorch's; a tensor bound gets it where it was taken."""
+    require_float(input, "input")
+    if min is None and max is None:
+        raise ValueError("clamp: expected at least one of min and max, got neither")
+    out = input
+    if min is not None:
+        out = binary("clamp_min", out, input._operand(min, "min"))
+    if max is not None:
+        out = binary("clamp_max", out, input._operand(max, "max"))
+    return out
+
+
+def clamp_min(input, min):  # noqa: A002
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):  # noqa: A002
+    return clamp(input, max=max)
+
+
+clip = clamp
+
+
 def add(a, b): return a + b
 def sub(a, b): return a - b
 def mul(a, b): return a * b
@@ -120,3 +181,8 @@ def pow(a, b): return a ** b  # noqa: A001 - the op's name
 def neg(x): return unary("neg", x)
 def exp(x): return unary("exp", x)
 def log(x): return unary("log", x)
+def abs(x): return unary("abs", x)  # noqa: A001 - torch.abs
+def sqrt(x): return unary("sqrt", x)
+def rsqrt(x): return unary("rsqrt", x)
+def sin(x): return unary("sin", x)
+def cos(x): return unary("cos", x)

@@ -123,7 +123,8 @@ def size(d: Draw, good):
 # ------------------------------------------------------------------ generators
 def gen_unary(d: Draw):
     op = d.choice(["relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "exp", "log", "neg",
-                   "swish", "softmax", "log_softmax"])
+                   "swish", "softmax", "log_softmax", "abs", "sqrt", "rsqrt", "sin", "cos",
+                   "clamp"])
     x = huge_view(d) if d.rarely() else tensor(d, dims(d, 0, 4))
     kw: Dict[str, Any] = {}
     if op == "gelu":
@@ -134,11 +135,14 @@ def gen_unary(d: Draw):
         kw["beta"] = value(d.choice([1.0, 0.5, float("inf"), "1"]))
     if op in ("softmax", "log_softmax"):
         kw["dim"] = value(d.choice([-1, 0, 1, 2, -1, 5, -5, 1.5, None]))
+    if op == "clamp":
+        bounds = [None, -1.0, 0.5, float("nan"), float("inf"), "0", 2]
+        kw["min"], kw["max"] = value(d.choice(bounds)), value(d.choice(bounds))
     return op, [x], kw
 
 
 def gen_binary(d: Draw):
-    op = d.choice(["add", "sub", "mul", "div", "pow"])
+    op = d.choice(["add", "sub", "mul", "div", "pow", "maximum", "minimum"])
     a_dims = dims(d, 0, 4)
     if d.rarely():
         b = value(d.choice([2.0, 0, -1, float("nan"), "x", None, 1e30]))

@@ -1,4 +1,6 @@
-//! Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, pow; neg, exp, log.
+//! Elementwise arithmetic with numpy broadcasting: add, sub, mul, div, pow, maximum,
+//! minimum, clamp_min, clamp_max; neg, exp, log, abs, sqrt, rsqrt, sin, cos. Semantics
+//! (NaN, ties, the gradient rules) are the contract's (`backends/base.py`), PyTorch's.
 
 use super::activation::check_same_len;
 use super::map::{map1, map2};
@@ -16,6 +18,12 @@ pub enum BinaryOp {
     Mul,
     Div,
     Pow,
+    Maximum,
+    Minimum,
+    /// a clamped from below by b: maximum's values, clamp's gradient rule
+    ClampMin,
+    /// a clamped from above by b
+    ClampMax,
 }
 
 impl BinaryOp {
@@ -26,7 +34,16 @@ impl BinaryOp {
             "mul" => BinaryOp::Mul,
             "div" => BinaryOp::Div,
             "pow" => BinaryOp::Pow,
-            _ => return value_err!("op: expected one of add, sub, mul, div, pow, got {s:?}"),
+            "maximum" => BinaryOp::Maximum,
+            "minimum" => BinaryOp::Minimum,
+            "clamp_min" => BinaryOp::ClampMin,
+            "clamp_max" => BinaryOp::ClampMax,
+            _ => {
+                return value_err!(
+                    "op: expected one of add, sub, mul, div, pow, maximum, minimum, clamp_min, \
+                     clamp_max, got {s:?}"
+                )
+            }
         })
     }
 }
@@ -36,6 +53,11 @@ pub enum UnaryOp {
     Neg,
     Exp,
     Log,
+    Abs,
+    Sqrt,
+    Rsqrt,
+    Sin,
+    Cos,
 }
 
 impl UnaryOp {
@@ -44,7 +66,12 @@ impl UnaryOp {
             "neg" => UnaryOp::Neg,
             "exp" => UnaryOp::Exp,
             "log" => UnaryOp::Log,
-            _ => return value_err!("op: expected one of neg, exp, log, got {s:?}"),
+            "abs" => UnaryOp::Abs,
+            "sqrt" => UnaryOp::Sqrt,
+            "rsqrt" => UnaryOp::Rsqrt,
+            "sin" => UnaryOp::Sin,
+            "cos" => UnaryOp::Cos,
+            _ => return value_err!("op: expected one of neg, exp, log, abs, sqrt, rsqrt, sin, cos, got {s:?}"),
         })
     }
 }
@@ -198,6 +225,29 @@ fn broadcast_map3<T: Real, F: Fn(T, T, T) -> T + Sync>(
     Ok(out)
 }
 
+/// The larger of x and y, NaN if either is (torch.maximum; `f32::max` would drop a NaN).
+#[inline(always)]
+fn max_nan<T: Real>(x: T, y: T) -> T {
+    if x > y || x.is_nan_() { x } else { y }
+}
+
+#[inline(always)]
+fn min_nan<T: Real>(x: T, y: T) -> T {
+    if x < y || x.is_nan_() { x } else { y }
+}
+
+/// maximum's and minimum's share of g for the operand that `loses` (0), ties (g / 2) or
+/// wins or meets a NaN (g): comparisons with a NaN are false both ways, so both take g.
+#[inline(always)]
+fn tie_share<T: Real>(loses: bool, tie: bool, g: T) -> T {
+    if loses { T::ZERO } else if tie { g * T::c(0.5) } else { g }
+}
+
+#[inline(always)]
+fn keep_if<T: Real>(keep: bool, g: T) -> T {
+    if keep { g } else { T::ZERO }
+}
+
 fn check_len<T>(x: &[T], shape: &[usize], name: &str) -> Result<()> {
     let n: usize = shape.iter().product();
     if x.len() != n {
@@ -224,6 +274,8 @@ pub fn binary_forward<T: Real>(
             BinaryOp::Mul => map2(a, b, |x, y| x * y),
             BinaryOp::Div => map2(a, b, |x, y| x / y),
             BinaryOp::Pow => map2(a, b, |x: T, y: T| x.powf_(y)),
+            BinaryOp::Maximum | BinaryOp::ClampMin => map2(a, b, |x, y| max_nan(x, y)),
+            BinaryOp::Minimum | BinaryOp::ClampMax => map2(a, b, |x, y| min_nan(x, y)),
         };
         return Ok((v, out_shape));
     }
@@ -237,6 +289,8 @@ pub fn binary_forward<T: Real>(
         BinaryOp::Mul => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x * y)?,
         BinaryOp::Div => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| x / y)?,
         BinaryOp::Pow => broadcast_map3(&out_shape, pa, pb, pa, |x: T, y: T, _| x.powf_(y))?,
+        BinaryOp::Maximum | BinaryOp::ClampMin => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| max_nan(x, y))?,
+        BinaryOp::Minimum | BinaryOp::ClampMax => broadcast_map3(&out_shape, pa, pb, pa, |x, y, _| min_nan(x, y))?,
     };
     Ok((v, out_shape))
 }
@@ -295,6 +349,22 @@ pub fn binary_backward<T: Real>(
                 if x == T::ZERO && y >= T::ZERO { T::ZERO } else { g * x.powf_(y) * x.ln_() }
             })?,
         ),
+        BinaryOp::Maximum => (
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| tie_share(x < y, x == y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| tie_share(x > y, x == y, g))?,
+        ),
+        BinaryOp::Minimum => (
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| tie_share(x > y, x == y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| tie_share(x < y, x == y, g))?,
+        ),
+        BinaryOp::ClampMin => (
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x >= y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x < y, g))?,
+        ),
+        BinaryOp::ClampMax => (
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x <= y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x > y, g))?,
+        ),
     };
     // same shapes (the common case): the full gradients are already the operands'
     let ga = if a_shape == &out_shape[..] { ga_full } else { sum_to_shape(&ga_full, &out_shape, a_shape)? };
@@ -307,6 +377,11 @@ pub fn unary_forward<T: Real>(op: UnaryOp, x: &[T]) -> Vec<T> {
         UnaryOp::Neg => map1(x, |v: T| -v),
         UnaryOp::Exp => map1(x, |v: T| v.exp_()),
         UnaryOp::Log => map1(x, |v: T| v.ln_()),
+        UnaryOp::Abs => map1(x, |v: T| v.abs_()),
+        UnaryOp::Sqrt => map1(x, |v: T| v.sqrt_()),
+        UnaryOp::Rsqrt => map1(x, |v: T| T::ONE / v.sqrt_()),
+        UnaryOp::Sin => map1(x, |v: T| v.sin_()),
+        UnaryOp::Cos => map1(x, |v: T| v.cos_()),
     }
 }
 
@@ -316,6 +391,17 @@ pub fn unary_backward<T: Real>(op: UnaryOp, x: &[T], gy: &[T]) -> Result<Vec<T>>
         UnaryOp::Neg => map1(gy, |g: T| -g),
         UnaryOp::Exp => map2(x, gy, |v: T, g: T| g * v.exp_()),
         UnaryOp::Log => map2(x, gy, |v: T, g: T| g / v),
+        // g sign(v): 0 at 0, NaN at NaN (numpy's sign)
+        UnaryOp::Abs => map2(x, gy, |v: T, g: T| {
+            if v > T::ZERO { g } else if v < T::ZERO { -g } else if v.is_nan_() { v } else { g * T::ZERO }
+        }),
+        UnaryOp::Sqrt => map2(x, gy, |v: T, g: T| g / (T::c(2.0) * v.sqrt_())),
+        UnaryOp::Rsqrt => map2(x, gy, |v: T, g: T| {
+            let r = T::ONE / v.sqrt_();
+            T::c(-0.5) * g * (r * r * r)
+        }),
+        UnaryOp::Sin => map2(x, gy, |v: T, g: T| g * v.cos_()),
+        UnaryOp::Cos => map2(x, gy, |v: T, g: T| -g * v.sin_()),
     })
 }
 

@@ -8,11 +8,13 @@ from .._validate import check_binary_op, check_same_shape, check_unary_op
 from .runtime import _check_f32, _contiguous_strides
 
 
-_BINARY_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "pow": 4}
+_BINARY_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "pow": 4, "maximum": 5, "minimum": 6,
+                 "clamp_min": 5, "clamp_max": 6}
 # (ga formula, gb formula) codes of elementwise.cu's binary_apply
 _BINARY_GRAD_CODES = {"add": (10, 10), "sub": (10, 11), "mul": (12, 13), "div": (14, 15),
-                      "pow": (16, 17)}
-_UNARY_CODES = {"neg": 0, "exp": 1, "log": 2}
+                      "pow": (16, 17), "maximum": (18, 19), "minimum": (20, 21),
+                      "clamp_min": (22, 23), "clamp_max": (24, 25)}
+_UNARY_CODES = {"neg": 0, "exp": 1, "log": 2, "abs": 3, "sqrt": 4, "rsqrt": 5, "sin": 6, "cos": 7}
 
 
 class ElementwiseKernels:

@@ -28,6 +28,10 @@ class ElementwiseKernels:
                 return a * b
             if op == "div":
                 return a / b
+            if op in ("maximum", "clamp_min"):
+                return np.maximum(a, b)  # NaN if either is NaN, as torch.maximum and clamp
+            if op in ("minimum", "clamp_max"):
+                return np.minimum(a, b)
             return np.power(a, b)
 
     def binary_backward(self, op, a, b, gy):
@@ -42,6 +46,17 @@ class ElementwiseKernels:
             elif op == "div":
                 ga = gy / b
                 gb = -gy * a / (b * b)
+            elif op in ("maximum", "minimum"):
+                # the winner takes gy, a tie splits it; a NaN compares false both ways
+                # and both operands take gy (PyTorch's rule)
+                shared = np.where(a == b, gy / 2, gy)
+                a_loses, b_loses = (a < b, a > b) if op == "maximum" else (a > b, a < b)
+                ga = np.where(a_loses, 0, shared)
+                gb = np.where(b_loses, 0, shared)
+            elif op == "clamp_min":  # a clamped from below by b
+                ga, gb = np.where(a >= b, gy, 0), np.where(a < b, gy, 0)
+            elif op == "clamp_max":  # a clamped from above by b
+                ga, gb = np.where(a <= b, gy, 0), np.where(a > b, gy, 0)
             else:  # pow: d/da = b a^(b-1), 0 where b == 0; d/db = a^b log a, 0 where
                 # a == 0 and b >= 0 (PyTorch's masks: 0^0 and 0^b have gradient 0; 0^-1
                 # gives inf * log 0 = -inf; a negative a gives NaN, as log a is)
@@ -61,7 +76,17 @@ class ElementwiseKernels:
                 return -x
             if op == "exp":
                 return np.exp(x)
-            return np.log(x)
+            if op == "log":
+                return np.log(x)
+            if op == "abs":
+                return np.abs(x)
+            if op == "sqrt":
+                return np.sqrt(x)
+            if op == "rsqrt":
+                return 1 / np.sqrt(x)
+            if op == "sin":
+                return np.sin(x)
+            return np.cos(x)
 
     def unary_backward(self, op, x, gy):
         check_unary_op(op)
@@ -70,4 +95,15 @@ class ElementwiseKernels:
                 return -gy
             if op == "exp":
                 return gy * np.exp(x)
-            return gy / x
+            if op == "log":
+                return gy / x
+            if op == "abs":
+                return gy * np.sign(x)
+            if op == "sqrt":
+                return gy / (2 * np.sqrt(x))
+            if op == "rsqrt":
+                r = 1 / np.sqrt(x)
+                return -0.5 * gy * (r * r * r)
+            if op == "sin":
+                return gy * np.cos(x)
+            return -gy * np.sin(x)
