@@ -22,6 +22,7 @@ pub mod error;
 pub mod layers;
 pub mod ops;
 pub mod real;
+pub mod safe_gemm;
 
 #[cfg(feature = "python")]
 mod python;

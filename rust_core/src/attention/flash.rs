@@ -13,6 +13,7 @@ use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::ops::map::{detect_isa, wide};
 use crate::real::Real;
+use crate::safe_gemm::{self, Operand};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -77,35 +78,9 @@ fn gemm_tile<T: Real>(
         }
         return;
     }
-    // every index the GEMM touches lies inside the slices (checked here, not assumed)
-    assert!((m - 1) * dst_rs + n <= dst.len(), "flash: dst tile out of bounds");
-    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "flash: lhs tile out of bounds");
-    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "flash: rhs tile out of bounds");
-    // SAFETY: the asserts above bound every element read or written; dst is a distinct
-    // mutable slice, so it does not alias a or b.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            acc,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    // every index the GEMM touches is checked against the slices by safe_gemm
+    let (a, b) = (Operand::strided(a, a_rs, a_cs), Operand::strided(b, b_rs, b_cs));
+    safe_gemm::gemm(m, n, k, dst, dst_rs, acc, a, b, Parallelism::None);
 }
 
 /// max(init, row) with 8 independent lanes, so that LLVM vectorizes it (a single

@@ -29,7 +29,9 @@ use super::{ConvGrads, Geom};
 use crate::alloc::zeroed;
 use crate::error::Result;
 use crate::real::Real;
+use crate::safe_gemm::{self, Operand};
 use crate::value_err;
+use gemm::Parallelism;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -295,63 +297,6 @@ fn transform<T: Real>(
         (WinoTile::F4, Pass::Output) => apply2d_fn(at4::<T>, inp, is, out, os, nt, tmp),
         (WinoTile::F4, Pass::GradOut) => apply2d_fn(a4::<T>, inp, is, out, os, nt, tmp),
     }
-}
-
-/// dst (m x n, row stride `dst_rs`) := (accumulate ? dst : 0) + a @ b, with a (m x k) and
-/// b (k x n) read through (column, row) strides; single-threaded (the callers run blocks
-/// in parallel).
-///
-/// # Safety
-/// The pointers must cover the elements the strides address, and dst must not alias.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_seq<T: Real>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut T,
-    dst_rs: isize,
-    accumulate: bool,
-    a: *const T,
-    a_cs: isize,
-    a_rs: isize,
-    b: *const T,
-    b_cs: isize,
-    b_rs: isize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.offset(i as isize * dst_rs + j as isize) = T::ZERO;
-                }
-            }
-        }
-        return;
-    }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs,
-        accumulate,
-        a,
-        a_cs,
-        a_rs,
-        b,
-        b_cs,
-        b_rs,
-        T::ONE,
-        T::ONE,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
 }
 
 /// A pointer that rayon tasks may share: each task writes a disjoint part.
@@ -657,24 +602,12 @@ fn forward_core<T: Real>(
             input_transform(tf, x, p, blk, sc);
             for pt in 0..a2 {
                 for gi in 0..p.groups {
-                    // SAFETY: M[pt][group rows] (og x nt), U[pt][group] (og x cg) and
-                    // V[pt][group channels] (cg x nt) lie inside their buffers.
-                    unsafe {
-                        gemm_seq(
-                            og,
-                            nt,
-                            cg,
-                            sc.mm.as_mut_ptr().add((pt * o + gi * og) * nt),
-                            nt as isize,
-                            false,
-                            u.as_ptr().add((pt * o + gi * og) * cg),
-                            1,
-                            cg as isize,
-                            sc.v.as_ptr().add((pt * p.c + gi * cg) * nt),
-                            1,
-                            nt as isize,
-                        )
-                    }
+                    // M[pt][group rows] (og x nt) = U[pt][group] (og x cg) @ V[pt][group
+                    // channels] (cg x nt), single-threaded (the blocks run in parallel)
+                    let mm = &mut sc.mm[(pt * o + gi * og) * nt..];
+                    let ug = Operand::rows(&u[(pt * o + gi * og) * cg..], cg);
+                    let vg = Operand::rows(&sc.v[(pt * p.c + gi * cg) * nt..], nt);
+                    safe_gemm::gemm(og, nt, cg, mm, nt, false, ug, vg, Parallelism::None);
                 }
             }
             let y = yp;
@@ -821,24 +754,12 @@ fn weight_grad<T: Real>(tf: &Transforms<T>, x: &[T], gy: &[T], g: &Geom) -> Resu
             }
             for pt in 0..a2 {
                 for gi in 0..g.groups {
-                    // SAFETY: acc[pt][group] (og x cg), GY_hat[pt][group rows] (og x nt)
-                    // and V[pt][group channels] (cg x nt, read transposed) are in bounds.
-                    unsafe {
-                        gemm_seq(
-                            og,
-                            cg,
-                            nt,
-                            acc.as_mut_ptr().add(pt * oc + gi * og * cg),
-                            cg as isize,
-                            true,
-                            sc.mm.as_ptr().add((pt * o + gi * og) * nt),
-                            1,
-                            nt as isize,
-                            sc.v.as_ptr().add((pt * g.c + gi * cg) * nt),
-                            nt as isize,
-                            1,
-                        )
-                    }
+                    // acc[pt][group] (og x cg) += GY_hat[pt][group rows] (og x nt) @
+                    // V[pt][group channels]^T (cg x nt read transposed), single-threaded
+                    let dst = &mut acc[pt * oc + gi * og * cg..];
+                    let gy_hat = Operand::rows(&sc.mm[(pt * o + gi * og) * nt..], nt);
+                    let vt = Operand::transposed(&sc.v[(pt * g.c + gi * cg) * nt..], nt);
+                    safe_gemm::gemm(og, cg, nt, dst, cg, true, gy_hat, vt, Parallelism::None);
                 }
             }
         });

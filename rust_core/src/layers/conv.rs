@@ -46,8 +46,9 @@ pub enum ConvKernel {
 impl ConvAlgorithm {
     /// The kernel for geometry `g`, forward or backward (they choose separately: the
     /// FFT's backward pays off from smaller kernels). The rule is the rust backend's
-    /// (`resolve_rust_algo` in `ferrograd/backends/_conv.py`, where the measurements
-    /// behind it are), with ch = min(C, O) / groups and size = min(OH, OW):
+    /// (`resolve_rust_algo` in `ferrograd/backends/_conv.py`; the crossovers behind it are
+    /// in benches/README.md, "Measurements behind the code"), with ch = min(C, O) / groups
+    /// and size = min(OH, OW):
     /// Winograd F(4x4, 3x3) for size >= 24, or size >= 10 with ch <= 32, else F(2x2, 3x3);
     /// `Auto` takes Winograd for 3x3 stride-1 undilated kernels with ch >= 4, FFT for
     /// stride-1 kernels of KH * KW >= 81 taps (49 backward) or >= 25 with ch <= 16, and

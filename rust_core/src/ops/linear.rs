@@ -6,8 +6,8 @@ use super::reduce::column_sums;
 use crate::alloc::{checked_numel, zeroed};
 use crate::error::Result;
 use crate::real::Real;
+use crate::safe_gemm::{self, Operand};
 use crate::shape_err;
-use gemm::Parallelism;
 
 /// A row-major matrix, possibly read transposed.
 #[derive(Clone, Copy)]
@@ -32,12 +32,12 @@ impl<'a, T> Mat<'a, T> {
             (self.rows, self.cols)
         }
     }
-    /// (column stride, row stride) of the matrix as read
-    fn strides(&self) -> (isize, isize) {
+    /// The matrix as read, as a GEMM operand (a transpose is read through its strides)
+    fn operand(&self) -> Operand<'a, T> {
         if self.trans {
-            (self.cols as isize, 1)
+            Operand::transposed(self.data, self.cols)
         } else {
-            (1, self.cols as isize)
+            Operand::rows(self.data, self.cols)
         }
     }
     /// element (i, j) of the matrix as read
@@ -135,15 +135,6 @@ pub(crate) fn exact_nonfinite<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, init
     }
 }
 
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    // below ~64^3 multiply-adds the threads cost more than they save
-    if (m as u128) * (n as u128) * (k as u128) < 1 << 18 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(rayon::current_num_threads())
-    }
-}
-
 /// dst (m x n, row-major) := (accumulate ? dst : 0) + a @ b
 pub(crate) fn gemm_into<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (m, k) = a.dims();
@@ -158,33 +149,7 @@ pub(crate) fn gemm_into<T: Real>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate
         }
         return;
     }
-    let (a_cs, a_rs) = a.strides();
-    let (b_cs, b_rs) = b.strides();
-    // SAFETY: the pointers cover m*k, k*n and m*n elements with the strides given (checked
-    // by the callers), and dst does not alias a or b (it is a fresh Vec).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        )
-    }
+    safe_gemm::gemm(m, n, k, dst, n, accumulate, a.operand(), b.operand(), safe_gemm::threads_for(m, n, k))
 }
 
 /// op(a) @ op(b) for `batch` pairs of matrices stored one after the other

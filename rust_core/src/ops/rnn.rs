@@ -26,6 +26,7 @@ use super::linear::{exact_nonfinite, Mat};
 use crate::alloc::{self, checked_numel};
 use crate::error::Result;
 use crate::real::Real;
+use crate::safe_gemm::{self, Operand};
 use crate::shape_err;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -55,20 +56,9 @@ fn mm<T: Real>(dst: &mut [T], a: &[T], ta: bool, b: &[T], tb: bool, m: usize, n:
         }
         return;
     }
-    // (column stride, row stride) of op(a) and op(b)
-    let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
-    let par = if (m as u128) * (n as u128) * (k as u128) < 1 << 18 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(rayon::current_num_threads())
-    };
-    // SAFETY: a, b and dst cover m*k, k*n and m*n elements with these strides (checked by
-    // the callers' length checks), and dst never aliases a or b.
-    unsafe {
-        gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs, a_rs,
-                   b.as_ptr(), b_cs, b_rs, T::ONE, T::ONE, false, false, false, par)
-    }
+    let a = if ta { Operand::transposed(a, m) } else { Operand::rows(a, k) };
+    let b = if tb { Operand::transposed(b, k) } else { Operand::rows(b, n) };
+    safe_gemm::gemm(m, n, k, dst, n, accumulate, a, b, safe_gemm::threads_for(m, n, k));
 }
 
 fn check(name: &str, got: usize, want: usize, shape: &str) -> Result<()> {
@@ -162,18 +152,11 @@ fn input_projection<T: Real>(x: &[T], w_ih: &[T], bias: Option<Vec<T>>, d: RnnDi
             // the GEMM writes every element without reading dst: no zero-fill first
             let (m, k) = (d.t * d.n, d.i);
             let mut v: Vec<T> = alloc::with_capacity(n_out, "a recurrent layer's input projection")?;
-            let par = if (m as u128) * (g as u128) * (k as u128) < 1 << 18 {
-                Parallelism::None
-            } else {
-                Parallelism::Rayon(rayon::current_num_threads())
-            };
-            // SAFETY: v has capacity m*g; x is (m, k) and w_ih (g, k) row-major (read as
-            // its transpose); dst is not read (read_dst = false), every element written.
-            unsafe {
-                gemm::gemm(m, g, k, v.as_mut_ptr(), 1, g as isize, false, x.as_ptr(), 1, k as isize,
-                           w_ih.as_ptr(), k as isize, 1, T::ONE, T::ONE, false, false, false, par);
-                v.set_len(m * g);
-            }
+            // x is (m, k) and w_ih (g, k) row-major, read as its transpose
+            let (xs, ws) = (Operand::rows(x, k), Operand::transposed(w_ih, k));
+            safe_gemm::gemm_uninit(m, g, k, &mut v.spare_capacity_mut()[..m * g], g, xs, ws, safe_gemm::threads_for(m, g, k));
+            // SAFETY: gemm_uninit wrote every one of the first m*g elements
+            unsafe { v.set_len(m * g) };
             exact(&mut v, None);
             return Ok(v);
         }
@@ -324,12 +307,7 @@ impl<T: Real> StepWeights<T> {
 /// dst (m x n) := a (m x k) @ b (k x n), row-major, on the calling thread.
 fn mm_serial<T: Real>(dst: &mut [T], a: &[T], b: &[T], m: usize, n: usize, k: usize) {
     debug_assert!(dst.len() == m * n && a.len() >= m * k && b.len() >= k * n && k > 0);
-    // SAFETY: a, b and dst cover m*k, k*n and m*n elements with these strides, dst is
-    // a distinct mutable slice.
-    unsafe {
-        gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize,
-                   b.as_ptr(), 1, n as isize, T::ONE, T::ONE, false, false, false, Parallelism::None)
-    }
+    safe_gemm::gemm(m, n, k, dst, n, false, Operand::rows(a, k), Operand::rows(b, n), Parallelism::None);
 }
 
 /// The LSTM step GEMM for f32 on AVX-512: a block's weights are packed once per call in
