@@ -14,7 +14,15 @@ from ._determinism import are_deterministic_algorithms_enabled, use_deterministi
 from .random import get_rng_state, initial_seed, manual_seed, set_rng_state
 from .ops.elementwise import (  # torch.abs, torch.clamp ...: the math ops at the top level
     abs, clamp, clip, cos, exp, log, maximum, minimum, rsqrt, sin, sqrt)
+from .creation import (
+    arange, empty, empty_like, eye, float32, float64, from_dlpack, from_numpy, full_like, int64,
+    linspace, ones_like, rand_like, randint, randn_like, randperm, zeros_like)
 from .tensor import Tensor, full, ones, rand, randn, tensor, zeros
+
+#: PyTorch's dtype aliases (torch.float, torch.double, torch.long)
+float = float32  # noqa: A001
+double = float64
+long = int64
 
 __version__ = "0.1.0"
 
@@ -22,6 +30,9 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "full", "rand", "randn", "manual_seed",
     "initial_seed", "get_rng_state", "set_rng_state", "random",
     "abs", "sqrt", "rsqrt", "sin", "cos", "exp", "log", "maximum", "minimum", "clamp", "clip",
+    "arange", "linspace", "eye", "empty", "zeros_like", "ones_like", "full_like", "empty_like",
+    "rand_like", "randn_like", "randint", "randperm", "from_numpy", "from_dlpack",
+    "float32", "float64", "int64", "float", "double", "long",
     "use_deterministic_algorithms", "are_deterministic_algorithms_enabled",
     "no_grad", "enable_grad", "gradcheck", "autograd", "functional", "nn", "optim",
     "get_backend", "available_backends", "set_default_backend",

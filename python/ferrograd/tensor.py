@@ -13,12 +13,16 @@ from .backends.base import Backend
 from .random import host_generator
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: PyTorch's default dtype for floats given as Python numbers or lists
+_DEFAULT_FLOAT = np.dtype(np.float32)
 
 def _normalize_dtype(dtype) -> Optional[np.dtype]:
     if dtype is None:
         return None
     if isinstance(dtype, str) and dtype in ("float", "float32"):
         return np.dtype(np.float32)
+    if isinstance(dtype, str) and dtype in ("double", "long"):
+        return np.dtype(np.float64 if dtype == "double" else np.int64)
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -104,9 +108,64 @@ class Tensor:
         return self.data.shape[0]
 
     def __repr__(self) -> str:
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
-        return f"tensor({body}, backend={self.backend.name!r}, dtype={self.dtype}{grad})"
+        """As PyTorch writes it: the values, then only what is not the default (the
+        backend unless numpy, the dtype unless float32 or int64, grad_fn or
+        requires_grad)."""
+        values = self.numpy()
+        # PyTorch's format: "1., 2." when every value is integral, else 4 fixed decimals
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        fixed = values.dtype.kind == "f" and not np.all(np.mod(finite, 1) == 0)
+        body = np.array2string(values, separator=", ", precision=4, threshold=1000,
+                               floatmode="fixed" if fixed else "maxprec", prefix="tensor(")
+        extra = []
+        if self.backend.name != "numpy":
+            extra.append(f"backend={self.backend.name!r}")
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.int64)) or self.size == 0:
+            extra.append(f"dtype={self.dtype}")
+        if self._node is not None:
+            extra.append(f"grad_fn=<{self._node.name}>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extra) + ")"
+
+    # ------------------------------------------------------------- interop
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the values (shared with the tensor on the CPU backends)."""
+        arr = self.numpy()
+        if dtype is not None and np.dtype(dtype) != arr.dtype:
+            return arr.astype(dtype)
+        return np.array(arr, copy=True) if copy else arr
+
+    def __dlpack__(self, stream=None, **kwargs):
+        """DLPack export (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``): zero copy on the
+        CPU backends. cuda tensors export through ``__cuda_array_interface__`` of
+        ``t.data`` (a PyCUDA GPUArray) instead."""
+        if self.backend.name == "cuda":
+            raise BufferError("__dlpack__: cuda tensors are shared through "
+                              "t.data.__cuda_array_interface__ (torch.as_tensor(t.data, "
+                              "device='cuda')), not DLPack")
+        return np.asarray(self.data).__dlpack__(**({"stream": stream} if stream is not None else {}))
+
+    def __dlpack_device__(self):
+        if self.backend.name == "cuda":
+            raise BufferError("__dlpack_device__: cuda tensors are shared through "
+                              "__cuda_array_interface__, not DLPack")
+        return np.asarray(self.data).__dlpack_device__()
+
+    def __reduce_ex__(self, protocol):
+        """pickle: the values, the backend (by name) and requires_grad; a leaf comes back
+        (as PyTorch's torch.save of a tensor). The class is kept (Parameter stays one)."""
+        return (_rebuild, (type(self), self.numpy().copy(), self.backend.name, self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        if self._node is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) "
+                               "support the deepcopy protocol at the moment; detach() first")
+        new = _rebuild(type(self), self.numpy().copy(), self.backend.name, self.requires_grad)
+        memo[id(self)] = new
+        if self.grad is not None:
+            new.grad = self.grad.__deepcopy__(memo)
+        return new
 
     # --------------------------------------------------------- conversions
     def numpy(self) -> np.ndarray:
@@ -121,13 +180,40 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, backend) -> "Tensor":
-        """This tensor on another backend (differentiable: gradients flow back)."""
-        target = get_backend(backend)
-        if target is self.backend:
-            return self
-        from .ops.layout import ToBackend
-        return ToBackend.apply(self, target)
+    def to(self, *args, dtype=None, backend=None) -> "Tensor":
+        """This tensor on another backend and/or in another dtype, as PyTorch's
+        ``t.to(device)``, ``t.to(dtype)``, ``t.to(device, dtype)``: each argument a backend
+        name (or Backend) or a dtype. Differentiable: gradients flow back, cast back."""
+        for a in args:
+            if isinstance(a, (str, Backend)) and not (isinstance(a, str) and _is_dtype_name(a)):
+                if backend is not None:
+                    raise TypeError(f"to(): expected one backend, got {backend!r} and {a!r}")
+                backend = a
+            else:
+                if dtype is not None:
+                    raise TypeError(f"to(): expected one dtype, got {dtype!r} and {a!r}")
+                dtype = a
+        out = self
+        if backend is not None:
+            target = get_backend(backend)
+            if target is not out.backend:
+                from .ops.layout import ToBackend
+                out = ToBackend.apply(out, target)
+        if dtype is not None:
+            dt = _normalize_dtype(dtype)
+            if dt != out.dtype:
+                from .ops.layout import to_dtype
+                out = to_dtype(out, dt)
+        return out
+
+    def float(self) -> "Tensor":
+        return self.to(dtype=np.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(dtype=np.float64)
+
+    def long(self) -> "Tensor":
+        return self.to(dtype=np.int64)
 
     def detach(self) -> "Tensor":
         return Tensor._wrap(self.data, self.backend)
@@ -304,12 +390,31 @@ class Tensor:
         return self.transpose(0, 1)
 
 
+def _is_dtype_name(s: str) -> bool:
+    return s in ("float", "float32", "float64", "double", "int64", "long")
+
+
+def _rebuild(cls, values, backend_name, requires_grad):
+    be = get_backend(backend_name)
+    t = Tensor(be.from_numpy(np.require(values, requirements="C")), be, requires_grad=requires_grad)
+    if cls is not Tensor:  # a Tensor subclass (nn.Parameter) keeps its class
+        t.__class__ = cls
+    return t
+
+
 # ------------------------------------------------------------------ creation
 def _as_array(data, dtype) -> np.ndarray:
     if isinstance(data, Tensor):
         arr = data.numpy()
+    elif hasattr(data, "detach") and hasattr(data, "cpu") and hasattr(data, "numpy"):
+        arr = data.detach().cpu().numpy()  # a torch.Tensor, one that requires grad included
     else:
+        is_array = isinstance(data, np.ndarray) or hasattr(data, "__array_interface__")
         arr = np.asarray(data)
+        if arr.dtype.kind == "f" and not is_array and dtype is None:
+            # Python floats and lists of them: PyTorch's default dtype, float32 (a numpy
+            # array keeps its float64, as torch.tensor(ndarray) does)
+            arr = arr.astype(_DEFAULT_FLOAT)
     if dtype is not None:
         return np.array(arr, dtype=dtype, copy=True)
     if arr.dtype.kind == "f":

@@ -59,6 +59,16 @@ class Backend(abc.ABC):
     #: the backend's name as users pass it: "numpy", "rust" or "cuda"
     name: str = ""
 
+    def __reduce__(self):
+        # a backend is one object per process (ops compare backends by identity): pickle
+        # and deepcopy give back that object, by name, not a second instance
+        from . import get_backend
+
+        return (get_backend, (self.name,))
+
+    def __deepcopy__(self, memo):
+        return self
+
     # ------------------------------------------------------------------ arrays
     @abc.abstractmethod
     def from_numpy(self, a: "numpy.ndarray") -> Array:  # noqa: F821

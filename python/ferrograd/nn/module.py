@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -190,8 +190,19 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
-    def to(self, backend) -> "Module":
-        """Move every parameter, gradient and buffer to ``backend`` in place; returns self."""
+    def to(self, *args, dtype=None, backend=None) -> "Module":
+        """Move every parameter, gradient and buffer to a backend and/or cast the floating
+        ones to a float dtype, in place (PyTorch's ``module.to(device, dtype)``; integer
+        buffers such as num_batches_tracked keep their dtype); returns self."""
+        for a in args:
+            if isinstance(a, str) and a in ("numpy", "rust", "cuda") or hasattr(a, "from_numpy"):
+                backend = a
+            else:
+                dtype = a
+        if dtype is not None:
+            self._cast_floats(dtype)
+        if backend is None:
+            return self
         be = get_backend(backend)
         for m in self.modules():
             for reg in (m._parameters, m._buffers):
@@ -203,6 +214,29 @@ class Module:
                         t.grad = Tensor(be.from_numpy(np.require(t.grad.numpy(), requirements="C")), be)
                     t.backend = be
         return self
+
+    def _cast_floats(self, dtype) -> None:
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype: expected a float dtype (float32 or float64), got {dt}")
+        for m in self.modules():
+            for reg in (m._parameters, m._buffers):
+                for t in reg.values():
+                    if t is None or t.dtype.kind != "f" or t.dtype == dt:
+                        continue
+                    be = t.backend
+                    t.data = be.from_numpy(np.require(t.numpy().astype(dt), requirements="C"))
+                    if t.grad is not None:
+                        t.grad = Tensor(be.from_numpy(np.require(t.grad.numpy().astype(dt),
+                                                                 requirements="C")), be)
+
+    def float(self) -> "Module":
+        """Cast floating parameters and buffers to float32 (module.float())."""
+        return self.to(dtype=np.float32)
+
+    def double(self) -> "Module":
+        """Cast floating parameters and buffers to float64 (module.double())."""
+        return self.to(dtype=np.float64)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():

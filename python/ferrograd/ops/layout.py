@@ -68,6 +68,43 @@ class ToBackend(Function):
         return ctx.output_backend.from_numpy(np.require(ctx.backend.to_numpy(v), requirements="C"))
 
 
+class ToDtype(Function):
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.in_dtype = np.dtype(x.dtype)
+        return _cast(ctx.backend, x, dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return _cast(ctx.backend, gy, ctx.in_dtype)
+
+    @staticmethod
+    def jvp(ctx, out, v):
+        return _cast(ctx.backend, v, np.dtype(out.dtype))
+
+    @staticmethod
+    def backward_graph(ctx, inputs, g):
+        return g.to(dtype=ctx.in_dtype)
+
+
+def _cast(backend, x, dtype):
+    """x as ``dtype`` (through the host: numpy and rust arrays are host arrays, and the
+    cuda backend's contract has float32 only, so it refuses float64 in from_numpy)."""
+    return backend.from_numpy(np.require(np.asarray(backend.to_numpy(x)).astype(dtype), requirements="C"))
+
+
+def to_dtype(x, dtype):
+    """x converted to ``dtype`` (float32, float64 or int64). Between floats it is
+    differentiable (the gradient is cast back); to int64 the result is a constant, as in
+    PyTorch (values truncated toward zero)."""
+    from ..tensor import Tensor
+
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return Tensor._wrap(_cast(x.backend, x.data, dtype), x.backend)
+    return ToDtype.apply(x, dtype)
+
+
 def _resolve_shape(shape: Sequence[int], size: int) -> Tuple[int, ...]:
     shape = tuple(int(d) for d in shape)
     unknown = [i for i, d in enumerate(shape) if d == -1]
