@@ -383,6 +383,66 @@ class Tensor:
         from .ops.layout import transpose
         return transpose(self, dim0, dim1)
 
+    def __getitem__(self, key):
+        from .ops.indexing import getitem
+        return getitem(self, key)
+
+    def narrow(self, dim: int, start: int, length: int):
+        from .ops.indexing import narrow
+        return narrow(self, dim, start, length)
+
+    def split(self, split_size, dim: int = 0):
+        from .ops.indexing import split
+        return split(self, split_size, dim)
+
+    def chunk(self, chunks: int, dim: int = 0):
+        from .ops.indexing import chunk
+        return chunk(self, chunks, dim)
+
+    def unbind(self, dim: int = 0):
+        from .ops.indexing import unbind
+        return unbind(self, dim)
+
+    def squeeze(self, dim=None):
+        from .ops.layout import squeeze
+        return squeeze(self, dim)
+
+    def unsqueeze(self, dim: int):
+        from .ops.layout import unsqueeze
+        return unsqueeze(self, dim)
+
+    def expand(self, *sizes):
+        from .ops.layout import expand
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        return expand(self, sizes)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def repeat(self, *sizes):
+        from .ops.layout import repeat
+        return repeat(self, *sizes)
+
+    def movedim(self, source, destination):
+        from .ops.layout import movedim
+        return movedim(self, source, destination)
+
+    def unflatten(self, dim: int, sizes):
+        from .ops.layout import unflatten
+        return unflatten(self, dim, sizes)
+
+    def contiguous(self):
+        """Every ferrograd tensor is contiguous (ops materialize their results)."""
+        return self
+
+    @property
+    def mT(self):
+        """The last two dimensions swapped (batched matrix transpose)."""
+        if self.ndim < 2:
+            raise ValueError(f"mT: expected a tensor of at least 2 dimensions, got {self.ndim}-D")
+        return self.transpose(-2, -1)
+
     @property
     def T(self):
         if self.ndim != 2:

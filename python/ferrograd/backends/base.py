@@ -105,6 +105,23 @@ class Backend(abc.ABC):
         The adjoint of ``expand``: used by every backward whose forward broadcast.
         """
 
+    # ---------------------------------------------------------------- indexing
+    # Basic indexing (ints, slices, None, Ellipsis), narrow, split/chunk/unbind and cat are
+    # all strided reads or writes of a C-contiguous array: element i of the strided view
+    # (shape, strides, offset) is x.flat[offset + sum_j i_j * strides[j]]. The Python layer
+    # computes the view and checks that every position lies inside x; the strides are
+    # non-negative (PyTorch's slices have positive steps) and a view never names one
+    # position twice, so writes need no accumulation.
+    @abc.abstractmethod
+    def gather_strided(self, x: Array, shape: Shape, strides: Sequence[int], offset: int) -> Array:
+        """A new C-contiguous array of ``shape`` holding the strided view of ``x``."""
+
+    @abc.abstractmethod
+    def copy_strided(self, dst: Array, src: Array, strides: Sequence[int], offset: int) -> None:
+        """Write ``src`` into the strided view (src.shape, strides, offset) of the
+        C-contiguous ``dst``, in place (gather_strided's adjoint into a zeroed dst; cat's
+        forward into a fresh one)."""
+
     # ------------------------------------------------- elementwise arithmetic
     @abc.abstractmethod
     def binary_forward(self, op: str, a: Array, b: Array) -> Array:

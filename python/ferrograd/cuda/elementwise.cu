@@ -137,6 +137,22 @@ extern "C" __global__ void strided_gather(float* y, const float* x, long long n,
     }
 }
 
+// The transpose: dst[offset(i)] = src[i], into a strided view of dst (indexing's backward,
+// cat's forward). The views never name one position twice: plain stores, no atomics.
+// meta: src_shape[ndim], dst_stride[ndim]
+extern "C" __global__ void strided_scatter(float* dst, const float* src, long long n, int ndim,
+                                           const long long* __restrict__ meta) {
+    FG_GRID_LOOP(i, n) {
+        long long rem = i, off = 0;
+        for (int d = ndim - 1; d >= 0; --d) {
+            long long len = meta[d];
+            off += (rem % len) * meta[ndim + d];
+            rem /= len;
+        }
+        dst[off] = src[i];
+    }
+}
+
 extern "C" __global__ void fill(float* y, float value, long long n) {
     FG_GRID_LOOP(i, n) y[i] = value;
 }

@@ -168,11 +168,76 @@ class Expand(Function):
 
 
 def expand(x, shape):
-    """x broadcast to ``shape`` (numpy rules); backward sums over the broadcast axes."""
+    """x broadcast to ``shape`` (numpy rules; -1 keeps that axis's size, as in PyTorch);
+    backward sums over the broadcast axes."""
     shape = tuple(int(d) for d in shape)
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if d == -1 and i >= lead else d for i, d in enumerate(shape))
     try:
         if tuple(np.broadcast_shapes(x.shape, shape)) != shape:
             raise ValueError
     except ValueError:
         raise ValueError(f"shape: cannot expand a tensor of shape {x.shape} to {shape}") from None
     return x if x.shape == shape else Expand.apply(x, shape)
+
+
+# ------------------------------------------------- shape ops built on reshape/permute/expand
+def squeeze(x, dim=None):
+    """x without size-1 dimensions (all of them, or those of ``dim``: an int or a tuple;
+    a named dimension of another size stays, as in PyTorch)."""
+    if dim is None:
+        dims = [i for i, n in enumerate(x.shape) if n == 1]
+    else:
+        dims = [normalize_dim(d, x.ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+    shape = tuple(n for i, n in enumerate(x.shape) if not (i in dims and n == 1))
+    return x if shape == x.shape else reshape(x, shape)
+
+
+def unsqueeze(x, dim: int):
+    """x with a new size-1 dimension at ``dim`` (in [-ndim - 1, ndim])."""
+    d = normalize_dim(dim, x.ndim + 1)
+    return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
+
+
+def movedim(x, source, destination):
+    """The dimensions ``source`` moved to ``destination`` (ints or equal-length tuples),
+    the others in their order (torch.movedim)."""
+    src = tuple(source) if isinstance(source, (tuple, list)) else (source,)
+    dst = tuple(destination) if isinstance(destination, (tuple, list)) else (destination,)
+    if len(src) != len(dst):
+        raise ValueError(f"destination: expected as many dimensions as source ({len(src)}), "
+                         f"got {len(dst)}")
+    src = tuple(normalize_dim(d, x.ndim, "source") for d in src)
+    dst = tuple(normalize_dim(d, x.ndim, "destination") for d in dst)
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise ValueError(f"source, destination: expected distinct dimensions, got {source} "
+                         f"and {destination}")
+    order = [None] * x.ndim
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(i for i in range(x.ndim) if i not in src)
+    return permute(x, tuple(o if o is not None else next(rest) for o in order))
+
+
+def unflatten(x, dim: int, sizes):
+    """Dimension ``dim`` split into ``sizes`` (one of them may be -1)."""
+    d = normalize_dim(dim, x.ndim)
+    sizes = _resolve_shape(tuple(sizes), x.shape[d])
+    return reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
+
+
+def repeat(x, *sizes):
+    """x tiled ``sizes`` times along each dimension (torch.Tensor.repeat: at least x.ndim
+    sizes; extra ones add leading dimensions)."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    if len(sizes) < x.ndim or any(isinstance(r, bool) or not isinstance(r, int) or r < 0
+                                  for r in sizes):
+        raise ValueError(f"sizes: expected at least {x.ndim} non-negative ints (one per "
+                         f"dimension), got {sizes}")
+    shape = (1,) * (len(sizes) - x.ndim) + x.shape
+    # (1, n0, 1, n1, ...) expanded to (r0, n0, r1, n1, ...), then merged pairwise
+    inter = tuple(v for n in shape for v in (1, n))
+    target = tuple(v for r, n in zip(sizes, shape) for v in (r, n))
+    out = reshape(expand(reshape(x, inter), target), tuple(r * n for r, n in zip(sizes, shape)))
+    return out

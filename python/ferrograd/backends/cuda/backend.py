@@ -9,6 +9,7 @@ from .attention import AttentionKernels
 from .conv import ConvKernels
 from .dropout import DropoutKernels
 from .elementwise import ElementwiseKernels
+from .indexing import IndexingKernels
 from .gemm import GemmPlanner
 from .linear import LinearKernels
 from .loss import LossKernels
@@ -21,8 +22,8 @@ from .runtime import Runtime
 from .softmax import SoftmaxKernels
 
 
-class CudaBackend(Runtime, GemmPlanner, ArrayKernels, ElementwiseKernels, ActivationKernels,
-                  ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels, OptimKernels,
+class CudaBackend(Runtime, GemmPlanner, ArrayKernels, ElementwiseKernels, IndexingKernels,
+                  ActivationKernels, ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels, OptimKernels,
                   NormKernels, PoolKernels, DropoutKernels, AttentionKernels, ConvKernels,
                   RnnKernels, base.Backend):
     name = "cuda"
