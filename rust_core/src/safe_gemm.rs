@@ -163,12 +163,12 @@ pub fn gemm<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], dst_row_stride
     unsafe { checked_call(m, n, k, dst.as_mut_ptr(), dst_row_stride, accumulate, a, b, parallelism) }
 }
 
-/// [`gemm`] into memory not yet initialised (a Vec's spare capacity): dst := a @ b, every
+/// [`gemm()`] into memory not yet initialised (a Vec's spare capacity): dst := a @ b, every
 /// element of the (m x n) destination written, none read (the `gemm` crate does not read
 /// dst when told not to accumulate), so the caller may then treat them as initialised.
 ///
 /// # Panics
-/// As [`gemm`].
+/// As [`gemm()`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_uninit<T: Real>(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<T>], dst_row_stride: usize, a: Operand<'_, T>, b: Operand<'_, T>, parallelism: Parallelism) {
     if m == 0 || n == 0 {
