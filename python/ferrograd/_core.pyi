@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 _F = TypeVar("_F", np.float32, np.float64)
 
 _Gelu: TypeAlias = Literal["none", "tanh"]
-_BinaryOp: TypeAlias = Literal["add", "sub", "mul", "div", "pow"]
-_UnaryOp: TypeAlias = Literal["neg", "exp", "log"]
+_BinaryOp: TypeAlias = Literal["add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp_min", "clamp_max"]
+_UnaryOp: TypeAlias = Literal["neg", "exp", "log", "abs", "sqrt", "rsqrt", "sin", "cos"]
 _Reduction: TypeAlias = Literal["mean", "sum", "none"]
 _ConvAlgo: TypeAlias = Literal["im2col", "naive", "winograd", "winograd2", "winograd4", "fft"]
 # one spatial axis of a pooling window table, (start, count, step, factor): backends/_pool.table
@@ -104,10 +104,18 @@ def binary_backward(
     """(ga, gb) of binary_forward, each summed back to its operand's shape; ValueError for an unknown op or bad shapes, TypeError on dtype mismatch."""
 
 def unary_forward(op: _UnaryOp, x: NDArray[_F]) -> NDArray[_F]:
-    """-x, exp(x) or log(x) elementwise; ValueError for an unknown op, TypeError for a non-float array."""
+    """-x, exp, log, abs, sqrt, rsqrt, sin or cos elementwise; ValueError for an unknown op, TypeError for a non-float array."""
 
 def unary_backward(op: _UnaryOp, x: NDArray[_F], gy: NDArray[_F]) -> NDArray[_F]:
     """gy times the op's derivative at x; ValueError for an unknown op or gy's shape, TypeError on dtype mismatch."""
+
+# ----------------------------------------------------------------------------- indexing
+
+def gather_strided(x: NDArray[_F], shape: Sequence[int], strides: Sequence[int], offset: int) -> NDArray[_F]:
+    """A new array of shape holding x.flat[offset + sum_d i_d strides[d]] (x read row-major); ValueError if the view reaches past x."""
+
+def copy_strided(dst: NDArray[_F], src: NDArray[_F], strides: Sequence[int], offset: int) -> None:
+    """Write src into the view (src.shape, strides, offset) of the C-contiguous dst in place; ValueError if the view reaches past dst or names a position twice."""
 
 # ---------------------------------------------------------------------------- reduction
 

@@ -193,17 +193,18 @@ class Tensor:
                 if dtype is not None:
                     raise TypeError(f"to(): expected one dtype, got {dtype!r} and {a!r}")
                 dtype = a
+        from .ops.layout import ToBackend, to_dtype
+
+        target = self.backend if backend is None else get_backend(backend)
+        dt = self.dtype if dtype is None else _normalize_dtype(dtype)
         out = self
-        if backend is not None:
-            target = get_backend(backend)
-            if target is not out.backend:
-                from .ops.layout import ToBackend
-                out = ToBackend.apply(out, target)
-        if dtype is not None:
-            dt = _normalize_dtype(dtype)
-            if dt != out.dtype:
-                from .ops.layout import to_dtype
-                out = to_dtype(out, dt)
+        # cast where the dtype exists: before moving to cuda (float32 only), after leaving it
+        if target.name == "cuda" and dt != out.dtype:
+            out = to_dtype(out, dt)
+        if target is not out.backend:
+            out = ToBackend.apply(out, target)
+        if dt != out.dtype:
+            out = to_dtype(out, dt)
         return out
 
     def float(self) -> "Tensor":

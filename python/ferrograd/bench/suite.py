@@ -435,6 +435,9 @@ def default_suite(quick: bool = False) -> List[Case]:
         cases.append(_dropout_case(n_act, 0.5, bwd, CPU_IMPLS, "dropout"))
         cases.append(_dropout_case(n_gpu, 0.5, bwd, GPU_IMPLS, "gpu dropout"))
     cases += attention_suite(quick)
+    from .tensor_api import tensor_api_cases  # imports this module: bound at call time
+
+    cases += tensor_api_cases(quick)
     cases.extend(conv_cases(quick))
     cases += rnn_cases(quick)
     cases.extend(train_cases(quick))

@@ -194,8 +194,10 @@ class Module:
         """Move every parameter, gradient and buffer to a backend and/or cast the floating
         ones to a float dtype, in place (PyTorch's ``module.to(device, dtype)``; integer
         buffers such as num_batches_tracked keep their dtype); returns self."""
-        for a in args:
-            if isinstance(a, str) and a in ("numpy", "rust", "cuda") or hasattr(a, "from_numpy"):
+        from ..tensor import _is_dtype_name
+
+        for a in args:  # a string is a backend unless it names a dtype (as Tensor.to)
+            if isinstance(a, str) and not _is_dtype_name(a) or hasattr(a, "from_numpy"):
                 backend = a
             else:
                 dtype = a

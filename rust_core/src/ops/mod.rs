@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod dropout;
 pub mod elementwise;
+pub mod indexing;
 pub mod linear;
 pub mod loss;
 pub mod map;

@@ -188,6 +188,8 @@ mod attention;
 mod conv;
 // the recurrent family's bindings
 mod rnn;
+// the indexing family's bindings
+mod indexing;
 
 /// y = f(x), same shape.
 fn map_x<'py, T: Real + Element>(
@@ -813,6 +815,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     native::register(m)?;
     conv::register(m)?;
     rnn::register(m)?;
+    indexing::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ from .attention import AttentionKernels
 from .conv import ConvKernels
 from .dropout import DropoutKernels
 from .elementwise import ElementwiseKernels
+from .indexing import IndexingKernels
 from .linear import LinearKernels
 from .loss import LossKernels
 from .norm import NormKernels
@@ -20,8 +21,8 @@ from .rnn import RnnKernels
 from .softmax import SoftmaxKernels
 
 
-class RustBackend(ArrayKernels, ElementwiseKernels, ActivationKernels, ReduceKernels,
-                  SoftmaxKernels, LinearKernels, LossKernels, OptimKernels, NormKernels,
+class RustBackend(ArrayKernels, ElementwiseKernels, IndexingKernels, ActivationKernels,
+                  ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels, OptimKernels, NormKernels,
                   PoolKernels, DropoutKernels, AttentionKernels, ConvKernels, RnnKernels,
                   NumpyBackend):
     name = "rust"
