@@ -18,6 +18,7 @@ from .creation import (
     arange, empty, empty_like, eye, float32, float64, from_dlpack, from_numpy, full_like, int64,
     linspace, ones_like, rand_like, randint, randn_like, randperm, zeros_like)
 from .ops.indexing import cat, chunk, narrow, split, stack, unbind
+from .ops.reduce import mean, norm, std, sum, var  # noqa: A004 - torch.sum
 from .ops.layout import flatten, movedim, permute, reshape, squeeze, transpose, unflatten, unsqueeze
 from .tensor import Tensor, full, ones, rand, randn, tensor, zeros
 
@@ -36,7 +37,8 @@ __all__ = [
     "rand_like", "randn_like", "randint", "randperm", "from_numpy", "from_dlpack",
     "float32", "float64", "int64", "float", "double", "long",
     "cat", "stack", "split", "chunk", "unbind", "narrow", "squeeze", "unsqueeze", "movedim",
-    "unflatten", "reshape", "permute", "transpose", "flatten",
+    "unflatten", "reshape", "permute", "transpose", "flatten", "sum", "mean", "var", "std",
+    "norm",
     "use_deterministic_algorithms", "are_deterministic_algorithms_enabled",
     "no_grad", "enable_grad", "gradcheck", "autograd", "functional", "nn", "optim",
     "get_backend", "available_backends", "set_default_backend",

@@ -362,6 +362,18 @@ class Tensor:
         from .ops.reduce import mean
         return mean(self, dim, keepdim)
 
+    def var(self, dim=None, *, correction=1, keepdim: bool = False):
+        from .ops.reduce import var
+        return var(self, dim, correction=correction, keepdim=keepdim)
+
+    def std(self, dim=None, *, correction=1, keepdim: bool = False):
+        from .ops.reduce import std
+        return std(self, dim, correction=correction, keepdim=keepdim)
+
+    def norm(self, p=2, dim=None, keepdim: bool = False):
+        from .ops.reduce import norm
+        return norm(self, p, dim, keepdim)
+
     def reshape(self, *shape):
         from .ops.layout import reshape
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
