@@ -43,6 +43,16 @@ from typing import Any, Optional, Sequence, Tuple
 Array = Any  # the backend's native array type
 Shape = Tuple[int, ...]
 
+
+def contiguous_strides(shape: Sequence[int]) -> Tuple[int, ...]:
+    """The element strides of a C-contiguous array of ``shape`` (the layout the
+    indexing kernels' views are written against)."""
+    strides, s = [], 1
+    for n in reversed(shape):
+        strides.append(s)
+        s *= n
+    return tuple(reversed(strides))
+
 #: Binary elementwise ops (numpy broadcasting rules).
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp_min", "clamp_max")
 #: Unary elementwise math ops.

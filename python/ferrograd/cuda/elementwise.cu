@@ -124,17 +124,21 @@ extern "C" __global__ void unary_backward(int op, float* gx, const float* x, con
 // y[i] = x[offset(i)], offset through per-axis strides of x (0 to broadcast): the copy
 // behind permute (transposed strides) and expand (zero strides).
 // meta: out_shape[ndim], in_stride[ndim]
+// the offset of element i of a strided view; meta: shape[ndim], stride[ndim]
+__device__ __forceinline__ long long strided_offset(long long i, int ndim,
+                                                    const long long* __restrict__ meta) {
+    long long rem = i, off = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+        long long len = meta[d];
+        off += (rem % len) * meta[ndim + d];
+        rem /= len;
+    }
+    return off;
+}
+
 extern "C" __global__ void strided_gather(float* y, const float* x, long long n, int ndim,
                                           const long long* __restrict__ meta) {
-    FG_GRID_LOOP(i, n) {
-        long long rem = i, off = 0;
-        for (int d = ndim - 1; d >= 0; --d) {
-            long long len = meta[d];
-            off += (rem % len) * meta[ndim + d];
-            rem /= len;
-        }
-        y[i] = x[off];
-    }
+    FG_GRID_LOOP(i, n) y[i] = x[strided_offset(i, ndim, meta)];
 }
 
 // The transpose: dst[offset(i)] = src[i], into a strided view of dst (indexing's backward,
@@ -142,15 +146,7 @@ extern "C" __global__ void strided_gather(float* y, const float* x, long long n,
 // meta: src_shape[ndim], dst_stride[ndim]
 extern "C" __global__ void strided_scatter(float* dst, const float* src, long long n, int ndim,
                                            const long long* __restrict__ meta) {
-    FG_GRID_LOOP(i, n) {
-        long long rem = i, off = 0;
-        for (int d = ndim - 1; d >= 0; --d) {
-            long long len = meta[d];
-            off += (rem % len) * meta[ndim + d];
-            rem /= len;
-        }
-        dst[off] = src[i];
-    }
+    FG_GRID_LOOP(i, n) dst[strided_offset(i, ndim, meta)] = src[i];
 }
 
 extern "C" __global__ void fill(float* y, float value, long long n) {

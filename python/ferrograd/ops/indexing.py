@@ -11,22 +11,15 @@ here yet and raise NotImplementedError naming themselves.
 from __future__ import annotations
 
 import numbers
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
 from ..autograd.engine import Function
+from ..backends.base import contiguous_strides
 from ._checks import normalize_dim, require_tensor
 
 View = Tuple[Tuple[int, ...], Tuple[int, ...], int]  # shape, element strides, offset
-
-
-def _contiguous_strides(shape: Sequence[int]) -> Tuple[int, ...]:
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.append(s)
-        s *= n
-    return tuple(reversed(strides))
 
 
 class Index(Function):
@@ -85,7 +78,7 @@ class Cat(Function):
 
 def _cat_views(out_shape, dim: int, sizes: List[int]) -> List[View]:
     """The view of the output that each input of cat fills."""
-    strides = _contiguous_strides(out_shape)
+    strides = contiguous_strides(out_shape)
     views, start = [], 0
     for n in sizes:
         shape = tuple(out_shape[:dim]) + (n,) + tuple(out_shape[dim + 1:])
@@ -119,7 +112,7 @@ def _basic_view(shape: Tuple[int, ...], key) -> View:
         key = key[:i] + (slice(None),) * (len(shape) - used) + key[i + 1:]
     else:
         key = key + (slice(None),) * (len(shape) - used)
-    strides = _contiguous_strides(shape)
+    strides = contiguous_strides(shape)
     out_shape, out_strides, offset, axis = [], [], 0, 0
     for k in key:
         if k is None:

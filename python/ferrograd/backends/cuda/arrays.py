@@ -6,7 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
-from .runtime import _F32, _I64, _check_f32, _contiguous_strides
+from ..base import contiguous_strides
+from .runtime import _F32, _I64, _check_f32
 
 
 class ArrayKernels:
@@ -57,7 +58,7 @@ class ArrayKernels:
     def permute(self, x, axes):
         _check_f32(x, "x")
         axes = tuple(int(a) for a in axes)
-        strides = _contiguous_strides(x.shape)
+        strides = contiguous_strides(x.shape)
         return self._gather(x, tuple(x.shape[a] for a in axes), tuple(strides[a] for a in axes))
 
     def expand(self, x, shape):
@@ -65,7 +66,7 @@ class ArrayKernels:
         shape = tuple(int(d) for d in shape)
         np.broadcast_shapes(tuple(x.shape), shape)  # raises ValueError if incompatible
         lead = len(shape) - len(x.shape)
-        src = _contiguous_strides(x.shape)
+        src = contiguous_strides(x.shape)
         strides = (0,) * lead + tuple(0 if n == 1 else s for n, s in zip(x.shape, src))
         return self._gather(x, shape, strides)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_binary_op, check_same_shape, check_unary_op
-from .runtime import _check_f32, _contiguous_strides
+from ..base import contiguous_strides
+from .runtime import _check_f32
 
 
 _BINARY_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "pow": 4, "maximum": 5, "minimum": 6,
@@ -33,12 +34,12 @@ class ElementwiseKernels:
         nd = len(out_shape)
 
         def strides(shape):
-            src = _contiguous_strides(shape)
+            src = contiguous_strides(shape)
             pad = nd - len(shape)
             return (0,) * pad + tuple(0 if d == 1 else s for d, s in zip(shape, src))
 
         meta = self._meta(tuple(out_shape) + strides(a.shape) + strides(b.shape)
-                          + _contiguous_strides(out_shape))
+                          + contiguous_strides(out_shape))
         self._launch("elementwise", "binary_broadcast", n, np.int32(code), self._ptr(y), self._ptr(a),
                      self._ptr(b), self._ptr(g), np.int64(n), np.int32(nd), self._ptr(meta))
         return y

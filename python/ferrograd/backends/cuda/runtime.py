@@ -35,14 +35,6 @@ def _load_pycuda():
     return drv, gpuarray, SourceModule, DeviceMemoryPool
 
 
-def _contiguous_strides(shape: Sequence[int]) -> Tuple[int, ...]:
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.append(s)
-        s *= n
-    return tuple(reversed(strides))
-
-
 def _check_f32(x, name: str) -> None:
     if np.dtype(x.dtype) != _F32:
         raise TypeError(f"{name}: the cuda backend computes in float32, got dtype {x.dtype} "
