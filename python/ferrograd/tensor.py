@@ -27,8 +27,8 @@ def _normalize_dtype(dtype) -> Optional[np.dtype]:
         dt = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"dtype: expected a numpy dtype such as float32, got {dtype!r}") from exc
-    if dt not in _FLOAT_DTYPES and dt != np.dtype(np.int64):
-        raise TypeError(f"dtype: expected float32, float64 or int64, got {dt}")
+    if dt not in _FLOAT_DTYPES and dt != np.dtype(np.int64) and dt != np.dtype(np.bool_):
+        raise TypeError(f"dtype: expected float32, float64, int64 or bool, got {dt}")
     return dt
 
 
@@ -120,7 +120,8 @@ class Tensor:
         extra = []
         if self.backend.name != "numpy":
             extra.append(f"backend={self.backend.name!r}")
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.int64)) or self.size == 0:
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)) \
+                or self.size == 0:
             extra.append(f"dtype={self.dtype}")
         if self._node is not None:
             extra.append(f"grad_fn=<{self._node.name}>")
@@ -272,6 +273,84 @@ class Tensor:
     def __rtruediv__(self, o): return self._binary("div", o, True)
     def __pow__(self, o): return self._binary("pow", o)
     def __rpow__(self, o): return self._binary("pow", o, True)
+
+    # comparisons are elementwise, to bool tensors (as PyTorch); hashing stays by identity
+    __hash__ = object.__hash__
+
+    def _compare(self, op, other):
+        from .ops.logic import compare
+        return compare(op, self, other)
+
+    def _dunder_compare(self, op, other):
+        # an operand that is neither a Tensor nor a number: NotImplemented, so Python
+        # answers == / != by identity (False / True) and < ... with its TypeError, as
+        # PyTorch's operators do
+        if not isinstance(other, (Tensor, numbers.Real, np.bool_)):
+            return NotImplemented
+        return self._compare(op, other)
+
+    def __eq__(self, o): return self._dunder_compare("eq", o)  # type: ignore[override]
+    def __ne__(self, o): return self._dunder_compare("ne", o)  # type: ignore[override]
+    def __lt__(self, o): return self._dunder_compare("lt", o)
+    def __le__(self, o): return self._dunder_compare("le", o)
+    def __gt__(self, o): return self._dunder_compare("gt", o)
+    def __ge__(self, o): return self._dunder_compare("ge", o)
+    def eq(self, o): return self._compare("eq", o)
+    def ne(self, o): return self._compare("ne", o)
+    def lt(self, o): return self._compare("lt", o)
+    def le(self, o): return self._compare("le", o)
+    def gt(self, o): return self._compare("gt", o)
+    def ge(self, o): return self._compare("ge", o)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is "
+                               f"ambiguous (shape {self.shape}): use .any() or .all()")
+        return bool(self.item())
+
+    def __invert__(self):
+        from .ops.logic import logical_not
+        return logical_not(self)
+
+    def __and__(self, o):
+        from .ops.logic import logical_and
+        return logical_and(self, o)
+
+    def __or__(self, o):
+        from .ops.logic import logical_or
+        return logical_or(self, o)
+
+    def __xor__(self, o):
+        from .ops.logic import logical_xor
+        return logical_xor(self, o)
+
+    def any(self, dim=None, keepdim: bool = False):
+        from .ops.logic import any as _any
+        return _any(self, dim, keepdim)
+
+    def all(self, dim=None, keepdim: bool = False):
+        from .ops.logic import all as _all
+        return _all(self, dim, keepdim)
+
+    def isnan(self):
+        from .ops.logic import isnan
+        return isnan(self)
+
+    def isinf(self):
+        from .ops.logic import isinf
+        return isinf(self)
+
+    def isfinite(self):
+        from .ops.logic import isfinite
+        return isfinite(self)
+
+    def masked_fill(self, mask, value):
+        from .ops.logic import masked_fill
+        return masked_fill(self, mask, value)
+
+    def where(self, condition, other):
+        from .ops.logic import where
+        return where(condition, self, other)
 
     def __neg__(self):
         from .ops.elementwise import unary
@@ -492,7 +571,9 @@ def _as_array(data, dtype) -> np.ndarray:
         return np.array(arr, dtype=dtype, copy=True)
     if arr.dtype.kind == "f":
         return np.array(arr, dtype=arr.dtype if arr.dtype in _FLOAT_DTYPES else np.float32, copy=True)
-    if arr.dtype.kind in "iub":
+    if arr.dtype.kind == "b":
+        return np.array(arr, dtype=np.bool_, copy=True)
+    if arr.dtype.kind in "iu":
         return np.array(arr, dtype=np.int64, copy=True)
     raise TypeError(f"data: expected numbers, got an array of dtype {arr.dtype}")
 

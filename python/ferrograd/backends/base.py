@@ -57,6 +57,12 @@ def contiguous_strides(shape: Sequence[int]) -> Tuple[int, ...]:
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp_min", "clamp_max")
 #: Unary elementwise math ops.
 UNARY_OPS = ("neg", "exp", "log", "abs", "sqrt", "rsqrt", "sin", "cos")
+#: Elementwise comparisons (bool results), PyTorch's names.
+COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
+#: Logic on bool arrays ("not" takes one operand).
+LOGICAL_OPS = ("and", "or", "xor", "not")
+#: Elementwise tests of floats (bool results).
+PREDICATES = ("isnan", "isinf", "isfinite")
 #: GELU variants, as PyTorch's ``approximate`` argument.
 GELU_APPROXIMATIONS = ("none", "tanh")
 #: Loss reductions, as PyTorch's ``reduction`` argument.
@@ -131,6 +137,31 @@ class Backend(abc.ABC):
         """Write ``src`` into the strided view (src.shape, strides, offset) of the
         C-contiguous ``dst``, in place (gather_strided's adjoint into a zeroed dst; cat's
         forward into a fresh one)."""
+
+    # ------------------------------------------------------- comparison, logic
+    # bool arrays (numpy's bool_, one byte per element) are the results of comparisons and
+    # predicates and the operands of logic, where and masked_fill; none is differentiable.
+    @abc.abstractmethod
+    def compare(self, op: str, a: Array, b: Array) -> Array:
+        """``op`` in COMPARE_OPS of a and b broadcast together, a bool array (IEEE: NaN
+        compares false but for ne)."""
+
+    @abc.abstractmethod
+    def logical(self, op: str, a: Array, b: Optional[Array] = None) -> Array:
+        """``op`` in LOGICAL_OPS of bool arrays (broadcast; b is None for "not")."""
+
+    @abc.abstractmethod
+    def predicate(self, op: str, x: Array) -> Array:
+        """``op`` in PREDICATES of a float array, a bool array."""
+
+    @abc.abstractmethod
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
+        """a where cond else b, the three broadcast together (cond bool, a and b one float
+        dtype)."""
+
+    @abc.abstractmethod
+    def any_all(self, op: str, x: Array, axes: Sequence[int], keepdims: bool) -> Array:
+        """"any" or "all" of a bool array over ``axes``, a bool array."""
 
     # ------------------------------------------------- elementwise arithmetic
     @abc.abstractmethod

@@ -15,9 +15,9 @@ class ArrayKernels:
 
     def from_numpy(self, a):
         a = np.asarray(a)
-        if a.dtype not in (_F32, _I64):
-            raise TypeError(f"data: the cuda backend holds float32 (or int64 indices), got dtype "
-                            f"{a.dtype}; use the numpy or rust backend for float64")
+        if a.dtype not in (_F32, _I64, np.dtype(np.bool_)):
+            raise TypeError(f"data: the cuda backend holds float32 (int64 indices, bool masks), "
+                            f"got dtype {a.dtype}; use the numpy or rust backend for float64")
         if a.size == 0:  # PyCUDA cannot copy zero bytes
             return self.empty(a.shape, a.dtype)
         return self._gpuarray.to_gpu(np.require(a, requirements="C"), allocator=self._pool.allocate)

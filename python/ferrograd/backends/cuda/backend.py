@@ -12,6 +12,7 @@ from .elementwise import ElementwiseKernels
 from .indexing import IndexingKernels
 from .gemm import GemmPlanner
 from .linear import LinearKernels
+from .logic import LogicKernels
 from .loss import LossKernels
 from .norm import NormKernels
 from .optim import OptimKernels
@@ -23,7 +24,7 @@ from .softmax import SoftmaxKernels
 
 
 class CudaBackend(Runtime, GemmPlanner, ArrayKernels, ElementwiseKernels, IndexingKernels,
-                  ActivationKernels, ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels, OptimKernels,
-                  NormKernels, PoolKernels, DropoutKernels, AttentionKernels, ConvKernels,
-                  RnnKernels, base.Backend):
+                  LogicKernels, ActivationKernels, ReduceKernels, SoftmaxKernels, LinearKernels,
+                  LossKernels, OptimKernels, NormKernels, PoolKernels, DropoutKernels,
+                  AttentionKernels, ConvKernels, RnnKernels, base.Backend):
     name = "cuda"

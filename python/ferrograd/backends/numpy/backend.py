@@ -11,6 +11,7 @@ from .dropout import DropoutKernels
 from .elementwise import ElementwiseKernels
 from .indexing import IndexingKernels
 from .linear import LinearKernels
+from .logic import LogicKernels
 from .loss import LossKernels
 from .norm import NormKernels
 from .optim import OptimKernels
@@ -20,8 +21,8 @@ from .rnn import RnnKernels
 from .softmax import SoftmaxKernels
 
 
-class NumpyBackend(ArrayKernels, ElementwiseKernels, IndexingKernels, ActivationKernels,
-                   ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels, OptimKernels, NormKernels,
-                   PoolKernels, DropoutKernels, AttentionKernels, ConvKernels, RnnKernels,
-                   base.Backend):
+class NumpyBackend(ArrayKernels, ElementwiseKernels, IndexingKernels, LogicKernels,
+                   ActivationKernels, ReduceKernels, SoftmaxKernels, LinearKernels, LossKernels,
+                   OptimKernels, NormKernels, PoolKernels, DropoutKernels, AttentionKernels,
+                   ConvKernels, RnnKernels, base.Backend):
     name = "numpy"
