@@ -153,6 +153,12 @@ def test_indexing_errors_are_pytorchs(backend):
         fg.stack([t, t[:1]])
     with pytest.raises(ValueError, match="sizes"):
         t.repeat(2)
+    s = fg.tensor(1.0, backend=backend)  # a 0-d tensor has no dimension to work along
+    for call in (lambda: s.split(1), lambda: s.chunk(2), lambda: s.narrow(0, 0, 1),
+                 lambda: fg.cat([s, s]), lambda: s.unbind()):
+        with pytest.raises(ValueError, match="0-d"):
+            call()
+    assert fg.stack([s, s]).shape == (2,)
 
 
 def test_indexing_matches_torch_when_installed():

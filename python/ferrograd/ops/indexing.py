@@ -22,6 +22,21 @@ from ._checks import normalize_dim, require_tensor
 View = Tuple[Tuple[int, ...], Tuple[int, ...], int]  # shape, element strides, offset
 
 
+class IndexOutOfBoundsError(IndexError):
+    """An index or range outside a tensor: PyTorch's IndexError (``except IndexError``
+    catches it), a class of its own so that a stray IndexError from a bug is not
+    mistaken for it (the fuzz test allows this one only)."""
+
+
+def _dim_of_tensor(x, dim, op: str) -> int:
+    """``dim`` of x for an op that needs at least one dimension (a 0-d tensor has none to
+    split, narrow or join along, as PyTorch says too)."""
+    if x.ndim == 0:
+        raise ValueError(f"input: {op} expects a tensor of at least 1 dimension, got a 0-d "
+                         f"tensor")
+    return normalize_dim(dim, x.ndim)
+
+
 class Index(Function):
     """A strided read (the view is computed by the caller)."""
 
@@ -102,10 +117,10 @@ def _basic_view(shape: Tuple[int, ...], key) -> View:
                 f"index: integer-array and boolean-mask indexing are not supported yet; "
                 f"expected ints, slices, None or Ellipsis, got a {kind}")
     if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError("index: an index can only have a single ellipsis ('...')")
+        raise IndexOutOfBoundsError("index: an index can only have a single ellipsis ('...')")
     used = sum(1 for k in key if k is not None and k is not Ellipsis)
     if used > len(shape):
-        raise IndexError(f"index: too many indices for tensor of dimension {len(shape)} "
+        raise IndexOutOfBoundsError(f"index: too many indices for tensor of dimension {len(shape)} "
                          f"(got {used})")
     if Ellipsis in key:
         i = next(j for j, k in enumerate(key) if k is Ellipsis)
@@ -132,7 +147,7 @@ def _basic_view(shape: Tuple[int, ...], key) -> View:
         else:
             i = int(k)
             if not -n <= i < n:
-                raise IndexError(f"index: index {i} is out of bounds for dimension {axis} "
+                raise IndexOutOfBoundsError(f"index: index {i} is out of bounds for dimension {axis} "
                                  f"with size {n}")
             offset += (i % n) * s
         axis += 1
@@ -150,14 +165,14 @@ def getitem(x, key):
 def narrow(x, dim: int, start: int, length: int):
     """The ``length`` elements of ``dim`` from ``start`` (torch.narrow)."""
     require_tensor(x, "input")
-    d = normalize_dim(dim, x.ndim)
+    d = _dim_of_tensor(x, dim, "narrow")
     n = x.shape[d]
     for name, v in (("start", start), ("length", length)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{name}: expected an integer, got {v!r}")
     start = int(start) + n if -n <= start < 0 else int(start)
     if not 0 <= start <= n or length < 0 or start + length > n:
-        raise IndexError(f"start: narrow({start}, {length}) runs outside dimension {d} of "
+        raise IndexOutOfBoundsError(f"start: narrow({start}, {length}) runs outside dimension {d} of "
                          f"size {n}")
     return getitem(x, (slice(None),) * d + (slice(start, start + int(length)),))
 
@@ -166,7 +181,7 @@ def split(x, split_size_or_sections, dim: int = 0):
     """torch.split: chunks of ``split_size`` along ``dim`` (the last one smaller), or
     pieces of the listed sizes (which must add up to the dimension)."""
     require_tensor(x, "input")
-    d = normalize_dim(dim, x.ndim)
+    d = _dim_of_tensor(x, dim, "split")
     n = x.shape[d]
     s = split_size_or_sections
     if isinstance(s, numbers.Integral) and not isinstance(s, bool):
@@ -194,14 +209,14 @@ def chunk(x, chunks: int, dim: int = 0):
     if isinstance(chunks, bool) or not isinstance(chunks, numbers.Integral) or chunks <= 0:
         raise ValueError(f"chunks: expected a positive integer, got {chunks!r}")
     require_tensor(x, "input")
-    n = x.shape[normalize_dim(dim, x.ndim)]
+    n = x.shape[_dim_of_tensor(x, dim, "chunk")]
     return split(x, max(1, -(-n // int(chunks))), dim)
 
 
 def unbind(x, dim: int = 0):
     """The slices of ``dim``, each without it (torch.unbind)."""
     require_tensor(x, "input")
-    d = normalize_dim(dim, x.ndim)
+    d = _dim_of_tensor(x, dim, "unbind")
     return tuple(getitem(x, (slice(None),) * d + (i,)) for i in range(x.shape[d]))
 
 
@@ -213,7 +228,7 @@ def cat(tensors, dim: int = 0):
     for i, t in enumerate(tensors):
         require_tensor(t, f"tensors[{i}]")
     first = tensors[0]
-    d = normalize_dim(dim, first.ndim)
+    d = _dim_of_tensor(first, dim, "cat")
     for i, t in enumerate(tensors[1:], 1):
         if t.dtype != first.dtype:
             raise TypeError(f"tensors[{i}]: expected dtype {first.dtype} like tensors[0], "

@@ -36,7 +36,8 @@ import numpy as np
 
 #: what a user may be given for bad input; anything else is a bug (AttributeError,
 #: IndexError, KeyError, OverflowError, ZeroDivisionError, a PanicException, ...)
-ALLOWED_ERRORS = ("ValueError", "TypeError", "MemoryError", "NotImplementedError")
+ALLOWED_ERRORS = ("ValueError", "TypeError", "MemoryError", "NotImplementedError",
+                  "IndexOutOfBoundsError")  # ops.indexing's IndexError, PyTorch's class
 #: the address-space cap of a worker: a request past it must raise MemoryError
 MEMORY_CAP = 3 << 30
 #: seconds one case may take (all backends, forward and backward) before it counts as a hang

@@ -375,15 +375,70 @@ def gen_native(d: Draw):
     return "native_step", [x, t], {"loss": value(loss)}
 
 
+def _index_item(d: Draw, n: int):
+    """One entry of a basic index for a dimension of size n: usually valid, rarely not."""
+    if d.rarely():
+        return d.choice([n, -n - 1, 2**63, 1.5, "a", [0, 1], True, slice(None, None, -1),
+                         slice(0, 1, 0), Ellipsis])
+    kind = d.choice(["int", "slice", "none"])
+    if kind == "int" and n:
+        return d.integer(-n, n - 1)
+    if kind == "none":
+        return None
+    return slice(d.choice([None, 0, 1, -1, n + 3]), d.choice([None, n, -1, 2 * n + 1]),
+                 d.choice([None, 1, 2, 3]))
+
+
+def gen_indexing(d: Draw):
+    """Basic indexing, cat/stack/split/chunk/narrow, comparisons, where and masked_fill."""
+    op = d.choice(["getitem", "cat", "stack", "split", "chunk", "narrow", "compare", "where",
+                   "masked_fill"])
+    shape = dims(d, 0, 3)
+    x = tensor(d, shape)
+    dim = value(d.choice([0, -1, 1, 2, -4, 5, 1.5, None]) if d.rarely() else
+                (d.integer(-len(shape), len(shape) - 1) if shape else 0))
+    if op == "getitem":
+        key = tuple(_index_item(d, n) for n in shape[:d.integer(0, len(shape) + 1)])
+        return op, [x, value(key)], {}
+    if op in ("cat", "stack"):
+        others = [tensor(d, shape if not d.rarely() else dims(d, 0, 3))
+                  for _ in range(d.integer(0, 2))]
+        items = [x] + others
+        return op, [("list", items) if not d.rarely() else value(d.choice([[], "x", None]))], {"dim": dim}
+    if op == "split":
+        size = d.choice([1, 2, [1, 1], [5], 0, -1, "a", [1, -1]]) if d.rarely() else d.integer(1, 3)
+        return op, [x, value(size)], {"dim": dim}
+    if op == "chunk":
+        return op, [x, value(d.choice([1, 2, 3, 0, -2, 1.5]))], {"dim": dim}
+    if op == "narrow":
+        return op, [x, dim, value(d.integer(-3, 4)), value(d.integer(-1, 4))], {}
+    other = tensor(d, shape if not d.rarely() else dims(d, 0, 3)) if not d.rarely() else \
+        value(d.choice([0.5, float("nan"), "x", None]))
+    if op == "compare":
+        return op, [value(d.choice(["eq", "ne", "lt", "le", "gt", "ge"])), x, other], {}
+    mask = tensor(d, shape if not d.rarely() else dims(d, 0, 3), dtype=np.bool_ if not d.rarely()
+                  else np.float32)
+    if op == "where":
+        return op, [mask, x, other], {}
+    return op, [x, mask, value(d.choice([0.0, float("-inf"), float("nan"), "0", None]))], {}
+
+
+def _getitem(x, key):
+    return x[key]
+
+
 OPS: Dict[str, Callable] = {name: getattr(F, name) for name in F.__all__}
 OPS.update({
     "batch_norm": lambda x, rm, rv, **kw: (F.batch_norm(x, rm, rv, **kw), rm, rv),
     "optim_step": lambda params, **kw: _optim_step(params, **kw),
     "native_step": lambda x, t, loss: _native_step(x, t, "cross_entropy" if loss == "cross_entropy" else "mse"),
     "_abort": lambda: os.abort(),  # the harness's own test: a dying worker is reported
+    "getitem": _getitem, "cat": fg.cat, "stack": fg.stack, "split": fg.split,
+    "chunk": fg.chunk, "narrow": fg.narrow, "compare": fg.ops.logic.compare,
+    "where": fg.where, "masked_fill": fg.masked_fill,
 })
 GENERATORS = [gen_unary, gen_binary, gen_reduce, gen_linear, gen_loss, gen_norm, gen_pool,
-              gen_dropout, gen_conv, gen_attention, gen_rnn, gen_optim, gen_native]
+              gen_dropout, gen_conv, gen_attention, gen_rnn, gen_optim, gen_native, gen_indexing]
 
 
 def draw_case(d: Draw) -> Dict[str, Any]:
