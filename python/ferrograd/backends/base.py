@@ -184,10 +184,11 @@ class Backend(abc.ABC):
         * maximum: gy goes to the larger operand, half to each where ``a == b``
           (``ga = gy`` scaled by 0 where a < b, 1/2 where a == b); minimum likewise to the
           smaller. A NaN operand compares false both ways: both get gy.
-        * clamp_min(a, b) (a clamped from below by b): ``ga = gy`` where a >= b, else 0;
-          ``gb = gy`` where a < b, else 0. clamp_max: ``ga`` where a <= b, ``gb`` where
-          a > b. So ``clamp(x, lo, hi)`` passes the whole gradient at the bounds, as
-          PyTorch's clamp does.
+        * clamp_min(a, b) (a clamped from below by a number b): ``ga = gy`` where a > b
+          strictly, else 0 (a tie and a NaN get 0); ``gb = gy`` where a < b. clamp_max:
+          ``ga`` where a < b, ``gb`` where a > b. These are PyTorch's clamp with number
+          bounds (2.15: no gradient at the bounds); clamp with tensor bounds is maximum /
+          minimum, whose ties split the gradient, as PyTorch's does.
         """
 
     @abc.abstractmethod

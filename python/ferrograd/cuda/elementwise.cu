@@ -11,7 +11,8 @@ enum {
     GRAD_COPY = 10, GRAD_NEG = 11, GRAD_MUL_A = 12, GRAD_MUL_B = 13, GRAD_DIV_A = 14,
     GRAD_DIV_B = 15, GRAD_POW_A = 16, GRAD_POW_B = 17,
     // maximum / minimum: the winner takes g, a tie halves it, a NaN compares false both
-    // ways so both operands take g; clamp_min / clamp_max: g where a is kept (b is) (PyTorch)
+    // ways so both operands take g; clamp_min / clamp_max (number bounds): g only where a
+    // is strictly inside (PyTorch)
     GRAD_MAX_A = 18, GRAD_MAX_B = 19, GRAD_MIN_A = 20, GRAD_MIN_B = 21,
     GRAD_CLAMP_MIN_A = 22, GRAD_CLAMP_MIN_B = 23, GRAD_CLAMP_MAX_A = 24, GRAD_CLAMP_MAX_B = 25
 };
@@ -45,9 +46,9 @@ __device__ __forceinline__ float binary_apply(int op, float a, float b, float g)
         case GRAD_MAX_B: return tie_share(a > b, a == b, g);
         case GRAD_MIN_A: return tie_share(a > b, a == b, g);
         case GRAD_MIN_B: return tie_share(a < b, a == b, g);
-        case GRAD_CLAMP_MIN_A: return a >= b ? g : 0.0f;
+        case GRAD_CLAMP_MIN_A: return a > b ? g : 0.0f;
         case GRAD_CLAMP_MIN_B: return a < b ? g : 0.0f;
-        case GRAD_CLAMP_MAX_A: return a <= b ? g : 0.0f;
+        case GRAD_CLAMP_MAX_A: return a < b ? g : 0.0f;
         case GRAD_CLAMP_MAX_B: return a > b ? g : 0.0f;
     }
     return 0.0f;

@@ -149,16 +149,18 @@ def minimum(input, other):
 
 def clamp(input, min=None, max=None):  # noqa: A002 - PyTorch's argument names
     """``input`` clamped to [min, max] (torch.clamp): each bound a number or a tensor that
-    broadcasts with input, at least one given. The gradient passes where min <= input <=
-    max, bounds included, as PyTorch's; a tensor bound gets it where it was taken."""
+    broadcasts with input, at least one given. PyTorch's gradients: with a number bound,
+    only where input lies strictly inside (0 at the bound); with a tensor bound, that of
+    maximum / minimum (a tie splits it between input and bound)."""
     require_float(input, "input")
     if min is None and max is None:
         raise ValueError("clamp: expected at least one of min and max, got neither")
     out = input
-    if min is not None:
-        out = binary("clamp_min", out, input._operand(min, "min"))
-    if max is not None:
-        out = binary("clamp_max", out, input._operand(max, "max"))
+    for bound, name, as_tensor, as_number in ((min, "min", "maximum", "clamp_min"),
+                                              (max, "max", "minimum", "clamp_max")):
+        if bound is not None:
+            op = as_tensor if hasattr(bound, "backend") else as_number
+            out = binary(op, out, input._operand(bound, name))
     return out
 
 

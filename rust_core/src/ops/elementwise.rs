@@ -20,7 +20,8 @@ pub enum BinaryOp {
     Pow,
     Maximum,
     Minimum,
-    /// a clamped from below by b: maximum's values, clamp's gradient rule
+    /// a clamped from below by a number b: maximum's values, the gradient only where
+    /// a > b strictly (PyTorch's clamp with number bounds)
     ClampMin,
     /// a clamped from above by b
     ClampMax,
@@ -358,11 +359,11 @@ pub fn binary_backward<T: Real>(
             broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| tie_share(x < y, x == y, g))?,
         ),
         BinaryOp::ClampMin => (
-            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x >= y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x > y, g))?,
             broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x < y, g))?,
         ),
         BinaryOp::ClampMax => (
-            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x <= y, g))?,
+            broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x < y, g))?,
             broadcast_map3(&out_shape, pa, pb, pg, |x, y, g| keep_if(x > y, g))?,
         ),
     };

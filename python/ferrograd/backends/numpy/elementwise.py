@@ -53,10 +53,10 @@ class ElementwiseKernels:
                 a_loses, b_loses = (a < b, a > b) if op == "maximum" else (a > b, a < b)
                 ga = np.where(a_loses, 0, shared)
                 gb = np.where(b_loses, 0, shared)
-            elif op == "clamp_min":  # a clamped from below by b
-                ga, gb = np.where(a >= b, gy, 0), np.where(a < b, gy, 0)
+            elif op == "clamp_min":  # a clamped from below by b (a number: a tie, or NaN, gets 0)
+                ga, gb = np.where(a > b, gy, 0), np.where(a < b, gy, 0)
             elif op == "clamp_max":  # a clamped from above by b
-                ga, gb = np.where(a <= b, gy, 0), np.where(a > b, gy, 0)
+                ga, gb = np.where(a < b, gy, 0), np.where(a > b, gy, 0)
             else:  # pow: d/da = b a^(b-1), 0 where b == 0; d/db = a^b log a, 0 where
                 # a == 0 and b >= 0 (PyTorch's masks: 0^0 and 0^b have gradient 0; 0^-1
                 # gives inf * log 0 = -inf; a negative a gives NaN, as log a is)
