@@ -172,3 +172,20 @@ def test_indexing_matches_torch_when_installed():
         np.testing.assert_allclose(ft.grad.numpy(), tt.grad.numpy(), rtol=1e-6)
     pieces = [p.shape for p in fg.tensor(x).chunk(3, 1)]
     assert pieces == [tuple(p.shape) for p in torch.tensor(x).chunk(3, 1)]
+
+
+def test_rust_strided_kernels_refuse_views_outside_the_buffer():
+    """The extension checks the view itself (the Python layer computes valid ones): a bad
+    call is a ValueError, not a panic or a read past the buffer."""
+    from conftest import require_backend
+
+    require_backend("rust")
+    from ferrograd import _core
+
+    x = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="reaches element"):
+        _core.gather_strided(x, [3], [4], 2)
+    with pytest.raises(ValueError, match="twice"):
+        _core.copy_strided(x, np.ones(4, np.float32).reshape(2, 2), [1, 1], 0)
+    with pytest.raises(ValueError, match="one per dimension"):
+        _core.copy_strided(x, np.ones(3, np.float32), [1, 1], 0)

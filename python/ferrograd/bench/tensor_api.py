@@ -1,5 +1,6 @@
 """Benchmark rows for the tensor API around the layers (issue 17): a strided slice, cat
-of four blocks, split into heads, a clamp/maximum chain and a sum over a middle dim, on
+of four blocks, split into heads, a clamp/maximum chain, where over a comparison, the
+new unary math, a row norm and a sum over a middle dim, on
 every implementation against PyTorch. Same code on both sides: the ops have PyTorch's
 names, so one lambda per row serves ferrograd and torch alike."""
 
@@ -63,6 +64,14 @@ def tensor_api_cases(quick: bool = False) -> List[Case]:
         cases.append(_row(f"clamp*maximum {r}x{c}", [(r, c), (r, c)],
                           lambda lib, x, y: _ns(lib).clamp(x, -0.5, 0.5) * _ns(lib).maximum(x, y),
                           (r, c), bwd, "tensor api", impls))
+        cases.append(_row(f"where(x > 0, x, y) {r}x{c}", [(r, c), (r, c)],
+                          lambda lib, x, y: _ns(lib).where(x > 0, x, y), (r, c), bwd,
+                          "tensor api", impls))
+        cases.append(_row(f"sqrt(abs(x)) + sin(x) {r}x{c}", [(r, c)],
+                          lambda lib, x: _ns(lib).sqrt(_ns(lib).abs(x)) + _ns(lib).sin(x),
+                          (r, c), bwd, "tensor api", impls))
+        cases.append(_row(f"norm dim -1 of {r}x{c}", [(r, c)],
+                          lambda lib, x: x.norm(dim=-1), (r,), bwd, "tensor api", impls))
         cases.append(_row(f"sum dim 1 of {b * 4}x{t}x{e}", [(b * 4, t, e)],
                           lambda lib, x: x.sum(dim=1), (b * 4, e), bwd, "tensor api", impls))
     return cases
